@@ -1,0 +1,31 @@
+"""Dataset builders and the loader. Builders are looked up by name for configs that build
+their dataset on first use (`data.builder`); they are imported lazily so that
+`python -m dataset.build_X` runs each module once."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+# name -> (module, config class, build function)
+BUILDERS: dict[str, tuple[str, str, str]] = {
+    "lsa": ("dataset.build_lsa_dataset", "LSABuildConfig", "build_lsa_dataset"),
+}
+
+
+def build_dataset(builder: str, args: dict[str, Any], output_dir: Path | str, progress: bool = True) -> Path:
+    """Build dataset `builder` with `args` (its CLI flags with underscores) into `output_dir`."""
+    from dataset.common import DatasetError, one_line
+
+    if builder not in BUILDERS:
+        raise DatasetError(f"data.builder={builder!r}: unknown builder; known: {sorted(BUILDERS)}")
+    module_name, config_name, fn_name = BUILDERS[builder]
+    module = importlib.import_module(module_name)
+    import pydantic
+
+    try:
+        cfg = getattr(module, config_name).model_validate({**args, "output_dir": output_dir, "progress": progress})
+    except pydantic.ValidationError as exc:
+        raise DatasetError(f"data.build_args: {one_line(exc)}") from exc
+    return getattr(module, fn_name)(cfg)

@@ -1,0 +1,35 @@
+"""Model registry: `arch.name` picks a (config class, model class) pair from here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import torch
+from torch import nn
+
+from dataset.common import one_line
+
+from models.trm import TRM, TRMConfig, resolve_dtype
+
+MODELS: dict[str, tuple[type[pydantic.BaseModel], type[nn.Module]]] = {
+    "trm": (TRMConfig, TRM),
+}
+
+
+def validate_arch(raw: dict[str, Any]) -> pydantic.BaseModel:
+    name = raw.get("name")
+    if name not in MODELS:
+        raise ValueError(f"unknown model name {name!r}; known: {sorted(MODELS)}")
+    try:
+        return MODELS[name][0].model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ValueError("; ".join(f"arch.{part}" for part in one_line(exc).split("; "))) from None
+
+
+def build_model(arch: pydantic.BaseModel, metadata, device: torch.device) -> nn.Module:
+    """Instantiate on `device` from a validated arch config and the dataset's metadata."""
+    _, model_cls = MODELS[arch.name]
+    dtype = resolve_dtype(arch.forward_dtype, device)
+    with torch.device(device):
+        return model_cls(arch, metadata.vocab_size, metadata.seq_len, metadata.num_puzzle_identifiers, dtype)

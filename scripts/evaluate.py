@@ -1,0 +1,72 @@
+"""Score a saved checkpoint on a dataset's test split.
+
+    python scripts/evaluate.py --checkpoint runs/trm-lsa/<run>            # latest checkpoint of a run
+    python scripts/evaluate.py --checkpoint runs/trm-lsa/<run>/checkpoints/step_0004000 --data data/other
+
+The config is read from the checkpoint; the EMA weights are used when present (as in
+training's evaluation). The last line printed is one JSON object of metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
+
+import torch  # noqa: E402
+from pydantic import BaseModel, Field  # noqa: E402
+
+from dataset.common import CLI, run_cli  # noqa: E402
+from dataset.loader import DeviceArrays, PuzzleDataset  # noqa: E402
+from evaluators import build_evaluator  # noqa: E402
+from models import build_model  # noqa: E402
+from models.losses import ACTLossHead  # noqa: E402
+from training.checkpoint import check_data_compatible, load_config, load_meta, load_weights, resolve_checkpoint  # noqa: E402,E501
+from training.config import validate_config  # noqa: E402
+from training.evaluation import evaluate  # noqa: E402
+from training.loop import resolve_device  # noqa: E402
+
+
+class EvaluateArgs(BaseModel):
+    checkpoint: Path = Field(description="checkpoint directory, or a run directory (uses its latest checkpoint)")
+    data: Optional[Path] = Field(None, description="dataset directory (default: the one the run trained on)")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    ema: bool = Field(True, description="use the EMA weights when the checkpoint has them")
+    batch_size: Optional[int] = Field(None, ge=1, description="default: the run's eval batch size")
+    compile: bool = Field(False, description="torch.compile the model (worth it for large test sets on a GPU)")
+    save_predictions: Optional[Path] = Field(None, description="directory for the evaluators' prediction files")
+    progress: bool = True
+
+
+def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
+    ckpt = resolve_checkpoint(args.checkpoint)
+    cfg = validate_config(load_config(ckpt))
+    data_path = args.data or Path(cfg.data.path)
+    data = PuzzleDataset.load(data_path)
+    check_data_compatible(ckpt, load_meta(ckpt), data.meta, data_path)
+    device = resolve_device(args.device)
+    model = build_model(cfg.arch, data.meta, device)
+    weights = load_weights(model, ckpt, use_ema=args.ema)
+    step_fn = ACTLossHead(model)
+    if args.compile:
+        step_fn = torch.compile(step_fn, dynamic=False)
+    arrays = DeviceArrays(data.test, data.test_meta, device, resident=True)
+    evaluators = [build_evaluator(spec, data.test_meta) for spec in cfg.evaluators]
+    metrics = evaluate(step_fn, model, arrays, data.test.num_examples, args.batch_size or cfg.train.eval_batch_size
+                       or cfg.train.global_batch_size, evaluators, save_path=args.save_predictions, progress=args.progress)
+    return {**metrics, "checkpoint": str(ckpt), "weights": weights, "data": str(data_path)}
+
+
+cli = CLI(name="evaluate", description="Score a saved checkpoint; prints one JSON object last.")
+
+
+@cli.command(singleton=True)
+def main(args: EvaluateArgs) -> None:
+    print(json.dumps(evaluate_checkpoint(args)))
+
+
+if __name__ == "__main__":
+    run_cli(cli)

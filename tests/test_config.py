@@ -1,0 +1,68 @@
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import REPO, run_module
+from models.trm import TRMConfig
+from training.config import Config, ConfigError, DataConfig, LoggingConfig, OptimConfig, TrainConfig, validate_config
+
+CONFIG_DIR = str(REPO / "config")
+
+
+def composed(name, overrides=()):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return OmegaConf.to_container(compose(name, overrides=list(overrides)), resolve=False)
+
+
+def test_base_yaml_lists_every_field():
+    base = yaml.safe_load((REPO / "config" / "base.yaml").read_text())
+    for section, model in (("data", DataConfig), ("optim", OptimConfig), ("train", TrainConfig), ("logging", LoggingConfig)):
+        assert set(base[section]) == set(model.model_fields), section
+    arch = yaml.safe_load((REPO / "config" / "arch" / "trm.yaml").read_text())
+    missing = set(TRMConfig.model_fields) - set(arch) - {"rope_theta", "rms_norm_eps", "q_loss_weight"}
+    assert not missing
+
+
+@pytest.mark.parametrize("name", ["cfg_lsa", "cfg_lsa_cpu"])
+def test_shipped_configs_validate(name):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = validate_config(OmegaConf.to_container(compose(name), resolve=True))
+    assert isinstance(cfg, Config) and cfg.evaluators == [{"name": "lsa"}]
+
+
+def test_lsa_config_is_the_seed_setup():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = validate_config(OmegaConf.to_container(compose("cfg_lsa"), resolve=True))
+    assert cfg.data.build_args == {"n": 9, "max_cost": 100, "num_train": 10000, "num_test": 1000, "num_aug": 10, "seed": 0}
+    assert cfg.train.ema and cfg.train.ema_rate == 0.999 and cfg.train.global_batch_size == 768
+    assert (cfg.arch.hidden_size, cfg.arch.num_layers, cfg.arch.H_cycles, cfg.arch.L_cycles) == (512, 2, 3, 6)
+
+
+@pytest.mark.parametrize(
+    "overrides, culprit",
+    [
+        (["+train.lrr=1"], "train.lrr"),
+        (["+arch.hidden_sise=3"], "arch.hidden_sise"),
+        (["train.global_batch_size=abc"], "train.global_batch_size"),
+        (["optim.lr=-1"], "optim.lr"),
+        (["train.compile=maybe"], "train.compile"),
+        (["arch.num_heads=5"], "divisible"),
+        (["+evaluators=[{name: sudo}]"], "evaluators"),
+    ],
+)
+def test_bad_config_names_the_field(overrides, culprit):
+    raw = composed("cfg_lsa", overrides)
+    with pytest.raises(ConfigError) as info:
+        validate_config(OmegaConf.to_container(OmegaConf.create(raw), resolve=True))
+    assert culprit in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pretrain_rejects_bad_config_before_running(tmp_path):
+    result = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "+train.lrr=1", f"logging.runs_dir={tmp_path}",
+                        f"data.path={tmp_path / 'data'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: config: train.lrr: Extra inputs are not permitted (got 1)"]
+    assert not any(tmp_path.iterdir())  # nothing built or written
+    result = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "train.lrr=1")
+    assert result.returncode != 0 and "lrr" in result.stderr  # Hydra refuses keys absent from the YAML

@@ -1,0 +1,82 @@
+"""train_lsa.sh and logging integrations."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+TINY = ["data.build_args.num_train=40", "data.build_args.num_test=10", "train.max_steps=4", "train.eval_interval=2",
+        "train.global_batch_size=16", "logging.progress=false"]
+
+
+def fake_screen(bin_dir, record):
+    """A `screen` stand-in: records its arguments, then runs the session command in the foreground."""
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "screen"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [ "$1" = "-ls" ]; then exit 1; fi\n'
+        f'printf "%s\\n" "$@" > {record}\n'
+        'shift 2\n'  # drop -dmS NAME; what remains is: bash -c CMD
+        'exec "$@"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def test_train_lsa_sh_runs_in_a_named_screen_session_with_a_log(tmp_path):
+    fake_screen(tmp_path / "bin", tmp_path / "screen_args")
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "CONFIG": "cfg_lsa_cpu",
+           "RUN_NAME": "unit", "PYTHON": sys.executable, "LOG_DIR": str(tmp_path / "logs"), "WANDB_MODE": "disabled"}
+    result = subprocess.run(
+        ["bash", str(REPO / "train_lsa.sh"), f"data.path={tmp_path / 'data'}", f"logging.runs_dir={tmp_path / 'runs'}", *TINY],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    args = (tmp_path / "screen_args").read_text().splitlines()
+    assert args[:2] == ["-dmS", "unit"]
+    log = (tmp_path / "logs" / "unit.log").read_text()
+    assert "run unit:" in log and json.loads(log.strip().splitlines()[-1])["step"] == 4
+    assert (tmp_path / "runs" / "trm-lsa-cpu" / "unit" / "metrics.jsonl").is_file()
+    assert "screen -r unit" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("screen") is not None, reason="screen is installed here")
+def test_train_lsa_sh_without_screen_says_so():
+    result = subprocess.run(["bash", str(REPO / "train_lsa.sh")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "screen" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_wandb_offline_run_logs_locally(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}
+    env.pop("WANDB_MODE", None)
+    env.pop("WANDB_API_KEY", None)
+    env["NETRC"] = str(tmp_path / "no-netrc")  # not logged in -> auto mode must pick offline
+    result = subprocess.run(
+        [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'data'}",
+         f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=wb", *TINY],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    wandb_dir = tmp_path / "runs" / "trm-lsa-cpu" / "wb" / "wandb"
+    assert any(p.name.startswith("offline-run-") for p in wandb_dir.iterdir())
+
+
+def test_wandb_mode_resolution(monkeypatch, tmp_path):
+    from training.logger import resolve_wandb_mode
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert resolve_wandb_mode("auto") == "offline"
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password secret\n")
+    (tmp_path / "netrc").chmod(0o600)
+    assert resolve_wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("auto") == "disabled"
+    assert resolve_wandb_mode("offline") == "offline"  # an explicit config wins

@@ -1,0 +1,100 @@
+"""A tiny end-to-end run through the real Hydra config: it must learn, checkpoint, and be
+scoreable by scripts/evaluate.py with the same numbers."""
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import REPO, run_module
+from training.config import validate_config
+from training.loop import train
+
+
+def tiny_config(tmp_path, *extra):
+    overrides = [
+        f"data.path={tmp_path / 'data'}",
+        "data.build_args={n: 4, max_cost: 9, num_train: 300, num_test: 100, num_aug: 4, seed: 0}",
+        "arch.hidden_size=32", "arch.num_heads=2", "arch.H_cycles=1", "arch.L_cycles=2", "arch.halt_max_steps=2",
+        "optim.lr=3e-3", "optim.lr_warmup_steps=20", "optim.puzzle_emb_lr=3e-3",
+        "train.global_batch_size=64", "train.max_steps=360", "train.eval_interval=180", "train.log_every=20",
+        "train.ema_rate=0.95", "train.eval_at_start=true",
+        f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=tiny", "logging.wandb_mode=disabled",
+        "logging.progress=false", *extra,
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        return validate_config(OmegaConf.to_container(compose("cfg_lsa_cpu", overrides=overrides), resolve=True))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    result = train(tiny_config(tmp))
+    return tmp, result
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_run_learns(tiny_run):
+    tmp, result = tiny_run
+    records = read_metrics(tmp / "runs" / "trm-lsa-cpu" / "tiny")
+    train_losses = [r["train/lm_loss"] for r in records if "train/lm_loss" in r]
+    evals = [r for r in records if "eval/lsa/optimal_cost_rate" in r]
+    assert len(train_losses) == 18 and len(evals) == 3  # eval at start, at 180 and at 360
+    assert train_losses[-1] < 0.6 * train_losses[0]
+    # Chance for a random 4x4 permutation is 1/24 (a little more with ties); the untrained
+    # model's scores decode to optimal assignments rarely, the trained one's mostly.
+    before, after = evals[0]["eval/lsa/projected_optimal_cost_rate"], result["eval/lsa/projected_optimal_cost_rate"]
+    assert after > 0.6 and after > before + 0.4
+    assert result["eval/accuracy"] > 0.78  # per cell; all-"unassigned" scores 0.75
+    assert result["step"] == 360
+
+
+def test_checkpoint_layout(tiny_run):
+    tmp, _ = tiny_run
+    ckpts = tmp / "runs" / "trm-lsa-cpu" / "tiny" / "checkpoints"
+    assert (ckpts / "latest").read_text() == "step_0000360"
+    assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == ["step_0000180", "step_0000360"]  # keep 2
+    for name in ("model.pt", "ema.pt", "optim.pt", "state.pt", "config.json", "meta.json"):
+        assert (ckpts / "step_0000360" / name).is_file()
+    meta = json.loads((ckpts / "step_0000360" / "meta.json").read_text())
+    assert meta["step"] == 360 and meta["dataset"]["seq_len"] == 16
+
+
+def test_evaluate_script_reproduces_training_eval(tiny_run):
+    tmp, result = tiny_run
+    run_dir = tmp / "runs" / "trm-lsa-cpu" / "tiny"
+    out = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert metrics["weights"] == "ema"
+    for key in ("eval/accuracy", "eval/lsa/optimal_cost_rate", "eval/lsa/projected_optimal_cost_rate"):
+        assert metrics[key] == pytest.approx(result[key], abs=1e-6), key
+
+
+def test_evaluate_script_errors(tiny_run, tmp_path):
+    tmp, _ = tiny_run
+    run_dir = tmp / "runs" / "trm-lsa-cpu" / "tiny"
+    missing = run_module("scripts/evaluate.py", "--checkpoint", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "nope" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    from conftest import build_lsa
+
+    other = build_lsa(tmp_path / "lsa3", n=3)
+    wrong = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--data", str(other))
+    assert wrong.returncode == 2 and "seq_len=9" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_pretrain_entry_point(tmp_path):
+    """The real command line, shrunk: builds its dataset, trains, prints a JSON line."""
+    result = run_module(
+        "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'data'}",
+        "data.build_args.num_train=50", "data.build_args.num_test=20", "train.max_steps=6", "train.eval_interval=3",
+        "train.global_batch_size=16", f"logging.runs_dir={tmp_path / 'runs'}", "logging.progress=false",
+    )
+    assert result.returncode == 0, result.stderr
+    final = json.loads(result.stdout.strip().splitlines()[-1])
+    assert final["step"] == 6 and "eval/lsa/optimal_cost_rate" in final
+    assert (tmp_path / "data" / "train" / "dataset.json").is_file()

@@ -1,0 +1,96 @@
+"""Optimizers and the learning-rate schedule, in plain PyTorch (no CUDA extension needed).
+
+AdamATan2 (Everett et al. 2024, arXiv 2407.05872) replaces Adam's m / (sqrt(v) + eps) by
+atan2(m, sqrt(v)): bounded, scale-invariant and free of epsilon. With bias corrections
+bc1 = 1 - beta1^t and bc2 = 1 - beta2^t, one step is
+
+    p <- p * (1 - lr * wd)
+    m <- beta1 m + (1 - beta1) g ;  v <- beta2 v + (1 - beta2) g^2
+    p <- p - (lr / bc1) * atan2(m, sqrt(v) / sqrt(bc2))
+
+which is what the reference's CUDA kernel computes (with its scale constants a = b = 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import Optimizer
+
+
+class AdamATan2(Optimizer):
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0):
+        if lr < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"AdamATan2: invalid lr={lr}, betas={betas} or weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, step=0))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("AdamATan2 does not take a closure")
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            exp_avgs = [self.state[p]["exp_avg"] for p in params]
+            exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
+            group["step"] += 1
+            lr, wd, (beta1, beta2), t = group["lr"], group["weight_decay"], group["betas"], group["step"]
+
+            if wd:
+                torch._foreach_mul_(params, 1.0 - lr * wd)
+            torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+            torch._foreach_lerp_(exp_avg_sqs, torch._foreach_mul(grads, grads), 1.0 - beta2)
+            step_size = lr / (1.0 - beta1**t)
+            inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - beta2**t)
+            denoms = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_mul_(denoms, inv_bc2_sqrt)
+            for p, m, d in zip(params, exp_avgs, denoms):
+                p.add_(torch.atan2(m, d), alpha=-step_size)
+        return None
+
+
+class SignSGD(Optimizer):
+    """Sign descent with decoupled weight decay for the puzzle embedding table.
+
+    Only rows that received gradient this step (the puzzles in the batch) are updated or
+    decayed, as in the reference's sparse embedding optimizer.
+    """
+
+    def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("SignSGD does not take a closure")
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                touched = (p.grad != 0).any(dim=-1, keepdim=True)  # (rows, 1)
+                updated = p * (1.0 - lr * wd) - lr * torch.sign(p.grad)
+                p.copy_(torch.where(touched, updated, p))
+        return None
+
+
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Linear warmup to base_lr, then cosine decay to base_lr * min_ratio at total_steps.
+
+    `step` counts optimizer steps already taken, so the first update uses lr_at(1, ...)."""
+    if step < warmup_steps:
+        return base_lr * step / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer: Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
