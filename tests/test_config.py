@@ -24,7 +24,7 @@ def test_base_yaml_lists_every_field():
     assert not missing
 
 
-@pytest.mark.parametrize("name", ["cfg_lsa", "cfg_lsa_cpu"])
+@pytest.mark.parametrize("name", ["cfg_lsa", "cfg_lsa_cpu", "cfg_lsa_400s"])
 def test_shipped_configs_validate(name):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = validate_config(OmegaConf.to_container(compose(name), resolve=True))

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from test_model import batch, make, non_contiguous
 from models.losses import ACTLossHead
+from test_model import batch, make, non_contiguous
 
 pytestmark = pytest.mark.gpu
 
@@ -16,39 +16,59 @@ def cuda_batch(size=16, seed=0):
     return {k: v.cuda() for k, v in batch(size, seed).items()}
 
 
-@pytest.mark.parametrize("mixer", ["attention", "mlp"])
-def test_compiled_bf16_matches_eager_with_noncontiguous_inputs(mixer):
-    torch.manual_seed(0)
-    model = make(mixer=mixer, forward_dtype="bfloat16").cuda()
-    model.eval()  # no random exploration: eager and compiled see the same computation
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    got, ref = got.double(), ref.double()
+    return float((got - ref).norm() / ref.norm())
+
+
+def _outputs(model, carry, batch, compiled):
     head = ACTLossHead(model)
-    compiled = torch.compile(ACTLossHead(model), dynamic=False)
+    fn = torch.compile(head, dynamic=False) if compiled else head
+    _, loss, _, out = fn(carry, batch)
+    return loss, out["logits"].float()
+
+
+@pytest.mark.parametrize("mixer", ["attention", "mlp"])
+def test_compiled_matches_eager_with_noncontiguous_inputs(mixer):
+    """Compiled vs eager on non-contiguous carry and batch: float32 to 1e-3; in bf16 the
+    compiled model may be no further from the float32 result than eager bf16 is."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    models = {dtype: make(mixer=mixer, forward_dtype=dtype).cuda().eval() for dtype in ("float32", "bfloat16")}
     b = cuda_batch()
-    carry = model.initial_carry(b)
-    with torch.no_grad():
-        carry, *_ = head(carry, b)  # a realistic mid-run carry
-    nc_carry = {k: non_contiguous(v) for k, v in carry.items()}
+    with torch.no_grad():  # a realistic mid-run carry: one step from the initial state
+        carry, *_ = ACTLossHead(models["float32"])(models["float32"].initial_carry(b), b)
     nc_batch = {k: non_contiguous(v) for k, v in b.items()}
-    _, loss_e, _, out_e = head(carry, b)
-    _, loss_c, _, out_c = compiled(nc_carry, nc_batch)
-    torch.testing.assert_close(out_c["logits"].float(), out_e["logits"].float(), atol=0.1, rtol=0.05)
-    torch.testing.assert_close(loss_c, loss_e, atol=0.05 * float(loss_e.abs()), rtol=0.0)
-    loss_c.backward()  # the compiled backward runs (no in-place write into a saved tensor)
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    carries = {
+        dtype: {k: non_contiguous(v.to(torch.bfloat16) if dtype == "bfloat16" and v.is_floating_point() else v)
+                for k, v in carry.items()}
+        for dtype in models
+    }
+    loss_ref, ref = _outputs(models["float32"], carry, b, compiled=False)
+    loss_c32, out_c32 = _outputs(models["float32"], carries["float32"], nc_batch, compiled=True)
+    assert rel_err(out_c32, ref) < 1e-3 and abs(float(loss_c32 - loss_ref)) < 1e-3 * abs(float(loss_ref))
+
+    _, out_e16 = _outputs(models["bfloat16"], carries["bfloat16"], nc_batch, compiled=False)
+    loss_c16, out_c16 = _outputs(models["bfloat16"], carries["bfloat16"], nc_batch, compiled=True)
+    eager_err, compiled_err = rel_err(out_e16, ref), rel_err(out_c16, ref)
+    assert compiled_err < 1.5 * eager_err + 5e-3, (compiled_err, eager_err)
+    loss_c16.backward()  # the compiled backward runs (no in-place write into a saved tensor)
+    grads = [p.grad for p in models["bfloat16"].parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
 def test_training_step_on_cuda_through_the_real_loop(tmp_path):
-    from conftest import REPO, run_module
+    from conftest import run_module
 
     out = run_module(
         "pretrain.py", "--config-name", "cfg_lsa_cpu", "train.device=cuda", "train.compile=on",
-        f"data.path={tmp_path / 'data'}", "train.max_steps=30", "train.eval_interval=15",
+        f"data.path={tmp_path / 'data'}", "train.max_steps=400", "train.eval_interval=200", "optim.lr_warmup_steps=20",
         f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=gpu", "logging.progress=false",
         timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     final = json.loads(out.stdout.strip().splitlines()[-1])
-    assert final["step"] == 30 and final["eval/accuracy"] > 0.5
+    assert final["step"] == 400 and final["eval/accuracy"] > 0.8  # per cell; all-"unassigned" gives 0.75
     ev = run_module("scripts/evaluate.py", "--checkpoint", str(tmp_path / "runs" / "trm-lsa-cpu" / "gpu"),
                     "--device", "cuda", "--no-progress", timeout=900)
     assert ev.returncode == 0, ev.stderr[-3000:]

@@ -53,7 +53,8 @@ def test_train_lsa_sh_without_screen_says_so():
 
 
 def test_wandb_offline_run_logs_locally(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+           "WANDB_SILENT": "true"}
     env.pop("WANDB_MODE", None)
     env.pop("WANDB_API_KEY", None)
     env["NETRC"] = str(tmp_path / "no-netrc")  # not logged in -> auto mode must pick offline
