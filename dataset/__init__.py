@@ -11,6 +11,8 @@ from typing import Any
 # name -> (module, config class, build function)
 BUILDERS: dict[str, tuple[str, str, str]] = {
     "lsa": ("dataset.build_lsa_dataset", "LSABuildConfig", "build_lsa_dataset"),
+    "sudoku": ("dataset.build_sudoku_dataset", "SudokuBuildConfig", "build_sudoku_dataset"),
+    "arith": ("dataset.build_arith_dataset", "ArithBuildConfig", "build_arith_dataset"),
 }
 
 
