@@ -14,7 +14,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("WANDB_MODE", "disabled")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: the tiny test models gain nothing from more, and OpenMP threads that spin while
+# other processes hold the cores slow a run down many times over.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,6 +42,26 @@ def build_lsa(out: Path, **overrides) -> Path:
     args = dict(output_dir=out, n=4, max_cost=9, num_train=40, num_test=10, num_aug=3, seed=0, progress=False)
     args.update(overrides)
     return build_lsa_dataset(LSABuildConfig(**args))
+
+
+TINY_OVERRIDES = [
+    "data.build_args={n: 4, max_cost: 9, num_train: 300, num_test: 100, num_aug: 4, seed: 0}",
+    "arch.hidden_size=32", "arch.num_heads=2", "arch.H_cycles=1", "arch.L_cycles=2", "arch.halt_max_steps=2",
+    "optim.lr=3e-3", "optim.lr_warmup_steps=20", "optim.puzzle_emb_lr=3e-3",
+    "train.global_batch_size=64", "train.ema_rate=0.95", "logging.wandb_mode=disabled", "logging.progress=false",
+]
+
+
+def tiny_config(tmp_path: Path, *extra: str, data: Path | None = None, name: str = "cfg_lsa_cpu"):
+    """The real cfg_lsa_cpu, shrunk to a seconds-long CPU run, with `extra` Hydra overrides."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from training.config import validate_config
+
+    overrides = [f"data.path={data or tmp_path / 'data'}", f"logging.runs_dir={tmp_path / 'runs'}", *TINY_OVERRIDES, *extra]
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        return validate_config(OmegaConf.to_container(compose(name, overrides=overrides), resolve=True))
 
 
 @pytest.fixture(scope="session")

@@ -116,3 +116,44 @@ def test_ema_update_and_swap():
             raise RuntimeError("evaluation failed")
     for p, t in zip(model.parameters(), trained):
         assert torch.equal(p.detach(), t)  # restored even when evaluation raises
+
+
+def test_guarded_steps_match_plain_steps_and_skip_exactly():
+    torch.manual_seed(3)
+    init = torch.randn(6, 4)
+    grads = [torch.randn(6, 4) for _ in range(4)]
+    plain, guarded = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
+    opt_plain = AdamATan2([plain], lr=0.05, weight_decay=0.1)
+    opt_guarded = AdamATan2([guarded], lr=0.05, weight_decay=0.1)
+    for g in grads:
+        plain.grad, guarded.grad = g.clone(), g.clone()
+        opt_plain.step()
+        opt_guarded.step(ok=torch.tensor(True))
+    torch.testing.assert_close(guarded, plain, rtol=1e-6, atol=1e-7)
+    before = guarded.detach().clone()
+    moments = {k: v.clone() for k, v in opt_guarded.state[guarded].items()}
+    guarded.grad = torch.full((6, 4), float("nan"))
+    opt_guarded.step(ok=torch.tensor(False))
+    assert torch.equal(guarded.detach(), before)  # skipped: parameters and moments untouched
+    for k, v in opt_guarded.state[guarded].items():
+        assert torch.equal(v, moments[k])
+
+
+def test_guarded_sign_sgd_and_ema_skip():
+    w = torch.nn.Parameter(torch.ones(3, 2))
+    opt = SignSGD([w], lr=0.1, weight_decay=0.5)
+    w.grad = torch.ones(3, 2)
+    opt.step(ok=torch.tensor(False))
+    assert torch.equal(w.detach(), torch.ones(3, 2))
+    opt.step(ok=torch.tensor(True))
+    assert not torch.equal(w.detach(), torch.ones(3, 2))
+
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, 0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    shadow = [s.clone() for s in ema.shadow]
+    ema.update(ok=torch.tensor(False))
+    assert all(torch.equal(a, b) for a, b in zip(ema.shadow, shadow))
+    ema.update(ok=torch.tensor(True))
+    torch.testing.assert_close(ema.shadow[0], shadow[0] + 0.5)

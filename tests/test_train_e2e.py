@@ -4,33 +4,15 @@ scoreable by scripts/evaluate.py with the same numbers."""
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from conftest import REPO, run_module
-from training.config import validate_config
+from conftest import run_module, tiny_config
 from training.loop import train
-
-
-def tiny_config(tmp_path, *extra):
-    overrides = [
-        f"data.path={tmp_path / 'data'}",
-        "data.build_args={n: 4, max_cost: 9, num_train: 300, num_test: 100, num_aug: 4, seed: 0}",
-        "arch.hidden_size=32", "arch.num_heads=2", "arch.H_cycles=1", "arch.L_cycles=2", "arch.halt_max_steps=2",
-        "optim.lr=3e-3", "optim.lr_warmup_steps=20", "optim.puzzle_emb_lr=3e-3",
-        "train.global_batch_size=64", "train.max_steps=360", "train.eval_interval=180", "train.log_every=20",
-        "train.ema_rate=0.95", "train.eval_at_start=true",
-        f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=tiny", "logging.wandb_mode=disabled",
-        "logging.progress=false", *extra,
-    ]
-    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
-        return validate_config(OmegaConf.to_container(compose("cfg_lsa_cpu", overrides=overrides), resolve=True))
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    result = train(tiny_config(tmp))
+    result = train(tiny_config(tmp, "train.max_steps=360", "train.eval_interval=180", "train.log_every=20",
+                               "train.eval_at_start=true", "logging.run_name=tiny"))
     return tmp, result
 
 

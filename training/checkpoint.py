@@ -3,10 +3,14 @@
 Layout of `<run_dir>/checkpoints/`:
     step_0001000/   model.pt (uncompiled weights), ema.pt, optim.pt, state.pt, config.json, meta.json
     latest          text file naming the newest complete checkpoint directory
+    best            text file naming the checkpoint with the best `train.best_metric` (if set)
 
 A save writes into a temporary directory, fsyncs, renames it into place, and only then
-replaces `latest` (itself via a temporary file and os.replace). A crash at any moment leaves
-`latest` naming a complete checkpoint, or no `latest` at all.
+replaces `latest` (itself via a temporary file and os.replace). A checkpoint directory is
+never overwritten (a second save of the same step gets a suffix) and the ones the pointers
+name are never pruned, so a crash at any moment, `kill -9` included, leaves `latest` naming
+a complete checkpoint, or no `latest` at all. Leftover temporary directories of a crashed
+save are removed by the next save.
 """
 
 from __future__ import annotations
@@ -44,45 +48,93 @@ def _write_file(path: Path, write) -> None:
         os.fsync(f.fileno())
 
 
+def _torch_save(obj: Any, f) -> None:
+    try:
+        torch.save(obj, f)
+    except RuntimeError as exc:
+        if isinstance(exc.__context__, OSError):  # the zip writer's cleanup masks a failed write
+            raise exc.__context__ from exc
+        raise
+
+
 def save_checkpoint(
-    run_dir: Path, step: int, payload: dict[str, Any], config: dict[str, Any], meta: dict[str, Any], keep: int
+    run_dir: Path, step: int, payload: dict[str, Any], config: dict[str, Any], meta: dict[str, Any], keep: int,
+    is_best: bool = False,
 ) -> Path:
-    """payload: {"model": ..., "ema": ..., "optim": ..., "state": ...} -> <file>.pt each."""
+    """payload: {"model": ..., "ema": ..., "optim": ..., "state": ...} -> <file>.pt each.
+
+    Raises CheckpointError (naming the directory) when writing fails, e.g. on a full disk;
+    the previous checkpoints and pointers are untouched then."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
+    for stale in ckpt_root.glob(".tmp-*"):  # left by a save that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     final = ckpt_root / f"step_{step:07d}"
+    for n in range(1, 1000):  # never overwrite: `latest` may name the old one
+        if not final.exists():
+            break
+        final = ckpt_root / f"step_{step:07d}-{n}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=ckpt_root))
     try:
         for name, obj in payload.items():
-            _write_file(tmp / f"{name}.pt", lambda f, obj=obj: torch.save(obj, f))
+            _write_file(tmp / f"{name}.pt", lambda f, obj=obj: _torch_save(obj, f))
         _write_file(tmp / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
         _write_file(tmp / "meta.json", lambda f: f.write(json.dumps({"step": step, **meta}, indent=2).encode()))
         _fsync_dir(tmp)
-        if final.exists():  # re-saving the same step (e.g. final eval right after an interval eval)
-            shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(ckpt_root)
+        _set_pointer(ckpt_root, "latest", final.name)
+        if is_best:
+            _set_pointer(ckpt_root, "best", final.name)
+    except OSError as exc:
+        raise CheckpointError(f"{ckpt_root}: cannot write checkpoint for step {step} ({exc}); "
+                              "earlier checkpoints are intact") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    pointer_tmp = ckpt_root / ".latest.tmp"
-    _write_file(pointer_tmp, lambda f: f.write(final.name.encode()))
-    os.replace(pointer_tmp, ckpt_root / "latest")
-    _fsync_dir(ckpt_root)
-    _prune(ckpt_root, keep, final.name)
+    _prune(ckpt_root, keep)
     return final
 
 
-def _prune(ckpt_root: Path, keep: int, newest: str) -> None:
-    steps = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())
+def _set_pointer(ckpt_root: Path, name: str, target: str) -> None:
+    pointer_tmp = ckpt_root / f".{name}.tmp"
+    _write_file(pointer_tmp, lambda f: f.write(target.encode()))
+    os.replace(pointer_tmp, ckpt_root / name)
+    _fsync_dir(ckpt_root)
+
+
+def _read_pointer(ckpt_root: Path, name: str) -> str | None:
+    pointer = ckpt_root / name
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def _step_key(path: Path) -> tuple[int, int]:
+    step, _, suffix = path.name.removeprefix("step_").partition("-")
+    return int(step), int(suffix or 0)
+
+
+def _prune(ckpt_root: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoints and whatever `latest` and `best` name."""
+    pinned = {_read_pointer(ckpt_root, "latest"), _read_pointer(ckpt_root, "best")}
+    steps = sorted((p for p in ckpt_root.glob("step_*") if p.is_dir()), key=_step_key)
     for old in steps[:-keep]:
-        if old.name != newest:
+        if old.name not in pinned:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    return sorted((p for p in root.glob("step_*") if p.is_dir()), key=_step_key)
 
 
 def resolve_checkpoint(path: Path | str) -> Path:
     """A checkpoint directory, a `checkpoints/` directory or a run directory -> the checkpoint."""
     path = Path(path)
+    if path.is_file() and path.name in ("latest", "best"):  # a pointer file given directly
+        target = path.parent / path.read_text().strip()
+        if not target.is_dir():
+            raise CheckpointError(f"{path}: names {target.name}, which does not exist")
+        return target
     for root in (path, path / "checkpoints"):
         pointer = root / "latest"
         if pointer.is_file():

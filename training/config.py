@@ -6,7 +6,9 @@ name instead of being silently ignored.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,11 +60,22 @@ class TrainConfig(Strict):
     compile: Literal["auto", "on", "off"] = "auto"
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept")
     save_checkpoints: bool = True
+    best_metric: Optional[str] = Field(None, description="eval metric whose best checkpoint is kept, e.g. eval/lsa/optimal_cost_rate")
+    best_mode: Literal["max", "min"] = "max"
+    resume: Union[bool, str] = Field(
+        False, description="true: continue the run logging.run_name from its latest checkpoint; or a run/checkpoint path")
+    load_checkpoint: Optional[str] = Field(
+        None, description="start a new run from this checkpoint's weights (its EMA weights when present)")
+    max_bad_steps: int = Field(20, ge=1, description="non-finite steps in a row before rolling back to the last checkpoint")
+    rollback_lr_factor: float = Field(0.5, gt=0, le=1, description="LR multiplier applied at each rollback")
+    max_rollbacks: int = Field(3, ge=0, description="rollbacks before giving up with an error")
 
     @pydantic.model_validator(mode="after")
     def _length(self) -> "TrainConfig":
         if self.epochs is None and self.max_steps is None:
             raise ValueError("set train.epochs or train.max_steps")
+        if self.resume is not False and self.load_checkpoint is not None:
+            raise ValueError("set train.resume or train.load_checkpoint, not both")
         return self
 
 
@@ -107,9 +120,68 @@ class Config(Strict):
         return self.model_dump(mode="json")
 
 
+def _flat_keys(d: Any, prefix: str = "") -> list[str]:
+    if not isinstance(d, dict):
+        return [prefix]
+    return [k for key, v in d.items() for k in _flat_keys(v, f"{prefix}.{key}" if prefix else str(key))]
+
+
+def did_you_mean(key: str, known: list[str]) -> str:
+    """' (did you mean optim.lr?)' for a near miss among `known` keys, else ''."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if not close:  # the right name in another section, e.g. train.lr -> optim.lr
+        by_leaf = {}
+        for k in known:
+            by_leaf.setdefault(k.rsplit(".", 1)[-1], k)
+        leaves = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_leaf), n=1, cutoff=0.75)
+        close = [by_leaf[leaves[0]]] if leaves else []
+    return f" (did you mean {close[0]}?)" if close and close[0] != key else ""
+
+
 def validate_config(raw: dict[str, Any]) -> Config:
     """Validate a composed config (a plain dict) or raise ConfigError with a one-line message."""
     try:
         return Config.model_validate(raw)
     except pydantic.ValidationError as exc:
-        raise ConfigError(f"config: {one_line(exc)}") from exc
+        message = one_line(exc)
+        extra = [".".join(str(x) for x in e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if extra:
+            message += did_you_mean(extra[0], [k for k in _flat_keys(raw) if k != extra[0]])
+        raise ConfigError(f"config: {message}") from exc
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+def compose_config(config_name: str, overrides: list[str]) -> dict[str, Any]:
+    """Compose config/<config_name>.yaml with Hydra overrides into a plain dict; Hydra's
+    composition errors (unknown key, missing config, bad override syntax) become one-line
+    ConfigErrors."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            return OmegaConf.to_container(compose(config_name, overrides=overrides), resolve=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        message = lines[0]
+        if "Cannot find primary config" in message:
+            names = sorted(p.stem for p in CONFIG_DIR.glob("cfg_*.yaml"))
+            message = f"--config-name {config_name}: no such config; available: {', '.join(names)}"
+        elif "Available options" in str(exc):
+            group = message.split("'")[-2].split("/")[0] if "'" in message else ""
+            options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")) if group else []
+            message = f"{message}; available: {', '.join(options)}"
+        elif message.startswith("Could not override"):
+            key = message.split("'")[1]
+            try:
+                known = _flat_keys(compose_config(config_name, []))
+            except ConfigError:
+                known = []
+            message = f"{key}: no such config key{did_you_mean(key, known)} (to add a new key, write +{key}=...)"
+        elif len(lines) > 1 and lines[0].startswith("Error parsing override"):
+            message = f"{lines[0]}: {lines[1]}"
+        raise ConfigError(f"config: {message}") from exc

@@ -25,8 +25,13 @@ class EMA:
         self._backup: list[torch.Tensor] | None = None
 
     @torch.no_grad()
-    def update(self) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.rate)
+    def update(self, ok: torch.Tensor | None = None) -> None:
+        """shadow <- rate * shadow + (1 - rate) * param; skipped where `ok` is False."""
+        if ok is None:
+            torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.rate)
+            return
+        for shadow, p in zip(self.shadow, self.params):
+            shadow.copy_(torch.where(ok, torch.lerp(shadow, p.detach().float(), 1.0 - self.rate), shadow))
 
     @contextmanager
     def swapped(self) -> Iterator[None]:

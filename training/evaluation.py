@@ -12,6 +12,10 @@ from tqdm import tqdm
 from dataset.loader import DeviceArrays, eval_batches
 from evaluators.base import Evaluator
 
+class EvaluationInterrupted(RuntimeError):
+    """A stop was requested (SIGTERM/SIGINT) in the middle of an evaluation."""
+
+
 METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss")
 
 
@@ -27,6 +31,7 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, float]:
     """Returns {"eval/<metric>": value, "eval/<evaluator>/<metric>": value}.
 
@@ -44,6 +49,8 @@ def evaluate(
             eval_batches(arrays, num_examples, batch_size, rank, world_size),
             total=num_batches, desc="eval", leave=False, disable=not progress,
         ):
+            if should_stop():
+                raise EvaluationInterrupted("evaluation interrupted by a stop request")
             carry = model.initial_carry(batch)
             for _ in range(model.cfg.halt_max_steps):
                 carry, _, metrics, outputs = step_fn(carry, batch)

@@ -86,3 +86,28 @@ class RunLogger:
         self.jsonl.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
+
+
+def truncate_metrics(run_dir: Path, step: int) -> int:
+    """Before a resume from `step`: move the lines a crashed run logged after that step (and
+    any line a crash cut short) to metrics.stale-<unix time>.jsonl, so that metrics.jsonl
+    continues cleanly. Nothing is deleted. Returns the number of lines moved."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    keep, stale = [], []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record_step = json.loads(line).get("step", 0)
+        except json.JSONDecodeError:
+            stale.append(line)
+            continue
+        (keep if record_step <= step else stale).append(line)
+    if stale:
+        (run_dir / f"metrics.stale-{int(time.time())}.jsonl").write_text("\n".join(stale) + "\n")
+        tmp = path.with_name("metrics.jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    return len(stale)

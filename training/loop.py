@@ -2,9 +2,12 @@
 
 Per iteration (`train_step`): gather a batch on the device, run one ACT step (halted examples
 take fresh data), backward, clip, AdamATan2 for the weights and sign-SGD for the puzzle
-embedding, EMA update. Metrics stay on the device and are read back every `log_every` steps;
-the EMA weights are swapped in for evaluation every `eval_interval` steps, then a checkpoint.
-Everything that evolves during training lives in one `TrainState`, checkpointed together.
+embedding, EMA update. A step whose loss or gradient is not finite is skipped on the device
+(no update anywhere); too many in a row roll training back to the last checkpoint with a
+lower LR. Metrics stay on the device and are read back every `log_every` steps; the EMA
+weights are swapped in for evaluation every `eval_interval` steps, then a checkpoint. A
+SIGTERM/SIGINT finishes the step, checkpoints and returns. Everything that evolves lives in
+one `TrainState`, checkpointed together (training/resume.py).
 """
 
 from __future__ import annotations
@@ -31,18 +34,23 @@ from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_de
 from evaluators import build_evaluator
 from models import build_model
 from models.losses import ACTLossHead
-from training.checkpoint import MODEL_DATA_FIELDS, save_checkpoint
+from training.checkpoint import (
+    MODEL_DATA_FIELDS, check_data_compatible, list_checkpoints, load_meta, load_weights, resolve_checkpoint, save_checkpoint,
+)
 from training.config import Config, ConfigError
 from training.ema import EMA
-from training.evaluation import evaluate
-from training.logger import RunLogger
+from training.evaluation import EvaluationInterrupted, evaluate
+from training.logger import RunLogger, truncate_metrics
 from training.optim import AdamATan2, SignSGD, lr_at, set_lr
+from training.preemption import StopSignal
+from training.resume import check_resume_config, restore_train_state, resume_target, train_state_payload
 
-TRAIN_METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss", "grad_norm")
+TRAIN_METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss",
+                     "grad_norm", "skipped")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """Training kept producing non-finite losses or gradients."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,13 +100,6 @@ def total_steps_of(cfg: Config, data: PuzzleDataset) -> int:
     return max(1, int(cfg.train.epochs * examples_per_epoch / cfg.train.global_batch_size))
 
 
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
 def new_run_name(project_dir: Path) -> str:
     """A fresh coolname slug, drawn from OS entropy so the training seed does not fix it."""
     coolname.replace_random(random.Random())
@@ -112,7 +113,7 @@ def new_run_name(project_dir: Path) -> str:
 @dataclass
 class TrainState:
     """Everything training needs and changes: built by `build_train_state`, advanced by
-    `train_step`, saved by `train_state_payload`."""
+    `train_step`, saved and restored by training/resume.py."""
 
     cfg: Config
     device: torch.device
@@ -127,10 +128,15 @@ class TrainState:
     ema: Optional[EMA]
     total_steps: int
     compiled: bool
+    clip_params: list = field(default_factory=list)
     step: int = 0
     train_seconds: float = 0.0
     carry: Optional[dict[str, torch.Tensor]] = None
-    clip_params: list = field(default_factory=list)
+    lr_scale: float = 1.0  # lowered by each rollback
+    rollbacks: int = 0
+    skipped_steps: int = 0  # non-finite steps so far (read back at log time)
+    best_value: Optional[float] = None
+    bad_in_a_row: Optional[torch.Tensor] = None  # device counter of consecutive skipped steps
 
 
 def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
@@ -168,6 +174,7 @@ def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
         total_steps=total_steps_of(cfg, data),
         compiled=compiled,
         clip_params=weights,
+        bad_in_a_row=torch.zeros((), dtype=torch.int32, device=device),
     )
 
 
@@ -176,8 +183,8 @@ def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
 
 
 def train_step(state: TrainState) -> torch.Tensor:
-    """One ACT step and one optimizer update. Returns the step's metric sums as one device
-    tensor (TRAIN_METRIC_KEYS order); nothing here waits for the device."""
+    """One ACT step and one (possibly skipped) optimizer update. Returns the step's metric
+    sums as one device tensor in TRAIN_METRIC_KEYS order; nothing here waits for the device."""
     cfg, o = state.cfg, state.cfg.optim
     batch = state.train_arrays.gather(state.sampler.next_indices())
     if state.carry is None:
@@ -185,58 +192,53 @@ def train_step(state: TrainState) -> torch.Tensor:
     state.carry, loss, metrics, _ = state.step_fn(state.carry, batch)
     (loss / cfg.train.global_batch_size).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(state.clip_params, o.grad_clip or math.inf, foreach=True)
+    ok = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+    if state.sign is not None:
+        ok = ok & torch.isfinite(state.model.puzzle_emb.grad).all()
+
     state.step += 1
-    set_lr(state.adam, lr_at(state.step, o.lr, o.lr_warmup_steps, state.total_steps, o.lr_min_ratio))
-    state.adam.step()
+    scale = state.lr_scale
+    set_lr(state.adam, scale * lr_at(state.step, o.lr, o.lr_warmup_steps, state.total_steps, o.lr_min_ratio))
+    state.adam.step(ok=ok)
     state.adam.zero_grad(set_to_none=True)
     if state.sign is not None:
-        set_lr(state.sign, lr_at(state.step, o.puzzle_emb_lr, o.lr_warmup_steps, state.total_steps, o.lr_min_ratio))
-        state.sign.step()
+        set_lr(state.sign, scale * lr_at(state.step, o.puzzle_emb_lr, o.lr_warmup_steps, state.total_steps, o.lr_min_ratio))
+        state.sign.step(ok=ok)
         state.sign.zero_grad(set_to_none=True)
     if state.ema is not None:
-        state.ema.update()
-    return torch.stack([metrics[k].float() for k in TRAIN_METRIC_KEYS[:-1]] + [grad_norm.float()])
+        state.ema.update(ok=ok)
+    # After a bad step every example restarts: the carried latent state may hold NaN.
+    state.carry["halted"] = state.carry["halted"] | ~ok
+    state.bad_in_a_row = torch.where(ok, 0, state.bad_in_a_row + 1)
+    values = torch.stack([metrics[k].float() for k in TRAIN_METRIC_KEYS[:-2]] + [grad_norm.float()])
+    return torch.cat([torch.where(ok, values, 0.0), (~ok).float().reshape(1)])
 
 
-def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool = False) -> dict[str, float]:
+def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool = False,
+                   should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
     """Evaluate with the EMA weights swapped in (the model's own come back afterwards)."""
     cfg = state.cfg
     evaluators = [build_evaluator(spec, state.data.test_meta) for spec in cfg.evaluators]
     with state.ema.swapped() if state.ema is not None else nullcontext():
         return evaluate(state.step_fn, state.model, state.test_arrays, state.data.test.num_examples,
                         cfg.train.eval_batch_size or cfg.train.global_batch_size, evaluators,
-                        save_path=save_path, progress=progress)
-
-
-def train_state_payload(state: TrainState, wandb_id: Optional[str]) -> dict[str, Any]:
-    """The checkpoint's tensors and plain data (loadable with weights_only=True)."""
-    return {
-        "model": state.model.state_dict(),
-        "ema": state.ema.state_dict() if state.ema is not None else {},
-        "optim": {"adam": state.adam.state_dict(), "sign": state.sign.state_dict() if state.sign is not None else {}},
-        "state": {
-            "step": state.step,
-            "train_seconds": state.train_seconds,
-            "sampler": state.sampler.state_dict(),
-            "carry": {k: v.detach().cpu() for k, v in state.carry.items()} if state.carry is not None else {},
-            "rng": rng_state(),
-            "wandb_id": wandb_id,
-        },
-    }
+                        save_path=save_path, progress=progress, should_stop=should_stop)
 
 
 def summarize_window(values: dict[str, float], steps: int, seconds: float, state: TrainState) -> dict[str, float]:
     batch_size = state.cfg.train.global_batch_size
     count = max(values["count"], 1.0)
+    good = max(steps - values["skipped"], 1.0)
     sampler = state.sampler
     return {
-        "train/lm_loss": values["lm_loss"] / (batch_size * steps),
-        "train/q_halt_loss": values["q_halt_loss"] / (batch_size * steps),
+        "train/lm_loss": values["lm_loss"] / (batch_size * good),
+        "train/q_halt_loss": values["q_halt_loss"] / (batch_size * good),
         "train/accuracy": values["accuracy"] / count,
         "train/exact_accuracy": values["exact_accuracy"] / count,
         "train/q_halt_accuracy": values["q_halt_accuracy"] / count,
         "train/steps": values["steps"] / count,
-        "train/grad_norm": values["grad_norm"] / steps,
+        "train/grad_norm": values["grad_norm"] / good,
+        "train/skipped_steps": values["skipped"],
         "train/lr": state.adam.param_groups[0]["lr"],
         "train/steps_per_sec": steps / seconds,
         "train/samples_per_sec": steps * batch_size / seconds,
@@ -255,84 +257,152 @@ def format_metrics(metrics: dict[str, float], keys: tuple[str, ...]) -> str:
 def train(cfg: Config) -> dict[str, Any]:
     """Train as configured; returns the final evaluation metrics plus run facts."""
     progress = cfg.logging.progress
+    project_dir = Path(cfg.logging.runs_dir) / cfg.logging.project
+    resume = resume_target(cfg, project_dir)
+    changes = check_resume_config(cfg, resume[1]) if resume else []
+    init_ckpt = resolve_checkpoint(cfg.train.load_checkpoint) if cfg.train.load_checkpoint else None
     state = build_train_state(cfg, progress)
 
-    # ----- run directory and logging -------------------------------------------------------------
-    project_dir = Path(cfg.logging.runs_dir) / cfg.logging.project
-    run_name = cfg.logging.run_name or new_run_name(project_dir)
-    run_dir = project_dir / run_name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"logging.run_name={run_name}: {run_dir} already holds a run; choose another name")
+    # ----- run directory, restored state, logging --------------------------------------------
+    wandb_id = None
+    if resume:
+        run_dir, ckpt = resume
+        check_data_compatible(ckpt, load_meta(ckpt), state.data.meta, state.data.path)
+        wandb_id = restore_train_state(state, ckpt).get("wandb_id")
+        stale = truncate_metrics(run_dir, state.step)
+        print(f"resuming {run_dir} from {ckpt.name} (step {state.step})"
+              + (f"; moved {stale} metric lines past it aside" if stale else "")
+              + "".join(f"\n  changed: {c}" for c in changes), flush=True)
+    else:
+        run_name = cfg.logging.run_name or new_run_name(project_dir)
+        run_dir = project_dir / run_name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"logging.run_name={run_name}: {run_dir} already holds a run; choose another name "
+                              "or continue it with train.resume=true")
+        if init_ckpt is not None:
+            which = load_weights(state.model, init_ckpt, use_ema=True)
+            if state.ema is not None:
+                state.ema = EMA(state.model, cfg.train.ema_rate)
+            print(f"initialised from {init_ckpt} ({which} weights)", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_dict = cfg.to_dict()
     (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
-    logger = RunLogger(run_dir, cfg.logging.project, run_name, config_dict, cfg.logging.wandb_mode)
+    logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config_dict, cfg.logging.wandb_mode, wandb_id)
     data, device = state.data, state.device
     print(
-        f"run {run_name}: {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f}M params on {device}"
+        f"run {run_dir.name}: {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f}M params on {device}"
         f"{' (compiled)' if state.compiled else ''}, {data.train.num_examples} train / {data.test.num_examples} test "
         f"examples, {state.total_steps} steps of {cfg.train.global_batch_size}; run dir {run_dir}",
         flush=True,
     )
     dataset_facts = {f: getattr(data.meta, f) for f in MODEL_DATA_FIELDS} | {"path": str(data.path)}
 
-    def evaluate_and_save() -> dict[str, float]:
-        metrics = run_evaluation(state, run_dir / "eval" / f"step_{state.step:07d}", progress)
+    def save(metrics: dict[str, float], **meta: Any) -> None:
+        if not cfg.train.save_checkpoints:
+            return
+        is_best = False
+        if cfg.train.best_metric and cfg.train.best_metric in metrics:
+            value, best = metrics[cfg.train.best_metric], state.best_value
+            is_best = best is None or (value > best if cfg.train.best_mode == "max" else value < best)
+            if is_best:
+                state.best_value = value
+        save_checkpoint(run_dir, state.step, train_state_payload(state, logger.wandb_id), config_dict,
+                        {"metrics": metrics, "dataset": dataset_facts, **meta}, cfg.train.keep_checkpoints, is_best)
+
+    def evaluate_and_save(stop: StopSignal) -> dict[str, float]:
+        metrics = run_evaluation(state, run_dir / "eval" / f"step_{state.step:07d}", progress, lambda: stop.requested)
+        if cfg.train.best_metric and cfg.train.best_metric not in metrics:
+            raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not an evaluation metric; "
+                              f"available: {sorted(metrics)}")
         if device.type == "cuda":
             metrics["perf/peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         logger.log({**metrics, "train/seconds": state.train_seconds}, state.step)
         tqdm.write(f"step {state.step}: " + format_metrics(metrics, tuple(metrics)), file=sys.stdout)
-        if cfg.train.save_checkpoints:
-            save_checkpoint(run_dir, state.step, train_state_payload(state, logger.wandb_id), config_dict,
-                            {"metrics": metrics, "dataset": dataset_facts}, cfg.train.keep_checkpoints)
+        save(metrics)
         return metrics
 
+    def roll_back() -> None:
+        """Too many non-finite steps in a row: back to the last checkpoint, lower LR."""
+        ckpts = list_checkpoints(run_dir)
+        if not ckpts:
+            raise TrainingDiverged(f"step {state.step}: {cfg.train.max_bad_steps} non-finite steps in a row and no "
+                                   f"checkpoint to roll back to; lower optim.lr or check the data")
+        if state.rollbacks >= cfg.train.max_rollbacks:
+            raise TrainingDiverged(f"step {state.step}: still non-finite after {state.rollbacks} rollbacks "
+                                   f"(train.max_rollbacks); last good checkpoint: {resolve_checkpoint(run_dir)}")
+        ckpt = resolve_checkpoint(run_dir)
+        rollbacks, lr_scale, skipped = state.rollbacks + 1, state.lr_scale * cfg.train.rollback_lr_factor, state.skipped_steps
+        restore_train_state(state, ckpt)
+        state.rollbacks, state.lr_scale, state.skipped_steps = rollbacks, lr_scale, skipped
+        state.bad_in_a_row.zero_()
+        logger.log({"train/rollbacks": rollbacks, "train/lr_scale": lr_scale}, state.step)
+        tqdm.write(f"rolled back to {ckpt.name} (step {state.step}) with LR x{lr_scale:g} "
+                   f"after {cfg.train.max_bad_steps} non-finite steps in a row", file=sys.stdout)
+
     last_eval: dict[str, float] = {}
-    if cfg.train.eval_at_start:
-        last_eval = evaluate_and_save()
     window: Optional[torch.Tensor] = None
-    window_steps, window_start, compile_seconds = 0, time.perf_counter(), None
+    window_steps, window_start, compile_seconds, preempted = 0, time.perf_counter(), None, False
     max_seconds = cfg.train.max_train_seconds
-    bar = tqdm(total=state.total_steps, initial=state.step, desc=run_name, unit="step", mininterval=1.0, disable=not progress)
+    bar = tqdm(total=state.total_steps, initial=state.step, desc=run_dir.name, unit="step", mininterval=1.0,
+               disable=not progress)
     try:
-        while state.step < state.total_steps:
-            t0 = time.perf_counter()
-            stacked = train_step(state)
-            window = stacked if window is None else window + stacked
-            window_steps += 1
-            bar.update(1)
-            if compile_seconds is None:  # the first step includes compilation: time it once
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                compile_seconds = time.perf_counter() - t0
-                logger.log({"perf/first_step_seconds": compile_seconds}, state.step)
+        with StopSignal() as stop:
+            if cfg.train.eval_at_start and not resume:
+                last_eval = evaluate_and_save(stop)
+            while state.step < state.total_steps:
+                t0 = time.perf_counter()
+                stacked = train_step(state)
+                window = stacked if window is None else window + stacked
+                window_steps += 1
+                bar.update(1)
+                if compile_seconds is None:  # the first step includes compilation: time it once
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    compile_seconds = time.perf_counter() - t0
+                    logger.log({"perf/first_step_seconds": compile_seconds}, state.step)
 
-            # ----- read metrics back every log_every steps (the only regular host sync) -----
-            out_of_time = max_seconds is not None and state.train_seconds + time.perf_counter() - t0 >= max_seconds
-            finished = state.step >= state.total_steps or out_of_time
-            if state.step % cfg.train.log_every == 0 or finished:
-                values = dict(zip(TRAIN_METRIC_KEYS, window.tolist()))
-                logged = summarize_window(values, window_steps, time.perf_counter() - window_start, state)
-                if not (math.isfinite(logged["train/lm_loss"]) and math.isfinite(logged["train/grad_norm"])):
-                    raise TrainingDiverged(
-                        f"step {state.step}: training loss or gradient is not finite (lm_loss={logged['train/lm_loss']}, "
-                        f"grad_norm={logged['train/grad_norm']}); lower optim.lr or check the data. "
-                        f"Checkpoints before this step are intact in {run_dir / 'checkpoints'}"
-                    )
-                logger.log(logged, state.step)
-                bar.set_postfix_str(format_metrics(logged, ("train/lm_loss", "train/accuracy", "train/exact_accuracy")))
-                window, window_steps, window_start = None, 0, time.perf_counter()
-            state.train_seconds += time.perf_counter() - t0
+                # ----- read metrics back every log_every steps (the only regular host sync) -----
+                out_of_time = max_seconds is not None and state.train_seconds + time.perf_counter() - t0 >= max_seconds
+                finished = state.step >= state.total_steps or out_of_time
+                if state.step % cfg.train.log_every == 0 or finished or stop.requested:
+                    *sums, bad_in_a_row = torch.cat([window, state.bad_in_a_row.float().reshape(1)]).tolist()
+                    values = dict(zip(TRAIN_METRIC_KEYS, sums))
+                    logged = summarize_window(values, window_steps, time.perf_counter() - window_start, state)
+                    state.skipped_steps += int(values["skipped"])
+                    logger.log(logged, state.step)
+                    bar.set_postfix_str(format_metrics(logged, ("train/lm_loss", "train/accuracy", "train/exact_accuracy")))
+                    window, window_steps, window_start = None, 0, time.perf_counter()
+                    if bad_in_a_row >= cfg.train.max_bad_steps:
+                        roll_back()
+                        bar.reset(total=state.total_steps)
+                        bar.update(state.step)
+                        continue
+                state.train_seconds += time.perf_counter() - t0
 
-            # ----- evaluate with the EMA weights, then checkpoint ------------------------------
-            if state.step % cfg.train.eval_interval == 0 or finished:
-                last_eval = evaluate_and_save()
-                window_start = time.perf_counter()
-            if out_of_time:
-                tqdm.write(f"stopping: train.max_train_seconds={max_seconds} reached at step {state.step}", file=sys.stdout)
-                break
+                # ----- pre-emption: checkpoint now and stop ----------------------------------------
+                if stop.requested:
+                    save(last_eval, preempted=True)
+                    preempted = True
+                    tqdm.write(f"stopped at step {state.step}: checkpoint written; continue with train.resume=true "
+                               f"logging.run_name={run_dir.name}", file=sys.stdout)
+                    break
+
+                # ----- evaluate with the EMA weights, then checkpoint ------------------------------
+                if state.step % cfg.train.eval_interval == 0 or finished:
+                    try:
+                        last_eval = evaluate_and_save(stop)
+                    except EvaluationInterrupted:
+                        save(last_eval, preempted=True)
+                        preempted = True
+                        tqdm.write(f"stopped at step {state.step} during evaluation: checkpoint written", file=sys.stdout)
+                        break
+                    window_start = time.perf_counter()
+                if out_of_time:
+                    tqdm.write(f"stopping: train.max_train_seconds={max_seconds} reached at step {state.step}", file=sys.stdout)
+                    break
     finally:
         bar.close()
         logger.close()
-    return {**last_eval, "step": state.step, "train_seconds": state.train_seconds,
-            "perf/first_step_seconds": compile_seconds, "run_dir": str(run_dir)}
+    return {**last_eval, "step": state.step, "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps,
+            "rollbacks": state.rollbacks, "preempted": preempted, "perf/first_step_seconds": compile_seconds,
+            "run_dir": str(run_dir)}

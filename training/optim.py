@@ -9,6 +9,10 @@ bc1 = 1 - beta1^t and bc2 = 1 - beta2^t, one step is
     p <- p - (lr / bc1) * atan2(m, sqrt(v) / sqrt(bc2))
 
 which is what the reference's CUDA kernel computes (with its scale constants a = b = 1).
+
+Both optimizers take an optional `ok` (a 0-dim bool tensor on the device): when it is False
+the step leaves parameters and moments untouched, decided on the device without a host
+sync. The training loop passes "loss and gradients are finite" there.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ class AdamATan2(Optimizer):
         if lr < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"AdamATan2: invalid lr={lr}, betas={betas} or weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, step=0))
+        for group in self.param_groups:
+            for p in group["params"]:  # moments exist from the start (guarded steps update them in place)
+                self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, ok: torch.Tensor | None = None):
         if closure is not None:
             raise ValueError("AdamATan2 does not take a closure")
         for group in self.param_groups:
@@ -34,10 +42,9 @@ class AdamATan2(Optimizer):
             if not params:
                 continue
             grads = [p.grad for p in params]
-            for p in params:
-                if not self.state[p]:
-                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if ok is not None:
+                self._guarded_step(group, params, grads, ok)
+                continue
             exp_avgs = [self.state[p]["exp_avg"] for p in params]
             exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
             group["step"] += 1
@@ -55,6 +62,23 @@ class AdamATan2(Optimizer):
                 p.add_(torch.atan2(m, d), alpha=-step_size)
         return None
 
+    def _guarded_step(self, group: dict, params: list, grads: list, ok: torch.Tensor) -> None:
+        """The same update computed out of place, kept only where `ok` (no host sync)."""
+        group["step"] += 1
+        lr, wd, (beta1, beta2), t = group["lr"], group["weight_decay"], group["betas"], group["step"]
+        step_size = lr / (1.0 - beta1**t)
+        inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - beta2**t)
+        for p, g in zip(params, grads):
+            state = self.state[p]
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            g = torch.where(ok, g, 0.0)  # a NaN gradient must not reach the moments even when discarded
+            new_m = torch.lerp(m, g, 1.0 - beta1)
+            new_v = torch.lerp(v, g * g, 1.0 - beta2)
+            new_p = p * (1.0 - lr * wd) - step_size * torch.atan2(new_m, new_v.sqrt() * inv_bc2_sqrt)
+            m.copy_(torch.where(ok, new_m, m))
+            v.copy_(torch.where(ok, new_v, v))
+            p.copy_(torch.where(ok, new_p, p))
+
 
 class SignSGD(Optimizer):
     """Sign descent with decoupled weight decay for the puzzle embedding table.
@@ -67,7 +91,7 @@ class SignSGD(Optimizer):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, ok: torch.Tensor | None = None):
         if closure is not None:
             raise ValueError("SignSGD does not take a closure")
         for group in self.param_groups:
@@ -76,6 +100,8 @@ class SignSGD(Optimizer):
                 if p.grad is None:
                     continue
                 touched = (p.grad != 0).any(dim=-1, keepdim=True)  # (rows, 1)
+                if ok is not None:
+                    touched = touched & ok
                 updated = p * (1.0 - lr * wd) - lr * torch.sign(p.grad)
                 p.copy_(torch.where(touched, updated, p))
         return None

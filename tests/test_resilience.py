@@ -1,0 +1,351 @@
+"""Runs that survive: exact resume, pre-emption signals, kill -9 during a save, numeric
+guards, refusal of pickled code, best checkpoints, starting from another run's weights."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, build_lsa, run_module, tiny_config
+from models.losses import ACTLossHead
+from training.checkpoint import CheckpointError, load_file, resolve_checkpoint, save_checkpoint
+from training.loop import TrainingDiverged, train
+
+PROJECT = "trm-lsa-cpu"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return build_lsa(tmp_path_factory.mktemp("data") / "lsa4", num_train=300, num_test=100, num_aug=4)
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run_dir):
+    return {r["step"]: r["train/lm_loss"] for r in metrics(run_dir) if "train/lm_loss" in r}
+
+
+def final_state(run_dir):
+    ckpt = resolve_checkpoint(run_dir)
+    return {name: load_file(ckpt / f"{name}.pt") for name in ("model", "ema", "optim")}
+
+
+def assert_same_tensors(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same_tensors(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact resume
+
+
+def test_stop_and_resume_is_bit_exact_on_cpu(tmp_path, data_dir, monkeypatch):
+    common = ["train.max_steps=40", "train.eval_interval=20", "train.log_every=1", "train.keep_checkpoints=5"]
+    straight = train(tiny_config(tmp_path, *common, "logging.run_name=straight", data=data_dir))
+
+    # The same run, stopped by a SIGTERM right after step 13 (mid-window, off the eval grid) ...
+    import training.loop as loop
+
+    original = loop.train_step
+
+    def step_then_signal(state):
+        out = original(state)
+        if state.step == 13:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    first = train(tiny_config(tmp_path, *common, "logging.run_name=split", data=data_dir))
+    assert first["preempted"] and first["step"] == 13
+    monkeypatch.setattr(loop, "train_step", original)
+    # ... and resumed from its checkpoint.
+    second = train(tiny_config(tmp_path, *common, "logging.run_name=split", "train.resume=true", data=data_dir))
+    assert second["step"] == 40 and not second["preempted"]
+
+    runs = tmp_path / "runs" / PROJECT
+    assert losses(runs / "split") == losses(runs / "straight")  # every step's loss, exactly
+    assert_same_tensors(final_state(runs / "split"), final_state(runs / "straight"))
+    assert second["eval/lsa/optimal_cost_rate"] == straight["eval/lsa/optimal_cost_rate"]
+
+
+def test_resume_refuses_a_different_model_and_names_the_field(tmp_path, data_dir):
+    train(tiny_config(tmp_path, "train.max_steps=4", "train.eval_interval=4", "logging.run_name=r", data=data_dir))
+    from training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="arch.hidden_size"):
+        train(tiny_config(tmp_path, "train.max_steps=8", "train.resume=true", "logging.run_name=r",
+                          "arch.hidden_size=16", data=data_dir))
+    with pytest.raises(ConfigError, match="logging.run_name"):
+        train(tiny_config(tmp_path, "train.max_steps=8", "train.resume=true", data=data_dir))
+    # Extending the run is a permitted change.
+    more = train(tiny_config(tmp_path, "train.max_steps=8", "train.resume=true", "logging.run_name=r", data=data_dir))
+    assert more["step"] == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals
+
+
+def _start(tmp_path, data_dir, *extra):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+           "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data_dir}",
+            f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=sig", "logging.progress=false",
+            "train.max_steps=100000", "train.log_every=5", "train.eval_interval=100000", *extra]
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_training(tmp_path, proc, timeout=120):
+    log = tmp_path / "runs" / PROJECT / "sig" / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.is_file() and "train/lm_loss" in log.read_text():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError("training did not start")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_and_exits_zero_then_resumes(tmp_path, data_dir, sig):
+    proc = _start(tmp_path, data_dir)
+    _wait_for_training(tmp_path, proc)
+    sent = time.time()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert time.time() - sent < 60
+    run_dir = tmp_path / "runs" / PROJECT / "sig"
+    ckpt = resolve_checkpoint(run_dir)
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["preempted"] and meta["step"] > 0
+    assert json.loads(out.strip().splitlines()[-1])["preempted"] is True
+    # Resume it and let it finish a few steps later.
+    done = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data_dir}",
+                      f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=sig", "logging.progress=false",
+                      "train.resume=true", f"train.max_steps={meta['step'] + 5}", "train.eval_interval=100000")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["step"] == meta["step"] + 5
+    # The checkpoint pre-emption wrote is an ordinary one for evaluate.py.
+    ev = run_module("scripts/evaluate.py", "--checkpoint", str(ckpt), "--no-progress")
+    assert ev.returncode == 0 and "eval/lsa/optimal_cost_rate" in json.loads(ev.stdout.strip().splitlines()[-1])
+
+
+def test_second_signal_exits_at_once(tmp_path, data_dir):
+    proc = _start(tmp_path, data_dir)
+    _wait_for_training(tmp_path, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode in (0, 128 + signal.SIGINT)  # 0 only if the first save finished in between
+    latest = tmp_path / "runs" / PROJECT / "sig" / "checkpoints" / "latest"
+    if latest.exists():  # whatever exists must be whole
+        ckpt = resolve_checkpoint(latest.parent.parent)
+        for name in ("model", "ema", "optim", "state"):
+            load_file(ckpt / f"{name}.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# kill -9 in the middle of saves
+
+SAVER = """
+import sys, torch
+sys.path.insert(0, {repo!r})
+from training.checkpoint import save_checkpoint
+run_dir = sys.argv[1]
+big = {{"w": torch.randn(4_000_000)}}
+step = 0
+while True:
+    step += 1
+    save_checkpoint(run_dir, step, {{"model": big, "ema": big, "optim": {{}}, "state": {{"step": step}}}},
+                    {{"step": step}}, {{}}, keep=2)
+"""
+
+
+def test_kill_9_during_saves_never_breaks_latest(tmp_path):
+    script = tmp_path / "saver.py"
+    script.write_text(SAVER.format(repo=str(REPO)))
+    run_dir = tmp_path / "run"
+    delays = [0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.7, 2.2]
+    for delay in delays:
+        proc = subprocess.Popen([sys.executable, str(script), str(run_dir)])
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        if not (run_dir / "checkpoints" / "latest").exists():
+            continue
+        ckpt = resolve_checkpoint(run_dir)
+        state = load_file(ckpt / "state.pt")
+        assert torch.equal(load_file(ckpt / "model.pt")["w"], load_file(ckpt / "ema.pt")["w"])
+        assert json.loads((ckpt / "meta.json").read_text())["step"] == state["step"]
+    assert (run_dir / "checkpoints" / "latest").exists()
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    payload = {"model": {"w": torch.ones(3)}, "state": {"step": 1}}
+    first = save_checkpoint(tmp_path, 1, payload, {}, {}, keep=2)
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        save_checkpoint(tmp_path, 2, payload, {}, {}, keep=2)
+    assert resolve_checkpoint(tmp_path) == first
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Numeric guards
+
+
+def _inject(monkeypatch, bad_calls):
+    """Make the training ACT step's loss NaN on the given call numbers (1-based)."""
+    original = ACTLossHead.forward
+    calls = {"n": 0}
+
+    def forward(self, carry, batch):
+        new_carry, loss, metrics, outputs = original(self, carry, batch)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] in bad_calls:
+                loss = loss * float("nan")
+        return new_carry, loss, metrics, outputs
+
+    monkeypatch.setattr(ACTLossHead, "forward", forward)
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path, data_dir, monkeypatch):
+    _inject(monkeypatch, {5, 6, 7})
+    result = train(tiny_config(tmp_path, "train.max_steps=20", "train.eval_interval=20", "train.log_every=4",
+                               "logging.run_name=skip", data=data_dir))
+    assert result["skipped_steps"] == 3 and result["rollbacks"] == 0 and result["step"] == 20
+    records = metrics(tmp_path / "runs" / PROJECT / "skip")
+    assert sum(r.get("train/skipped_steps", 0) for r in records) == 3
+    assert all(torch.isfinite(t).all() for t in final_state(tmp_path / "runs" / PROJECT / "skip")["model"].values())
+
+
+def test_skipped_step_leaves_weights_unchanged(tmp_path, data_dir, monkeypatch):
+    from training.loop import build_train_state, train_step
+
+    _inject(monkeypatch, {3})
+    state = build_train_state(tiny_config(tmp_path, "train.max_steps=10", data=data_dir), progress=False)
+    train_step(state)
+    train_step(state)
+    before = {k: v.clone() for k, v in state.model.state_dict().items()}
+    ema_before = [s.clone() for s in state.ema.shadow]
+    out = train_step(state)  # call 3: NaN loss
+    assert out[-1] == 1.0 and int(state.bad_in_a_row) == 1
+    assert all(torch.equal(v, before[k]) for k, v in state.model.state_dict().items())
+    assert all(torch.equal(a, b) for a, b in zip(state.ema.shadow, ema_before))
+    assert bool(state.carry["halted"].all())  # every example restarts after a bad step
+    train_step(state)
+    assert int(state.bad_in_a_row) == 0
+
+
+def test_non_finite_gradient_is_skipped(tmp_path, data_dir, monkeypatch):
+    from training.loop import build_train_state, train_step
+
+    state = build_train_state(tiny_config(tmp_path, "train.max_steps=10", data=data_dir), progress=False)
+    train_step(state)
+    hook = state.model.lm_head.weight.register_hook(lambda g: g * float("nan"))
+    before = state.model.lm_head.weight.detach().clone()
+    out = train_step(state)
+    hook.remove()
+    assert out[-1] == 1.0 and torch.equal(state.model.lm_head.weight.detach(), before)
+
+
+def test_rollback_to_last_checkpoint_with_lower_lr(tmp_path, data_dir, monkeypatch):
+    _inject(monkeypatch, set(range(25, 35)))  # 10 bad calls; 5 in a row trigger a rollback
+    result = train(tiny_config(tmp_path, "train.max_steps=40", "train.eval_interval=20", "train.log_every=1",
+                               "train.max_bad_steps=5", "logging.run_name=rb", data=data_dir))
+    assert result["rollbacks"] == 2 and result["step"] == 40
+    records = metrics(tmp_path / "runs" / PROJECT / "rb")
+    scales = [r["train/lr_scale"] for r in records if "train/lr_scale" in r]
+    assert scales == [0.5, 0.25]
+    last_lr = [r["train/lr"] for r in records if "train/lr" in r][-1]
+    assert last_lr < 0.3 * 3e-3
+
+
+def test_gives_up_with_a_clear_error(tmp_path, data_dir, monkeypatch):
+    _inject(monkeypatch, set(range(1, 1000)))
+    with pytest.raises(TrainingDiverged, match="no checkpoint to roll back to"):
+        train(tiny_config(tmp_path, "train.max_steps=40", "train.eval_interval=100", "train.log_every=1",
+                          "train.max_bad_steps=3", "logging.run_name=gu", data=data_dir))
+    monkeypatch.undo()
+    _inject(monkeypatch, set(range(12, 1000)))
+    with pytest.raises(TrainingDiverged, match="rollbacks"):
+        train(tiny_config(tmp_path, "train.max_steps=60", "train.eval_interval=10", "train.log_every=1",
+                          "train.max_bad_steps=3", "train.max_rollbacks=1", "logging.run_name=gu2", data=data_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# Security
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('EXPLOIT_MARKER', '/tmp/exploit-marker')}",))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("EXPLOIT_MARKER", str(marker))
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(2), "payload": Exploit()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_file(path)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Best checkpoint and starting from another run's weights
+
+
+def test_best_checkpoint_survives_pruning_and_seeds_a_new_run(tmp_path, data_dir):
+    src = train(tiny_config(tmp_path, "train.max_steps=120", "train.eval_interval=20", "train.keep_checkpoints=1",
+                            "train.best_metric=eval/lsa/projected_optimal_cost_rate", "logging.run_name=best",
+                            data=data_dir))
+    ckpts = tmp_path / "runs" / PROJECT / "best" / "checkpoints"
+    best_dir = resolve_checkpoint(ckpts / "best")
+    evals = [r for r in metrics(ckpts.parent) if "eval/lsa/projected_optimal_cost_rate" in r]
+    best_value = max(r["eval/lsa/projected_optimal_cost_rate"] for r in evals)
+    assert json.loads((best_dir / "meta.json").read_text())["metrics"]["eval/lsa/projected_optimal_cost_rate"] == best_value
+    kept = sorted(p.name for p in ckpts.iterdir() if p.is_dir())
+    assert kept == sorted({best_dir.name, "step_0000120"})
+
+    # A new run from the best weights: its first evaluation equals the source's at that checkpoint.
+    new = train(tiny_config(tmp_path, "train.max_steps=1", "train.eval_at_start=true", "logging.run_name=child",
+                            f"train.load_checkpoint={ckpts / 'best'}", "optim.lr=1e-12", "optim.puzzle_emb_lr=1e-12",
+                            data=data_dir))
+    first_eval = [r for r in metrics(tmp_path / "runs" / PROJECT / "child") if "eval/accuracy" in r][0]
+    assert first_eval["eval/lsa/projected_optimal_cost_rate"] == best_value
+    assert new["step"] == 1 and src["step"] == 120
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproducibility
+
+
+def test_same_seed_same_loss_curve(tmp_path, data_dir):
+    a = train(tiny_config(tmp_path, "train.max_steps=15", "train.log_every=1", "logging.run_name=a", data=data_dir))
+    b = train(tiny_config(tmp_path, "train.max_steps=15", "train.log_every=1", "logging.run_name=b", data=data_dir))
+    runs = tmp_path / "runs" / PROJECT
+    assert losses(runs / "a") == losses(runs / "b") and a["eval/accuracy"] == b["eval/accuracy"]
