@@ -27,8 +27,9 @@ fi
 mkdir -p "$LOG_DIR"
 LOG="$LOG_DIR/$NAME.log"
 cmd=$(printf '%q ' "$PYTHON" pretrain.py --config-name "$CONFIG" "logging.run_name=$NAME" "$@")
-# PYTHONUNBUFFERED: the log fills as the run goes, not in 4 KiB blocks.
-screen -dmS "$NAME" bash -c "export PYTHONUNBUFFERED=1; $cmd 2>&1 | tee -a $(printf '%q' "$LOG"); exit \${PIPESTATUS[0]}"
+# PYTHONUNBUFFERED: the log fills as the run goes. tee -i: Ctrl-C stops training (which then
+# checkpoints and exits), not the logging of it.
+screen -dmS "$NAME" bash -c "export PYTHONUNBUFFERED=1; $cmd 2>&1 | tee -i -a $(printf '%q' "$LOG"); exit \${PIPESTATUS[0]}"
 
 echo "started run '$NAME' (config $CONFIG) in screen session '$NAME'"
 echo "  log:    $LOG   (tail -f $LOG)"

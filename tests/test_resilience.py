@@ -338,6 +338,9 @@ def test_best_checkpoint_survives_pruning_and_seeds_a_new_run(tmp_path, data_dir
     first_eval = [r for r in metrics(tmp_path / "runs" / PROJECT / "child") if "eval/accuracy" in r][0]
     assert first_eval["eval/lsa/projected_optimal_cost_rate"] == best_value
     assert new["step"] == 1 and src["step"] == 120
+    ev = run_module("scripts/evaluate.py", "--checkpoint", str(ckpts / "best"), "--no-progress")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["eval/lsa/projected_optimal_cost_rate"] == best_value
 
 
 # ---------------------------------------------------------------------------------------------
