@@ -68,6 +68,26 @@ def test_wandb_offline_run_logs_locally(tmp_path):
     assert any(p.name.startswith("offline-run-") for p in wandb_dir.iterdir())
 
 
+def test_resume_continues_the_same_wandb_run(tmp_path):
+    from training.checkpoint import load_file, resolve_checkpoint
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+           "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+    base = [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'data'}",
+            f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=wr", *TINY]
+    first = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    run_dir = tmp_path / "runs" / "trm-lsa-cpu" / "wr"
+    wandb_id = load_file(resolve_checkpoint(run_dir) / "state.pt")["wandb_id"]
+    assert wandb_id
+    second = subprocess.run([*base, "train.resume=true", "train.max_steps=6"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert load_file(resolve_checkpoint(run_dir) / "state.pt")["wandb_id"] == wandb_id
+    runs = [p.name for p in (run_dir / "wandb").iterdir() if p.name.startswith("offline-run-")]
+    assert len(runs) == 2 and all(name.endswith(wandb_id) for name in runs)
+
+
 def test_wandb_mode_resolution(monkeypatch, tmp_path):
     from training.logger import resolve_wandb_mode
 
