@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
@@ -42,6 +42,8 @@ MAX_REJECTED_IN_A_ROW = 20_000
 
 
 class LSABuildConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt data.build_args key must not vanish
+
     output_dir: Path = Field(description="where to write the dataset (train/, test/, identifiers.json)")
     n: int = Field(9, ge=2, le=64, description="matrix size n (n x n costs)")
     max_cost: int = Field(100, ge=1, description="costs are drawn uniformly from 1..max_cost")

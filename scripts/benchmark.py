@@ -25,15 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
 from dataset.common import InputError  # noqa: E402
-from training.config import validate_config  # noqa: E402
+from training.config import compose_config, validate_config  # noqa: E402
 from training.loop import build_train_state, run_evaluation, train_step  # noqa: E402
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
-
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -42,8 +36,7 @@ def sync(device: torch.device) -> None:
 
 def benchmark(config_name: str, overrides: list[str], steps: int, windows: int, warmup: int, peak_tflops: float,
               eval_passes: int) -> dict:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        raw = OmegaConf.to_container(compose(config_name, overrides=overrides), resolve=True)
+    raw = compose_config(config_name, overrides)
     raw["train"]["save_checkpoints"] = False
     cfg = validate_config(raw)
     state = build_train_state(cfg, progress=False)

@@ -108,3 +108,29 @@ def test_compiled_cuda_run_resumes(tmp_path, monkeypatch):
         assert abs(second[key] - straight[key]) < 0.02 * max(1.0, abs(straight[key])), (key, second[key], straight[key])
     print(json.dumps({"straight": {k: straight[k] for k in ("eval/accuracy", "eval/lm_loss")},
                       "resumed": {k: second[k] for k in ("eval/accuracy", "eval/lm_loss")}}))
+
+
+def test_compiled_optimizer_and_ema_updates_match_eager():
+    from training.ema import EMA
+    from training.optim import AdamATan2
+
+    torch.manual_seed(0)
+    shapes = [(64, 32), (32,), (7, 5, 3)]
+    init = [torch.randn(s, device="cuda") for s in shapes]
+    grads = [[torch.randn(s, device="cuda") for s in shapes] for _ in range(3)]
+    results = {}
+    for compiled in (False, True):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = AdamATan2(params, lr=1e-2, weight_decay=0.1, compile_update=compiled)
+        holder = torch.nn.ParameterList(params)
+        ema = EMA(holder, 0.9, compile_update=compiled)
+        for step, gs in enumerate(grads):
+            for p, g in zip(params, gs):
+                p.grad = g.clone() if step != 1 else g * float("nan")
+            ok = torch.tensor(step != 1, device="cuda")
+            opt.step(ok=ok)
+            ema.update(ok=ok)
+        results[compiled] = ([p.detach() for p in params], ema.shadow)
+    for eager, compiled in zip(results[False], results[True]):
+        for a, b in zip(eager, compiled):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

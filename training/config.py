@@ -57,7 +57,11 @@ class TrainConfig(Strict):
     ema: bool = True
     ema_rate: float = Field(0.999, ge=0, lt=1)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    num_threads: Optional[int] = Field(
+        None, ge=1, description="CPU threads for torch (null: torch's default); 1 avoids slow-downs on a busy machine")
     compile: Literal["auto", "on", "off"] = "auto"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode for the model step")
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept")
     save_checkpoints: bool = True
     best_metric: Optional[str] = Field(None, description="eval metric whose best checkpoint is kept, e.g. eval/lsa/optimal_cost_rate")

@@ -14,11 +14,18 @@ import torch
 from torch import nn
 
 
+def guarded_ema_(shadow: list, params: list, ok: torch.Tensor, weight: float) -> None:
+    """shadow <- lerp(shadow, param, weight) where `ok`, for every tensor."""
+    for s, p in zip(shadow, params):
+        s.copy_(torch.where(ok, torch.lerp(s, p.detach().float(), weight), s))
+
+
 class EMA:
-    def __init__(self, model: nn.Module, rate: float):
+    def __init__(self, model: nn.Module, rate: float, compile_update: bool = False):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"train.ema_rate={rate}: must lie in [0, 1)")
         self.rate = rate
+        self._update = torch.compile(guarded_ema_, dynamic=False) if compile_update else guarded_ema_
         self.names = [name for name, _ in model.named_parameters()]
         self.params = [p for _, p in model.named_parameters()]
         self.shadow = [p.detach().clone().float() for p in self.params]
@@ -30,8 +37,7 @@ class EMA:
         if ok is None:
             torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.rate)
             return
-        for shadow, p in zip(self.shadow, self.params):
-            shadow.copy_(torch.where(ok, torch.lerp(shadow, p.detach().float(), 1.0 - self.rate), shadow))
+        self._update(self.shadow, self.params, ok, 1.0 - self.rate)
 
     @contextmanager
     def swapped(self) -> Iterator[None]:

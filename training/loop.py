@@ -145,6 +145,8 @@ def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.set_float32_matmul_precision("high")
+    if cfg.train.num_threads is not None:
+        torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
 
     data = prepare_data(cfg, progress)
@@ -154,7 +156,7 @@ def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
     model = build_model(cfg.arch, data.meta, device)
     o = cfg.optim
     weights = [p for name, p in model.named_parameters() if name != "puzzle_emb"]
-    adam = AdamATan2(weights, lr=0.0, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    adam = AdamATan2(weights, lr=0.0, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, compile_update=compiled)
     sign = None
     if getattr(model, "puzzle_emb", None) is not None:
         sign = SignSGD([model.puzzle_emb], lr=0.0, weight_decay=o.puzzle_emb_weight_decay)
@@ -167,10 +169,10 @@ def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
         test_arrays=DeviceArrays(data.test, data.test_meta, device, resident),
         sampler=TrainSampler(data.train, cfg.train.global_batch_size, cfg.train.seed),
         model=model,
-        step_fn=torch.compile(loss_head, dynamic=False) if compiled else loss_head,
+        step_fn=torch.compile(loss_head, dynamic=False, mode=cfg.train.compile_mode) if compiled else loss_head,
         adam=adam,
         sign=sign,
-        ema=EMA(model, cfg.train.ema_rate) if cfg.train.ema else None,
+        ema=EMA(model, cfg.train.ema_rate, compile_update=compiled) if cfg.train.ema else None,
         total_steps=total_steps_of(cfg, data),
         compiled=compiled,
         clip_params=weights,
@@ -282,7 +284,7 @@ def train(cfg: Config) -> dict[str, Any]:
         if init_ckpt is not None:
             which = load_weights(state.model, init_ckpt, use_ema=True)
             if state.ema is not None:
-                state.ema = EMA(state.model, cfg.train.ema_rate)
+                state.ema = EMA(state.model, cfg.train.ema_rate, compile_update=state.compiled)
             print(f"initialised from {init_ckpt} ({which} weights)", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_dict = cfg.to_dict()

@@ -12,7 +12,10 @@ which is what the reference's CUDA kernel computes (with its scale constants a =
 
 Both optimizers take an optional `ok` (a 0-dim bool tensor on the device): when it is False
 the step leaves parameters and moments untouched, decided on the device without a host
-sync. The training loop passes "loss and gradients are finite" there.
+sync. The training loop passes "loss and gradients are finite" there. That guarded update is
+one pure function over all parameters; with `compile_update=True` (the loop sets it on CUDA)
+it is compiled into a few fused kernels, its per-step scalars passed as device tensors set
+with fill_ (a kernel launch: no host sync, no recompilation when the LR changes).
 """
 
 from __future__ import annotations
@@ -23,11 +26,29 @@ import torch
 from torch.optim import Optimizer
 
 
+def guarded_adam_atan2_(params: list, grads: list, exp_avgs: list, exp_avg_sqs: list, ok: torch.Tensor,
+                        decay: torch.Tensor, step_size: torch.Tensor, inv_bc2_sqrt: torch.Tensor,
+                        beta1: float, beta2: float) -> None:
+    """One AdamATan2 step over all tensors, applied only where `ok`. decay = 1 - lr * wd,
+    step_size = lr / bc1, inv_bc2_sqrt = 1 / sqrt(bc2): 0-dim tensors (or floats)."""
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        g = torch.where(ok, g, 0.0)  # a NaN gradient must not reach the moments even when discarded
+        new_m = torch.lerp(m, g, 1.0 - beta1)
+        new_v = torch.lerp(v, g * g, 1.0 - beta2)
+        new_p = p * decay - step_size * torch.atan2(new_m, new_v.sqrt() * inv_bc2_sqrt)
+        m.copy_(torch.where(ok, new_m, m))
+        v.copy_(torch.where(ok, new_v, v))
+        p.copy_(torch.where(ok, new_p, p))
+
+
 class AdamATan2(Optimizer):
-    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0,
+                 compile_update: bool = False):
         if lr < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"AdamATan2: invalid lr={lr}, betas={betas} or weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, step=0))
+        self._update = torch.compile(guarded_adam_atan2_, dynamic=False) if compile_update else guarded_adam_atan2_
+        self._scalars: dict[torch.device, torch.Tensor] = {}
         for group in self.param_groups:
             for p in group["params"]:  # moments exist from the start (guarded steps update them in place)
                 self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -63,21 +84,19 @@ class AdamATan2(Optimizer):
         return None
 
     def _guarded_step(self, group: dict, params: list, grads: list, ok: torch.Tensor) -> None:
-        """The same update computed out of place, kept only where `ok` (no host sync)."""
+        """The update kept only where `ok`, with no host sync (see guarded_adam_atan2_)."""
         group["step"] += 1
         lr, wd, (beta1, beta2), t = group["lr"], group["weight_decay"], group["betas"], group["step"]
-        step_size = lr / (1.0 - beta1**t)
-        inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - beta2**t)
-        for p, g in zip(params, grads):
-            state = self.state[p]
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            g = torch.where(ok, g, 0.0)  # a NaN gradient must not reach the moments even when discarded
-            new_m = torch.lerp(m, g, 1.0 - beta1)
-            new_v = torch.lerp(v, g * g, 1.0 - beta2)
-            new_p = p * (1.0 - lr * wd) - step_size * torch.atan2(new_m, new_v.sqrt() * inv_bc2_sqrt)
-            m.copy_(torch.where(ok, new_m, m))
-            v.copy_(torch.where(ok, new_v, v))
-            p.copy_(torch.where(ok, new_p, p))
+        device = params[0].device
+        if device not in self._scalars:
+            self._scalars[device] = torch.zeros(3, device=device)
+        scalars = self._scalars[device]  # decay, step size, 1/sqrt(bc2): refilled in place every step
+        scalars[0].fill_(1.0 - lr * wd)
+        scalars[1].fill_(lr / (1.0 - beta1**t))
+        scalars[2].fill_(1.0 / math.sqrt(1.0 - beta2**t))
+        exp_avgs = [self.state[p]["exp_avg"] for p in params]
+        exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
+        self._update(params, grads, exp_avgs, exp_avg_sqs, ok, scalars[0], scalars[1], scalars[2], beta1, beta2)
 
 
 class SignSGD(Optimizer):
