@@ -176,12 +176,15 @@ def one_line(exc: Exception, flags: bool = False) -> str:
     if isinstance(exc, pydantic.ValidationError):
         parts = []
         for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "value"
-            if flags:
-                loc = "--" + loc.replace("_", "-")
             value = err.get("input")
             shown = "" if isinstance(value, (dict, list)) or err["type"] == "value_error" else f" (got {value!r})"
             msg = err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a whole-model check: its message names the fields itself
+                parts.append(f"{msg}{shown}")
+                continue
+            loc = ".".join(str(x) for x in err["loc"])
+            if flags:
+                loc = "--" + loc.replace("_", "-")
             parts.append(f"{loc}: {msg}{shown}")
         return "; ".join(parts)
     return str(exc).replace("\n", " ")

@@ -1,0 +1,109 @@
+"""Sudoku scoring: exact match with the stored solution and grid validity.
+
+Tokens follow the dataset encoding: digit d -> token d+1, blank -> 1 (inputs only). A
+predicted grid is valid when every cell holds a digit, every row, column and box holds 1..9
+once, and every given of the puzzle is kept. For a puzzle with one solution (every generated
+one) a valid grid is that solution, so `valid_grid_rate` is the solve rate without trusting
+the stored label.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from dataset.sudoku_solver import UNITS
+from evaluators.base import Evaluator, gather_arrays
+
+BLANK_TOKEN, FIRST_DIGIT_TOKEN, LAST_DIGIT_TOKEN = 1, 2, 10
+UNIT_CELLS = np.array(UNITS, dtype=np.int64)  # (27, 9): 9 rows, 9 columns, 9 boxes
+ALL_DIGIT_BITS = 0x3FE  # bits 1..9
+
+
+def _as_grids(name: str, tokens: np.ndarray, num: Optional[int] = None) -> np.ndarray:
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or tokens.shape[1] != 81 or (num is not None and tokens.shape[0] != num):
+        expected = f"({num if num is not None else 'N'}, 81)"
+        raise ValueError(f"{name}: expected shape {expected}, got {tokens.shape}")
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"{name}: expected integer tokens, got dtype {tokens.dtype}")
+    return tokens.astype(np.int64)
+
+
+def score_sudoku(
+    inputs: np.ndarray, predicted_labels: np.ndarray, target_labels: Optional[np.ndarray] = None
+) -> dict[str, Optional[float]]:
+    """Score predicted grids.
+
+    inputs, predicted_labels, target_labels: (N, 81) tokens. Returns:
+      exact_accuracy       every cell equals the target (None without targets)
+      valid_grid_rate      digits everywhere, rows/columns/boxes each 1..9, givens kept
+      givens_kept_rate     every given of the puzzle is unchanged
+      blank_cell_accuracy  fraction of blank cells predicted correctly (None without targets)
+    """
+    inputs = _as_grids("inputs", inputs)
+    num = inputs.shape[0]
+    if num == 0:
+        raise ValueError("score_sudoku: no puzzles to score")
+    if inputs.min() < BLANK_TOKEN or inputs.max() > LAST_DIGIT_TOKEN:
+        raise ValueError(f"inputs: tokens must lie in 1..10 (1 = blank), got {inputs.min()}..{inputs.max()}")
+    preds = _as_grids("predicted_labels", predicted_labels, num)
+
+    given = inputs != BLANK_TOKEN  # (N, 81)
+    givens_kept = np.all(~given | (preds == inputs), axis=1)
+    is_digit = (preds >= FIRST_DIGIT_TOKEN) & (preds <= LAST_DIGIT_TOKEN)
+    digit_bits = np.left_shift(1, np.where(is_digit, preds - 1, 0))  # digit d -> bit d, non-digits -> bit 0
+    unit_bits = np.bitwise_or.reduce(digit_bits[:, UNIT_CELLS], axis=2)  # (N, 27)
+    valid = np.all(is_digit, axis=1) & np.all(unit_bits == ALL_DIGIT_BITS, axis=1) & givens_kept
+
+    exact = blank_accuracy = None
+    if target_labels is not None:
+        targets = _as_grids("target_labels", target_labels, num)
+        if targets.min() < FIRST_DIGIT_TOKEN or targets.max() > LAST_DIGIT_TOKEN:
+            raise ValueError(f"target_labels: tokens must lie in 2..10 (digits 1..9), got {targets.min()}..{targets.max()}")
+        correct = preds == targets
+        exact = float(np.mean(np.all(correct, axis=1)))
+        blanks = ~given
+        blank_accuracy = float(correct[blanks].mean()) if blanks.any() else None
+    return {
+        "exact_accuracy": exact,
+        "valid_grid_rate": float(valid.mean()),
+        "givens_kept_rate": float(givens_kept.mean()),
+        "blank_cell_accuracy": blank_accuracy,
+    }
+
+
+class SudokuEvaluator(Evaluator):
+    """Scores the argmax predictions of every test puzzle (see `score_sudoku`)."""
+
+    name = "sudoku"
+    required_outputs = frozenset({"preds"})
+
+    def __init__(self, metadata, **options: Any):
+        super().__init__(metadata, **options)
+        if metadata.seq_len != 81 or metadata.vocab_size != 11:
+            raise ValueError(
+                f"sudoku evaluator: expects a 9x9 Sudoku dataset (seq_len 81, vocab_size 11), "
+                f"got seq_len={metadata.seq_len}, vocab_size={metadata.vocab_size}")
+
+    def begin_eval(self) -> None:
+        self._inputs, self._preds, self._labels = [], [], []
+
+    def update_batch(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
+        self._inputs.append(batch["inputs"].cpu().numpy())  # (B, 81)
+        self._labels.append(batch["labels"].cpu().numpy())  # (B, 81)
+        self._preds.append(outputs["preds"].cpu().numpy())  # (B, 81)
+
+    def result(self, save_path: Optional[Path], rank: int = 0, world_size: int = 1, group: Any = None) -> dict[str, float]:
+        if not self._preds:
+            raise ValueError("sudoku evaluator: result() called before any update_batch()")
+        arrays = {k: np.concatenate(getattr(self, f"_{k}")) for k in ("inputs", "preds", "labels")}
+        arrays = gather_arrays(arrays, world_size, group)
+        metrics = score_sudoku(arrays["inputs"], arrays["preds"], arrays["labels"])
+        if save_path is not None and rank == 0:
+            save_path.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(save_path / "sudoku_predictions.npz", **arrays)
+        return {k: v for k, v in metrics.items() if v is not None}
