@@ -55,9 +55,7 @@ from dataset.common import (
     check_output_dir,
     run_cli,
     token_dtype,
-    write_dataset_atomically,
-    write_identifiers,
-    write_split,
+    write_dataset,
 )
 
 BUILDER_VERSION = 1
@@ -496,14 +494,8 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
     train_meta = _metadata(cfg, layout, train, (cfg.min_digits, cfg.max_digits), larger(train_a, train_b))
     test_meta = _metadata(cfg, layout, test, test_range, larger(test_a, test_b))
 
-    def write(tmp: Path) -> None:
-        write_split(tmp / "train", train_meta, {"all": train})
-        write_split(tmp / "test", test_meta, {"all": test})
-        write_identifiers(tmp, ["<blank>"])
-        (tmp / VOCAB_FILE).write_text(json.dumps(vocab_document(layout), indent=2) + "\n")
-
-    write_dataset_atomically(cfg.output_dir, cfg.overwrite, write)
-    return cfg.output_dir
+    return write_dataset(cfg.output_dir, cfg.overwrite, {"train": (train_meta, train), "test": (test_meta, test)},
+                         {VOCAB_FILE: json.dumps(vocab_document(layout), indent=2) + "\n"})
 
 
 cli = CLI(name="build_arith_dataset", description=__doc__.split("\n\n")[0])

@@ -29,9 +29,7 @@ from dataset.common import (
     build_indices,
     check_output_dir,
     token_dtype,
-    write_dataset_atomically,
-    write_identifiers,
-    write_split,
+    write_dataset,
     run_cli,
 )
 
@@ -276,13 +274,7 @@ def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
     train_meta = _metadata(cfg, cfg.num_train, cfg.num_train * per_group, {"originals_with_tied_optima": train_ties})
     test_meta = _metadata(cfg, cfg.num_test, cfg.num_test, {"originals_with_tied_optima": test_ties})
 
-    def write(tmp: Path) -> None:
-        write_split(tmp / "train", train_meta, {"all": train})
-        write_split(tmp / "test", test_meta, {"all": test})
-        write_identifiers(tmp, ["<blank>"])
-
-    write_dataset_atomically(cfg.output_dir, cfg.overwrite, write)
-    return cfg.output_dir
+    return write_dataset(cfg.output_dir, cfg.overwrite, {"train": (train_meta, train), "test": (test_meta, test)})
 
 
 cli = CLI(name="build_lsa_dataset", description=__doc__.split("\n\n")[0])

@@ -46,9 +46,7 @@ from dataset.common import (
     build_indices,
     check_output_dir,
     run_cli,
-    write_dataset_atomically,
-    write_identifiers,
-    write_split,
+    write_dataset,
 )
 from dataset.sudoku_csv import read_sudoku_csv
 from dataset.sudoku_solver import generate_puzzle
@@ -322,13 +320,8 @@ def build_sudoku_dataset(cfg: SudokuBuildConfig) -> Path:
     train_meta = _metadata(cfg, train, groups, cfg.num_aug)
     test_meta = _metadata(cfg, test, test["puzzles"].shape[0], 0)
 
-    def write(tmp: Path) -> None:
-        write_split(tmp / "train", train_meta, {"all": train_arrays})
-        write_split(tmp / "test", test_meta, {"all": test_arrays})
-        write_identifiers(tmp, ["<blank>"])
-
-    write_dataset_atomically(cfg.output_dir, cfg.overwrite, write)
-    return cfg.output_dir
+    return write_dataset(cfg.output_dir, cfg.overwrite,
+                         {"train": (train_meta, train_arrays), "test": (test_meta, test_arrays)})
 
 
 cli = CLI(name="build_sudoku_dataset", description=__doc__.split("\n\n")[0])

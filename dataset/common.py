@@ -134,6 +134,26 @@ def write_dataset_atomically(output_dir: Path, overwrite: bool, write: Callable[
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
+def write_dataset(
+    output_dir: Path,
+    overwrite: bool,
+    splits: dict[str, tuple[DatasetMetadata, SplitArrays]],
+    extra_files: Optional[dict[str, str]] = None,
+) -> Path:
+    """Write a whole dataset atomically: each split's arrays and dataset.json (set "all"),
+    identifiers.json, and any extra top-level text files (e.g. vocab.json)."""
+
+    def write(tmp: Path) -> None:
+        for split, (meta, arrays) in splits.items():
+            write_split(tmp / split, meta, {"all": arrays})
+        write_identifiers(tmp, ["<blank>"])
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+
+    write_dataset_atomically(Path(output_dir), overwrite, write)
+    return Path(output_dir)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -36,6 +36,18 @@ def run_module(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def dir_digest(path: Path) -> str:
+    """SHA-256 over every file's relative path and bytes below `path`."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(path).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def build_lsa(out: Path, **overrides) -> Path:
     from dataset.build_lsa_dataset import LSABuildConfig, build_lsa_dataset
 

@@ -1,13 +1,12 @@
 """Arithmetic task: the builder (layout, sampling, augmentation, CLI errors) and the evaluator."""
 
-import hashlib
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_module
+from conftest import REPO, run_module, dir_digest
 from dataset.build_arith_dataset import (
     ArithBuildConfig,
     ArithLayout,
@@ -184,20 +183,13 @@ def test_test_digit_range_for_length_generalisation(tmp_path):
     assert (test_meta.test_min_digits, test_meta.test_max_digits, test_meta.split_digit_range) == (4, 5, [4, 5])
 
 
-def _digest(path):
-    h = hashlib.sha256()
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            h.update(f.relative_to(path).as_posix().encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def test_same_arguments_give_identical_bytes(tmp_path):
     a = build_arith(tmp_path / "a", op="mul", seed=3)
     b = build_arith(tmp_path / "b", op="mul", seed=3)
     c = build_arith(tmp_path / "c", op="mul", seed=4)
-    assert _digest(a) == _digest(b) != _digest(c)
+    assert dir_digest(a) == dir_digest(b) != dir_digest(c)
 
 
 def test_loads_with_the_training_loader(add_small):
@@ -262,7 +254,7 @@ def test_cli_builds(tmp_path):
                         "--min-digits", "1", "--max-digits", "2", "--num-train", "30", "--num-test", "5", "--seed", "1",
                         "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert _digest(out) == _digest(build_arith(tmp_path / "api", op="mul", base=16, max_digits=2, num_train=30,
+    assert dir_digest(out) == dir_digest(build_arith(tmp_path / "api", op="mul", base=16, max_digits=2, num_train=30,
                                                num_test=5, seed=1))
 
 

@@ -1,11 +1,10 @@
-import hashlib
 import json
 
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from conftest import build_lsa, run_module
+from conftest import build_lsa, run_module, dir_digest
 from dataset.build_lsa_dataset import LABEL_ASSIGNED, LABEL_UNASSIGNED, augment, has_unique_optimum, solve
 from dataset.common import load_split
 
@@ -68,21 +67,14 @@ def test_augment_maps_optimal_assignment_to_optimal():
             assert aug_costs[i, a][np.arange(6), aug_cols[i, a]].sum() == opt
 
 
-def _digest(path):
-    h = hashlib.sha256()
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            h.update(f.relative_to(path).as_posix().encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def test_same_arguments_give_identical_bytes(tmp_path):
     a = build_lsa(tmp_path / "a", seed=7)
     b = build_lsa(tmp_path / "b", seed=7)
     c = build_lsa(tmp_path / "c", seed=8)
-    assert _digest(a) == _digest(b)
-    assert _digest(a) != _digest(c)
+    assert dir_digest(a) == dir_digest(b)
+    assert dir_digest(a) != dir_digest(c)
 
 
 def test_test_split_does_not_depend_on_train_size(tmp_path):
@@ -134,11 +126,11 @@ def test_bad_arguments_fail_with_one_line(tmp_path, args, culprit):
 
 def test_non_empty_output_dir_needs_overwrite(tmp_path):
     out = build_lsa(tmp_path / "d", seed=1)
-    before = _digest(out)
+    before = dir_digest(out)
     result = run_module("-m", "dataset.build_lsa_dataset", "--output-dir", str(out), "--n", "3", "--num-train", "5",
                         "--num-test", "2", "--no-progress")
     assert result.returncode == 2 and "--overwrite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert _digest(out) == before  # nothing overwritten
+    assert dir_digest(out) == before  # nothing overwritten
     result = run_module("-m", "dataset.build_lsa_dataset", "--output-dir", str(out), "--n", "3", "--num-train", "5",
                         "--num-test", "2", "--no-progress", "--overwrite")
     assert result.returncode == 0, result.stderr
