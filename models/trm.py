@@ -190,6 +190,12 @@ class TRM(nn.Module):
         carry.update({k: torch.zeros_like(batch[k]) for k in DATA_KEYS})
         return carry
 
+    def halt_decision(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) bool: where the Q head says "halt" (training's rule, without exploration)."""
+        if self.cfg.no_act_continue:
+            return outputs["q_halt_logits"] > 0
+        return outputs["q_halt_logits"] > outputs["q_continue_logits"]
+
     def forward(self, carry: Carry, batch: dict[str, torch.Tensor]) -> tuple[Carry, dict[str, torch.Tensor]]:
         cfg = self.cfg
         halted = carry["halted"]
@@ -207,10 +213,7 @@ class TRM(nn.Module):
         with torch.no_grad():
             new_halted = steps >= cfg.halt_max_steps
             if self.training and cfg.halt_max_steps > 1 and cfg.act_halting:
-                if cfg.no_act_continue:
-                    new_halted = new_halted | (outputs["q_halt_logits"] > 0)
-                else:
-                    new_halted = new_halted | (outputs["q_halt_logits"] > outputs["q_continue_logits"])
+                new_halted = new_halted | self.halt_decision(outputs)
                 # Exploration: sometimes force a random minimum number of steps.
                 explore = torch.rand_like(outputs["q_halt_logits"]) < cfg.halt_exploration_prob
                 min_steps = torch.randint_like(steps, 2, cfg.halt_max_steps + 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 
@@ -38,6 +38,8 @@ class EvaluateArgs(BaseModel):
     batch_size: Optional[int] = Field(None, ge=1, description="default: the run's eval batch size")
     compile: bool = Field(False, description="torch.compile the model (worth it for large test sets on a GPU)")
     save_predictions: Optional[Path] = Field(None, description="directory for the evaluators' prediction files")
+    halting: Optional[Literal["max_steps", "q_head"]] = Field(
+        None, description="which answer counts (default: the run's train.eval_halting)")
     progress: bool = True
 
 
@@ -56,7 +58,8 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
     arrays = DeviceArrays(data.test, data.test_meta, device, resident=True)
     evaluators = [build_evaluator(spec, data.test_meta) for spec in cfg.evaluators]
     metrics = evaluate(step_fn, model, arrays, data.test.num_examples, args.batch_size or cfg.train.eval_batch_size
-                       or cfg.train.global_batch_size, evaluators, save_path=args.save_predictions, progress=args.progress)
+                       or cfg.train.global_batch_size, evaluators, save_path=args.save_predictions, progress=args.progress,
+                       halting=args.halting or cfg.train.eval_halting)
     return {**metrics, "checkpoint": str(ckpt), "weights": weights, "data": str(data_path)}
 
 

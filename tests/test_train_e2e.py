@@ -55,6 +55,14 @@ def test_evaluate_script_reproduces_training_eval(tiny_run):
     assert metrics["weights"] == "ema"
     for key in ("eval/accuracy", "eval/lsa/optimal_cost_rate", "eval/lsa/projected_optimal_cost_rate"):
         assert metrics[key] == pytest.approx(result[key], abs=1e-6), key
+    # The other answer policy: the Q head's halt step. Its exact accuracy is the halted view
+    # training's (max_steps) evaluation reported, and it never takes more steps.
+    out = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress", "--halting", "q_head")
+    assert out.returncode == 0, out.stderr
+    halted = json.loads(out.stdout.strip().splitlines()[-1])
+    assert halted["eval/exact_accuracy"] == pytest.approx(result["eval/halt_exact_accuracy"], abs=1e-6)
+    assert halted["eval/steps"] == pytest.approx(result["eval/halt_steps"], abs=1e-6)
+    assert 1 <= halted["eval/steps"] <= result["eval/steps"] == 2  # cfg_lsa_cpu's tiny halt_max_steps
 
 
 def test_evaluate_script_errors(tiny_run, tmp_path):

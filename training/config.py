@@ -53,6 +53,8 @@ class TrainConfig(Strict):
     max_train_seconds: Optional[float] = Field(None, gt=0, description="stop after this much training wall time")
     eval_interval: int = Field(1000, ge=1, description="evaluate (and checkpoint) every N steps and at the end")
     eval_at_start: bool = False
+    eval_halting: Literal["max_steps", "q_head"] = Field(
+        "max_steps", description="which answer counts: the last of halt_max_steps steps, or the one where the Q head halts")
     log_every: int = Field(50, ge=1, description="read metrics back from the device every N steps")
     ema: bool = True
     ema_rate: float = Field(0.999, ge=0, lt=1)

@@ -1,4 +1,15 @@
-"""Evaluation: every test example runs to `halt_max_steps`, then evaluators score the answers."""
+"""Evaluation: run every test example through the ACT loop, then score its answers.
+
+Which answer counts (`train.eval_halting`):
+  max_steps  every example runs `halt_max_steps` steps and its last answer counts (the
+             reference's protocol, and the TRM paper's);
+  q_head     each example's answer is the one of the first step at which the Q head says
+             "halt" (as in training); a batch stops early once every example has halted.
+Both modes also report the other view of the same run where it is free:
+`eval/halt_exact_accuracy` (answers at the Q head's halt step) and `eval/halt_steps` (its mean
+step). A model trained to halt after one or two steps can drift when iterated far past them;
+halt_exact_accuracy well above exact_accuracy shows it.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +20,46 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dataset.loader import DeviceArrays, eval_batches
+from dataset.loader import IGNORE_LABEL_ID, DeviceArrays, eval_batches
 from evaluators.base import Evaluator
+from models.losses import token_losses
+
+EVAL_HALTING = ("max_steps", "q_head")
+
 
 class EvaluationInterrupted(RuntimeError):
     """A stop was requested (SIGTERM/SIGINT) in the middle of an evaluation."""
 
 
-METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss")
+METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss",
+               "halt_exact_accuracy", "halt_steps")
+
+
+def _pick(mask: torch.Tensor, new: dict[str, torch.Tensor], old: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rows where `mask` holds take `new`, the others keep `old`."""
+    return {k: torch.where(mask.reshape((-1,) + (1,) * (v.ndim - 1)), v, old[k]) for k, v in new.items()}
+
+
+def _batch_sums(answers: dict[str, torch.Tensor], steps: torch.Tensor, halt_correct: torch.Tensor,
+                halt_steps: torch.Tensor, labels: torch.Tensor, num_valid: int, loss_kind: str) -> torch.Tensor:
+    mask = labels != IGNORE_LABEL_ID
+    counts = mask.sum(-1)
+    rows = (torch.arange(labels.shape[0], device=labels.device) < num_valid) & (counts > 0)
+    divisor = counts.clamp_min(1)
+    correct = mask & (answers["preds"] == labels)
+    seq_correct = correct.sum(-1) == counts
+    token_loss = token_losses(answers["logits"], labels, loss_kind).sum(-1) / divisor
+    per_row = torch.stack([
+        torch.ones_like(token_loss),
+        correct.sum(-1) / divisor,
+        seq_correct.float(),
+        ((answers["q_halt_logits"] >= 0) == seq_correct).float(),
+        steps.float(),
+        token_loss,
+        halt_correct.float(),
+        halt_steps.float(),
+    ])
+    return torch.where(rows, per_row, 0.0).sum(-1)
 
 
 @torch.no_grad()
@@ -32,14 +75,19 @@ def evaluate(
     world_size: int = 1,
     progress: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
+    halting: str = "max_steps",
 ) -> dict[str, float]:
     """Returns {"eval/<metric>": value, "eval/<evaluator>/<metric>": value}.
 
-    Metrics stay on the device until the end: one host sync per evaluation, not per step.
+    Sums stay on the device until the end: one host sync per evaluation in max_steps mode
+    (q_head mode also reads one flag per step to stop a batch early).
     """
+    if halting not in EVAL_HALTING:
+        raise ValueError(f"train.eval_halting={halting!r}: expected one of {', '.join(EVAL_HALTING)}")
     was_training = model.training
     model.eval()
-    needed = set().union(*(ev.required_outputs for ev in evaluators)) if evaluators else set()
+    max_steps = model.cfg.halt_max_steps
+    keep = {"preds", "logits", "q_halt_logits"}.union(*(ev.required_outputs for ev in evaluators))
     for ev in evaluators:
         ev.begin_eval()
     sums = None
@@ -52,13 +100,32 @@ def evaluate(
             if should_stop():
                 raise EvaluationInterrupted("evaluation interrupted by a stop request")
             carry = model.initial_carry(batch)
-            for _ in range(model.cfg.halt_max_steps):
-                carry, _, metrics, outputs = step_fn(carry, batch)
-            stacked = torch.stack([metrics[k].float() for k in METRIC_KEYS])
-            sums = stacked if sums is None else sums + stacked
+            at_halt, halt_step, halted = None, None, None
+            for step in range(1, max_steps + 1):
+                carry, _, _, outputs = step_fn(carry, batch)
+                outputs = {k: outputs[k] for k in keep}
+                wants = model.halt_decision(outputs) | (step == max_steps)
+                if at_halt is None:
+                    at_halt, halted = outputs, wants
+                    halt_step = torch.where(wants, 1, max_steps)
+                else:
+                    now = wants & ~halted
+                    at_halt = _pick(now, outputs, at_halt)
+                    halt_step = torch.where(now, step, halt_step)
+                    halted = halted | wants
+                if halting == "q_head" and step < max_steps and bool(halted.all()):
+                    break
+            labels = carry["labels"]
+            halt_correct = ((at_halt["preds"] == labels) | (labels == IGNORE_LABEL_ID)).all(-1)
+            if halting == "q_head":
+                answers, answer_steps = at_halt, halt_step
+            else:
+                answers, answer_steps = outputs, torch.full_like(halt_step, max_steps)
+            batch_sums = _batch_sums(answers, answer_steps, halt_correct, halt_step, labels, valid, model.cfg.loss)
+            sums = batch_sums if sums is None else sums + batch_sums
             if evaluators:
                 real_batch = {k: v[:valid] for k, v in batch.items()}
-                real_outputs = {k: outputs[k][:valid] for k in needed}
+                real_outputs = {k: answers[k][:valid] for k in keep}
                 for ev in evaluators:
                     ev.update_batch(real_batch, real_outputs)
     finally:
@@ -74,6 +141,9 @@ def evaluate(
         "eval/exact_accuracy": totals["exact_accuracy"] / count,
         "eval/q_halt_accuracy": totals["q_halt_accuracy"] / count,
         "eval/lm_loss": totals["lm_loss"] / count,
+        "eval/steps": totals["steps"] / count,
+        "eval/halt_exact_accuracy": totals["halt_exact_accuracy"] / count,
+        "eval/halt_steps": totals["halt_steps"] / count,
         "eval/examples": totals["count"],
     }
     for ev in evaluators:

@@ -224,7 +224,8 @@ def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool 
     with state.ema.swapped() if state.ema is not None else nullcontext():
         return evaluate(state.step_fn, state.model, state.test_arrays, state.data.test.num_examples,
                         cfg.train.eval_batch_size or cfg.train.global_batch_size, evaluators,
-                        save_path=save_path, progress=progress, should_stop=should_stop)
+                        save_path=save_path, progress=progress, should_stop=should_stop,
+                        halting=cfg.train.eval_halting)
 
 
 def summarize_window(values: dict[str, float], steps: int, seconds: float, state: TrainState) -> dict[str, float]:
