@@ -70,7 +70,8 @@ class SudokuBuildConfig(BaseModel):
     min_clues: Optional[int] = Field(None, ge=0, le=81, description=f"fewest givens (generation: {DEFAULT_MIN_CLUES}; "
                                      "import: no bound)")
     max_clues: Optional[int] = Field(None, ge=0, le=81, description=f"most givens (generation: {DEFAULT_MAX_CLUES}; "
-                                     "import: no bound)")
+                                     "import: no bound). Generation removes givens down to this count, so nearly "
+                                     "all generated puzzles have exactly this many")
     min_rating: int = Field(0, ge=0, description="keep puzzles rated at least this (backtracks; imports: the CSV rating)")
     source_csv: Optional[Path] = Field(None, description="import training puzzles from this sudoku-extreme CSV")
     source_test_csv: Optional[Path] = Field(None, description="import test puzzles from this CSV (needs --source-csv)")

@@ -26,17 +26,22 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from training.config import compose_config, validate_config  # noqa: E402
 from training.loop import build_train_state, train_step  # noqa: E402
 
+# Checked in order: Inductor's kernels first (their names quote the ops they fused, e.g.
+# "..._scaled_dot_product_cudnn_attention_..."), then fused attention (cuDNN's SDPA kernels
+# carry "sm90" and "wgmma" like GEMMs do), then matrix multiplies.
 FAMILIES = (
-    ("matmul", ("gemm", "sm90_", "sm80_", "cutlass", "nvjet", "xmma", "ampere_", "hopper")),
-    ("attention", ("flash", "fmha", "attention", "attn")),
     ("triton (fused)", ("triton_",)),
+    ("attention", ("sdpa", "flash", "fmha", "attention", "attn")),
+    ("matmul", ("gemm", "sm90_", "sm80_", "cutlass", "nvjet", "xmma", "ampere_", "hopper")),
     ("copy/fill", ("memcpy", "memset", "copy_", "fill")),
 )
 
 
 def family(name: str) -> str:
     lowered = name.lower()
-    for fam, keys in FAMILIES:
+    if lowered.startswith("triton_"):
+        return "triton (fused)"
+    for fam, keys in FAMILIES[1:]:
         if any(k in lowered for k in keys):
             return fam
     return "other"

@@ -101,3 +101,24 @@ def test_wandb_mode_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_wandb_mode("auto") == "disabled"
     assert resolve_wandb_mode("offline") == "offline"  # an explicit config wins
+
+
+def test_profile_kernel_families():
+    """Kernel names seen on an H200 (scripts/profile_step.py): cuDNN's attention kernels look
+    like GEMMs (sm90, wgmma) and Inductor's name the attention they feed; neither may be
+    counted as a matrix multiply."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from profile_step import family
+
+    cases = {
+        "nvjet_sm90_tst_192x192_64x4_2x1_v_bz_coopB_TNN": "matmul",
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64": "matmul",
+        "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x64": "attention",
+        "pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>": "attention",
+        "triton_poi_fused__scaled_dot_product_cudnn_attention__to_copy__unsafe_view_add_cat": "triton (fused)",
+        "triton_per_fused__to_copy__unsafe_view_add_mean_mul_pow_rsqrt_7": "triton (fused)",
+        "Memcpy HtoD (Pageable -> Device)": "copy/fill",
+        "void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>": "copy/fill",
+        "ncclKernel_AllReduce_RING_LL_Sum_float": "other",
+    }
+    assert {name: family(name) for name in cases} == cases
