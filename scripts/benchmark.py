@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from dataset.common import InputError  # noqa: E402
 from training.config import compose_config, validate_config  # noqa: E402
+from training.evaluation import even_batch_size  # noqa: E402
 from training.loop import build_train_state, run_evaluation, train_step  # noqa: E402
 
 def sync(device: torch.device) -> None:
@@ -92,6 +93,7 @@ def benchmark(config_name: str, overrides: list[str], steps: int, windows: int, 
         "peak_memory_gib": peak_train,
         "eval_samples_per_sec": statistics.median(eval_rates) if eval_rates else None,
         "eval_examples": num_test,
+        "eval_batch_size": even_batch_size(num_test, cfg.train.eval_batch_size or batch),
         "halt_max_steps": model.cfg.halt_max_steps,
     }
     return result
@@ -122,6 +124,7 @@ def main() -> None:
         ("MFU", f"{100 * r['mfu']:.1f}%"),
         ("peak memory GiB", "n/a" if r["peak_memory_gib"] is None else f"{r['peak_memory_gib']:.2f}"),
         ("eval samples/s", "n/a" if r["eval_samples_per_sec"] is None else f"{r['eval_samples_per_sec']:.0f}"),
+        ("eval batch (evened)", str(r["eval_batch_size"])),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

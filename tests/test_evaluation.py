@@ -110,3 +110,33 @@ def test_q_head_stops_a_batch_once_every_example_has_halted():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="eval_halting='last'"):
         run("last")
+
+
+@pytest.mark.parametrize("num_examples, max_batch, world_size, expected", [
+    (1000, 768, 1, 504),   # 2 batches, 8 padding rows instead of 536
+    (1000, 1024, 1, 1000),
+    (768, 768, 1, 768),
+    (769, 768, 1, 392),
+    (2000, 768, 1, 672),   # 3 batches
+    (1000, 768, 2, 504),   # 500 per rank, one batch each
+    (5, 768, 1, 8),
+    (5, 4, 1, 4),          # never above the maximum, even when rounding up would be
+    (1, 1, 4, 1),
+])
+def test_even_batch_size(num_examples, max_batch, world_size, expected):
+    from training.evaluation import even_batch_size
+
+    size = even_batch_size(num_examples, max_batch, world_size)
+    assert size == expected
+    per_rank = -(-num_examples // world_size)
+    fewest = -(-per_rank // max_batch)
+    assert -(-per_rank // size) == fewest  # no extra batch
+
+
+def test_evaluation_evens_out_its_batches():
+    model = Scripted()
+    sizes = []
+    step = model.step
+    evaluate(lambda carry, batch: (sizes.append(len(batch["inputs"])), step(carry, batch))[1],
+             model, Arrays(), len(SCRIPT), 16, [], halting="max_steps")
+    assert sizes == [8] * MAX_STEPS  # 5 examples at up to 16: one batch of 8, not of 16

@@ -47,7 +47,8 @@ class OptimConfig(Strict):
 class TrainConfig(Strict):
     seed: int = 0
     global_batch_size: int = Field(768, ge=1)
-    eval_batch_size: Optional[int] = Field(None, ge=1, description="default: global_batch_size")
+    eval_batch_size: Optional[int] = Field(
+        None, ge=1, description="largest evaluation batch (default: global_batch_size); batches are evened out")
     epochs: Optional[float] = Field(None, gt=0, description="length in epochs (one group visit each)")
     max_steps: Optional[int] = Field(None, ge=1, description="length in optimizer steps (overrides epochs)")
     max_train_seconds: Optional[float] = Field(None, gt=0, description="stop after this much training wall time")

@@ -35,6 +35,16 @@ METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps"
                "halt_exact_accuracy", "halt_steps")
 
 
+def even_batch_size(num_examples: int, max_batch: int, world_size: int = 1, multiple: int = 8) -> int:
+    """The batch size, at most `max_batch`, that splits each rank's share into the fewest
+    batches with the least padding (rounded up to a multiple of 8 for the GPU's tiles):
+    1000 examples at up to 768 per batch run as 2 x 504, not 768 + 768 (35% padding)."""
+    per_rank = max(1, -(-num_examples // world_size))
+    batches = -(-per_rank // max_batch)
+    size = -(-per_rank // batches)
+    return min(max_batch, -(-size // multiple) * multiple)
+
+
 def _pick(mask: torch.Tensor, new: dict[str, torch.Tensor], old: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rows where `mask` holds take `new`, the others keep `old`."""
     return {k: torch.where(mask.reshape((-1,) + (1,) * (v.ndim - 1)), v, old[k]) for k, v in new.items()}
@@ -79,8 +89,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Returns {"eval/<metric>": value, "eval/<evaluator>/<metric>": value}.
 
-    Sums stay on the device until the end: one host sync per evaluation in max_steps mode
-    (q_head mode also reads one flag per step to stop a batch early).
+    `batch_size` is the largest batch; see even_batch_size. Sums stay on the device until the
+    end: one host sync per evaluation in max_steps mode (q_head mode also reads one flag per
+    step to stop a batch early).
     """
     if halting not in EVAL_HALTING:
         raise ValueError(f"train.eval_halting={halting!r}: expected one of {', '.join(EVAL_HALTING)}")
@@ -91,6 +102,7 @@ def evaluate(
     for ev in evaluators:
         ev.begin_eval()
     sums = None
+    batch_size = even_batch_size(num_examples, batch_size, world_size)
     num_batches = -(-num_examples // (batch_size * world_size))
     try:
         for batch, valid in tqdm(
