@@ -3,6 +3,7 @@ where CUDA is absent."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -34,6 +35,36 @@ def run_module(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "WANDB_MODE": "disabled"}
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *culprits: str) -> None:
+    """Bad input's contract: exit code 2 and one stderr line, `error: ...`, naming each culprit."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr[-2000:]
+    for culprit in culprits:
+        assert culprit in lines[0], (culprit, lines[0])
+
+
+@contextlib.contextmanager
+def sigterm_after_step(monkeypatch, step: int):
+    """Inside the block, training sends itself SIGTERM right after optimizer step `step`."""
+    import signal
+
+    import training.loop as loop
+
+    original = loop.train_step
+
+    def step_then_signal(state):
+        out = original(state)
+        if state.step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(loop, "train_step", original)
 
 
 def dir_digest(path: Path) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_module, dir_digest
+from conftest import REPO, assert_one_line_error, dir_digest, run_module
 from dataset.build_arith_dataset import (
     ArithBuildConfig,
     ArithLayout,
@@ -242,9 +242,7 @@ def test_bad_arguments_fail_with_one_line(tmp_path, args, culprit):
     out = tmp_path / "out"
     result = run_module("-m", "dataset.build_arith_dataset", "--output-dir", str(out), "--no-progress",
                         "--num-test", "1", *args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and culprit in lines[0], result.stderr
+    assert_one_line_error(result, culprit)
     assert not out.exists()
 
 

@@ -80,27 +80,15 @@ def test_training_step_on_cuda_through_the_real_loop(tmp_path):
 def test_compiled_cuda_run_resumes(tmp_path, monkeypatch):
     """Stop a compiled CUDA run by SIGTERM at step 30, resume it to 60, and compare with the
     same run uninterrupted (GPU kernels are not bit-deterministic: close, not equal)."""
-    import os
-    import signal
-
     import training.loop as loop
-    from conftest import build_lsa, tiny_config
+    from conftest import build_lsa, sigterm_after_step, tiny_config
 
     data = build_lsa(tmp_path / "data", num_train=300, num_test=100, num_aug=4)
     common = ["train.device=cuda", "train.compile=on", "train.max_steps=60", "train.eval_interval=60", "train.log_every=10"]
     straight = loop.train(tiny_config(tmp_path, *common, "logging.run_name=straight", data=data))
 
-    original = loop.train_step
-
-    def step_then_signal(state):
-        out = original(state)
-        if state.step == 30:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(loop, "train_step", step_then_signal)
-    first = loop.train(tiny_config(tmp_path, *common, "logging.run_name=split", data=data))
-    monkeypatch.setattr(loop, "train_step", original)
+    with sigterm_after_step(monkeypatch, 30):
+        first = loop.train(tiny_config(tmp_path, *common, "logging.run_name=split", data=data))
     assert first["preempted"] and first["step"] == 30
     second = loop.train(tiny_config(tmp_path, *common, "logging.run_name=split", "train.resume=true", data=data))
     assert second["step"] == 60 and not second["preempted"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, build_lsa, run_module
+from conftest import REPO, assert_one_line_error, build_lsa, run_module
 from training.loop import train
 
 PROJECT = "trm-lsa-cpu"
@@ -203,10 +203,7 @@ def test_bad_input_fails_cleanly(world, tmp_path, name):
                                 preexec_fn=limit)
     else:
         result = run_module(*argv)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr[-2000:]
-    assert culprit in lines[0], lines[0]
+    assert_one_line_error(result, culprit)
     assert "this must never run" not in result.stdout
     if watched:
         assert digest(*watched) == before, "an existing file was changed"

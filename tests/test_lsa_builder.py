@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from conftest import build_lsa, run_module, dir_digest
+from conftest import assert_one_line_error, build_lsa, dir_digest, run_module
 from dataset.build_lsa_dataset import LABEL_ASSIGNED, LABEL_UNASSIGNED, augment, has_unique_optimum, solve
 from dataset.common import load_split
 
@@ -118,9 +118,7 @@ def test_has_unique_optimum_matches_brute_force():
 def test_bad_arguments_fail_with_one_line(tmp_path, args, culprit):
     out = tmp_path / "out"
     result = run_module("-m", "dataset.build_lsa_dataset", "--output-dir", str(out), "--no-progress", *args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and culprit in lines[0], result.stderr
+    assert_one_line_error(result, culprit)
     assert not out.exists()
 
 
@@ -129,7 +127,7 @@ def test_non_empty_output_dir_needs_overwrite(tmp_path):
     before = dir_digest(out)
     result = run_module("-m", "dataset.build_lsa_dataset", "--output-dir", str(out), "--n", "3", "--num-train", "5",
                         "--num-test", "2", "--no-progress")
-    assert result.returncode == 2 and "--overwrite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert_one_line_error(result, "--overwrite")
     assert dir_digest(out) == before  # nothing overwritten
     result = run_module("-m", "dataset.build_lsa_dataset", "--output-dir", str(out), "--n", "3", "--num-train", "5",
                         "--num-test", "2", "--no-progress", "--overwrite")

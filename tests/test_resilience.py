@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, build_lsa, run_module, tiny_config
+from conftest import REPO, build_lsa, run_module, sigterm_after_step, tiny_config
 from models.losses import ACTLossHead
 from training.checkpoint import CheckpointError, load_file, resolve_checkpoint, save_checkpoint
 from training.loop import TrainingDiverged, train
@@ -60,20 +60,9 @@ def test_stop_and_resume_is_bit_exact_on_cpu(tmp_path, data_dir, monkeypatch):
     straight = train(tiny_config(tmp_path, *common, "logging.run_name=straight", data=data_dir))
 
     # The same run, stopped by a SIGTERM right after step 13 (mid-window, off the eval grid) ...
-    import training.loop as loop
-
-    original = loop.train_step
-
-    def step_then_signal(state):
-        out = original(state)
-        if state.step == 13:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(loop, "train_step", step_then_signal)
-    first = train(tiny_config(tmp_path, *common, "logging.run_name=split", data=data_dir))
+    with sigterm_after_step(monkeypatch, 13):
+        first = train(tiny_config(tmp_path, *common, "logging.run_name=split", data=data_dir))
     assert first["preempted"] and first["step"] == 13
-    monkeypatch.setattr(loop, "train_step", original)
     # ... and resumed from its checkpoint.
     second = train(tiny_config(tmp_path, *common, "logging.run_name=split", "train.resume=true", data=data_dir))
     assert second["step"] == 40 and not second["preempted"]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, assert_one_line_error
 
 TINY = ["data.build_args.num_train=40", "data.build_args.num_test=10", "train.max_steps=4", "train.eval_interval=2",
         "train.global_batch_size=16", "logging.progress=false"]
@@ -49,7 +49,7 @@ def test_train_lsa_sh_runs_in_a_named_screen_session_with_a_log(tmp_path):
 @pytest.mark.skipif(shutil.which("screen") is not None, reason="screen is installed here")
 def test_train_lsa_sh_without_screen_says_so():
     result = subprocess.run(["bash", str(REPO / "train_lsa.sh")], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "screen" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert_one_line_error(result, "screen")
 
 
 def test_wandb_offline_run_logs_locally(tmp_path):

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_module, dir_digest
+from conftest import assert_one_line_error, dir_digest, run_module
 from dataset.build_sudoku_dataset import SudokuBuildConfig, augment, build_sudoku_dataset
 from dataset.common import DatasetError, load_split
 from dataset.loader import IGNORE_LABEL_ID, DeviceArrays, PuzzleDataset
@@ -218,9 +218,7 @@ def test_impossible_filter_is_a_clear_error(tmp_path, monkeypatch):
 def test_bad_arguments_fail_with_one_line(tmp_path, args, culprit):
     out = tmp_path / "out"
     result = run_module("-m", "dataset.build_sudoku_dataset", "--output-dir", str(out), "--no-progress", *args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and culprit in lines[0], result.stderr
+    assert_one_line_error(result, culprit)
     assert not out.exists()
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import run_module
+from conftest import assert_one_line_error, run_module
 from dataset.build_sudoku_dataset import SudokuBuildConfig, build_sudoku_dataset
 from dataset.common import DatasetError, load_split
 from dataset.sudoku_solver import generate_puzzle
@@ -104,8 +104,7 @@ def test_bad_row_on_the_command_line_exits_2_and_writes_nothing(tmp_path, rows):
     out = tmp_path / "out"
     result = run_module("-m", "dataset.build_sudoku_dataset", "--output-dir", str(out), "--source-csv", str(path),
                         "--num-test", "5", "--num-aug", "1", "--no-progress")
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and "line 12" in lines[0] and "--skip-invalid" in lines[0], result.stderr
+    assert_one_line_error(result, "line 12", "--skip-invalid")
     assert not out.exists()
 
 

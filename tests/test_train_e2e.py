@@ -4,7 +4,7 @@ scoreable by scripts/evaluate.py with the same numbers."""
 import json
 
 import pytest
-from conftest import run_module, tiny_config
+from conftest import assert_one_line_error, run_module, tiny_config
 from training.loop import train
 
 
@@ -69,12 +69,12 @@ def test_evaluate_script_errors(tiny_run, tmp_path):
     tmp, _ = tiny_run
     run_dir = tmp / "runs" / "trm-lsa-cpu" / "tiny"
     missing = run_module("scripts/evaluate.py", "--checkpoint", str(tmp_path / "nope"))
-    assert missing.returncode == 2 and "nope" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    assert_one_line_error(missing, "nope")
     from conftest import build_lsa
 
     other = build_lsa(tmp_path / "lsa3", n=3)
     wrong = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--data", str(other))
-    assert wrong.returncode == 2 and "seq_len=9" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+    assert_one_line_error(wrong, "seq_len=9")
 
 
 def test_pretrain_entry_point(tmp_path):

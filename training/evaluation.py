@@ -112,23 +112,25 @@ def evaluate(
             if should_stop():
                 raise EvaluationInterrupted("evaluation interrupted by a stop request")
             carry = model.initial_carry(batch)
-            at_halt, halt_step, halted = None, None, None
+            labels = batch["labels"]
+            # Per example: the first step at which the Q head halts (or the cap) and whether
+            # that step's answer was right; in q_head mode also that step's outputs.
+            halted = torch.zeros_like(labels[:, 0], dtype=torch.bool)
+            halt_step = torch.full_like(labels[:, 0], max_steps)
+            halt_correct = torch.zeros_like(halted)
+            at_halt = None
             for step in range(1, max_steps + 1):
                 carry, _, _, outputs = step_fn(carry, batch)
                 outputs = {k: outputs[k] for k in keep}
-                wants = model.halt_decision(outputs) | (step == max_steps)
-                if at_halt is None:
-                    at_halt, halted = outputs, wants
-                    halt_step = torch.where(wants, 1, max_steps)
-                else:
-                    now = wants & ~halted
-                    at_halt = _pick(now, outputs, at_halt)
-                    halt_step = torch.where(now, step, halt_step)
-                    halted = halted | wants
-                if halting == "q_head" and step < max_steps and bool(halted.all()):
-                    break
-            labels = carry["labels"]
-            halt_correct = ((at_halt["preds"] == labels) | (labels == IGNORE_LABEL_ID)).all(-1)
+                now = (model.halt_decision(outputs) | (step == max_steps)) & ~halted
+                right = ((outputs["preds"] == labels) | (labels == IGNORE_LABEL_ID)).all(-1)
+                halt_step = torch.where(now, step, halt_step)
+                halt_correct = torch.where(now, right, halt_correct)
+                halted = halted | now
+                if halting == "q_head":
+                    at_halt = outputs if at_halt is None else _pick(now, outputs, at_halt)
+                    if step < max_steps and bool(halted.all()):
+                        break
             if halting == "q_head":
                 answers, answer_steps = at_halt, halt_step
             else:
