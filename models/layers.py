@@ -111,29 +111,41 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, hidden_size: int, expansion: float):
+    """SwiGLU over the last dimension. `align` > 1 zero-pads that dimension (inputs and the
+    matching weight columns/rows) to a multiple of `align` inside the layer: the same sums, but
+    GEMM rows a GPU can load aligned (the sequence MLP's 97 positions are 194 bytes in bf16).
+    Parameters keep their unpadded shapes."""
+
+    def __init__(self, hidden_size: int, expansion: float, align: int = 1):
         super().__init__()
         inter = find_multiple(expansion * hidden_size * 2 / 3, 256)
         self.gate_up_proj = CastedLinear(hidden_size, 2 * inter)
         self.down_proj = CastedLinear(inter, hidden_size)
+        self.pad = -hidden_size % align
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        if not self.pad:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
+        w_in = F.pad(self.gate_up_proj.weight.to(x.dtype), (0, self.pad))  # zero columns meet zero inputs
+        gate, up = F.linear(F.pad(x, (0, self.pad)), w_in).chunk(2, dim=-1)
+        w_out = F.pad(self.down_proj.weight.to(x.dtype), (0, 0, 0, self.pad))  # padded outputs are zero
+        return F.linear(F.silu(gate) * up, w_out)[..., : x.shape[-1]]
 
 
 class Block(nn.Module):
     """Post-norm block: a sequence mixer (attention, or an MLP across positions) then a
     channel SwiGLU, each added to the residual stream and RMS-normalised."""
 
-    def __init__(self, hidden_size: int, num_heads: int, expansion: float, mixer: str, seq_len: int, eps: float):
+    def __init__(self, hidden_size: int, num_heads: int, expansion: float, mixer: str, seq_len: int, eps: float,
+                 seq_align: int = 1):
         super().__init__()
         self.mixer = mixer
         self.eps = eps
         if mixer == "attention":
             self.attn = Attention(hidden_size, num_heads)
         elif mixer == "mlp":
-            self.seq_mlp = SwiGLU(seq_len, expansion)
+            self.seq_mlp = SwiGLU(seq_len, expansion, align=seq_align)
         else:
             raise ValueError(f"arch.mixer={mixer!r}: expected 'attention' or 'mlp'")
         self.mlp = SwiGLU(hidden_size, expansion)

@@ -33,6 +33,9 @@ class TRMConfig(pydantic.BaseModel):
     H_cycles: int = pydantic.Field(3, ge=1, description="answer refinements per ACT step")
     L_cycles: int = pydantic.Field(6, ge=1, description="latent refinements per answer refinement")
     mixer: Literal["attention", "mlp"] = "attention"
+    seq_mlp_align: int = pydantic.Field(
+        8, ge=1, description="mlp mixer: zero-pad the sequence inside the sequence MLP to a multiple of this "
+        "(same sums; aligned GEMM rows on GPUs); 1 = no padding")
     pos_encodings: Literal["rope", "learned", "none"] = "rope"
     rope_theta: float = 10000.0
     puzzle_emb_ndim: Optional[int] = pydantic.Field(None, ge=0, description="None = hidden_size; 0 = no puzzle embedding")
@@ -99,7 +102,8 @@ class TRM(nn.Module):
         if cfg.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(total_len, hidden, init_std=1.0 / self.embed_scale, cast_to=dtype)
         self.blocks = nn.ModuleList(
-            Block(hidden, cfg.num_heads, cfg.expansion, cfg.mixer, total_len, cfg.rms_norm_eps) for _ in range(cfg.num_layers)
+            Block(hidden, cfg.num_heads, cfg.expansion, cfg.mixer, total_len, cfg.rms_norm_eps, cfg.seq_mlp_align)
+            for _ in range(cfg.num_layers)
         )
         self.lm_head = CastedLinear(hidden, vocab_size)
         self.q_head = CastedLinear(hidden, 2, bias=True)

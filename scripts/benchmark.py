@@ -8,7 +8,10 @@ Runs the real training step (`training.loop.train_step`, compiled as training co
 one timed first step (compilation included), warm-up steps, then `--windows` windows of
 `--steps` steps each, synchronised at both ends; reports the median. Evaluation throughput
 is one full pass over the test split (every example run to halt_max_steps) after a warm-up
-pass. FLOPs per step are counted by `TRM.step_flops` (matmuls and attention); MFU is that
+pass. `--reference-loop` also times the reference implementation's evaluation loop run on
+this model (full-size padded batches, a host sync after every ACT step to test "all halted",
+predictions copied to the host per batch): a stand-in for the reference's own figure, which
+DESIGN.md does not give. FLOPs per step are counted by `TRM.step_flops` (matmuls and attention); MFU is that
 over `--peak-tflops` (default 790: the bf16 matrix rate measured on the H100/H200 here).
 Prints a table and, last, one JSON line.
 """
@@ -16,6 +19,7 @@ Prints a table and, last, one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -27,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from dataset.common import InputError  # noqa: E402
 from training.config import compose_config, validate_config  # noqa: E402
+from dataset.loader import eval_batches  # noqa: E402
 from training.evaluation import even_batch_size  # noqa: E402
 from training.loop import build_train_state, run_evaluation, train_step  # noqa: E402
 
@@ -35,8 +40,39 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def reference_style_evaluation(state) -> None:
+    """The reference's loop over the test split: batches of global_batch_size (the last one
+    padded), ACT steps until `carry["halted"].all()` is read back true, outputs to the host."""
+    model, batch_size = state.model, state.cfg.train.global_batch_size
+    model.eval()
+    try:
+        with state.ema.swapped() if state.ema is not None else contextlib.nullcontext():
+            for batch, _ in eval_batches(state.test_arrays, state.data.test.num_examples, batch_size):
+                carry = model.initial_carry(batch)
+                while True:
+                    carry, _, _, outputs = state.step_fn(carry, batch)
+                    if bool(carry["halted"].all()):
+                        break
+                {k: v.cpu() for k, v in outputs.items()}
+    finally:
+        model.train()
+
+
+def timed_passes(device: torch.device, passes: int, examples: int, run) -> list[float]:
+    """examples/s of `passes` calls of run() after one untimed call (which compiles)."""
+    rates = []
+    for i in range(passes + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        run()
+        sync(device)
+        if i:
+            rates.append(examples / (time.perf_counter() - t0))
+    return rates
+
+
 def benchmark(config_name: str, overrides: list[str], steps: int, windows: int, warmup: int, peak_tflops: float,
-              eval_passes: int) -> dict:
+              eval_passes: int, reference_loop: bool = False) -> dict:
     raw = compose_config(config_name, overrides)
     raw["train"]["save_checkpoints"] = False
     cfg = validate_config(raw)
@@ -63,15 +99,10 @@ def benchmark(config_name: str, overrides: list[str], steps: int, windows: int, 
     steps_per_sec = statistics.median(rates)
     peak_train = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
-    eval_rates = []
     num_test = state.data.test.num_examples
-    for i in range(eval_passes + 1):  # the first pass compiles the evaluation graph
-        sync(device)
-        t0 = time.perf_counter()
-        run_evaluation(state, save_path=None)
-        sync(device)
-        if i:
-            eval_rates.append(num_test / (time.perf_counter() - t0))
+    eval_rates = timed_passes(device, eval_passes, num_test, lambda: run_evaluation(state, save_path=None))
+    reference_rates = timed_passes(device, eval_passes, num_test, lambda: reference_style_evaluation(state)) \
+        if reference_loop else []
 
     length = model.prefix_len + model.seq_len
     flops = model.step_flops(batch, training=True)
@@ -92,6 +123,7 @@ def benchmark(config_name: str, overrides: list[str], steps: int, windows: int, 
         "mfu": flops * steps_per_sec / (peak_tflops * 1e12),
         "peak_memory_gib": peak_train,
         "eval_samples_per_sec": statistics.median(eval_rates) if eval_rates else None,
+        "eval_samples_per_sec_reference_loop": statistics.median(reference_rates) if reference_rates else None,
         "eval_examples": num_test,
         "eval_batch_size": even_batch_size(num_test, cfg.train.eval_batch_size or batch),
         "halt_max_steps": model.cfg.halt_max_steps,
@@ -107,12 +139,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps after the first")
     parser.add_argument("--eval-passes", type=int, default=2, help="timed evaluation passes (after one warm-up)")
     parser.add_argument("--peak-tflops", type=float, default=790.0)
+    parser.add_argument("--reference-loop", action="store_true",
+                        help="also time the reference's evaluation loop on this model")
     args, overrides = parser.parse_known_args()
     bad = [o for o in overrides if o.startswith("--")]
     if bad:
         parser.error(f"unknown option {bad[0]} (Hydra overrides look like key=value)")
     try:
-        r = benchmark(args.config_name, overrides, args.steps, args.windows, args.warmup, args.peak_tflops, args.eval_passes)
+        r = benchmark(args.config_name, overrides, args.steps, args.windows, args.warmup, args.peak_tflops, args.eval_passes,
+                      args.reference_loop)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -126,6 +161,8 @@ def main() -> None:
         ("eval samples/s", "n/a" if r["eval_samples_per_sec"] is None else f"{r['eval_samples_per_sec']:.0f}"),
         ("eval batch (evened)", str(r["eval_batch_size"])),
     ]
+    if r["eval_samples_per_sec_reference_loop"] is not None:
+        rows.append(("eval samples/s, reference loop", f"{r['eval_samples_per_sec_reference_loop']:.0f}"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

@@ -57,6 +57,7 @@ def test_lsa_config_is_the_seed_setup():
         (["train.compile=maybe"], "train.compile"),
         (["arch.num_heads=5"], "divisible"),
         (["+evaluators=[{name: sudo}]"], "evaluators"),
+        (["+train.inductor.coordinate_descent_tunning=true"], "train.inductor"),
     ],
 )
 def test_bad_config_names_the_field(overrides, culprit):
@@ -76,3 +77,19 @@ def test_pretrain_rejects_bad_config_before_running(tmp_path):
     result = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "train.lrr=1")  # a key absent from the YAML
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: config: train.lrr: no such config key (did you mean optim.lr?) (to add a new key, write +train.lrr=...)"]
+
+
+def test_inductor_options_are_set_before_compiling():
+    import torch._inductor.config as inductor_config
+
+    from training.loop import configure_kernels
+
+    raw = composed("cfg_lsa_cpu", ["+train.inductor.coordinate_descent_tuning=true", "+train.inductor.triton.cudagraphs=true"])
+    cfg = validate_config(OmegaConf.to_container(OmegaConf.create(raw), resolve=True))
+    saved = inductor_config.coordinate_descent_tuning, inductor_config.triton.cudagraphs
+    try:
+        inductor_config.coordinate_descent_tuning, inductor_config.triton.cudagraphs = False, False
+        configure_kernels(cfg)
+        assert inductor_config.coordinate_descent_tuning is True and inductor_config.triton.cudagraphs is True
+    finally:
+        inductor_config.coordinate_descent_tuning, inductor_config.triton.cudagraphs = saved

@@ -140,3 +140,27 @@ def test_arch_config_rejects_typos_and_bad_values():
         validate_arch({**SMALL, "num_heads": 5})
     with pytest.raises(ValueError, match="unknown model name"):
         validate_arch({**SMALL, "name": "gpt"})
+
+
+def test_padded_sequence_mlp_computes_the_same_sums():
+    """seq_mlp_align zero-pads the sequence inside the sequence MLP (11 positions -> 16): same
+    outputs and gradients as without padding, and the parameters keep their shapes."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        padded, plain = make(mixer="mlp", seq_mlp_align=8), make(mixer="mlp", seq_mlp_align=1)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert padded.blocks[0].seq_mlp.pad == 5 and plain.blocks[0].seq_mlp.pad == 0
+    assert {k: v.shape for k, v in padded.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    plain.load_state_dict(padded.state_dict())
+    x = torch.randn(3, 11, 32, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for model in (padded, plain):
+        out = model.blocks[0](x, None)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).reshape(out.shape)).sum().backward()
+        outs.append(out.detach())
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in model.blocks[0].parameters()])
+        x.grad = None
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

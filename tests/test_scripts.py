@@ -129,7 +129,7 @@ def test_benchmark_script_on_cpu(tmp_path):
     from conftest import run_module
 
     out = run_module("scripts/benchmark.py", "--config-name", "cfg_lsa_cpu", "--steps", "2", "--windows", "2",
-                     "--warmup", "1", "--eval-passes", "1", f"data.path={tmp_path / 'data'}",
+                     "--warmup", "1", "--eval-passes", "1", "--reference-loop", f"data.path={tmp_path / 'data'}",
                      "data.build_args.num_train=60", "data.build_args.num_test=50", "arch.hidden_size=32",
                      "arch.num_heads=2", f"logging.runs_dir={tmp_path / 'runs'}")
     assert out.returncode == 0, out.stderr[-2000:]
@@ -139,3 +139,4 @@ def test_benchmark_script_on_cpu(tmp_path):
     assert result["samples_per_sec"] == pytest.approx(result["steps_per_sec"] * result["global_batch_size"])
     assert result["eval_examples"] == 50 and result["eval_batch_size"] == 56 and result["eval_samples_per_sec"] > 0
     assert result["flops_per_step"] > 0 and "MFU" in out.stdout
+    assert result["eval_samples_per_sec_reference_loop"] > 0 and "reference loop" in out.stdout

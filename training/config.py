@@ -17,6 +17,16 @@ from dataset.common import InputError, one_line
 from models import validate_arch
 
 
+def inductor_option(name: str) -> Optional[tuple[Any, str]]:
+    """(config object, attribute) for a dotted torch._inductor.config option, None if there is none."""
+    import torch._inductor.config as target
+
+    *parents, leaf = name.split(".")
+    for part in parents:
+        target = getattr(target, part, None)
+    return (target, leaf) if target is not None and hasattr(target, leaf) else None
+
+
 class ConfigError(InputError):
     """Invalid configuration; the message names the field."""
 
@@ -65,6 +75,9 @@ class TrainConfig(Strict):
     compile: Literal["auto", "on", "off"] = "auto"
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
         "default", description="torch.compile mode for the model step")
+    inductor: dict[str, Any] = Field(
+        default_factory=dict, description="torch._inductor.config options set before compiling, "
+        "e.g. {coordinate_descent_tuning: true}; dotted names reach nested ones (triton.cudagraphs)")
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept")
     save_checkpoints: bool = True
     best_metric: Optional[str] = Field(None, description="eval metric whose best checkpoint is kept, e.g. eval/lsa/optimal_cost_rate")
@@ -84,6 +97,26 @@ class TrainConfig(Strict):
         if self.resume is not False and self.load_checkpoint is not None:
             raise ValueError("set train.resume or train.load_checkpoint, not both")
         return self
+
+    @pydantic.field_validator("inductor")
+    @classmethod
+    def _inductor(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        def flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:  # {triton: {x: 1}} -> {triton.x: 1}
+            flat = {}
+            for key, item in options.items():
+                name = f"{prefix}{key}"
+                nested = isinstance(item, dict) and inductor_option(name) is not None and \
+                    not isinstance(getattr(*inductor_option(name)), dict)
+                flat.update(flatten(item, name + ".") if nested else {name: item})
+            return flat
+
+        value = flatten(value)
+        for name in value:
+            if inductor_option(name) is None:
+                raise ValueError(f"{name!r} is not a torch._inductor.config option in torch {torch.__version__}")
+        return value
 
 
 class LoggingConfig(Strict):

@@ -37,7 +37,7 @@ from models.losses import ACTLossHead
 from training.checkpoint import (
     MODEL_DATA_FIELDS, check_data_compatible, list_checkpoints, load_meta, load_weights, resolve_checkpoint, save_checkpoint,
 )
-from training.config import Config, ConfigError
+from training.config import Config, ConfigError, inductor_option
 from training.ema import EMA
 from training.evaluation import EvaluationInterrupted, evaluate
 from training.logger import RunLogger, truncate_metrics
@@ -139,12 +139,21 @@ class TrainState:
     bad_in_a_row: Optional[torch.Tensor] = None  # device counter of consecutive skipped steps
 
 
+def configure_kernels(cfg: Config) -> None:
+    """Apply train.inductor (torch._inductor.config options, process-wide) before compiling.
+    Inductor's options are part of its cache keys; torch's global SDPA backend switches are not
+    (a cached graph keeps the kernel it was compiled with), so there is no knob for those."""
+    for name, value in cfg.train.inductor.items():
+        setattr(*inductor_option(name), value)  # names were checked by the config's validation
+
+
 def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
     device = resolve_device(cfg.train.device)
     compiled = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.set_float32_matmul_precision("high")
+    configure_kernels(cfg)
     if cfg.train.num_threads is not None:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
