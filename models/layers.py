@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import kernels
-
 
 def trunc_normal_(tensor: torch.Tensor, std: float, bound: float = 2.0) -> torch.Tensor:
     """Truncated normal on [-bound*std, bound*std] whose standard deviation is exactly `std`
@@ -116,29 +114,16 @@ class SwiGLU(nn.Module):
     """SwiGLU over the last dimension. `align` > 1 zero-pads that dimension (inputs and the
     matching weight columns/rows) to a multiple of `align` inside the layer: the same sums, but
     GEMM rows a GPU can load aligned (the sequence MLP's 97 positions are 194 bytes in bf16).
-    Parameters keep their unpadded shapes. `fused`: in gradient-free passes on CUDA, the first
-    matrix multiply and the activation run as one Triton kernel (models/kernels.py)."""
+    Parameters keep their unpadded shapes."""
 
-    def __init__(self, hidden_size: int, expansion: float, align: int = 1, fused: bool = False):
+    def __init__(self, hidden_size: int, expansion: float, align: int = 1):
         super().__init__()
         inter = find_multiple(expansion * hidden_size * 2 / 3, 256)
         self.gate_up_proj = CastedLinear(hidden_size, 2 * inter)
         self.down_proj = CastedLinear(inter, hidden_size)
         self.pad = -hidden_size % align
-        self.fused = fused and kernels.AVAILABLE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and x.is_cuda and not torch.is_grad_enabled():
-            w_in = self.gate_up_proj.weight.to(x.dtype)
-            w_out = self.down_proj.weight.to(x.dtype)
-            if self.pad:
-                x_in, w_in = F.pad(x, (0, self.pad)), F.pad(w_in, (0, self.pad))
-                w_out = F.pad(w_out, (0, 0, 0, self.pad))
-            else:
-                x_in = x
-            h = kernels.swiglu_gate_up(x_in.reshape(-1, x_in.shape[-1]), w_in)
-            out = F.linear(h.reshape(*x.shape[:-1], -1), w_out)
-            return out[..., : x.shape[-1]] if self.pad else out
         if not self.pad:
             gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
             return self.down_proj(F.silu(gate) * up)
@@ -153,17 +138,17 @@ class Block(nn.Module):
     channel SwiGLU, each added to the residual stream and RMS-normalised."""
 
     def __init__(self, hidden_size: int, num_heads: int, expansion: float, mixer: str, seq_len: int, eps: float,
-                 seq_align: int = 1, fused: bool = False):
+                 seq_align: int = 1):
         super().__init__()
         self.mixer = mixer
         self.eps = eps
         if mixer == "attention":
             self.attn = Attention(hidden_size, num_heads)
         elif mixer == "mlp":
-            self.seq_mlp = SwiGLU(seq_len, expansion, align=seq_align, fused=fused)
+            self.seq_mlp = SwiGLU(seq_len, expansion, align=seq_align)
         else:
             raise ValueError(f"arch.mixer={mixer!r}: expected 'attention' or 'mlp'")
-        self.mlp = SwiGLU(hidden_size, expansion, fused=fused)
+        self.mlp = SwiGLU(hidden_size, expansion)
 
     def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         if self.mixer == "attention":

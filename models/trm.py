@@ -36,9 +36,6 @@ class TRMConfig(pydantic.BaseModel):
     seq_mlp_align: int = pydantic.Field(
         8, ge=1, description="mlp mixer: zero-pad the sequence inside the sequence MLP to a multiple of this "
         "(same sums; aligned GEMM rows on GPUs); 1 = no padding")
-    fused_kernels: bool = pydantic.Field(
-        False, description="CUDA with Triton: gradient-free passes run each SwiGLU's first matmul and activation "
-        "as one kernel (models/kernels.py)")
     pos_encodings: Literal["rope", "learned", "none"] = "rope"
     rope_theta: float = 10000.0
     puzzle_emb_ndim: Optional[int] = pydantic.Field(None, ge=0, description="None = hidden_size; 0 = no puzzle embedding")
@@ -105,8 +102,7 @@ class TRM(nn.Module):
         if cfg.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(total_len, hidden, init_std=1.0 / self.embed_scale, cast_to=dtype)
         self.blocks = nn.ModuleList(
-            Block(hidden, cfg.num_heads, cfg.expansion, cfg.mixer, total_len, cfg.rms_norm_eps, cfg.seq_mlp_align,
-                  cfg.fused_kernels)
+            Block(hidden, cfg.num_heads, cfg.expansion, cfg.mixer, total_len, cfg.rms_norm_eps, cfg.seq_mlp_align)
             for _ in range(cfg.num_layers)
         )
         self.lm_head = CastedLinear(hidden, vocab_size)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # One nvidia-h200: the fused SwiGLU kernel (arch.fused_kernels), microbenchmark then whole steps, then GPU tests.
+# Runs at commit 5add809 (the kernel was reverted after this measurement): git checkout 5add809 first.
 set -u
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 B="python3 scripts/benchmark.py --config-name cfg_lsa logging.runs_dir=/tmp/runs data.path=/tmp/d0"
