@@ -58,6 +58,9 @@ def test_lsa_config_is_the_seed_setup():
         (["arch.num_heads=5"], "divisible"),
         (["+evaluators=[{name: sudo}]"], "evaluators"),
         (["+train.inductor.coordinate_descent_tunning=true"], "train.inductor"),
+        (["+train.inductor.triton.cudagraphs=true"], "ACT carry"),
+        (["train.compile_mode=reduce-overhead"], "train.compile_mode"),
+        (["train.compile_mode=max-autotune"], "CUDA graphs"),
     ],
 )
 def test_bad_config_names_the_field(overrides, culprit):
@@ -84,12 +87,12 @@ def test_inductor_options_are_set_before_compiling():
 
     from training.loop import configure_kernels
 
-    raw = composed("cfg_lsa_cpu", ["+train.inductor.coordinate_descent_tuning=true", "+train.inductor.triton.cudagraphs=true"])
+    raw = composed("cfg_lsa_cpu", ["+train.inductor.coordinate_descent_tuning=true", "+train.inductor.triton.unique_kernel_names=true"])
     cfg = validate_config(OmegaConf.to_container(OmegaConf.create(raw), resolve=True))
-    saved = inductor_config.coordinate_descent_tuning, inductor_config.triton.cudagraphs
+    saved = inductor_config.coordinate_descent_tuning, inductor_config.triton.unique_kernel_names
     try:
-        inductor_config.coordinate_descent_tuning, inductor_config.triton.cudagraphs = False, False
+        inductor_config.coordinate_descent_tuning, inductor_config.triton.unique_kernel_names = False, False
         configure_kernels(cfg)
-        assert inductor_config.coordinate_descent_tuning is True and inductor_config.triton.cudagraphs is True
+        assert inductor_config.coordinate_descent_tuning is True and inductor_config.triton.unique_kernel_names is True
     finally:
-        inductor_config.coordinate_descent_tuning, inductor_config.triton.cudagraphs = saved
+        inductor_config.coordinate_descent_tuning, inductor_config.triton.unique_kernel_names = saved

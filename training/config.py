@@ -17,6 +17,13 @@ from dataset.common import InputError, one_line
 from models import validate_arch
 
 
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+# Measured on an H200 (docs/BENCHMARKS.md): the ACT carry that one step returns is the next step's
+# input, and CUDA-graph replays overwrite it ("accessing tensor output of CUDAGraphs that has been
+# overwritten"); the most they could win is the GPU's idle time, ~2.7% of a step.
+CUDA_GRAPHS_REFUSED = "the training loop does not support CUDA graphs (the ACT carry crosses steps)"
+
+
 def inductor_option(name: str) -> Optional[tuple[Any, str]]:
     """(config object, attribute) for a dotted torch._inductor.config option, None if there is none."""
     import torch._inductor.config as target
@@ -73,8 +80,8 @@ class TrainConfig(Strict):
     num_threads: Optional[int] = Field(
         None, ge=1, description="CPU threads for torch (null: torch's default); 1 avoids slow-downs on a busy machine")
     compile: Literal["auto", "on", "off"] = "auto"
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
-        "default", description="torch.compile mode for the model step")
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode for the model step (the CUDA-graph modes are refused: see below)")
     inductor: dict[str, Any] = Field(
         default_factory=dict, description="torch._inductor.config options set before compiling, "
         "e.g. {coordinate_descent_tuning: true}; dotted names reach nested ones (triton.cudagraphs)")
@@ -98,6 +105,14 @@ class TrainConfig(Strict):
             raise ValueError("set train.resume or train.load_checkpoint, not both")
         return self
 
+    @pydantic.field_validator("compile_mode", mode="before")
+    @classmethod
+    def _compile_mode(cls, value: Any) -> Any:
+        if value in CUDA_GRAPH_MODES:
+            raise ValueError(f"{value!r} uses CUDA graphs: {CUDA_GRAPHS_REFUSED}; use 'default' or "
+                             "'max-autotune-no-cudagraphs'")
+        return value
+
     @pydantic.field_validator("inductor")
     @classmethod
     def _inductor(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +131,8 @@ class TrainConfig(Strict):
         for name in value:
             if inductor_option(name) is None:
                 raise ValueError(f"{name!r} is not a torch._inductor.config option in torch {torch.__version__}")
+        if value.get("triton.cudagraphs"):
+            raise ValueError(f"triton.cudagraphs=true: {CUDA_GRAPHS_REFUSED}")
         return value
 
 
