@@ -27,7 +27,7 @@ from models.losses import ACTLossHead  # noqa: E402
 from training.checkpoint import check_data_compatible, load_config, load_meta, load_weights, resolve_checkpoint  # noqa: E402,E501
 from training.config import validate_config  # noqa: E402
 from training.evaluation import evaluate  # noqa: E402
-from training.loop import resolve_device  # noqa: E402
+from training.loop import configure_kernels, resolve_device  # noqa: E402
 
 
 class EvaluateArgs(BaseModel):
@@ -54,6 +54,7 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
     weights = load_weights(model, ckpt, use_ema=args.ema)
     step_fn = ACTLossHead(model)
     if args.compile:
+        configure_kernels(cfg)  # the run's train.inductor options
         step_fn = torch.compile(step_fn, dynamic=False)
     arrays = DeviceArrays(data.test, data.test_meta, device, resident=True)
     evaluators = [build_evaluator(spec, data.test_meta) for spec in cfg.evaluators]

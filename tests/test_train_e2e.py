@@ -88,3 +88,33 @@ def test_pretrain_entry_point(tmp_path):
     final = json.loads(result.stdout.strip().splitlines()[-1])
     assert final["step"] == 6 and "eval/lsa/optimal_cost_rate" in final
     assert (tmp_path / "data" / "train" / "dataset.json").is_file()
+
+
+def test_evaluate_compile_applies_the_runs_inductor_options(tiny_run, tmp_path, monkeypatch):
+    """evaluate.py --compile sets the run's train.inductor options before compiling (torch.compile
+    is stubbed here: compiling on the CPU would cost a minute)."""
+    import importlib.util
+    import shutil
+    import sys
+
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from conftest import REPO
+
+    tmp, result = tiny_run
+    ckpt = tmp_path / "step_0000360"
+    shutil.copytree(tmp / "runs" / "trm-lsa-cpu" / "tiny" / "checkpoints" / "step_0000360", ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["train"]["inductor"] = {"coordinate_descent_tuning": True}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "scripts" / "evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "evaluate_script", script)  # pydantic resolves annotations through it
+    spec.loader.exec_module(script)
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(inductor_config.coordinate_descent_tuning) or fn)
+    monkeypatch.setattr(inductor_config, "coordinate_descent_tuning", False)
+    metrics = script.evaluate_checkpoint(script.EvaluateArgs(checkpoint=ckpt, compile=True, progress=False))
+    assert compiled == [True]
+    assert metrics["eval/accuracy"] == pytest.approx(result["eval/accuracy"], abs=1e-6)
