@@ -121,9 +121,8 @@ class TrainConfig(Strict):
         def flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:  # {triton: {x: 1}} -> {triton.x: 1}
             flat = {}
             for key, item in options.items():
-                name = f"{prefix}{key}"
-                nested = isinstance(item, dict) and inductor_option(name) is not None and \
-                    not isinstance(getattr(*inductor_option(name)), dict)
+                name, option = f"{prefix}{key}", inductor_option(f"{prefix}{key}")
+                nested = isinstance(item, dict) and option is not None and not isinstance(getattr(*option), dict)
                 flat.update(flatten(item, name + ".") if nested else {name: item})
             return flat
 
