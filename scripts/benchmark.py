@@ -60,9 +60,10 @@ def reference_style_evaluation(state) -> None:
 
 
 def timed_passes(device: torch.device, passes: int, examples: int, run) -> list[float]:
-    """examples/s of `passes` calls of run() after one untimed call (which compiles)."""
+    """examples/s of `passes` calls of run() after one untimed call (which compiles); none
+    at all for passes=0."""
     rates = []
-    for i in range(passes + 1):
+    for i in range(passes + 1 if passes else 0):
         sync(device)
         t0 = time.perf_counter()
         run()
@@ -138,7 +139,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps after the first")
-    parser.add_argument("--eval-passes", type=int, default=2, help="timed evaluation passes (after one warm-up)")
+    parser.add_argument("--eval-passes", type=int, default=2, help="timed evaluation passes (after one warm-up); 0 skips evaluation")
     parser.add_argument("--peak-tflops", type=float, default=790.0)
     parser.add_argument("--reference-loop", action="store_true",
                         help="also time the reference's evaluation loop on this model")

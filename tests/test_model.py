@@ -142,6 +142,30 @@ def test_arch_config_rejects_typos_and_bad_values():
         validate_arch({**SMALL, "name": "gpt"})
 
 
+def test_swiglu_weight_layout_and_gradients():
+    """SwiGLU applies gate_up's first half as the gate and the second as the up projection (the
+    checkpoint layout), and its two-matmul form has the gradients of the textbook formula."""
+    from models.layers import SwiGLU
+
+    torch.manual_seed(0)
+    layer = SwiGLU(24, 4).double()
+    x = torch.randn(5, 7, 24, dtype=torch.float64, requires_grad=True)
+    w, w_down = layer.gate_up_proj.weight, layer.down_proj.weight
+    assert w.shape == (2 * layer.inter, 24) and layer.inter == 256
+
+    def textbook(x):
+        gate, up = (x @ w.T).chunk(2, dim=-1)
+        return (gate * torch.sigmoid(gate) * up) @ w_down.T
+
+    weights = torch.randn(5, 7, 24, dtype=torch.float64)
+    ours, expected = layer(x), textbook(x)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+    g_ours = torch.autograd.grad((ours * weights).sum(), [x, w, w_down])
+    g_expected = torch.autograd.grad((expected * weights).sum(), [x, w, w_down])
+    for a, b in zip(g_ours, g_expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_padded_sequence_mlp_computes_the_same_sums():
     """seq_mlp_align zero-pads the sequence inside the sequence MLP (11 positions -> 16): same
     outputs and gradients as without padding, and the parameters keep their shapes."""

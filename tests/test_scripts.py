@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO, assert_one_line_error
 
@@ -122,6 +123,18 @@ def test_profile_kernel_families():
         "ncclKernel_AllReduce_RING_LL_Sum_float": "other",
     }
     assert {name: family(name) for name in cases} == cases
+
+
+def test_benchmark_timed_passes_counts_calls_and_zero_skips():
+    """--eval-passes N runs the evaluation N + 1 times (the first untimed); 0 runs it not at all."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from benchmark import timed_passes
+
+    calls = []
+    rates = timed_passes(torch.device("cpu"), 2, 10, lambda: calls.append(1))
+    assert len(calls) == 3 and len(rates) == 2 and all(r > 0 for r in rates)
+    calls.clear()
+    assert timed_passes(torch.device("cpu"), 0, 10, lambda: calls.append(1)) == [] and calls == []
 
 
 def test_benchmark_script_on_cpu(tmp_path):
