@@ -9,6 +9,7 @@ VARIANTS, joined by '+' ('base' for none):
   fused   the former SwiGLU: one matmul for gate and up, its output chunked in two
   qkvsplit attention's Q, K and V as three matmuls over row slices of the qkv weight (no stack
           of dq, dk, dv in the backward)
+  bhld    attention's Q, K, V permuted to (B, H, L, Dh) before the rotary, not after it
   concat  Inductor lowers two-input cats/stacks as ConcatKernel (producers write into slices)
           instead of one pointwise kernel that recomputes every input per output half
   ropecat rotary written as cat(x1 c - x2 s, x2 c + x1 s) (the same products and sums as
@@ -66,6 +67,17 @@ def qkvsplit_forward(self, x, rotary):
     return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
 
+def bhld_forward(self, x, rotary):
+    batch, length, _ = x.shape
+    qkv = self.qkv_proj(x).reshape(batch, length, 3, self.num_heads, self.head_dim)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, Dh)
+    if rotary is not None:
+        cos, sin = (t.to(x.dtype) for t in rotary)  # (L, Dh) broadcasts over (B, H)
+        q, k = (t * cos + layers._rotate_half(t) * sin for t in (q, k))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=False)
+    return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+
 def ropecat_apply(x, cos, sin):
     half = x.shape[-1] // 2
     c = cos[:, None, :half].to(x.dtype)
@@ -81,7 +93,7 @@ def main():
     import variants as patches
 
     variants, script = sys.argv[1].split("+"), sys.argv[2]
-    unknown = set(variants) - {"base", "split", "fused", "qkvsplit", "concat", "ropecat"}
+    unknown = set(variants) - {"base", "split", "fused", "qkvsplit", "bhld", "concat", "ropecat"}
     if unknown:
         sys.exit(f"error: unknown variant {sorted(unknown)[0]!r}")
     if "split" in variants:
@@ -90,6 +102,8 @@ def main():
         layers.SwiGLU.forward = patches.fused_forward
     if "qkvsplit" in variants:
         layers.Attention.forward = patches.qkvsplit_forward
+    if "bhld" in variants:
+        layers.Attention.forward = patches.bhld_forward
     if "ropecat" in variants:
         layers.apply_rotary = patches.ropecat_apply
     if "concat" in variants:
