@@ -118,3 +118,39 @@ def test_evaluate_compile_applies_the_runs_inductor_options(tiny_run, tmp_path, 
     metrics = script.evaluate_checkpoint(script.EvaluateArgs(checkpoint=ckpt, compile=True, progress=False))
     assert compiled == [True]
     assert metrics["eval/accuracy"] == pytest.approx(result["eval/accuracy"], abs=1e-6)
+
+
+def test_compiled_loop_does_not_recompile_as_batches_change(tmp_path, monkeypatch):
+    """Once the training step and the evaluation are compiled, a changing batch composition
+    (examples halting and being replaced at different ACT steps, the LR warming up, the padded
+    last evaluation batch, train/eval switches) must not trigger a recompile. Dynamo's eager
+    backend stands in for Inductor on the CPU: guards and recompiles are Dynamo's either way."""
+    import torch
+    import torch._dynamo
+    from training.loop import build_train_state, run_evaluation, train_step
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=kw.get("dynamic")))
+    torch._dynamo.reset()
+    cfg = tiny_config(tmp_path, "train.compile=on", "arch.halt_max_steps=3", "arch.halt_exploration_prob=0.5",
+                      "optim.lr_warmup_steps=5",
+                      "data.build_args.num_test=21", "train.eval_batch_size=16", "train.save_checkpoints=false")
+    state = build_train_state(cfg, progress=False)
+    assert state.compiled
+    with torch.no_grad():  # the Q head says "halt": exploration then spreads the halting steps
+        state.model.q_head.bias[0] = 5.0
+    halted = []
+    train_step(state)
+    run_evaluation(state, save_path=None)
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for _ in range(8):
+                train_step(state)
+                halted.append(state.carry["halted"].clone())
+            metrics = run_evaluation(state, save_path=None)
+            train_step(state)
+    finally:
+        torch._dynamo.reset()
+    mixed = [h for h in halted if 0 < h.float().mean() < 1]
+    assert len(mixed) >= 4 and len({tuple(h.tolist()) for h in mixed}) == len(mixed)  # the composition did change
+    assert metrics["eval/accuracy"] >= 0
