@@ -153,4 +153,4 @@ def test_compiled_loop_does_not_recompile_as_batches_change(tmp_path, monkeypatc
         torch._dynamo.reset()
     mixed = [h for h in halted if 0 < h.float().mean() < 1]
     assert len(mixed) >= 4 and len({tuple(h.tolist()) for h in mixed}) == len(mixed)  # the composition did change
-    assert metrics["eval/accuracy"] >= 0
+    assert metrics["eval/examples"] == 21 and metrics["eval/steps"] == 3  # padding rows left out; all run to halt_max_steps

@@ -4,8 +4,9 @@
 
 VARIANTS, joined by '+' ('base' for none):
   split   SwiGLU's gate and up as two matmuls over row slices of the same gate_up weight (the
-          backward then writes d_gate and d_up as two buffers instead of one concatenated one);
-          the default since these runs, so a no-op on later commits
+          backward then writes d_gate and d_up as two buffers instead of one concatenated one).
+          It became the model's own SwiGLU at 82be0b2, so the name is kept only for the
+          scripts that used it and patches nothing
   fused   the former SwiGLU: one matmul for gate and up, its output chunked in two
   qkvsplit attention's Q, K and V as three matmuls over row slices of the qkv weight (no stack
           of dq, dk, dv in the backward)
@@ -27,20 +28,6 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from models import layers  # noqa: E402
-
-
-def split_forward(self, x):
-    w = self.gate_up_proj.weight.to(x.dtype)
-    w_out = self.down_proj.weight.to(x.dtype)
-    if self.pad:
-        w, x_in = F.pad(w, (0, self.pad)), F.pad(x, (0, self.pad))
-        w_out = F.pad(w_out, (0, 0, 0, self.pad))
-    else:
-        x_in = x
-    inter = w.shape[0] // 2
-    h = F.silu(F.linear(x_in, w[:inter])) * F.linear(x_in, w[inter:])
-    out = F.linear(h, w_out)
-    return out[..., : x.shape[-1]] if self.pad else out
 
 
 def fused_forward(self, x):
@@ -96,8 +83,6 @@ def main():
     unknown = set(variants) - {"base", "split", "fused", "qkvsplit", "bhld", "concat", "ropecat"}
     if unknown:
         sys.exit(f"error: unknown variant {sorted(unknown)[0]!r}")
-    if "split" in variants:
-        layers.SwiGLU.forward = patches.split_forward
     if "fused" in variants:
         layers.SwiGLU.forward = patches.fused_forward
     if "qkvsplit" in variants:
