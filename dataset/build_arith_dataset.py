@@ -52,6 +52,7 @@ from dataset.common import (
     DatasetMetadata,
     SplitArrays,
     build_indices,
+    check_memory,
     check_output_dir,
     run_cli,
     token_dtype,
@@ -470,6 +471,8 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
     test_range = check_arguments(cfg)
     layout = ArithLayout.for_task(cfg.op, cfg.base, max(cfg.max_digits, test_range[1]))
     width = layout.operand_width
+    # int64 operands, answers and encoded rows before the final cast: ~32 bytes a cell.
+    check_memory("--num-train/--num-test", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * layout.seq_len * 32)
     train_seq, test_seq = np.random.SeedSequence(cfg.seed).spawn(2)
     pool = PairPool(cfg.base)
     with tqdm(total=cfg.num_train + cfg.num_test, desc="arith problems", unit="prob", disable=not cfg.progress) as bar:

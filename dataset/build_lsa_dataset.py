@@ -27,6 +27,7 @@ from dataset.common import (
     DatasetMetadata,
     SplitArrays,
     build_indices,
+    check_memory,
     check_output_dir,
     token_dtype,
     write_dataset,
@@ -247,6 +248,8 @@ def _split_arrays(costs: np.ndarray, cols: np.ndarray, puzzles_per_group: int, d
 def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
     """Generate, solve, augment and write the dataset; returns the output directory."""
     check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
+    # Augmentation holds int64 costs, their permuted copies and the labels: ~24 bytes a cell.
+    check_memory("--num-train/--num-aug/--n", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * cfg.n**2 * 24)
     if cfg.max_cost + 2 > np.iinfo(np.int32).max:
         raise DatasetError(f"--max-cost {cfg.max_cost}: too large for int32 tokens")
     train_seq, test_seq, aug_seq = np.random.SeedSequence(cfg.seed).spawn(3)

@@ -44,12 +44,14 @@ from dataset.common import (
     DatasetMetadata,
     SplitArrays,
     build_indices,
+    check_memory,
     check_output_dir,
+    ignore_sigint,
     run_cli,
     write_dataset,
 )
-from dataset.sudoku_csv import read_sudoku_csv
-from dataset.sudoku_solver import generate_puzzle
+from dataset.sudoku_csv import CSVPuzzles, read_sudoku_csv
+from dataset.sudoku_solver import generate_puzzle, solve
 
 BUILDER_VERSION = 1
 DEFAULT_MIN_CLUES, DEFAULT_MAX_CLUES = 22, 30  # generation when the flags are unset
@@ -159,7 +161,8 @@ def generate_split(cfg: SudokuBuildConfig, split_key: int, count: int, seen: set
 def generate_splits(cfg: SudokuBuildConfig) -> dict[str, dict]:
     seen: set[bytes] = set()
     with tqdm(total=cfg.num_train + cfg.num_test, desc="Sudoku puzzles", unit="puzzle", disable=not cfg.progress) as bar:
-        pool = multiprocessing.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
+        pool = (multiprocessing.get_context("spawn").Pool(cfg.workers, initializer=ignore_sigint)
+                if cfg.workers > 1 else None)
         try:
             test = generate_split(cfg, TEST_SPLIT_KEY, cfg.num_test, seen, pool, bar)
             train = generate_split(cfg, TRAIN_SPLIT_KEY, cfg.num_train, seen, pool, bar)
@@ -189,6 +192,35 @@ def _filter_rows(cfg: SudokuBuildConfig, puzzles: np.ndarray, ratings: np.ndarra
     return np.flatnonzero(keep)
 
 
+def _unique_rows(file: CSVPuzzles, rows: np.ndarray) -> np.ndarray:
+    """(len(rows),) bool: the puzzle at each row has exactly one solution (the answer column
+    says it has at least one; a puzzle with several has no single right answer to learn)."""
+    return np.array([len(solve(file.puzzles[r].tolist(), limit=2)[0]) == 1 for r in rows], dtype=bool)
+
+
+def _keep_unique(cfg: SudokuBuildConfig, file: CSVPuzzles, rows: np.ndarray, spare: np.ndarray, flag: str,
+                 path: Path) -> tuple[np.ndarray, int]:
+    """`rows` with every multi-solution puzzle replaced by the next unique one from `spare`
+    while it lasts (with --skip-invalid; without, the first one is an error naming its line).
+    Returns the sorted rows and how many rows were skipped."""
+    unique = _unique_rows(file, rows)
+    skipped = int((~unique).sum())
+    if skipped and not cfg.skip_invalid:
+        line = int(file.line_numbers[rows[~unique][0]])
+        raise DatasetError(f"{flag} {path}, line {line}: question has more than one solution; "
+                           "pass --skip-invalid to skip such rows")
+    kept, need = list(rows[unique]), skipped
+    for row in spare:
+        if not need:
+            break
+        if _unique_rows(file, np.array([row]))[0]:
+            kept.append(row)
+            need -= 1
+        else:
+            skipped += 1
+    return np.sort(np.asarray(kept, dtype=np.int64)), skipped
+
+
 def _sample(rng: np.random.Generator, rows: np.ndarray, size: Optional[int], flag: str, path: Path) -> np.ndarray:
     if size is None:
         return rows
@@ -208,18 +240,32 @@ def import_splits(cfg: SudokuBuildConfig) -> dict[str, dict]:
         shuffled = rng.permutation(train_rows)
         test_file, test_rows, train_rows = train_file, np.sort(shuffled[: cfg.num_test]), np.sort(shuffled[cfg.num_test :])
         test_path = cfg.source_csv
+        test_candidates = shuffled
     else:
         test_file = read_sudoku_csv(cfg.source_test_csv, "--source-test-csv", cfg.skip_invalid)
-        test_rows = _sample(rng, _filter_rows(cfg, test_file.puzzles, test_file.ratings), cfg.num_test or None,
-                            "--num-test", cfg.source_test_csv)
+        test_candidates = _filter_rows(cfg, test_file.puzzles, test_file.ratings)
+        test_rows = _sample(rng, test_candidates, cfg.num_test or None, "--num-test", cfg.source_test_csv)
         test_path = cfg.source_test_csv
+    train_candidates = train_rows
     train_rows = _sample(rng, train_rows, cfg.subsample_size, "--subsample-size", cfg.source_csv)
+    # Replacements for multi-solution rows (--skip-invalid) come in a seeded order from the
+    # rows no split uses; a file without such rows yields the same bytes as before this check.
+    spare_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(SAMPLE_KEY, 1)))
+    used = np.union1d(train_rows, test_rows) if cfg.source_test_csv is None else test_rows
+    test_spare = spare_rng.permutation(np.setdiff1d(test_candidates, used))
+    test_flag = "--source-test-csv" if cfg.source_test_csv else "--source-csv"
+    test_rows, test_skipped = _keep_unique(cfg, test_file, test_rows, test_spare, test_flag, test_path)
+    used = np.union1d(train_rows, test_rows) if cfg.source_test_csv is None else train_rows
+    train_spare = spare_rng.permutation(np.setdiff1d(train_candidates, used))
+    train_rows, train_skipped = _keep_unique(cfg, train_file, train_rows, train_spare, "--source-csv", cfg.source_csv)
     splits = {}
-    for name, file, rows, path in (("train", train_file, train_rows, cfg.source_csv), ("test", test_file, test_rows, test_path)):
+    for name, file, rows, path, skipped in (("train", train_file, train_rows, cfg.source_csv, train_skipped),
+                                            ("test", test_file, test_rows, test_path, test_skipped)):
         if rows.shape[0] == 0:
             raise DatasetError(f"{path}: no puzzles left for the {name} split after the filters")
         extra = {"source": "csv", "source_csv": str(path), "source_rows_valid": int(file.puzzles.shape[0]),
-                 "invalid_rows_skipped": file.invalid_rows, "rating_definition": "the CSV's rating column"}
+                 "invalid_rows_skipped": file.invalid_rows, "multi_solution_rows_skipped": skipped,
+                 "rating_definition": "the CSV's rating column"}
         splits[name] = {"puzzles": file.puzzles[rows], "solutions": file.solutions[rows], "ratings": file.ratings[rows],
                         "extra": extra}
     return splits
@@ -309,6 +355,8 @@ def _split_arrays(puzzles: np.ndarray, solutions: np.ndarray, puzzles_per_group:
 def build_sudoku_dataset(cfg: SudokuBuildConfig) -> Path:
     """Generate or import, augment and write the dataset; returns the output directory."""
     check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
+    # uint8 puzzles and solutions, their augmented copies and the written arrays: ~6 bytes a cell.
+    check_memory("--num-train/--num-aug", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * 81 * 6)
     splits = import_splits(cfg) if cfg.source_csv is not None else generate_splits(cfg)
     train, test = splits["train"], splits["test"]
     aug_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(AUGMENT_KEY,)))

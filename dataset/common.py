@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -34,21 +38,42 @@ class DatasetError(InputError):
     """A dataset (or a builder's arguments) is invalid."""
 
 
+# Upper bound on vocab_size and num_puzzle_identifiers: each is a row count of an embedding
+# table, so a corrupt claim would otherwise surface as an allocation failure deep in the model.
+MAX_TABLE_ROWS = 1 << 24
+# Builders stamp this into both splits' dataset.json; `--overwrite` replaces only directories
+# that carry it (see check_output_dir).
+MARKER_FIELD, MARKER = "written_by", "tinyrecursion"
+SET_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
 class DatasetMetadata(pydantic.BaseModel):
-    """`dataset.json`. Extra fields (task name, n, base, ...) are kept and ignored by the loader."""
+    """`dataset.json`. Extra fields (task name, n, base, ...) are kept and ignored by the loader.
+    Numbers must be finite and within their ranges; the special ids must exist."""
 
-    model_config = pydantic.ConfigDict(extra="allow")
+    model_config = pydantic.ConfigDict(extra="allow", allow_inf_nan=False)
 
-    pad_id: int
+    pad_id: int = pydantic.Field(ge=0)
     ignore_label_id: Optional[int]
-    blank_identifier_id: int
-    vocab_size: int
-    seq_len: int
-    num_puzzle_identifiers: int
-    total_groups: int
-    mean_puzzle_examples: float
-    total_puzzles: int
-    sets: list[str]
+    blank_identifier_id: int = pydantic.Field(ge=0)
+    vocab_size: int = pydantic.Field(ge=1, le=MAX_TABLE_ROWS)
+    seq_len: int = pydantic.Field(ge=1)
+    num_puzzle_identifiers: int = pydantic.Field(ge=1, le=MAX_TABLE_ROWS)
+    total_groups: int = pydantic.Field(ge=1)
+    mean_puzzle_examples: float = pydantic.Field(gt=0)
+    total_puzzles: int = pydantic.Field(ge=1)
+    sets: list[pydantic.constr(pattern=f"^{SET_NAME}$")] = pydantic.Field(min_length=1)  # type: ignore[valid-type]
+
+    @pydantic.model_validator(mode="after")
+    def _special_ids(self) -> "DatasetMetadata":
+        if self.pad_id >= self.vocab_size:
+            raise ValueError(f"pad_id={self.pad_id} is not a token id (vocab_size={self.vocab_size})")
+        if self.blank_identifier_id >= self.num_puzzle_identifiers:
+            raise ValueError(f"blank_identifier_id={self.blank_identifier_id} is not a puzzle identifier "
+                             f"(num_puzzle_identifiers={self.num_puzzle_identifiers})")
+        if len(set(self.sets)) != len(self.sets):
+            raise ValueError(f"sets={self.sets} names a set twice")
+        return self
 
 
 @dataclass
@@ -98,30 +123,93 @@ def write_split(split_dir: Path, metadata: DatasetMetadata, sets: dict[str, Spli
     for set_name, arrays in sets.items():
         for field in ARRAY_FIELDS:
             np.save(split_dir / f"{set_name}__{field}.npy", getattr(arrays, field), allow_pickle=False)
-    (split_dir / "dataset.json").write_text(json.dumps(metadata.model_dump(), indent=2, sort_keys=True) + "\n")
+    record = {**metadata.model_dump(), MARKER_FIELD: MARKER}
+    (split_dir / "dataset.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+# What a builder writes: anything else in a directory means it is not (only) a built dataset.
+TOP_LEVEL_FILES = ("identifiers.json", "vocab.json")
+SPLIT_FILE = re.compile(rf"^(dataset\.json|{SET_NAME}__[a-z_]+\.npy)$")
+LEGACY_TASKS = ("lsa", "sudoku", "arith")  # datasets this project wrote before the marker
+
+
+def _protected_dirs() -> dict[Path, str]:
+    """Directories --overwrite never replaces: /, home, the current directory, this project's
+    own directory, and every ancestor of these -> why."""
+    roots = {"the current directory": Path.cwd(), "this project's directory": Path(__file__).resolve().parents[1],
+             "the home directory": Path.home(), "/": Path("/")}
+    protected: dict[Path, str] = {}
+    for what, root in roots.items():
+        root = root.resolve()
+        for ancestor in root.parents:
+            protected.setdefault(ancestor, f"an ancestor of {what}")
+        protected[root] = what if what != "/" else "the root directory"
+    return protected
+
+
+def not_replaceable(output_dir: Path) -> Optional[str]:
+    """Why `--overwrite` must not replace `output_dir` (None: it is a dataset this project built)."""
+    if output_dir.is_symlink():
+        return "it is a symbolic link (give the directory it points to)"
+    protected = _protected_dirs().get(output_dir.resolve())
+    if protected is not None:
+        return f"it is {protected}"
+    for split in SPLITS:
+        path = output_dir / split / "dataset.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return f"it holds no readable {split}/dataset.json, so it is not a dataset this project built"
+        if not isinstance(record, dict) or not (
+            record.get(MARKER_FIELD) == MARKER or (record.get("task") in LEGACY_TASKS and "seed" in record)
+        ):
+            return f"{split}/dataset.json does not say it was written by this project's builders"
+    for entry in output_dir.iterdir():
+        if entry.name in SPLITS and entry.is_dir() and not entry.is_symlink():
+            for item in entry.iterdir():
+                if not (SPLIT_FILE.match(item.name) and item.is_file() and not item.is_symlink()):
+                    return f"it holds {item}, which the builders do not write"
+        elif not (entry.name in TOP_LEVEL_FILES and entry.is_file() and not entry.is_symlink()):
+            return f"it holds {entry}, which the builders do not write"
+    return None
 
 
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    """Refuse to write into a non-empty directory unless asked to overwrite it."""
+    """Refuse to write into a non-empty directory unless asked to overwrite it, and refuse to
+    overwrite anything but a dataset this project's builders wrote."""
+    output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise DatasetError(f"--output-dir {output_dir}: exists and is not a directory")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise DatasetError(f"--output-dir {output_dir}: directory is not empty (pass --overwrite to replace it)")
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if not overwrite:
+        raise DatasetError(f"--output-dir {output_dir}: directory is not empty (pass --overwrite to replace a "
+                           "dataset built by this project)")
+    reason = not_replaceable(output_dir)
+    if reason is not None:
+        raise DatasetError(f"--output-dir {output_dir}: --overwrite refused: {reason}; nothing was touched")
 
 
 def write_dataset_atomically(output_dir: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
     """Run `write(tmp_dir)` and move the result into place only once it is complete.
 
     The old directory (with --overwrite) survives until the new one is fully written, so an
-    interrupted build never leaves a half-written dataset behind at `output_dir`.
+    interrupted build (a signal, a full disk) never leaves a half-written dataset behind at
+    `output_dir`, and its temporary directory is removed.
     """
     output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    except OSError as exc:
+        raise DatasetError(f"--output-dir {output_dir}: cannot create it ({exc.strerror or exc})") from exc
     try:
         os.chmod(tmp_dir, 0o777 & ~_umask())  # mkdtemp makes it 0700
         write(tmp_dir)
+        if not overwrite and output_dir.is_dir() and any(output_dir.iterdir()):
+            raise DatasetError(f"--output-dir {output_dir}: another process wrote there while this build ran; "
+                               "its files were left as they are")
         if output_dir.exists():
             old_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
             os.replace(output_dir, old_dir / "old")
@@ -129,6 +217,9 @@ def write_dataset_atomically(output_dir: Path, overwrite: bool, write: Callable[
             shutil.rmtree(old_dir)
         else:
             os.replace(tmp_dir, output_dir)
+    except OSError as exc:
+        raise DatasetError(f"--output-dir {output_dir}: cannot write the dataset ({exc.strerror or exc}); "
+                           "nothing was changed there") from exc
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -142,6 +233,9 @@ def write_dataset(
 ) -> Path:
     """Write a whole dataset atomically: each split's arrays and dataset.json (set "all"),
     identifiers.json, and any extra top-level text files (e.g. vocab.json)."""
+    unknown = set(extra_files or {}) - set(TOP_LEVEL_FILES)
+    if unknown:
+        raise ValueError(f"write_dataset: extra files {sorted(unknown)} must be listed in TOP_LEVEL_FILES")
 
     def write(tmp: Path) -> None:
         for split, (meta, arrays) in splits.items():
@@ -152,6 +246,39 @@ def write_dataset(
 
     write_dataset_atomically(Path(output_dir), overwrite, write)
     return Path(output_dir)
+
+
+def check_memory(what: str, nbytes: int) -> None:
+    """Refuse a build whose arrays alone would exceed this machine's memory (a one-line error
+    naming the flags instead of an allocation failure or a swap storm)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no bound to check against
+        return
+    if nbytes > total:
+        raise DatasetError(f"{what}: the arrays would need {nbytes / 2**30:.1f} GiB, more than this machine's "
+                           f"{total / 2**30:.1f} GiB of memory")
+
+
+@contextmanager
+def build_lock(data_path: Path):
+    """Hold an exclusive lock while building `data_path`, so that concurrent runs wait for one
+    builder instead of racing it. The lock is a file beside the dataset (`.<name>.lock`)."""
+    import fcntl
+
+    data_path = Path(data_path)
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = data_path.parent / f".{data_path.name}.lock"
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process to finish building {data_path} ...", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _umask() -> int:
@@ -181,13 +308,51 @@ def _one_line_parser_error(message: str) -> None:
     sys.exit(2)
 
 
-def run_cli(main: Callable[[], None]) -> None:
-    """Run a command-line entry point: bad input -> one line on stderr and exit 2, no traceback."""
+class Interrupted(Exception):
+    """SIGTERM or SIGINT arrived during work that has no checkpoint to write (a dataset build,
+    start-up): raised at once, so `finally` blocks remove temporary files on the way out."""
+
+    def __init__(self, signum: int, detail: str = ""):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}{detail}")
+        self.signum = signum
+
+
+@contextmanager
+def interrupt_on_signals():
+    """Turn SIGTERM and SIGINT into `Interrupted` inside the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        main()
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def ignore_sigint() -> None:
+    """Worker-process initializer: Ctrl-C reaches the whole process group, but only the parent
+    should react (it stops the workers itself), or every worker prints a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a command-line entry point: bad input -> one line on stderr and exit 2, no traceback;
+    SIGTERM/SIGINT -> one line and exit 128 + signal, with temporary files removed."""
+    try:
+        with interrupt_on_signals():
+            main()
     except (InputError, pydantic.ValidationError) as exc:
         print(f"error: {one_line(exc, flags=True)}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as exc:
+        print(f"error: {exc}; nothing half-written was left behind", file=sys.stderr)
+        sys.exit(128 + exc.signum)
 
 
 def one_line(exc: Exception, flags: bool = False) -> str:
@@ -294,11 +459,6 @@ def load_split(data_path: Path | str, split: str) -> tuple[DatasetMetadata, dict
         raise DatasetError(f"{data_path}: dataset directory not found")
     split_dir = data_path / split
     meta = read_metadata(split_dir / "dataset.json")
-    if not meta.sets:
-        raise DatasetError(f"{split_dir / 'dataset.json'}: field 'sets' is empty")
-    for field in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
-        if getattr(meta, field) < 1:
-            raise DatasetError(f"{split_dir / 'dataset.json'}: field '{field}' must be >= 1, got {getattr(meta, field)}")
     sets = {name: validate_set(split_dir, name, meta) for name in meta.sets}
     groups = sum(s.num_groups for s in sets.values())
     if groups != meta.total_groups:

@@ -109,44 +109,48 @@ def read_sudoku_csv(path: Path, flag: str, skip_invalid: bool) -> CSVPuzzles:
         for pending in (questions, answers, ratings, lines):
             pending.clear()
 
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+    # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's name.
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise fail(1, "file is empty (expected a header row: source,question,answer,rating)")
-        columns = [name.strip() for name in header]
-        missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-        if missing:
-            raise fail(1, f"header lacks column(s) {missing} (expected source,question,answer,rating)")
-        q_col, a_col, r_col = (columns.index(name) for name in ("question", "answer", "rating"))
-        width = len(columns)
-        for row in reader:
-            line = reader.line_num
-            problem = None
-            if not row:
-                continue  # blank line
-            if len(row) != width:
-                problem = f"has {len(row)} fields, the header has {width}"
-            else:
-                question, answer = row[q_col].strip(), row[a_col].strip()
-                if len(question) != 81 or len(answer) != 81:
-                    problem = f"question has {len(question)} and answer {len(answer)} characters, expected 81 each"
-                elif not (question.isascii() and answer.isascii()):
-                    problem = "question and answer may hold only digits and '.'"
-                elif (rating := _parse_rating(row[r_col])) is None:
-                    problem = f"rating {row[r_col]!r} is not an integer"
-            if problem is not None:
-                if not skip_invalid:
-                    flush()  # a pending row may be bad too, and it comes first
-                    raise fail(line, problem)
-                problems.append((line, problem))
-                continue
-            questions.append(question)
-            answers.append(answer)
-            ratings.append(rating)
-            lines.append(line)
-            if len(questions) == ROWS_PER_CHUNK:
-                flush()
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise fail(1, "file is empty (expected a header row: source,question,answer,rating)")
+            columns = [name.strip() for name in header]
+            missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+            if missing:
+                raise fail(1, f"header lacks column(s) {missing} (expected source,question,answer,rating)")
+            q_col, a_col, r_col = (columns.index(name) for name in ("question", "answer", "rating"))
+            width = len(columns)
+            for row in reader:
+                line = reader.line_num
+                problem = None
+                if not row:
+                    continue  # blank line
+                if len(row) != width:
+                    problem = f"has {len(row)} fields, the header has {width}"
+                else:
+                    question, answer = row[q_col].strip(), row[a_col].strip()
+                    if len(question) != 81 or len(answer) != 81:
+                        problem = f"question has {len(question)} and answer {len(answer)} characters, expected 81 each"
+                    elif not (question.isascii() and answer.isascii()):
+                        problem = "question and answer may hold only digits and '.'"
+                    elif (rating := _parse_rating(row[r_col])) is None:
+                        problem = f"rating {row[r_col]!r} is not an integer"
+                if problem is not None:
+                    if not skip_invalid:
+                        flush()  # a pending row may be bad too, and it comes first
+                        raise fail(line, problem)
+                    problems.append((line, problem))
+                    continue
+                questions.append(question)
+                answers.append(answer)
+                ratings.append(rating)
+                lines.append(line)
+                if len(questions) == ROWS_PER_CHUNK:
+                    flush()
+        except csv.Error as exc:  # e.g. a field over csv's size limit: the rest of the file can't be trusted
+            raise DatasetError(f"{flag} {path}, line {reader.line_num}: unreadable CSV ({exc})") from exc
     flush()
     puzzles, solutions, ratings_array, line_numbers = (np.concatenate(parts) for parts in zip(*kept))
     return CSVPuzzles(puzzles=puzzles, solutions=solutions, ratings=ratings_array, line_numbers=line_numbers,

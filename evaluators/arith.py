@@ -76,11 +76,18 @@ class ArithEvaluator(Evaluator):
     """Scores argmax predictions on the answer field; the layout comes from dataset.json."""
 
     name = "arith"
+    task = "arith"
     required_outputs = frozenset({"preds"})
 
     def __init__(self, metadata, **options: Any):
         super().__init__(metadata, **options)
         self.layout = ArithLayout.from_metadata(metadata)
+
+    def metric_names(self) -> set[str]:
+        layout = self.layout
+        return ({"exact_accuracy", "digit_accuracy", "well_formed_rate"}
+                | {f"digit_accuracy_pos_{i}" for i in range(layout.answer_width)}
+                | {f"exact_accuracy_digits_{k}" for k in range(1, layout.operand_width + 1)})
 
     def begin_eval(self) -> None:
         self._inputs: list[np.ndarray] = []

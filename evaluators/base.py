@@ -11,22 +11,45 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import pydantic
 import torch
 
-from dataset.common import DatasetMetadata
+from dataset.common import DatasetMetadata, one_line
+
+
+class EvaluatorOptions(pydantic.BaseModel):
+    """An evaluator's options (the keys beside `name` in a config's `evaluators` entry); each
+    evaluator subclasses this as `Options`, so unknown or mistyped options fail at validation."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Evaluator:
-    """Base class: subclasses set `name` and `required_outputs` and override the hooks."""
+    """Base class: subclasses set `name`, `task` and `required_outputs`, list their metrics and
+    override the hooks."""
 
     name: str = ""
+    # The dataset task it scores (dataset.json's `task`); a dataset of another task is refused.
+    task: str = ""
     # Model outputs this evaluator reads from `outputs` in update_batch (e.g. "preds", "logits").
     required_outputs: frozenset[str] = frozenset()
+    Options: type[EvaluatorOptions] = EvaluatorOptions
 
     def __init__(self, metadata: DatasetMetadata, **options: Any):
-        if options:
-            raise ValueError(f"evaluator {self.name!r}: unknown options {sorted(options)}")
+        try:
+            self.options = self.Options.model_validate(options)
+        except pydantic.ValidationError as exc:
+            raise ValueError(f"evaluator {self.name!r}: {one_line(exc)}") from None
+        dataset_task = getattr(metadata, "task", None)
+        if dataset_task is not None and dataset_task != self.task:
+            raise ValueError(f"evaluator {self.name!r} scores {self.task} datasets, but this dataset's task is "
+                             f"{dataset_task!r}")
         self.metadata = metadata
+
+    def metric_names(self) -> set[str]:
+        """Every metric `result` can return (before the `eval/<name>/` prefix), known from the
+        metadata alone, so that `train.best_metric` is checked before training starts."""
+        raise NotImplementedError
 
     def begin_eval(self) -> None:
         raise NotImplementedError

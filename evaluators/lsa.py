@@ -96,6 +96,7 @@ class LSAEvaluator(Evaluator):
     model's per-cell scores (logit of "assigned" minus logit of "not assigned")."""
 
     name = "lsa"
+    task = "lsa"
     required_outputs = frozenset({"preds", "logits"})
 
     def __init__(self, metadata, **options: Any):
@@ -104,6 +105,10 @@ class LSAEvaluator(Evaluator):
         if n * n != metadata.seq_len:
             raise ValueError(f"lsa evaluator: seq_len={metadata.seq_len} is not n*n for an integer n")
         self.n = int(n)
+
+    def metric_names(self) -> set[str]:
+        return {"exact_accuracy", "valid_permutation_rate", "optimal_cost_rate", "mean_cost_difference",
+                "projected_optimal_cost_rate", "projected_exact_accuracy"}
 
     def begin_eval(self) -> None:
         self._costs, self._preds, self._labels, self._scores = [], [], [], []

@@ -80,6 +80,7 @@ class SudokuEvaluator(Evaluator):
     """Scores the argmax predictions of every test puzzle (see `score_sudoku`)."""
 
     name = "sudoku"
+    task = "sudoku"
     required_outputs = frozenset({"preds"})
 
     def __init__(self, metadata, **options: Any):
@@ -88,6 +89,9 @@ class SudokuEvaluator(Evaluator):
             raise ValueError(
                 f"sudoku evaluator: expects a 9x9 Sudoku dataset (seq_len 81, vocab_size 11), "
                 f"got seq_len={metadata.seq_len}, vocab_size={metadata.vocab_size}")
+
+    def metric_names(self) -> set[str]:
+        return {"exact_accuracy", "valid_grid_rate", "givens_kept_rate", "blank_cell_accuracy"}
 
     def begin_eval(self) -> None:
         self._inputs, self._preds, self._labels = [], [], []

@@ -24,10 +24,12 @@ from dataset.loader import DeviceArrays, PuzzleDataset  # noqa: E402
 from evaluators import build_evaluator  # noqa: E402
 from models import build_model  # noqa: E402
 from models.losses import ACTLossHead  # noqa: E402
-from training.checkpoint import check_data_compatible, load_config, load_meta, load_weights, resolve_checkpoint  # noqa: E402,E501
-from training.config import validate_config  # noqa: E402
+from training.checkpoint import (  # noqa: E402
+    CheckpointError, check_data_compatible, load_config, load_meta, load_weights, resolve_checkpoint,
+)
+from training.config import ConfigError, check_inductor_options, validate_config  # noqa: E402
 from training.evaluation import evaluate  # noqa: E402
-from training.loop import configure_kernels, resolve_device  # noqa: E402
+from training.loop import apply_inductor_options, resolve_device  # noqa: E402
 
 
 class EvaluateArgs(BaseModel):
@@ -37,15 +39,39 @@ class EvaluateArgs(BaseModel):
     ema: bool = Field(True, description="use the EMA weights when the checkpoint has them")
     batch_size: Optional[int] = Field(None, ge=1, description="default: the run's eval batch size")
     compile: bool = Field(False, description="torch.compile the model (worth it for large test sets on a GPU)")
+    inductor: Optional[str] = Field(
+        None, description="with --compile: Inductor tuning options, e.g. coordinate_descent_tuning=true,max_fusion_size=32 "
+        "(a run's own train.inductor is never applied from its checkpoint: pass it here)")
     save_predictions: Optional[Path] = Field(None, description="directory for the evaluators' prediction files")
     halting: Optional[Literal["max_steps", "q_head"]] = Field(
         None, description="which answer counts (default: the run's train.eval_halting)")
     progress: bool = True
 
 
+def parse_inductor_options(text: str) -> dict:
+    """'a=true,b=32' -> {'a': True, 'b': 32}, checked against the allow-list."""
+    options = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--inductor: {item!r} is not NAME=VALUE")
+        lowered = value.strip().lower()
+        options[name] = {"true": True, "false": False}.get(lowered, int(lowered) if lowered.lstrip("-").isdigit() else value)
+    try:
+        return check_inductor_options(options)
+    except ValueError as exc:
+        raise ConfigError(f"--inductor: {exc}") from exc
+
+
 def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
+    options = parse_inductor_options(args.inductor) if args.inductor else {}
+    if options and not args.compile:
+        raise ConfigError("--inductor: only applies with --compile")
     ckpt = resolve_checkpoint(args.checkpoint)
-    cfg = validate_config(load_config(ckpt))
+    try:
+        cfg = validate_config(load_config(ckpt))
+    except ConfigError as exc:
+        raise CheckpointError(f"{ckpt / 'config.json'}: {str(exc).removeprefix('config: ')}") from exc
     data_path = args.data or Path(cfg.data.path)
     data = PuzzleDataset.load(data_path)
     check_data_compatible(ckpt, load_meta(ckpt), data.meta, data_path)
@@ -54,7 +80,10 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
     weights = load_weights(model, ckpt, use_ema=args.ema)
     step_fn = ACTLossHead(model)
     if args.compile:
-        configure_kernels(cfg)  # the run's train.inductor options
+        if cfg.train.inductor and not options:
+            print(f"note: the run trained with train.inductor={cfg.train.inductor}; options are not taken from a "
+                  "checkpoint (pass --inductor to use them)", file=sys.stderr)
+        apply_inductor_options(options)
         step_fn = torch.compile(step_fn, dynamic=False)
     arrays = DeviceArrays(data.test, data.test_meta, device, resident=True)
     evaluators = [build_evaluator(spec, data.test_meta) for spec in cfg.evaluators]

@@ -336,9 +336,9 @@ def test_evaluator_refuses_other_datasets():
     meta = DatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=11, seq_len=16,
                            num_puzzle_identifiers=1, total_groups=1, mean_puzzle_examples=1.0, total_puzzles=1,
                            sets=["all"], task="lsa")
-    with pytest.raises(ValueError, match="not an arithmetic dataset"):
+    with pytest.raises(ValueError, match="scores arith datasets"):
         build_evaluator({"name": "arith"}, meta)
-    with pytest.raises(ValueError, match="unknown options"):
+    with pytest.raises(ValueError, match="bogus: Extra inputs are not permitted"):
         build_evaluator({"name": "arith", "bogus": 1}, meta)
 
 

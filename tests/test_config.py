@@ -85,14 +85,14 @@ def test_pretrain_rejects_bad_config_before_running(tmp_path):
 def test_inductor_options_are_set_before_compiling():
     import torch._inductor.config as inductor_config
 
-    from training.loop import configure_kernels
+    from training.loop import apply_inductor_options
 
     raw = composed("cfg_lsa_cpu", ["+train.inductor.coordinate_descent_tuning=true", "+train.inductor.triton.unique_kernel_names=true"])
     cfg = validate_config(OmegaConf.to_container(OmegaConf.create(raw), resolve=True))
     saved = inductor_config.coordinate_descent_tuning, inductor_config.triton.unique_kernel_names
     try:
         inductor_config.coordinate_descent_tuning, inductor_config.triton.unique_kernel_names = False, False
-        configure_kernels(cfg)
+        apply_inductor_options(cfg.train.inductor)
         assert inductor_config.coordinate_descent_tuning is True and inductor_config.triton.unique_kernel_names is True
     finally:
         inductor_config.coordinate_descent_tuning, inductor_config.triton.unique_kernel_names = saved

@@ -109,7 +109,7 @@ def test_evaluator_protocol_end_to_end(tmp_path):
 def test_evaluator_rejects_other_datasets_and_misuse():
     with pytest.raises(ValueError, match="seq_len 81"):
         build_evaluator({"name": "sudoku"}, _meta(seq_len=16))
-    with pytest.raises(ValueError, match="unknown options"):
+    with pytest.raises(ValueError, match="bogus: Extra inputs are not permitted"):
         build_evaluator({"name": "sudoku", "bogus": 1}, _meta())
     ev = build_evaluator({"name": "sudoku"}, _meta())
     ev.begin_eval()

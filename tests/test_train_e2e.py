@@ -90,9 +90,10 @@ def test_pretrain_entry_point(tmp_path):
     assert (tmp_path / "data" / "train" / "dataset.json").is_file()
 
 
-def test_evaluate_compile_applies_the_runs_inductor_options(tiny_run, tmp_path, monkeypatch):
-    """evaluate.py --compile sets the run's train.inductor options before compiling (torch.compile
-    is stubbed here: compiling on the CPU would cost a minute)."""
+def test_evaluate_compile_takes_inductor_options_from_the_user_only(tiny_run, tmp_path, monkeypatch, capsys):
+    """evaluate.py --compile never applies the train.inductor options stored in a checkpoint's
+    config (a file must not choose what runs); --inductor passes them explicitly. torch.compile
+    is stubbed here: compiling on the CPU would cost a minute."""
     import importlib.util
     import shutil
     import sys
@@ -116,8 +117,11 @@ def test_evaluate_compile_applies_the_runs_inductor_options(tiny_run, tmp_path, 
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(inductor_config.coordinate_descent_tuning) or fn)
     monkeypatch.setattr(inductor_config, "coordinate_descent_tuning", False)
     metrics = script.evaluate_checkpoint(script.EvaluateArgs(checkpoint=ckpt, compile=True, progress=False))
-    assert compiled == [True]
+    assert compiled == [False] and "pass --inductor" in capsys.readouterr().err
     assert metrics["eval/accuracy"] == pytest.approx(result["eval/accuracy"], abs=1e-6)
+    script.evaluate_checkpoint(script.EvaluateArgs(checkpoint=ckpt, compile=True, progress=False,
+                                                   inductor="coordinate_descent_tuning=true"))
+    assert compiled == [False, True]
 
 
 def test_compiled_loop_does_not_recompile_as_batches_change(tmp_path, monkeypatch):

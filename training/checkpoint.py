@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -127,26 +128,60 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted((p for p in root.glob("step_*") if p.is_dir()), key=_step_key)
 
 
+POINTER_TARGET = re.compile(r"step_\d+(-\d+)?")
+
+
+def follow_pointer(pointer: Path) -> Path:
+    """The checkpoint a `latest`/`best` pointer names. It must name a `step_*` directory beside
+    it: a pointer that leads out of its run (a path, `..`, a symbolic link) is refused."""
+    try:
+        name = pointer.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{pointer}: cannot read ({exc})") from exc
+    if not POINTER_TARGET.fullmatch(name):
+        raise CheckpointError(f"{pointer}: names {name[:80]!r}, not a checkpoint directory of this run (step_NNNNNNN)")
+    target = pointer.parent / name
+    if not target.is_dir():
+        raise CheckpointError(f"{pointer}: names {name}, which does not exist")
+    if target.is_symlink() or target.resolve().parent != pointer.parent.resolve():
+        raise CheckpointError(f"{pointer}: names {name}, which leads outside {pointer.parent}")
+    return target
+
+
 def resolve_checkpoint(path: Path | str) -> Path:
     """A checkpoint directory, a `checkpoints/` directory or a run directory -> the checkpoint."""
     path = Path(path)
     if path.is_file() and path.name in ("latest", "best"):  # a pointer file given directly
-        target = path.parent / path.read_text().strip()
-        if not target.is_dir():
-            raise CheckpointError(f"{path}: names {target.name}, which does not exist")
-        return target
+        return follow_pointer(path)
     for root in (path, path / "checkpoints"):
-        pointer = root / "latest"
-        if pointer.is_file():
-            target = root / pointer.read_text().strip()
-            if not target.is_dir():
-                raise CheckpointError(f"{pointer}: names {target.name}, which does not exist")
-            return target
+        if (root / "latest").is_file():
+            return follow_pointer(root / "latest")
     if (path / "model.pt").is_file() or (path / "meta.json").is_file():
         return path
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
     raise CheckpointError(f"{path}: not a checkpoint (no model.pt) and no checkpoints/latest inside")
+
+
+def check_field(ok: bool, path: Path, field: str, problem: str) -> None:
+    if not ok:
+        raise CheckpointError(f"{path}: field '{field}' {problem}")
+
+
+def check_tensors(tensors: dict[str, Any], reference: dict[str, torch.Tensor], path: Path, field: str) -> None:
+    """Saved tensors must have exactly the keys, shapes and dtypes of `reference`, and finite
+    values: `copy_` would otherwise broadcast a wrong shape silently or carry NaN into training."""
+    check_field(isinstance(tensors, dict), path, field, f"is a {type(tensors).__name__}, expected a mapping of tensors")
+    missing, extra = sorted(set(reference) - set(tensors)), sorted(set(tensors) - set(reference))
+    check_field(not missing, path, field, f"lacks {missing[:3]}")
+    check_field(not extra, path, field, f"has unknown entries {extra[:3]}")
+    for name, want in reference.items():
+        got = tensors[name]
+        check_field(isinstance(got, torch.Tensor), path, f"{field}.{name}", f"is a {type(got).__name__}, expected a tensor")
+        check_field(got.shape == want.shape, path, f"{field}.{name}", f"has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+        check_field(got.dtype == want.dtype, path, f"{field}.{name}", f"has dtype {got.dtype}, expected {want.dtype}")
+        if got.is_floating_point():
+            check_field(bool(torch.isfinite(got).all()), path, f"{field}.{name}", "holds NaN or infinite values")
 
 
 def load_file(path: Path) -> Any:
@@ -162,14 +197,21 @@ def load_file(path: Path) -> Any:
         raise CheckpointError(f"{path}: cannot load ({reason})") from exc
 
 
+def _load_json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def load_config(ckpt: Path) -> dict[str, Any]:
     path = ckpt / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    return _load_json_object(path)
 
 
 # Dataset facts a model's weights depend on; recorded in meta.json and checked on load.
@@ -187,37 +229,37 @@ def check_data_compatible(ckpt: Path, meta: dict[str, Any], data_meta, data_path
 
 
 def load_meta(ckpt: Path) -> dict[str, Any]:
+    """meta.json (step, metrics, dataset facts); {} when absent. Fields that are read are checked."""
     path = ckpt / "meta.json"
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    meta = _load_json_object(path)
+    check_field(isinstance(meta.get("dataset", {}), dict), path, "dataset", "is not an object")
+    for field in MODEL_DATA_FIELDS:
+        value = meta.get("dataset", {}).get(field)
+        check_field(value is None or (isinstance(value, int) and not isinstance(value, bool)), path,
+                    f"dataset.{field}", f"is {value!r}, expected an integer")
+    check_field(isinstance(meta.get("metrics", {}), dict), path, "metrics", "is not an object")
+    step = meta.get("step", 0)
+    check_field(isinstance(step, int) and not isinstance(step, bool) and step >= 0, path, "step",
+                f"is {step!r}, expected an integer >= 0")
+    return meta
 
 
 def load_weights(model: torch.nn.Module, ckpt: Path, use_ema: bool) -> str:
-    """Load model.pt (and, if asked and present, the EMA weights over it). Returns which."""
+    """Load model.pt (and, if asked and present, the EMA weights over it), after checking that
+    every tensor has this model's name, shape and dtype and finite values. Returns which."""
+    own = {name: t.detach() for name, t in model.state_dict().items()}
     state = load_file(ckpt / "model.pt")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{ckpt / 'model.pt'}: expected a state dict, got {type(state).__name__}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = "; ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
-        raise CheckpointError(f"{ckpt / 'model.pt'}: does not fit this model ({detail})") from exc
+    check_tensors(state, own, ckpt / "model.pt", "model")
+    model.load_state_dict(state, strict=True)
     if use_ema and (ckpt / "ema.pt").is_file():
         ema = load_file(ckpt / "ema.pt")
         if ema:
             params = dict(model.named_parameters())
-            missing = set(params) - set(ema)
-            if missing:
-                raise CheckpointError(f"{ckpt / 'ema.pt'}: lacks parameters {sorted(missing)[:3]}")
+            check_tensors(ema, {name: p.detach().float() for name, p in params.items()}, ckpt / "ema.pt", "ema")
             with torch.no_grad():
                 for name, p in params.items():
-                    if ema[name].shape != p.shape:
-                        raise CheckpointError(f"{ckpt / 'ema.pt'}: {name} has shape {tuple(ema[name].shape)}, model has {tuple(p.shape)}")
                     p.copy_(ema[name])
             return "ema"
     return "model"

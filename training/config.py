@@ -7,6 +7,7 @@ name instead of being silently ignored.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -24,6 +25,55 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 CUDA_GRAPHS_REFUSED = "the training loop does not support CUDA graphs (the ACT carry crosses steps)"
 
 
+# The torch._inductor.config options a config may set: tuning switches and sizes, each a bool
+# or an int. Others are refused: some name programs or code to run (`cpp.cxx` picks a compiler
+# binary), so a config or checkpoint that could set any option could run anything.
+INDUCTOR_BOOL_OPTIONS = frozenset({
+    "coordinate_descent_tuning", "coordinate_descent_check_all_directions", "max_autotune", "max_autotune_pointwise",
+    "max_autotune_gemm", "epilogue_fusion", "epilogue_fusion_first", "aggressive_fusion", "benchmark_fusion",
+    "benchmark_epilogue_fusion", "shape_padding", "comprehensive_padding", "pad_outputs", "split_reductions",
+    "permute_fusion", "group_fusion", "pattern_matcher", "layout_optimization", "freezing", "loop_ordering_after_fusion",
+    "inplace_buffers", "allow_buffer_reuse", "triton.cudagraphs", "triton.unique_kernel_names",
+    "triton.autotune_pointwise", "triton.persistent_reductions", "triton.cooperative_reductions",
+    "triton.prefer_nd_tiling", "triton.use_block_ptr", "triton.autotune_cublasLt",
+})
+INDUCTOR_INT_OPTIONS = frozenset({
+    "coordinate_descent_search_radius", "max_fusion_size", "max_pointwise_cat_inputs", "unroll_reductions_threshold",
+    "realize_reads_threshold", "score_fusion_memory_threshold", "triton.multi_kernel", "max_epilogue_benchmarked_choices",
+})
+
+
+def check_inductor_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Flatten {triton: {x: 1}} to {triton.x: 1} and check every name against the allow-list,
+    its type and this torch; raises ValueError naming the option."""
+    import torch
+
+    def flatten(items: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        flat = {}
+        for key, item in items.items():
+            name = f"{prefix}{key}"
+            flat.update(flatten(item, name + ".") if isinstance(item, dict) else {name: item})
+        return flat
+
+    flat = flatten(options)
+    for name, value in flat.items():
+        if name in INDUCTOR_BOOL_OPTIONS:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}={value!r}: expected true or false")
+        elif name in INDUCTOR_INT_OPTIONS:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1 << 20:
+                raise ValueError(f"{name}={value!r}: expected an integer in 0..{1 << 20}")
+        else:
+            raise ValueError(f"{name!r} is not an allowed inductor option (allowed: tuning switches such as "
+                             "coordinate_descent_tuning, max_autotune, epilogue_fusion, max_fusion_size; "
+                             "see INDUCTOR_BOOL_OPTIONS in training/config.py)")
+        if inductor_option(name) is None:
+            raise ValueError(f"{name!r} is not a torch._inductor.config option in torch {torch.__version__}")
+    if flat.get("triton.cudagraphs"):
+        raise ValueError(f"triton.cudagraphs=true: {CUDA_GRAPHS_REFUSED}")
+    return flat
+
+
 def inductor_option(name: str) -> Optional[tuple[Any, str]]:
     """(config object, attribute) for a dotted torch._inductor.config option, None if there is none."""
     import torch._inductor.config as target
@@ -39,7 +89,8 @@ class ConfigError(InputError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are errors; so are inf and NaN (`optim.lr=inf` would train on nonsense).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -116,23 +167,18 @@ class TrainConfig(Strict):
     @pydantic.field_validator("inductor")
     @classmethod
     def _inductor(cls, value: dict[str, Any]) -> dict[str, Any]:
-        import torch
+        return check_inductor_options(value)
 
-        def flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:  # {triton: {x: 1}} -> {triton.x: 1}
-            flat = {}
-            for key, item in options.items():
-                name, option = f"{prefix}{key}", inductor_option(f"{prefix}{key}")
-                nested = isinstance(item, dict) and option is not None and not isinstance(getattr(*option), dict)
-                flat.update(flatten(item, name + ".") if nested else {name: item})
-            return flat
 
-        value = flatten(value)
-        for name in value:
-            if inductor_option(name) is None:
-                raise ValueError(f"{name!r} is not a torch._inductor.config option in torch {torch.__version__}")
-        if value.get("triton.cudagraphs"):
-            raise ValueError(f"triton.cudagraphs=true: {CUDA_GRAPHS_REFUSED}")
-        return value
+# A run name or project is one directory name: a run writes only inside runs_dir/project/name.
+PATH_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_path_component(value: Optional[str]) -> Optional[str]:
+    if value is not None and not PATH_COMPONENT.fullmatch(value):
+        raise ValueError(f"{value!r} is not a single directory name (use letters, digits and . _ + -, "
+                         "starting with a letter or digit, at most 128 characters)")
+    return value
 
 
 class LoggingConfig(Strict):
@@ -143,6 +189,8 @@ class LoggingConfig(Strict):
         "auto", description="auto: WANDB_MODE if set, else online when logged in, else offline"
     )
     progress: bool = True
+
+    _names = pydantic.field_validator("project", "run_name")(check_path_component)
 
 
 class Config(Strict):
@@ -165,11 +213,23 @@ class Config(Strict):
     @pydantic.field_validator("evaluators")
     @classmethod
     def _evaluators(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from evaluators import EVALUATORS
+        from evaluators import EVALUATORS, evaluator_class
 
         for i, spec in enumerate(value):
             if spec.get("name") not in EVALUATORS:
                 raise ValueError(f"evaluators[{i}].name={spec.get('name')!r}; known: {sorted(EVALUATORS)}")
+            options = {k: v for k, v in spec.items() if k != "name"}
+            try:
+                evaluator_class(spec["name"]).Options.model_validate(options)
+            except pydantic.ValidationError as exc:
+                raise ValueError("; ".join(f"evaluators[{i}].{part}" for part in one_line(exc).split("; "))) from None
+        return value
+
+    @pydantic.field_validator("train")
+    @classmethod
+    def _best_metric(cls, value: TrainConfig) -> TrainConfig:
+        if value.best_metric is not None and not value.best_metric.startswith("eval/"):
+            raise ValueError(f"best_metric={value.best_metric!r}: must name an evaluation metric (eval/...)")
         return value
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,6 +33,9 @@ class EvaluationInterrupted(RuntimeError):
 
 METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss",
                "halt_exact_accuracy", "halt_steps")
+# What `evaluate` reports itself, as eval/<name> (evaluators add eval/<evaluator>/<name>).
+METRIC_NAMES = ("accuracy", "exact_accuracy", "q_halt_accuracy", "lm_loss", "steps", "halt_exact_accuracy",
+                "halt_steps", "examples")
 
 
 def even_batch_size(num_examples: int, max_batch: int, world_size: int = 1, multiple: int = 8) -> int:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
+from dataset.common import InputError
+
 
 def wandb_logged_in() -> bool:
     """True when wandb has credentials: WANDB_API_KEY, or a netrc entry for its host."""
@@ -35,6 +37,18 @@ def resolve_wandb_mode(configured: str) -> str:
     if env:
         return {"dryrun": "offline", "run": "online"}.get(env, env)
     return "online" if wandb_logged_in() else "offline"
+
+
+class RunIOError(InputError):
+    """A run's own file could not be written (a full disk, a read-only directory): one line
+    naming the file; the checkpoints already written stay intact."""
+
+
+def write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise RunIOError(f"{path}: cannot write ({exc.strerror or exc}); earlier checkpoints are intact") from exc
 
 
 def _clean(value: Any) -> Any:
@@ -76,7 +90,11 @@ class RunLogger:
         if not self.enabled:
             return
         record = {"step": step, "time": round(time.time() - self.start, 3), **{k: _clean(v) for k, v in metrics.items()}}
-        self.jsonl.write(json.dumps(record) + "\n")
+        try:
+            self.jsonl.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise RunIOError(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({exc.strerror or exc}); "
+                             "earlier checkpoints are intact") from exc
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
 

@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import coolname
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from dataset import build_dataset
-from dataset.common import DatasetError, dataset_exists
+from dataset.common import DatasetError, InputError, Interrupted, build_lock, dataset_exists
 from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
 from evaluators import build_evaluator
 from models import build_model
@@ -37,13 +36,14 @@ from models.losses import ACTLossHead
 from training.checkpoint import (
     MODEL_DATA_FIELDS, check_data_compatible, list_checkpoints, load_meta, load_weights, resolve_checkpoint, save_checkpoint,
 )
-from training.config import Config, ConfigError, inductor_option
+from training.config import Config, ConfigError, check_inductor_options, did_you_mean, inductor_option
 from training.ema import EMA
-from training.evaluation import EvaluationInterrupted, evaluate
-from training.logger import RunLogger, truncate_metrics
+from training.evaluation import METRIC_NAMES as EVAL_METRICS, EvaluationInterrupted, evaluate
+from training.logger import RunLogger, truncate_metrics, write_text
 from training.optim import AdamATan2, SignSGD, lr_at, set_lr
 from training.preemption import StopSignal
-from training.resume import check_resume_config, restore_train_state, resume_target, train_state_payload
+from training.resume import restore_train_state, train_state_payload
+from training.run import RunPlan, has_checkpoint, plan_run
 
 TRAIN_METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss",
                      "grad_norm", "skipped")
@@ -81,15 +81,19 @@ def seed_everything(seed: int) -> None:
 
 
 def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
-    """Load the dataset, building it first when the config names a builder and it is missing."""
+    """Load the dataset, building it first when the config names a builder and it is missing.
+    Runs that need the same missing dataset wait for one builder (a lock beside it)."""
     path = Path(cfg.data.path)
     if not dataset_exists(path):
         if cfg.data.builder is None:
             raise DatasetError(f"data.path={path}: no dataset there (and data.builder is not set to build one)")
-        if path.exists() and any(path.iterdir()):
-            raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; remove it to rebuild")
-        print(f"Building dataset {path} (builder {cfg.data.builder!r})", flush=True)
-        build_dataset(cfg.data.builder, cfg.data.build_args, path, progress=progress)
+        with build_lock(path):
+            if not dataset_exists(path):  # another run may have built it while this one waited
+                if path.exists() and any(path.iterdir()):
+                    raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; "
+                                       "remove it to rebuild")
+                print(f"Building dataset {path} (builder {cfg.data.builder!r})", flush=True)
+                build_dataset(cfg.data.builder, cfg.data.build_args, path, progress=progress)
     return PuzzleDataset.load(path)
 
 
@@ -98,16 +102,6 @@ def total_steps_of(cfg: Config, data: PuzzleDataset) -> int:
         return cfg.train.max_steps
     examples_per_epoch = data.train_meta.total_groups * data.train_meta.mean_puzzle_examples
     return max(1, int(cfg.train.epochs * examples_per_epoch / cfg.train.global_batch_size))
-
-
-def new_run_name(project_dir: Path) -> str:
-    """A fresh coolname slug, drawn from OS entropy so the training seed does not fix it."""
-    coolname.replace_random(random.Random())
-    for _ in range(100):
-        name = coolname.generate_slug(2)
-        if not (project_dir / name).exists():
-            return name
-    raise RuntimeError(f"no unused run name found in {project_dir}")
 
 
 @dataclass
@@ -139,12 +133,13 @@ class TrainState:
     bad_in_a_row: Optional[torch.Tensor] = None  # device counter of consecutive skipped steps
 
 
-def configure_kernels(cfg: Config) -> None:
-    """Apply train.inductor (torch._inductor.config options, process-wide) before compiling.
-    Inductor's options are part of its cache keys; torch's global SDPA backend switches are not
-    (a cached graph keeps the kernel it was compiled with), so there is no knob for those."""
-    for name, value in cfg.train.inductor.items():
-        setattr(*inductor_option(name), value)  # names were checked by the config's validation
+def apply_inductor_options(options: dict[str, Any]) -> None:
+    """Set torch._inductor.config options (process-wide) before compiling; `options` passed the
+    allow-list in training/config.py. Inductor's options are part of its cache keys; torch's
+    global SDPA backend switches are not (a cached graph keeps the kernel it was compiled with),
+    so there is no knob for those."""
+    for name, value in check_inductor_options(options).items():
+        setattr(*inductor_option(name), value)
 
 
 def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
@@ -153,7 +148,7 @@ def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.set_float32_matmul_precision("high")
-    configure_kernels(cfg)
+    apply_inductor_options(cfg.train.inductor)
     if cfg.train.num_threads is not None:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
@@ -266,39 +261,85 @@ def format_metrics(metrics: dict[str, float], keys: tuple[str, ...]) -> str:
 # The loop
 
 
-def train(cfg: Config) -> dict[str, Any]:
-    """Train as configured; returns the final evaluation metrics plus run facts."""
-    progress = cfg.logging.progress
-    project_dir = Path(cfg.logging.runs_dir) / cfg.logging.project
-    resume = resume_target(cfg, project_dir)
-    changes = check_resume_config(cfg, resume[1]) if resume else []
-    init_ckpt = resolve_checkpoint(cfg.train.load_checkpoint) if cfg.train.load_checkpoint else None
-    state = build_train_state(cfg, progress)
+def check_before_training(state: TrainState) -> None:
+    """Everything about the config that needs the data, checked before a run directory exists:
+    each evaluator fits the dataset, `best_metric` names a metric evaluation will report, the
+    batch fits the training split."""
+    cfg, data = state.cfg, state.data
+    evaluators = []
+    for i, spec in enumerate(cfg.evaluators):
+        try:
+            evaluators.append(build_evaluator(spec, data.test_meta))
+        except ValueError as exc:
+            raise ConfigError(f"evaluators[{i}] ({spec['name']}): {exc} ({data.path})") from exc
+    if cfg.train.best_metric is not None:
+        names = {f"eval/{k}" for k in EVAL_METRICS} | {f"eval/{ev.name}/{m}" for ev in evaluators for m in ev.metric_names()}
+        if cfg.train.best_metric not in names:
+            raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not an evaluation metric of this run"
+                              f"{did_you_mean(cfg.train.best_metric, sorted(names))}; available: {', '.join(sorted(names))}")
+    if cfg.train.global_batch_size > data.train.num_examples:
+        raise ConfigError(f"train.global_batch_size={cfg.train.global_batch_size} is larger than the training split "
+                          f"of {data.path} ({data.train.num_examples} examples)")
 
-    # ----- run directory, restored state, logging --------------------------------------------
-    wandb_id = None
-    if resume:
-        run_dir, ckpt = resume
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Train as configured; returns the final evaluation metrics plus run facts.
+
+    Until the first training step has finished, SIGTERM/SIGINT raise `Interrupted` (there is
+    nothing to checkpoint yet; a run directory without a checkpoint can be started again);
+    afterwards they make the loop checkpoint and return (training/preemption.py)."""
+    with StopSignal() as stop:
+        plan = None
+        try:
+            plan = plan_run(cfg)
+            return _train(cfg, plan, stop)
+        except (InputError, TrainingDiverged):
+            raise
+        except Exception as exc:
+            if stop.signum is None or stop.deferred:
+                raise
+            # Interrupted before the first step finished (possibly wrapped, e.g. by torch.compile).
+            if plan is None:
+                detail = ""
+            elif has_checkpoint(plan.run_dir):
+                detail = (f" before training resumed; continue it with train.resume=true "
+                          f"logging.run_name={plan.run_dir.name}")
+            else:
+                detail = f" before training began; {plan.run_dir} has no checkpoint, so the same command starts it again"
+            raise Interrupted(stop.signum, detail) from exc
+
+
+def _train(cfg: Config, plan: RunPlan, stop: StopSignal) -> dict[str, Any]:
+    progress = cfg.logging.progress
+    state = build_train_state(cfg, progress)
+    check_before_training(state)
+
+    # ----- restored state, run directory, logging --------------------------------------------
+    wandb_id, run_dir = None, plan.run_dir
+    if plan.resume_from is not None:
+        ckpt = plan.resume_from
         check_data_compatible(ckpt, load_meta(ckpt), state.data.meta, state.data.path)
-        wandb_id = restore_train_state(state, ckpt).get("wandb_id")
-        stale = truncate_metrics(run_dir, state.step)
-        print(f"resuming {run_dir} from {ckpt.name} (step {state.step})"
-              + (f"; moved {stale} metric lines past it aside" if stale else "")
-              + "".join(f"\n  changed: {c}" for c in changes), flush=True)
-    else:
-        run_name = cfg.logging.run_name or new_run_name(project_dir)
-        run_dir = project_dir / run_name
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"logging.run_name={run_name}: {run_dir} already holds a run; choose another name "
-                              "or continue it with train.resume=true")
-        if init_ckpt is not None:
-            which = load_weights(state.model, init_ckpt, use_ema=True)
-            if state.ema is not None:
-                state.ema = EMA(state.model, cfg.train.ema_rate, compile_update=state.compiled)
-            print(f"initialised from {init_ckpt} ({which} weights)", flush=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        saved, notes = restore_train_state(state, ckpt)
+        wandb_id = saved.get("wandb_id") if plan.in_place else None
+        where = f"resuming {run_dir} from {ckpt.name}" if plan.in_place else f"continuing {ckpt} as run {run_dir}"
+        print(f"{where} (step {state.step})" + "".join(f"\n  changed: {c}" for c in plan.changes)
+              + "".join(f"\n  note: {n}" for n in notes), flush=True)
+    elif plan.warm_start is not None:
+        which = load_weights(state.model, plan.warm_start, use_ema=True)
+        if state.ema is not None:
+            state.ema = EMA(state.model, cfg.train.ema_rate, compile_update=state.compiled)
+        print(f"initialised from {plan.warm_start} ({which} weights)", flush=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({exc.strerror or exc})") from exc
+    # In place: lines a crashed run logged past the checkpoint go aside. A new run in a directory
+    # without a checkpoint (one stopped before its first save) moves its old lines aside.
+    stale = truncate_metrics(run_dir, state.step if plan.in_place else -1)
+    if stale:
+        print(f"moved {stale} metric lines of an earlier attempt aside ({run_dir}/metrics.stale-*.jsonl)", flush=True)
     config_dict = cfg.to_dict()
-    (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
+    write_text(run_dir / "config.json", json.dumps(config_dict, indent=2) + "\n")
     logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config_dict, cfg.logging.wandb_mode, wandb_id)
     data, device = state.data, state.device
     print(
@@ -358,60 +399,60 @@ def train(cfg: Config) -> dict[str, Any]:
     bar = tqdm(total=state.total_steps, initial=state.step, desc=run_dir.name, unit="step", mininterval=1.0,
                disable=not progress)
     try:
-        with StopSignal() as stop:
-            if cfg.train.eval_at_start and not resume:
-                last_eval = evaluate_and_save(stop)
-            while state.step < state.total_steps:
-                t0 = time.perf_counter()
-                stacked = train_step(state)
-                window = stacked if window is None else window + stacked
-                window_steps += 1
-                bar.update(1)
-                if compile_seconds is None:  # the first step includes compilation: time it once
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    compile_seconds = time.perf_counter() - t0
-                    logger.log({"perf/first_step_seconds": compile_seconds}, state.step)
+        if cfg.train.eval_at_start and plan.resume_from is None:
+            last_eval = evaluate_and_save(stop)
+        while state.step < state.total_steps:
+            t0 = time.perf_counter()
+            stacked = train_step(state)
+            window = stacked if window is None else window + stacked
+            window_steps += 1
+            bar.update(1)
+            if compile_seconds is None:  # the first step includes compilation: time it once
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                compile_seconds = time.perf_counter() - t0
+                logger.log({"perf/first_step_seconds": compile_seconds}, state.step)
+                stop.defer()  # from now on a signal means: finish this step, checkpoint, return
 
-                # ----- read metrics back every log_every steps (the only regular host sync) -----
-                out_of_time = max_seconds is not None and state.train_seconds + time.perf_counter() - t0 >= max_seconds
-                finished = state.step >= state.total_steps or out_of_time
-                if state.step % cfg.train.log_every == 0 or finished or stop.requested:
-                    *sums, bad_in_a_row = torch.cat([window, state.bad_in_a_row.float().reshape(1)]).tolist()
-                    values = dict(zip(TRAIN_METRIC_KEYS, sums))
-                    logged = summarize_window(values, window_steps, time.perf_counter() - window_start, state)
-                    state.skipped_steps += int(values["skipped"])
-                    logger.log(logged, state.step)
-                    bar.set_postfix_str(format_metrics(logged, ("train/lm_loss", "train/accuracy", "train/exact_accuracy")))
-                    window, window_steps, window_start = None, 0, time.perf_counter()
-                    if bad_in_a_row >= cfg.train.max_bad_steps:
-                        roll_back()
-                        bar.reset(total=state.total_steps)
-                        bar.update(state.step)
-                        continue
-                state.train_seconds += time.perf_counter() - t0
+            # ----- read metrics back every log_every steps (the only regular host sync) -----
+            out_of_time = max_seconds is not None and state.train_seconds + time.perf_counter() - t0 >= max_seconds
+            finished = state.step >= state.total_steps or out_of_time
+            if state.step % cfg.train.log_every == 0 or finished or stop.requested:
+                *sums, bad_in_a_row = torch.cat([window, state.bad_in_a_row.float().reshape(1)]).tolist()
+                values = dict(zip(TRAIN_METRIC_KEYS, sums))
+                logged = summarize_window(values, window_steps, time.perf_counter() - window_start, state)
+                state.skipped_steps += int(values["skipped"])
+                logger.log(logged, state.step)
+                bar.set_postfix_str(format_metrics(logged, ("train/lm_loss", "train/accuracy", "train/exact_accuracy")))
+                window, window_steps, window_start = None, 0, time.perf_counter()
+                if bad_in_a_row >= cfg.train.max_bad_steps:
+                    roll_back()
+                    bar.reset(total=state.total_steps)
+                    bar.update(state.step)
+                    continue
+            state.train_seconds += time.perf_counter() - t0
 
-                # ----- pre-emption: checkpoint now and stop ----------------------------------------
-                if stop.requested:
+            # ----- pre-emption: checkpoint now and stop ----------------------------------------
+            if stop.requested:
+                save(last_eval, preempted=True)
+                preempted = True
+                tqdm.write(f"stopped at step {state.step}: checkpoint written; continue with train.resume=true "
+                           f"logging.run_name={run_dir.name}", file=sys.stdout)
+                break
+
+            # ----- evaluate with the EMA weights, then checkpoint ------------------------------
+            if state.step % cfg.train.eval_interval == 0 or finished:
+                try:
+                    last_eval = evaluate_and_save(stop)
+                except EvaluationInterrupted:
                     save(last_eval, preempted=True)
                     preempted = True
-                    tqdm.write(f"stopped at step {state.step}: checkpoint written; continue with train.resume=true "
-                               f"logging.run_name={run_dir.name}", file=sys.stdout)
+                    tqdm.write(f"stopped at step {state.step} during evaluation: checkpoint written", file=sys.stdout)
                     break
-
-                # ----- evaluate with the EMA weights, then checkpoint ------------------------------
-                if state.step % cfg.train.eval_interval == 0 or finished:
-                    try:
-                        last_eval = evaluate_and_save(stop)
-                    except EvaluationInterrupted:
-                        save(last_eval, preempted=True)
-                        preempted = True
-                        tqdm.write(f"stopped at step {state.step} during evaluation: checkpoint written", file=sys.stdout)
-                        break
-                    window_start = time.perf_counter()
-                if out_of_time:
-                    tqdm.write(f"stopping: train.max_train_seconds={max_seconds} reached at step {state.step}", file=sys.stdout)
-                    break
+                window_start = time.perf_counter()
+            if out_of_time:
+                tqdm.write(f"stopping: train.max_train_seconds={max_seconds} reached at step {state.step}", file=sys.stdout)
+                break
     finally:
         bar.close()
         logger.close()

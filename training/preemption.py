@@ -1,8 +1,12 @@
-"""Graceful stop on SIGTERM / SIGINT (pre-emption, Ctrl-C, `kill`).
+"""Stopping on SIGTERM / SIGINT (pre-emption, Ctrl-C, `kill`), in every phase of a run.
 
-The first signal sets a flag: the loop finishes its step, writes a checkpoint and exits 0.
-A second signal exits at once (exit code 128 + signal number): a checkpoint write that is
-cut short this way is harmless, because saves are atomic (training/checkpoint.py).
+Before the first training step has finished there is nothing worth a checkpoint, and the
+phases there (building a dataset, compiling) can take minutes: a signal raises `Interrupted`
+at once, `finally` blocks clean up, and the run exits 128 + signal. Once training runs, the
+first signal only sets a flag: the loop finishes its step (or evaluation batch), writes a
+checkpoint and exits 0. A second signal exits at once (exit code 128 + signal number): a
+checkpoint write cut short this way is harmless, because saves are atomic
+(training/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -14,19 +18,26 @@ import threading
 from types import FrameType
 from typing import Optional
 
+from dataset.common import Interrupted
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopSignal:
-    """Context manager installing the handlers (main thread only; elsewhere a no-op)."""
+    """Context manager installing the handlers (main thread only; elsewhere a no-op). It starts
+    in "interrupt" mode; `defer()` switches to "finish the step, then checkpoint"."""
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
+        self.deferred = False
         self._previous: dict[int, object] = {}
 
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+    def defer(self) -> None:
+        self.deferred = True
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         name = signal.Signals(signum).name
@@ -34,6 +45,8 @@ class StopSignal:
             print(f"\n{name} again: exiting now without a checkpoint", file=sys.stderr, flush=True)
             os._exit(128 + signum)
         self.signum = signum
+        if not self.deferred:
+            raise Interrupted(signum)
         print(f"\n{name} received: finishing this step and writing a checkpoint "
               f"(send it again to exit at once)", file=sys.stderr, flush=True)
 
