@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 
-from dataset.common import InputError, Interrupted
+from dataset.common import Interrupted, ReportedError, interrupt_on_signals
 from training.config import compose_config, validate_config
 
 # Hydra's own flags: with any of these (or a `hydra.` override), Hydra handles the command line.
@@ -40,11 +40,12 @@ def parse_argv(argv: list[str]) -> tuple[str, list[str], bool]:
 
 def run(config_name: str, overrides: list[str]) -> int:
     """Compose, validate, train; returns the exit code. Bad input: one line on stderr, 2."""
-    from training.loop import TrainingDiverged, train  # after argv parsing: keeps --help fast
-
     try:
-        result = train(validate_config(compose_config(config_name, overrides)))
-    except (InputError, TrainingDiverged) as exc:
+        with interrupt_on_signals():  # start-up too: a signal while importing or composing is one line
+            from training.loop import train  # after argv parsing: keeps --help fast
+
+            result = train(validate_config(compose_config(config_name, overrides)))
+    except ReportedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Interrupted as exc:
@@ -61,11 +62,11 @@ def hydra_main() -> None:
 
     @hydra.main(config_path="config", config_name="cfg_lsa", version_base=None)
     def main(hydra_cfg: DictConfig) -> None:
-        from training.loop import TrainingDiverged, train
+        from training.loop import train
 
         try:
             result = train(validate_config(OmegaConf.to_container(hydra_cfg, resolve=True)))
-        except (InputError, TrainingDiverged) as exc:
+        except ReportedError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except Interrupted as exc:

@@ -16,18 +16,25 @@ BUILDERS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def build_dataset(builder: str, args: dict[str, Any], output_dir: Path | str, progress: bool = True) -> Path:
-    """Build dataset `builder` with `args` (its CLI flags with underscores) into `output_dir`."""
+def builder_config(builder: str, args: dict[str, Any], output_dir: Path | str, progress: bool = True):
+    """The validated build config of `builder` for `args` (its CLI flags with underscores); a
+    bad name or argument is a DatasetError naming it. Nothing is written."""
+    import pydantic
+
     from dataset.common import DatasetError, one_line
 
     if builder not in BUILDERS:
         raise DatasetError(f"data.builder={builder!r}: unknown builder; known: {sorted(BUILDERS)}")
-    module_name, config_name, fn_name = BUILDERS[builder]
+    module_name, config_name, _ = BUILDERS[builder]
     module = importlib.import_module(module_name)
-    import pydantic
-
     try:
-        cfg = getattr(module, config_name).model_validate({**args, "output_dir": output_dir, "progress": progress})
+        return getattr(module, config_name).model_validate({**args, "output_dir": output_dir, "progress": progress})
     except pydantic.ValidationError as exc:
         raise DatasetError(f"data.build_args: {one_line(exc)}") from exc
-    return getattr(module, fn_name)(cfg)
+
+
+def build_dataset(builder: str, args: dict[str, Any], output_dir: Path | str, progress: bool = True) -> Path:
+    """Build dataset `builder` with `args` (its CLI flags with underscores) into `output_dir`."""
+    cfg = builder_config(builder, args, output_dir, progress)
+    module_name, _, fn_name = BUILDERS[builder]
+    return getattr(importlib.import_module(module_name), fn_name)(cfg)

@@ -29,7 +29,12 @@ ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "gro
 SPLITS = ("train", "test")
 
 
-class InputError(ValueError):
+class ReportedError(Exception):
+    """An error whose message tells the whole story: entry points print it as one line and
+    exit with code 2, no traceback."""
+
+
+class InputError(ReportedError, ValueError):
     """Bad user input (arguments, config, dataset, checkpoint): the message names the file,
     field or value at fault. Entry points print it as one line and exit with code 2."""
 
@@ -347,7 +352,7 @@ def run_cli(main: Callable[[], None]) -> None:
     try:
         with interrupt_on_signals():
             main()
-    except (InputError, pydantic.ValidationError) as exc:
+    except (ReportedError, pydantic.ValidationError) as exc:
         print(f"error: {one_line(exc, flags=True)}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:

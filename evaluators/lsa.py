@@ -101,10 +101,11 @@ class LSAEvaluator(Evaluator):
 
     def __init__(self, metadata, **options: Any):
         super().__init__(metadata, **options)
-        n = getattr(metadata, "n", None) or math.isqrt(metadata.seq_len)
-        if n * n != metadata.seq_len:
-            raise ValueError(f"lsa evaluator: seq_len={metadata.seq_len} is not n*n for an integer n")
-        self.n = int(n)
+        n = getattr(metadata, "n", None)
+        n = math.isqrt(metadata.seq_len) if n is None else n
+        if not isinstance(n, int) or isinstance(n, bool) or n * n != metadata.seq_len:
+            raise ValueError(f"lsa evaluator: n={n!r} and seq_len={metadata.seq_len} do not describe n x n matrices")
+        self.n = n
 
     def metric_names(self) -> set[str]:
         return {"exact_accuracy", "valid_permutation_rate", "optimal_cost_rate", "mean_cost_difference",

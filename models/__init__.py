@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pydantic
@@ -22,9 +23,13 @@ def validate_arch(raw: dict[str, Any]) -> pydantic.BaseModel:
     if name not in MODELS:
         raise ValueError(f"unknown model name {name!r}; known: {sorted(MODELS)}")
     try:
-        return MODELS[name][0].model_validate(raw)
+        arch = MODELS[name][0].model_validate(raw)
     except pydantic.ValidationError as exc:
         raise ValueError("; ".join(f"arch.{part}" for part in one_line(exc).split("; "))) from None
+    for key, value in arch.model_dump().items():  # every model family: no inf/NaN settings
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"arch.{key}: must be a finite number (got {value})")
+    return arch
 
 
 def build_model(arch: pydantic.BaseModel, metadata, device: torch.device) -> nn.Module:

@@ -30,11 +30,55 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def run_module(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python <args>` in a subprocess from the repo root, capturing output."""
+def run_module(*args: str, cwd: Path = REPO, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python <args>` in a subprocess (from the repo root unless `cwd`), capturing output;
+    `env` adds variables. Scripts and modules are found under the repo from any `cwd`."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "WANDB_MODE": "disabled"}
+    env = {**os.environ, "PYTHONPATH": path, "WANDB_MODE": "disabled", **(env or {})}
+    if args and args[0].endswith(".py") and not os.path.isabs(args[0]):
+        args = (str(REPO / args[0]), *args[1:])
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+_SCRIPTS: dict[str, object] = {}
+
+
+def run_in_process(*args: str) -> subprocess.CompletedProcess:
+    """Run a command line of this project in this process (about 10x faster than a subprocess,
+    which mostly pays for importing torch): `pretrain.py ...`, `-m dataset.build_x ...` or
+    `scripts/x.py ...`, through the same entry functions `__main__` calls. Returns what
+    `run_module` would: the exit code and the captured stdout/stderr."""
+    import importlib
+    import importlib.util
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from dataset.common import run_cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            if args[0] == "pretrain.py":
+                import pretrain
+
+                name, overrides, hydra_only = pretrain.parse_argv(list(args[1:]))
+                assert not hydra_only, "run Hydra's own flags in a subprocess"
+                code = pretrain.run(name, overrides)
+            else:
+                if args[0] == "-m":
+                    module, argv = importlib.import_module(args[1]), list(args[2:])
+                else:
+                    if args[0] not in _SCRIPTS:
+                        spec = importlib.util.spec_from_file_location(Path(args[0]).stem + "_script", REPO / args[0])
+                        _SCRIPTS[args[0]] = importlib.util.module_from_spec(spec)
+                        sys.modules[spec.name] = _SCRIPTS[args[0]]  # pydantic resolves annotations through it
+                        spec.loader.exec_module(_SCRIPTS[args[0]])
+                    module, argv = _SCRIPTS[args[0]], list(args[1:])
+                run_cli(lambda: module.cli(argv))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *culprits: str) -> None:

@@ -105,7 +105,7 @@ def test_registry_and_unknown_options():
     assert {"lsa", "sudoku", "arith"} <= set(EVALUATORS)
     meta = DatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=11, seq_len=10,
                            num_puzzle_identifiers=1, total_groups=1, mean_puzzle_examples=1.0, total_puzzles=1, sets=["all"])
-    with pytest.raises(ValueError, match="n\\*n"):
+    with pytest.raises(ValueError, match="do not describe n x n matrices"):
         build_evaluator({"name": "lsa"}, meta)
     with pytest.raises(ValueError, match="unknown evaluator"):
         build_evaluator({"name": "nope"}, meta)

@@ -153,37 +153,63 @@ def test_second_signal_exits_at_once(tmp_path, data_dir):
 # ---------------------------------------------------------------------------------------------
 # kill -9 in the middle of saves
 
+# The saver reports every point of a save on stdout ("<save> <point>") and, at the point the test
+# names, stops and waits to be killed: the kill lands exactly there, whatever the machine's speed.
 SAVER = """
-import sys, torch
+import os, sys, threading, torch
 sys.path.insert(0, {repo!r})
-from training.checkpoint import save_checkpoint
-run_dir = sys.argv[1]
-big = {{"w": torch.randn(4_000_000)}}
-step = 0
+import training.checkpoint as checkpoint
+run_dir, kill_save, kill_point = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+save = 0
+
+def point(name):
+    print(save, name, flush=True)
+    if save == kill_save and name == kill_point:
+        threading.Event().wait()  # here until SIGKILL
+
+write_file, replace, set_pointer, prune = checkpoint._write_file, checkpoint.os.replace, checkpoint._set_pointer, checkpoint._prune
+checkpoint._write_file = lambda path, fn: (point("write " + os.path.basename(path)), write_file(path, fn))[1]
+checkpoint._set_pointer = lambda root, name, target: (point("pointer " + name), set_pointer(root, name, target))[1]
+checkpoint._prune = lambda root, keep: (point("prune"), prune(root, keep))[1]
+big = {{"w": torch.randn(1_000_000)}}
 while True:
-    step += 1
-    save_checkpoint(run_dir, step, {{"model": big, "ema": big, "optim": {{}}, "state": {{"step": step}}}},
-                    {{"step": step}}, {{}}, keep=2)
+    save += 1
+    big["w"] += 1
+    checkpoint.save_checkpoint(run_dir, save, {{"model": big, "ema": big, "optim": {{}}, "state": {{"step": save}}}},
+                               {{"step": save}}, {{}}, keep=2)
+    point("saved")
 """
+KILL_POINTS = ["write model.pt", "write ema.pt", "write optim.pt", "write state.pt", "write config.json",
+               "write meta.json", "pointer latest", "prune", "write .latest.tmp"]
 
 
 def test_kill_9_during_saves_never_breaks_latest(tmp_path):
+    """Kill the saver at points spread over its third save (two complete saves before it); after
+    every kill `latest` names a complete checkpoint of save 2 or 3, and the next save removes
+    what the killed one left."""
     script = tmp_path / "saver.py"
     script.write_text(SAVER.format(repo=str(REPO)))
-    run_dir = tmp_path / "run"
-    delays = [0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.7, 2.2]
-    for delay in delays:
-        proc = subprocess.Popen([sys.executable, str(script), str(run_dir)])
-        time.sleep(delay)
+    for n, kill_point in enumerate(KILL_POINTS):
+        run_dir = tmp_path / f"run{n}"
+        proc = subprocess.Popen([sys.executable, str(script), str(run_dir), "3", kill_point], stdout=subprocess.PIPE,
+                                text=True)
+        seen = []
+        for line in proc.stdout:  # wait for the event, not for time
+            seen.append(line.strip())
+            if seen[-1] == f"3 {kill_point}":
+                break
         proc.kill()
         proc.wait()
-        if not (run_dir / "checkpoints" / "latest").exists():
-            continue
+        assert "2 saved" in seen and seen[-1] == f"3 {kill_point}", seen  # the kill landed inside save 3
         ckpt = resolve_checkpoint(run_dir)
-        state = load_file(ckpt / "state.pt")
+        step = load_file(ckpt / "state.pt")["step"]
+        # Until `latest` is replaced (after the checkpoint's rename) it names save 2; then save 3.
+        assert step == (3 if kill_point == "prune" else 2), (kill_point, step)
+        assert json.loads((ckpt / "meta.json").read_text())["step"] == step
         assert torch.equal(load_file(ckpt / "model.pt")["w"], load_file(ckpt / "ema.pt")["w"])
-        assert json.loads((ckpt / "meta.json").read_text())["step"] == state["step"]
-    assert (run_dir / "checkpoints" / "latest").exists()
+    # A later save cleans up after a killed one.
+    save_checkpoint(tmp_path / "run0", 4, {"model": {"w": torch.ones(1)}, "state": {"step": 4}}, {}, {}, keep=2)
+    assert not [p for p in (tmp_path / "run0" / "checkpoints").iterdir() if p.name.startswith(".tmp")]
 
 
 def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):

@@ -156,6 +156,13 @@ class TrainConfig(Strict):
             raise ValueError("set train.resume or train.load_checkpoint, not both")
         return self
 
+    @pydantic.field_validator("best_metric")
+    @classmethod
+    def _best_metric(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.startswith("eval/"):
+            raise ValueError(f"{value!r} must name an evaluation metric (eval/...)")
+        return value
+
     @pydantic.field_validator("compile_mode", mode="before")
     @classmethod
     def _compile_mode(cls, value: Any) -> Any:
@@ -225,12 +232,6 @@ class Config(Strict):
                 raise ValueError("; ".join(f"evaluators[{i}].{part}" for part in one_line(exc).split("; "))) from None
         return value
 
-    @pydantic.field_validator("train")
-    @classmethod
-    def _best_metric(cls, value: TrainConfig) -> TrainConfig:
-        if value.best_metric is not None and not value.best_metric.startswith("eval/"):
-            raise ValueError(f"best_metric={value.best_metric!r}: must name an evaluation metric (eval/...)")
-        return value
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

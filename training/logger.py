@@ -67,7 +67,9 @@ class RunLogger:
         self.start = time.time()
         if not enabled:
             return
-        self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        # Unbuffered: each record is one write, so a failed write (full disk) leaves nothing
+        # pending that close() would try, and fail, to write again.
+        self.jsonl = open(run_dir / "metrics.jsonl", "ab", buffering=0)
         mode = resolve_wandb_mode(wandb_mode)
         if mode == "disabled":
             return
@@ -91,7 +93,7 @@ class RunLogger:
             return
         record = {"step": step, "time": round(time.time() - self.start, 3), **{k: _clean(v) for k, v in metrics.items()}}
         try:
-            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.write((json.dumps(record) + "\n").encode())
         except OSError as exc:
             raise RunIOError(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({exc.strerror or exc}); "
                              "earlier checkpoints are intact") from exc

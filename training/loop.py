@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dataset import build_dataset
-from dataset.common import DatasetError, InputError, Interrupted, build_lock, dataset_exists
+from dataset import build_dataset, builder_config
+from dataset.common import DatasetError, Interrupted, ReportedError, build_lock, dataset_exists
 from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
 from evaluators import build_evaluator
 from models import build_model
@@ -49,7 +49,7 @@ TRAIN_METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "
                      "grad_norm", "skipped")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(ReportedError, RuntimeError):
     """Training kept producing non-finite losses or gradients."""
 
 
@@ -87,6 +87,7 @@ def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
     if not dataset_exists(path):
         if cfg.data.builder is None:
             raise DatasetError(f"data.path={path}: no dataset there (and data.builder is not set to build one)")
+        builder_config(cfg.data.builder, cfg.data.build_args, path)  # bad arguments fail before anything is written
         with build_lock(path):
             if not dataset_exists(path):  # another run may have built it while this one waited
                 if path.exists() and any(path.iterdir()):
@@ -293,7 +294,7 @@ def train(cfg: Config) -> dict[str, Any]:
         try:
             plan = plan_run(cfg)
             return _train(cfg, plan, stop)
-        except (InputError, TrainingDiverged):
+        except ReportedError:
             raise
         except Exception as exc:
             if stop.signum is None or stop.deferred:
@@ -302,10 +303,11 @@ def train(cfg: Config) -> dict[str, Any]:
             if plan is None:
                 detail = ""
             elif has_checkpoint(plan.run_dir):
-                detail = (f" before training resumed; continue it with train.resume=true "
-                          f"logging.run_name={plan.run_dir.name}")
+                detail = (" before the first training step finished; continue from its last checkpoint with "
+                          f"train.resume=true logging.run_name={plan.run_dir.name}")
             else:
-                detail = f" before training began; {plan.run_dir} has no checkpoint, so the same command starts it again"
+                detail = (f" before the first training step finished; {plan.run_dir} has no checkpoint, so the same "
+                          "command starts it again")
             raise Interrupted(stop.signum, detail) from exc
 
 

@@ -123,13 +123,14 @@ def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, path: Path, f
 def _check_rng(rng: Any, path: Path) -> None:
     _check(isinstance(rng, dict) and {"python", "numpy", "torch"} <= set(rng), path, "rng", "lacks python/numpy/torch")
     python = rng["python"]
-    _check(isinstance(python, tuple) and len(python) == 3 and isinstance(python[1], tuple) and len(python[1]) == 625
-           and all(_int(x, 0, 2**32 - 1) for x in python[1][:624]) and _int(python[1][624], 0, 624),
+    _check(isinstance(python, tuple) and len(python) == 3 and _int(python[0], 3, 3) and isinstance(python[1], tuple)
+           and len(python[1]) == 625 and all(_int(x, 0, 2**32 - 1) for x in python[1][:624])
+           and _int(python[1][624], 0, 624) and (python[2] is None or _float(python[2], -math.inf)),
            path, "rng.python", "is not a Python random state")
     n = rng["numpy"]
     _check(isinstance(n, dict) and n.get("kind") == "MT19937" and isinstance(n.get("keys"), torch.Tensor)
            and n["keys"].shape == (624,) and bool(((n["keys"] >= 0) & (n["keys"] < 2**32)).all())
-           and _int(n.get("pos"), 0, 624) and n.get("has_gauss") in (0, 1) and _float(n.get("cached_gaussian"), -math.inf),
+           and _int(n.get("pos"), 0, 624) and _int(n.get("has_gauss"), 0, 1) and _float(n.get("cached_gaussian"), -math.inf),
            path, "rng.numpy", "is not a numpy MT19937 state")
     reference = torch.get_rng_state()
     _check(isinstance(rng["torch"], torch.Tensor) and rng["torch"].dtype == torch.uint8
