@@ -33,7 +33,8 @@ from dataset.common import InputError  # noqa: E402
 from dataset.loader import eval_batches  # noqa: E402
 from training.config import compose_config, validate_config  # noqa: E402
 from training.evaluation import even_batch_size  # noqa: E402
-from training.loop import build_train_state, run_evaluation, train_step  # noqa: E402
+from training.loop import run_evaluation, train_step
+from training.setup import build_train_state  # noqa: E402
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":

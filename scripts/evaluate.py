@@ -29,7 +29,7 @@ from training.checkpoint import (  # noqa: E402
 )
 from training.config import ConfigError, check_inductor_options, validate_config  # noqa: E402
 from training.evaluation import evaluate  # noqa: E402
-from training.loop import apply_inductor_options, resolve_device  # noqa: E402
+from training.setup import apply_inductor_options, resolve_device  # noqa: E402
 
 
 class EvaluateArgs(BaseModel):

@@ -258,7 +258,8 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path, data_dir, monkeypatc
 
 
 def test_skipped_step_leaves_weights_unchanged(tmp_path, data_dir, monkeypatch):
-    from training.loop import build_train_state, train_step
+    from training.loop import train_step
+    from training.setup import build_train_state
 
     _inject(monkeypatch, {3})
     state = build_train_state(tiny_config(tmp_path, "train.max_steps=10", data=data_dir), progress=False)
@@ -276,7 +277,8 @@ def test_skipped_step_leaves_weights_unchanged(tmp_path, data_dir, monkeypatch):
 
 
 def test_non_finite_gradient_is_skipped(tmp_path, data_dir, monkeypatch):
-    from training.loop import build_train_state, train_step
+    from training.loop import train_step
+    from training.setup import build_train_state
 
     state = build_train_state(tiny_config(tmp_path, "train.max_steps=10", data=data_dir), progress=False)
     train_step(state)

@@ -131,7 +131,8 @@ def test_compiled_loop_does_not_recompile_as_batches_change(tmp_path, monkeypatc
     backend stands in for Inductor on the CPU: guards and recompiles are Dynamo's either way."""
     import torch
     import torch._dynamo
-    from training.loop import build_train_state, run_evaluation, train_step
+    from training.loop import run_evaluation, train_step
+    from training.setup import build_train_state
 
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=kw.get("dynamic")))

@@ -21,7 +21,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -95,6 +95,54 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
     _prune(ckpt_root, keep)
     return final
+
+
+class CheckpointManager:
+    """The checkpoint policy of one run: when a save is due (every `train.eval_interval` steps
+    and at the end, after evaluation; on pre-emption), which metrics make a checkpoint the
+    best, how many to keep, what a rollback returns to. `writer` is False on every rank but
+    0 of a multi-process run: those ranks still build the state dict (it gathers across ranks)
+    but write nothing."""
+
+    def __init__(self, run_dir: Path, train_cfg: Any, config: dict[str, Any], dataset_facts: dict[str, Any],
+                 writer: bool = True):
+        self.run_dir, self.cfg, self.config, self.dataset_facts, self.writer = run_dir, train_cfg, config, dataset_facts, writer
+
+    def due(self, step: int, finished: bool) -> bool:
+        return step % self.cfg.eval_interval == 0 or finished
+
+    def improves(self, metrics: dict[str, float], best: Optional[float]) -> bool:
+        name = self.cfg.best_metric
+        if not name or not metrics:  # a pre-emption before any evaluation saves without metrics
+            return False
+        if name not in metrics:  # checked before training; an evaluator that did not report it is a bug
+            raise CheckpointError(f"train.best_metric={name!r} is not among this evaluation's metrics "
+                                  f"({', '.join(sorted(metrics))})")
+        value = metrics[name]
+        return best is None or (value > best if self.cfg.best_mode == "max" else value < best)
+
+    def save(self, state: Any, metrics: dict[str, float], **meta: Any) -> Optional[Path]:
+        """Save `state` (anything with `step`, `best_value` and `state_dict()`)."""
+        if not self.cfg.save_checkpoints:
+            return None
+        is_best = self.improves(metrics, state.best_value)
+        if is_best:
+            state.best_value = metrics[self.cfg.best_metric]
+        payload = state.state_dict()
+        if not self.writer:
+            return None
+        return save_checkpoint(self.run_dir, state.step, payload, self.config,
+                               {"metrics": metrics, "dataset": self.dataset_facts, **meta}, self.cfg.keep_checkpoints,
+                               is_best)
+
+    def rollback_target(self) -> Optional[Path]:
+        """The checkpoint a rollback returns to (the latest), None when there is none."""
+        return resolve_checkpoint(self.run_dir) if list_checkpoints(self.run_dir) else None
+
+
+def load_checkpoint_files(ckpt: Path) -> dict[str, Any]:
+    """A checkpoint directory's parts, loaded without unpickling code: {model, ema, optim, state}."""
+    return {part: load_file(ckpt / f"{part}.pt") for part in ("model", "ema", "optim", "state")}
 
 
 def _set_pointer(ckpt_root: Path, name: str, target: str) -> None:

@@ -1,4 +1,4 @@
-"""The training loop, readable in one sitting: setup, then one ACT step per iteration.
+"""The training loop, readable in one sitting: open the run, then one ACT step per iteration.
 
 Per iteration (`train_step`): gather a batch on the device, run one ACT step (halted examples
 take fresh data), backward, clip, AdamATan2 for the weights and sign-SGD for the puzzle
@@ -6,44 +6,33 @@ embedding, EMA update. A step whose loss or gradient is not finite is skipped on
 (no update anywhere); too many in a row roll training back to the last checkpoint with a
 lower LR. Metrics stay on the device and are read back every `log_every` steps; the EMA
 weights are swapped in for evaluation every `eval_interval` steps, then a checkpoint. A
-SIGTERM/SIGINT finishes the step, checkpoints and returns. Everything that evolves lives in
-one `TrainState`, checkpointed together (training/resume.py).
+SIGTERM/SIGINT finishes the step, checkpoints and returns.
+
+Where the rest lives: training/run.py opens a run (new, resumed, warm-started; every check
+before the first step), training/state.py is the train state that saves and restores itself,
+training/checkpoint.py the checkpoint policy and files, training/setup.py builds the state.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from dataset import build_dataset, builder_config
-from dataset.common import DatasetError, Interrupted, ReportedError, build_lock, dataset_exists
-from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
+from dataset.common import Interrupted, ReportedError
 from evaluators import build_evaluator
-from models import build_model
-from models.losses import ACTLossHead
-from training.checkpoint import (
-    MODEL_DATA_FIELDS, check_data_compatible, list_checkpoints, load_meta, load_weights, resolve_checkpoint, save_checkpoint,
-)
-from training.config import Config, ConfigError, check_inductor_options, did_you_mean, inductor_option
-from training.ema import EMA
-from training.evaluation import METRIC_NAMES as EVAL_METRICS, EvaluationInterrupted, evaluate
-from training.logger import RunLogger, truncate_metrics, write_text
-from training.optim import AdamATan2, SignSGD, lr_at, set_lr
+from training.config import Config
+from training.evaluation import EvaluationInterrupted, evaluate
+from training.optim import lr_at, set_lr
 from training.preemption import StopSignal
-from training.resume import restore_train_state, train_state_payload
-from training.run import RunPlan, has_checkpoint, plan_run
+from training.run import Run, has_checkpoint, open_run, plan_run, restore
+from training.state import TrainState
 
 TRAIN_METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss",
                      "grad_norm", "skipped")
@@ -51,138 +40,6 @@ TRAIN_METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "
 
 class TrainingDiverged(ReportedError, RuntimeError):
     """Training kept producing non-finite losses or gradients."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Setup
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"train.device={name!r}: not a device name ({exc})") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name!r}: CUDA is not available on this machine")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        elif device.index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
-    """Load the dataset, building it first when the config names a builder and it is missing.
-    Runs that need the same missing dataset wait for one builder (a lock beside it)."""
-    path = Path(cfg.data.path)
-    if not dataset_exists(path):
-        if cfg.data.builder is None:
-            raise DatasetError(f"data.path={path}: no dataset there (and data.builder is not set to build one)")
-        builder_config(cfg.data.builder, cfg.data.build_args, path)  # bad arguments fail before anything is written
-        with build_lock(path):
-            if not dataset_exists(path):  # another run may have built it while this one waited
-                if path.exists() and any(path.iterdir()):
-                    raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; "
-                                       "remove it to rebuild")
-                print(f"Building dataset {path} (builder {cfg.data.builder!r})", flush=True)
-                build_dataset(cfg.data.builder, cfg.data.build_args, path, progress=progress)
-    return PuzzleDataset.load(path)
-
-
-def total_steps_of(cfg: Config, data: PuzzleDataset) -> int:
-    if cfg.train.max_steps is not None:
-        return cfg.train.max_steps
-    examples_per_epoch = data.train_meta.total_groups * data.train_meta.mean_puzzle_examples
-    return max(1, int(cfg.train.epochs * examples_per_epoch / cfg.train.global_batch_size))
-
-
-@dataclass
-class TrainState:
-    """Everything training needs and changes: built by `build_train_state`, advanced by
-    `train_step`, saved and restored by training/resume.py."""
-
-    cfg: Config
-    device: torch.device
-    data: PuzzleDataset
-    train_arrays: DeviceArrays
-    test_arrays: DeviceArrays
-    sampler: TrainSampler
-    model: nn.Module
-    step_fn: Callable  # the (compiled) ACTLossHead
-    adam: AdamATan2
-    sign: Optional[SignSGD]
-    ema: Optional[EMA]
-    total_steps: int
-    compiled: bool
-    clip_params: list = field(default_factory=list)
-    step: int = 0
-    train_seconds: float = 0.0
-    carry: Optional[dict[str, torch.Tensor]] = None
-    lr_scale: float = 1.0  # lowered by each rollback
-    rollbacks: int = 0
-    skipped_steps: int = 0  # non-finite steps so far (read back at log time)
-    best_value: Optional[float] = None
-    bad_in_a_row: Optional[torch.Tensor] = None  # device counter of consecutive skipped steps
-
-
-def apply_inductor_options(options: dict[str, Any]) -> None:
-    """Set torch._inductor.config options (process-wide) before compiling; `options` passed the
-    allow-list in training/config.py. Inductor's options are part of its cache keys; torch's
-    global SDPA backend switches are not (a cached graph keeps the kernel it was compiled with),
-    so there is no knob for those."""
-    for name, value in check_inductor_options(options).items():
-        setattr(*inductor_option(name), value)
-
-
-def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
-    device = resolve_device(cfg.train.device)
-    compiled = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.set_float32_matmul_precision("high")
-    apply_inductor_options(cfg.train.inductor)
-    if cfg.train.num_threads is not None:
-        torch.set_num_threads(cfg.train.num_threads)
-    seed_everything(cfg.train.seed)
-
-    data = prepare_data(cfg, progress)
-    resident = {"always": True, "never": False}.get(cfg.data.device_resident)
-    if resident is None:
-        resident = fits_on_device(data.train, device)
-    model = build_model(cfg.arch, data.meta, device)
-    o = cfg.optim
-    weights = [p for name, p in model.named_parameters() if name != "puzzle_emb"]
-    adam = AdamATan2(weights, lr=0.0, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, compile_update=compiled)
-    sign = None
-    if getattr(model, "puzzle_emb", None) is not None:
-        sign = SignSGD([model.puzzle_emb], lr=0.0, weight_decay=o.puzzle_emb_weight_decay)
-    loss_head = ACTLossHead(model)
-    return TrainState(
-        cfg=cfg,
-        device=device,
-        data=data,
-        train_arrays=DeviceArrays(data.train, data.train_meta, device, resident),
-        test_arrays=DeviceArrays(data.test, data.test_meta, device, resident),
-        sampler=TrainSampler(data.train, cfg.train.global_batch_size, cfg.train.seed),
-        model=model,
-        step_fn=torch.compile(loss_head, dynamic=False, mode=cfg.train.compile_mode) if compiled else loss_head,
-        adam=adam,
-        sign=sign,
-        ema=EMA(model, cfg.train.ema_rate, compile_update=compiled) if cfg.train.ema else None,
-        total_steps=total_steps_of(cfg, data),
-        compiled=compiled,
-        clip_params=weights,
-        bad_in_a_row=torch.zeros((), dtype=torch.int32, device=device),
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,27 +119,6 @@ def format_metrics(metrics: dict[str, float], keys: tuple[str, ...]) -> str:
 # The loop
 
 
-def check_before_training(state: TrainState) -> None:
-    """Everything about the config that needs the data, checked before a run directory exists:
-    each evaluator fits the dataset, `best_metric` names a metric evaluation will report, the
-    batch fits the training split."""
-    cfg, data = state.cfg, state.data
-    evaluators = []
-    for i, spec in enumerate(cfg.evaluators):
-        try:
-            evaluators.append(build_evaluator(spec, data.test_meta))
-        except ValueError as exc:
-            raise ConfigError(f"evaluators[{i}] ({spec['name']}): {exc} ({data.path})") from exc
-    if cfg.train.best_metric is not None:
-        names = {f"eval/{k}" for k in EVAL_METRICS} | {f"eval/{ev.name}/{m}" for ev in evaluators for m in ev.metric_names()}
-        if cfg.train.best_metric not in names:
-            raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not an evaluation metric of this run"
-                              f"{did_you_mean(cfg.train.best_metric, sorted(names))}; available: {', '.join(sorted(names))}")
-    if cfg.train.global_batch_size > data.train.num_examples:
-        raise ConfigError(f"train.global_batch_size={cfg.train.global_batch_size} is larger than the training split "
-                          f"of {data.path} ({data.train.num_examples} examples)")
-
-
 def train(cfg: Config) -> dict[str, Any]:
     """Train as configured; returns the final evaluation metrics plus run facts.
 
@@ -293,7 +129,11 @@ def train(cfg: Config) -> dict[str, Any]:
         plan = None
         try:
             plan = plan_run(cfg)
-            return _train(cfg, plan, stop)
+            run = open_run(cfg, plan)
+            try:
+                return run_loop(run, stop)
+            finally:
+                run.logger.close()
         except ReportedError:
             raise
         except Exception as exc:
@@ -311,98 +151,48 @@ def train(cfg: Config) -> dict[str, Any]:
             raise Interrupted(stop.signum, detail) from exc
 
 
-def _train(cfg: Config, plan: RunPlan, stop: StopSignal) -> dict[str, Any]:
-    progress = cfg.logging.progress
-    state = build_train_state(cfg, progress)
-    check_before_training(state)
+def roll_back(run: Run) -> None:
+    """Too many non-finite steps in a row: back to the last checkpoint, with a lower LR."""
+    state, cfg = run.state, run.state.cfg
+    ckpt = run.checkpoints.rollback_target()
+    if ckpt is None:
+        raise TrainingDiverged(f"step {state.step}: {cfg.train.max_bad_steps} non-finite steps in a row and no "
+                               f"checkpoint to roll back to; lower optim.lr or check the data")
+    if state.rollbacks >= cfg.train.max_rollbacks:
+        raise TrainingDiverged(f"step {state.step}: still non-finite after {state.rollbacks} rollbacks "
+                               f"(train.max_rollbacks); last good checkpoint: {ckpt}")
+    rollbacks, lr_scale, skipped = state.rollbacks + 1, state.lr_scale * cfg.train.rollback_lr_factor, state.skipped_steps
+    restore(state, ckpt)
+    state.rollbacks, state.lr_scale, state.skipped_steps = rollbacks, lr_scale, skipped
+    state.bad_in_a_row.zero_()
+    run.logger.log({"train/rollbacks": rollbacks, "train/lr_scale": lr_scale}, state.step)
+    tqdm.write(f"rolled back to {ckpt.name} (step {state.step}) with LR x{lr_scale:g} "
+               f"after {cfg.train.max_bad_steps} non-finite steps in a row", file=sys.stdout)
 
-    # ----- restored state, run directory, logging --------------------------------------------
-    wandb_id, run_dir = None, plan.run_dir
-    if plan.resume_from is not None:
-        ckpt = plan.resume_from
-        check_data_compatible(ckpt, load_meta(ckpt), state.data.meta, state.data.path)
-        saved, notes = restore_train_state(state, ckpt)
-        wandb_id = saved.get("wandb_id") if plan.in_place else None
-        where = f"resuming {run_dir} from {ckpt.name}" if plan.in_place else f"continuing {ckpt} as run {run_dir}"
-        print(f"{where} (step {state.step})" + "".join(f"\n  changed: {c}" for c in plan.changes)
-              + "".join(f"\n  note: {n}" for n in notes), flush=True)
-    elif plan.warm_start is not None:
-        which = load_weights(state.model, plan.warm_start, use_ema=True)
-        if state.ema is not None:
-            state.ema = EMA(state.model, cfg.train.ema_rate, compile_update=state.compiled)
-        print(f"initialised from {plan.warm_start} ({which} weights)", flush=True)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({exc.strerror or exc})") from exc
-    # In place: lines a crashed run logged past the checkpoint go aside. A new run in a directory
-    # without a checkpoint (one stopped before its first save) moves its old lines aside.
-    stale = truncate_metrics(run_dir, state.step if plan.in_place else -1)
-    if stale:
-        print(f"moved {stale} metric lines of an earlier attempt aside ({run_dir}/metrics.stale-*.jsonl)", flush=True)
-    config_dict = cfg.to_dict()
-    write_text(run_dir / "config.json", json.dumps(config_dict, indent=2) + "\n")
-    logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config_dict, cfg.logging.wandb_mode, wandb_id)
-    data, device = state.data, state.device
-    print(
-        f"run {run_dir.name}: {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f}M params on {device}"
-        f"{' (compiled)' if state.compiled else ''}, {data.train.num_examples} train / {data.test.num_examples} test "
-        f"examples, {state.total_steps} steps of {cfg.train.global_batch_size}; run dir {run_dir}",
-        flush=True,
-    )
-    dataset_facts = {f: getattr(data.meta, f) for f in MODEL_DATA_FIELDS} | {"path": str(data.path)}
 
-    def save(metrics: dict[str, float], **meta: Any) -> None:
-        if not cfg.train.save_checkpoints:
-            return
-        is_best = False
-        if cfg.train.best_metric and cfg.train.best_metric in metrics:
-            value, best = metrics[cfg.train.best_metric], state.best_value
-            is_best = best is None or (value > best if cfg.train.best_mode == "max" else value < best)
-            if is_best:
-                state.best_value = value
-        save_checkpoint(run_dir, state.step, train_state_payload(state, logger.wandb_id), config_dict,
-                        {"metrics": metrics, "dataset": dataset_facts, **meta}, cfg.train.keep_checkpoints, is_best)
+def evaluate_and_save(run: Run, stop: StopSignal) -> dict[str, float]:
+    state = run.state
+    metrics = run_evaluation(state, run.dir / "eval" / f"step_{state.step:07d}", state.cfg.logging.progress,
+                             lambda: stop.requested)
+    if state.device.type == "cuda":
+        metrics["perf/peak_memory_gib"] = torch.cuda.max_memory_allocated(state.device) / 2**30
+    run.logger.log({**metrics, "train/seconds": state.train_seconds}, state.step)
+    tqdm.write(f"step {state.step}: " + format_metrics(metrics, tuple(metrics)), file=sys.stdout)
+    run.checkpoints.save(state, metrics)
+    return metrics
 
-    def evaluate_and_save(stop: StopSignal) -> dict[str, float]:
-        metrics = run_evaluation(state, run_dir / "eval" / f"step_{state.step:07d}", progress, lambda: stop.requested)
-        if cfg.train.best_metric and cfg.train.best_metric not in metrics:
-            raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not an evaluation metric; "
-                              f"available: {sorted(metrics)}")
-        if device.type == "cuda":
-            metrics["perf/peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-        logger.log({**metrics, "train/seconds": state.train_seconds}, state.step)
-        tqdm.write(f"step {state.step}: " + format_metrics(metrics, tuple(metrics)), file=sys.stdout)
-        save(metrics)
-        return metrics
 
-    def roll_back() -> None:
-        """Too many non-finite steps in a row: back to the last checkpoint, lower LR."""
-        ckpts = list_checkpoints(run_dir)
-        if not ckpts:
-            raise TrainingDiverged(f"step {state.step}: {cfg.train.max_bad_steps} non-finite steps in a row and no "
-                                   f"checkpoint to roll back to; lower optim.lr or check the data")
-        if state.rollbacks >= cfg.train.max_rollbacks:
-            raise TrainingDiverged(f"step {state.step}: still non-finite after {state.rollbacks} rollbacks "
-                                   f"(train.max_rollbacks); last good checkpoint: {resolve_checkpoint(run_dir)}")
-        ckpt = resolve_checkpoint(run_dir)
-        rollbacks, lr_scale, skipped = state.rollbacks + 1, state.lr_scale * cfg.train.rollback_lr_factor, state.skipped_steps
-        restore_train_state(state, ckpt)
-        state.rollbacks, state.lr_scale, state.skipped_steps = rollbacks, lr_scale, skipped
-        state.bad_in_a_row.zero_()
-        logger.log({"train/rollbacks": rollbacks, "train/lr_scale": lr_scale}, state.step)
-        tqdm.write(f"rolled back to {ckpt.name} (step {state.step}) with LR x{lr_scale:g} "
-                   f"after {cfg.train.max_bad_steps} non-finite steps in a row", file=sys.stdout)
-
+def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
+    state, logger, cfg = run.state, run.logger, run.state.cfg
     last_eval: dict[str, float] = {}
     window: Optional[torch.Tensor] = None
     window_steps, window_start, compile_seconds, preempted = 0, time.perf_counter(), None, False
     max_seconds = cfg.train.max_train_seconds
-    bar = tqdm(total=state.total_steps, initial=state.step, desc=run_dir.name, unit="step", mininterval=1.0,
-               disable=not progress)
+    bar = tqdm(total=state.total_steps, initial=state.step, desc=run.dir.name, unit="step", mininterval=1.0,
+               disable=not cfg.logging.progress)
     try:
-        if cfg.train.eval_at_start and plan.resume_from is None:
-            last_eval = evaluate_and_save(stop)
+        if cfg.train.eval_at_start and run.plan.resume_from is None:
+            last_eval = evaluate_and_save(run, stop)
         while state.step < state.total_steps:
             t0 = time.perf_counter()
             stacked = train_step(state)
@@ -410,8 +200,8 @@ def _train(cfg: Config, plan: RunPlan, stop: StopSignal) -> dict[str, Any]:
             window_steps += 1
             bar.update(1)
             if compile_seconds is None:  # the first step includes compilation: time it once
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                if state.device.type == "cuda":
+                    torch.cuda.synchronize(state.device)
                 compile_seconds = time.perf_counter() - t0
                 logger.log({"perf/first_step_seconds": compile_seconds}, state.step)
                 stop.defer()  # from now on a signal means: finish this step, checkpoint, return
@@ -428,7 +218,7 @@ def _train(cfg: Config, plan: RunPlan, stop: StopSignal) -> dict[str, Any]:
                 bar.set_postfix_str(format_metrics(logged, ("train/lm_loss", "train/accuracy", "train/exact_accuracy")))
                 window, window_steps, window_start = None, 0, time.perf_counter()
                 if bad_in_a_row >= cfg.train.max_bad_steps:
-                    roll_back()
+                    roll_back(run)
                     bar.reset(total=state.total_steps)
                     bar.update(state.step)
                     continue
@@ -436,18 +226,18 @@ def _train(cfg: Config, plan: RunPlan, stop: StopSignal) -> dict[str, Any]:
 
             # ----- pre-emption: checkpoint now and stop ----------------------------------------
             if stop.requested:
-                save(last_eval, preempted=True)
+                run.checkpoints.save(state, last_eval, preempted=True)
                 preempted = True
                 tqdm.write(f"stopped at step {state.step}: checkpoint written; continue with train.resume=true "
-                           f"logging.run_name={run_dir.name}", file=sys.stdout)
+                           f"logging.run_name={run.dir.name}", file=sys.stdout)
                 break
 
             # ----- evaluate with the EMA weights, then checkpoint ------------------------------
-            if state.step % cfg.train.eval_interval == 0 or finished:
+            if run.checkpoints.due(state.step, finished):
                 try:
-                    last_eval = evaluate_and_save(stop)
+                    last_eval = evaluate_and_save(run, stop)
                 except EvaluationInterrupted:
-                    save(last_eval, preempted=True)
+                    run.checkpoints.save(state, last_eval, preempted=True)
                     preempted = True
                     tqdm.write(f"stopped at step {state.step} during evaluation: checkpoint written", file=sys.stdout)
                     break
@@ -457,7 +247,6 @@ def _train(cfg: Config, plan: RunPlan, stop: StopSignal) -> dict[str, Any]:
                 break
     finally:
         bar.close()
-        logger.close()
     return {**last_eval, "step": state.step, "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps,
             "rollbacks": state.rollbacks, "preempted": preempted, "perf/first_step_seconds": compile_seconds,
-            "run_dir": str(run_dir)}
+            "run_dir": str(run.dir)}

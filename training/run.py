@@ -1,4 +1,5 @@
-"""Which run directory a training run writes to, and what it starts from.
+"""Opening a run: which directory it writes to, what it starts from, and everything checked
+before the first step.
 
 A run writes only inside `runs_dir/<project>/<run name>` (both names are single path
 components, checked by the config). The cases:
@@ -10,20 +11,36 @@ components, checked by the config). The cases:
                     the run continues in place, otherwise the continued run is written to the
                     configured (or a fresh) run directory, never beside the checkpoint;
   load_checkpoint   a new run whose weights start from a checkpoint (read only).
+`open_run` then builds the train state, checks what needs the data (evaluators, best_metric,
+the batch), restores or warm-starts it, and only then creates the run directory, its
+config.json and its logger.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import coolname
 
-from training.checkpoint import CheckpointError, list_checkpoints, resolve_checkpoint
-from training.config import Config, ConfigError
-from training.resume import check_resume_config
+from evaluators import build_evaluator
+from training.checkpoint import (
+    MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,
+    load_config, load_meta, load_weights, resolve_checkpoint,
+)
+from training.config import Config, ConfigError, did_you_mean
+from training.ema import EMA
+from training.evaluation import METRIC_NAMES as EVAL_METRICS
+from training.logger import RunLogger, truncate_metrics, write_text
+from training.setup import build_train_state
+from training.state import TrainState
+
+# Config sections a checkpoint's weights depend on. The data may move or be rebuilt; its
+# shape facts (vocab_size, seq_len, identifiers) are checked against the checkpoint instead.
+FIXED_SECTIONS = ("arch",)
 
 
 @dataclass
@@ -87,3 +104,110 @@ def plan_run(cfg: Config) -> RunPlan:
                                   "which is not its run; copy it elsewhere first")
         _refuse_if_taken(run_dir)
     return RunPlan(run_dir, resume_from=ckpt, in_place=in_place, changes=check_resume_config(cfg, ckpt))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+    return out
+
+
+def check_resume_config(cfg: Config, ckpt: Path) -> list[str]:
+    """Refuse a resume whose model differs from the checkpoint's; list other changed settings."""
+    saved = _flatten(load_config(ckpt))
+    current = _flatten(cfg.to_dict())
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    fixed = [k for k in changed if k.split(".")[0] in FIXED_SECTIONS]
+    if fixed:
+        k = fixed[0]
+        raise ConfigError(f"train.resume: {k}={current.get(k)!r} differs from the checkpoint's {saved.get(k)!r} "
+                          f"({ckpt}); the model settings must match to resume")
+    ignored = {"train.resume", "train.load_checkpoint", "logging.run_name"}
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed if k not in ignored]
+
+
+def check_before_training(state: TrainState) -> None:
+    """Everything about the config that needs the data, checked before a run directory exists:
+    each evaluator fits the dataset, `best_metric` names a metric evaluation will report, the
+    batch fits the training split."""
+    cfg, data = state.cfg, state.data
+    evaluators = []
+    for i, spec in enumerate(cfg.evaluators):
+        try:
+            evaluators.append(build_evaluator(spec, data.test_meta))
+        except ValueError as exc:
+            raise ConfigError(f"evaluators[{i}] ({spec['name']}): {exc} ({data.path})") from exc
+    if cfg.train.best_metric is not None:
+        names = {f"eval/{k}" for k in EVAL_METRICS} | {f"eval/{ev.name}/{m}" for ev in evaluators for m in ev.metric_names()}
+        if cfg.train.best_metric not in names:
+            raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not an evaluation metric of this run"
+                              f"{did_you_mean(cfg.train.best_metric, sorted(names))}; available: {', '.join(sorted(names))}")
+    if cfg.train.global_batch_size > data.train.num_examples:
+        raise ConfigError(f"train.global_batch_size={cfg.train.global_batch_size} is larger than the training split "
+                          f"of {data.path} ({data.train.num_examples} examples)")
+
+
+@dataclass
+class Run:
+    """An opened run: its directory, state, logger and checkpoint policy."""
+
+    plan: RunPlan
+    state: TrainState
+    logger: RunLogger
+    checkpoints: CheckpointManager
+
+    @property
+    def dir(self) -> Path:
+        return self.plan.run_dir
+
+
+def restore(state: TrainState, ckpt: Path) -> list[str]:
+    """Load checkpoint `ckpt` into `state` (every field checked first); returns log notes."""
+    check_data_compatible(ckpt, load_meta(ckpt), state.data.meta, state.data.path)
+    return state.load_state_dict(load_checkpoint_files(ckpt), source=ckpt)
+
+
+def open_run(cfg: Config, plan: RunPlan) -> Run:
+    state = build_train_state(cfg, cfg.logging.progress)
+    check_before_training(state)
+    run_dir = plan.run_dir
+    if plan.resume_from is not None:
+        notes = restore(state, plan.resume_from)
+        if not plan.in_place:
+            state.wandb_id = None  # a new run directory gets its own wandb run
+        where = (f"resuming {run_dir} from {plan.resume_from.name}" if plan.in_place
+                 else f"continuing {plan.resume_from} as run {run_dir}")
+        print(f"{where} (step {state.step})" + "".join(f"\n  changed: {c}" for c in plan.changes)
+              + "".join(f"\n  note: {n}" for n in notes), flush=True)
+    elif plan.warm_start is not None:
+        which = load_weights(state.model, plan.warm_start, use_ema=True)
+        if state.ema is not None:
+            state.ema = EMA(state.model, cfg.train.ema_rate, compile_update=state.compiled)
+        print(f"initialised from {plan.warm_start} ({which} weights)", flush=True)
+
+    # ----- only now, with everything checked: the run directory --------------------------------
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({exc.strerror or exc})") from exc
+    # In place: lines a crashed run logged past the checkpoint go aside. A new run in a directory
+    # without a checkpoint (one stopped before its first save) moves its old lines aside.
+    stale = truncate_metrics(run_dir, state.step if plan.in_place else -1)
+    if stale:
+        print(f"moved {stale} metric lines of an earlier attempt aside ({run_dir}/metrics.stale-*.jsonl)", flush=True)
+    config = cfg.to_dict()
+    write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
+    logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config, cfg.logging.wandb_mode, state.wandb_id)
+    state.wandb_id = logger.wandb_id
+    data = state.data
+    dataset_facts = {f: getattr(data.meta, f) for f in MODEL_DATA_FIELDS} | {"path": str(data.path)}
+    print(
+        f"run {run_dir.name}: {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f}M params on {state.device}"
+        f"{' (compiled)' if state.compiled else ''}, {data.train.num_examples} train / {data.test.num_examples} test "
+        f"examples, {state.total_steps} steps of {cfg.train.global_batch_size}; run dir {run_dir}",
+        flush=True,
+    )
+    return Run(plan, state, logger, CheckpointManager(run_dir, cfg.train, config, dataset_facts))

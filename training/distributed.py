@@ -1,0 +1,137 @@
+"""Data parallelism under torchrun: one process per device, PyTorch's DistributedDataParallel.
+
+Why DDP and not FSDP2: the models here are small (millions of parameters) and fit on every
+device many times over; sharding them would add communication and buy nothing. DDP keeps a
+full replica per rank and all-reduces the gradients (the sparse puzzle-embedding table's
+included, so the sign-SGD update sees the global batch's gradient on every rank).
+
+`torchrun --nproc-per-node N pretrain.py ...` sets RANK, WORLD_SIZE, LOCAL_RANK and the
+rendezvous variables; `python pretrain.py` (or torchrun with one process) runs without a
+process group, exactly as before. Collectives here are no-ops in a single process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+
+from dataset.common import ReportedError
+
+
+class DistributedError(ReportedError):
+    """A multi-process set-up that cannot work (ranks that disagree, a peer that died); every
+    rank reports it in one line."""
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: Optional[str] = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def tag(self) -> str:
+        """' (rank r of n)' for messages, '' in a single process."""
+        return f" (rank {self.rank} of {self.world_size})" if self.distributed else ""
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_world(device: str, timeout_s: float) -> World:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on the CPU), or return
+    the single-process world."""
+    if not launched_by_torchrun():
+        return World()
+    try:
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError) as exc:
+        raise DistributedError(f"torchrun environment: RANK/WORLD_SIZE/LOCAL_RANK missing or not integers ({exc})") from exc
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise DistributedError(f"LOCAL_RANK={local_rank} but this machine has {torch.cuda.device_count()} CUDA "
+                                   "device(s); use --nproc-per-node <= the number of GPUs")
+        torch.cuda.set_device(local_rank)
+    backend = "nccl" if use_cuda else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return World(rank, world_size, local_rank, backend)
+
+
+def close_world(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_(tensor: torch.Tensor, world: World, op: str = "sum") -> torch.Tensor:
+    """In place, on the device; no host sync."""
+    if world.distributed:
+        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX,
+                                    "min": dist.ReduceOp.MIN}[op])
+    return tensor
+
+
+def broadcast_object(obj: Any, world: World) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not world.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather_object(obj: Any, world: World) -> list[Any]:
+    if not world.distributed:
+        return [obj]
+    out: list[Any] = [None] * world.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_rows(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """Concatenate every rank's (b, ...) tensor in rank order: (world_size * b, ...)."""
+    if not world.distributed:
+        return tensor
+    out = torch.empty((world.world_size * tensor.shape[0],) + tuple(tensor.shape[1:]), dtype=tensor.dtype,
+                      device=tensor.device)
+    dist.all_gather_into_tensor(out, tensor.contiguous())
+    return out
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def check_same_everywhere(what: str, value: Any, world: World) -> None:
+    """Refuse ranks that disagree (e.g. launched with different overrides): every rank raises
+    the same one-line error naming the first rank that differs from rank 0."""
+    if not world.distributed:
+        return
+    values = all_gather_object(pickle.dumps(value), world)
+    for rank, other in enumerate(values):
+        if other != values[0]:
+            differing = ""
+            if isinstance(value, dict):
+                mine, theirs = pickle.loads(values[0]), pickle.loads(other)
+                keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+                differing = f" ({', '.join(keys[:3])})"
+            raise DistributedError(f"{what} differs between rank 0 and rank {rank}{differing}; launch every rank "
+                                   "with the same command")

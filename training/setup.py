@@ -1,0 +1,120 @@
+"""Building a fresh train state from a config: device, kernels, seeds, the dataset (built
+first when missing), the model, optimizers, EMA and the (compiled) step function."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataset import build_dataset, builder_config
+from dataset.common import DatasetError, build_lock, dataset_exists
+from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
+from models import build_model
+from models.losses import ACTLossHead
+from training.config import Config, ConfigError, check_inductor_options, inductor_option
+from training.ema import EMA
+from training.optim import AdamATan2, SignSGD
+from training.state import TrainState
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device={name!r}: not a device name ({exc})") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name!r}: CUDA is not available on this machine")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        elif device.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
+    """Load the dataset, building it first when the config names a builder and it is missing.
+    Runs that need the same missing dataset wait for one builder (a lock beside it)."""
+    path = Path(cfg.data.path)
+    if not dataset_exists(path):
+        if cfg.data.builder is None:
+            raise DatasetError(f"data.path={path}: no dataset there (and data.builder is not set to build one)")
+        builder_config(cfg.data.builder, cfg.data.build_args, path)  # bad arguments fail before anything is written
+        with build_lock(path):
+            if not dataset_exists(path):  # another run may have built it while this one waited
+                if path.exists() and any(path.iterdir()):
+                    raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; "
+                                       "remove it to rebuild")
+                print(f"Building dataset {path} (builder {cfg.data.builder!r})", flush=True)
+                build_dataset(cfg.data.builder, cfg.data.build_args, path, progress=progress)
+    return PuzzleDataset.load(path)
+
+
+def total_steps_of(cfg: Config, data: PuzzleDataset) -> int:
+    if cfg.train.max_steps is not None:
+        return cfg.train.max_steps
+    examples_per_epoch = data.train_meta.total_groups * data.train_meta.mean_puzzle_examples
+    return max(1, int(cfg.train.epochs * examples_per_epoch / cfg.train.global_batch_size))
+
+
+def apply_inductor_options(options: dict[str, Any]) -> None:
+    """Set torch._inductor.config options (process-wide) before compiling; `options` passed the
+    allow-list in training/config.py. Inductor's options are part of its cache keys; torch's
+    global SDPA backend switches are not (a cached graph keeps the kernel it was compiled with),
+    so there is no knob for those."""
+    for name, value in check_inductor_options(options).items():
+        setattr(*inductor_option(name), value)
+
+
+def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
+    device = resolve_device(cfg.train.device)
+    compiled = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.set_float32_matmul_precision("high")
+    apply_inductor_options(cfg.train.inductor)
+    if cfg.train.num_threads is not None:
+        torch.set_num_threads(cfg.train.num_threads)
+    seed_everything(cfg.train.seed)
+
+    data = prepare_data(cfg, progress)
+    resident = {"always": True, "never": False}.get(cfg.data.device_resident)
+    if resident is None:
+        resident = fits_on_device(data.train, device)
+    model = build_model(cfg.arch, data.meta, device)
+    o = cfg.optim
+    weights = [p for name, p in model.named_parameters() if name != "puzzle_emb"]
+    adam = AdamATan2(weights, lr=0.0, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, compile_update=compiled)
+    sign = None
+    if getattr(model, "puzzle_emb", None) is not None:
+        sign = SignSGD([model.puzzle_emb], lr=0.0, weight_decay=o.puzzle_emb_weight_decay)
+    loss_head = ACTLossHead(model)
+    return TrainState(
+        cfg=cfg,
+        device=device,
+        data=data,
+        train_arrays=DeviceArrays(data.train, data.train_meta, device, resident),
+        test_arrays=DeviceArrays(data.test, data.test_meta, device, resident),
+        sampler=TrainSampler(data.train, cfg.train.global_batch_size, cfg.train.seed),
+        model=model,
+        step_fn=torch.compile(loss_head, dynamic=False, mode=cfg.train.compile_mode) if compiled else loss_head,
+        adam=adam,
+        sign=sign,
+        ema=EMA(model, cfg.train.ema_rate, compile_update=compiled) if cfg.train.ema else None,
+        total_steps=total_steps_of(cfg, data),
+        compiled=compiled,
+        clip_params=weights,
+        bad_in_a_row=torch.zeros((), dtype=torch.int32, device=device),
+    )
