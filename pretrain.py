@@ -1,53 +1,139 @@
 """Train a recursive reasoning model: compose the Hydra config, validate it, train.
 
+    python pretrain.py --help                               # the configs, model variants and flags
     python pretrain.py --config-name cfg_lsa_cpu            # 4x4 LSA on a laptop CPU, minutes
     python pretrain.py --config-name cfg_lsa                # 9x9 LSA, compiled bf16 on a GPU
     python pretrain.py --config-name cfg_lsa train.max_train_seconds=400 arch=trm_mlp
     python pretrain.py --config-name cfg_lsa logging.run_name=NAME train.resume=true   # continue a run
+    python pretrain.py --check --config-name cfg_lsa ...    # validate config and run directory only
+    python pretrain.py --config-name cfg_lsa_cpu -m optim.lr=1e-3,3e-3   # a sweep: runs <name>-0, <name>-1
 
-Known bad input (config, dataset, checkpoint) ends with one line on stderr and exit code 2.
+Known bad input (config, dataset, checkpoint) ends with one line on stderr and exit code 2,
+before anything runs: also with `--cfg job` and for every job of a `-m` sweep.
 A first SIGTERM/SIGINT writes a checkpoint and exits 0; a second exits at once.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dataset.common import InputError
-from training.config import compose_config, validate_config
+from training.config import CONFIG_DIR, ConfigError, compose_config, validate_config
 
-# Hydra's own flags: with any of these, Hydra handles the command line alone.
-HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
-               "-m", "--multirun", "-p", "--package", "--resolve", "-cp", "--config-path", "-cd", "--config-dir",
-               "--experimental-rerun")
+# Hydra's flags that take a value (`--cfg job`), and those after which we check nothing:
+# another config directory, or no config at all.
+VALUE_FLAGS = ("--config-name", "-cn", "--cfg", "-c", "-p", "--package", "-cp", "--config-path", "-cd",
+               "--config-dir", "--experimental-rerun")
+UNCHECKED_FLAGS = ("--hydra-help", "--version", "-sc", "--shell-completion", "-cp", "--config-path", "-cd",
+                   "--config-dir", "--experimental-rerun")
+INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def parse_argv(argv: list[str]) -> tuple[str, list[str], set[str]]:
+    """(config name, overrides, flags given) from a pretrain.py command line."""
+    config_name, overrides, flags, args = "cfg_lsa", [], set(), iter(argv)
+    for arg in args:
+        flag, has_value, value = arg.partition("=")
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        flags.add(flag)
+        if flag in VALUE_FLAGS and not has_value:
+            value = next(args, "")
+        elif flag == "--info" and not has_value:  # an optional topic
+            topic = next(args, None)
+            if topic is not None and topic not in INFO_TOPICS:
+                overrides.append(topic)
+        if flag in ("--config-name", "-cn"):
+            config_name = value or config_name
+    return config_name, overrides, flags
+
+
+def expand_sweeps(overrides: list[str]) -> list[list[str]]:
+    """`-m` sweeps (`optim.lr=1e-3,3e-3`, `range(...)`, `choice(...)`) as one override list per job."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise ConfigError(f"config: {str(exc).strip().splitlines()[0]}") from exc
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [o.input_line] for o in parsed]
+    return [list(job) for job in itertools.product(*choices)]
 
 
 def precheck(argv: list[str]) -> None:
-    """Compose once before Hydra does, so that an unknown key or config name is reported on
-    one line (Hydra's own report spans several)."""
-    config_name, overrides, args = "cfg_lsa", [], iter(argv)
-    for arg in args:
-        if arg.split("=", 1)[0] in ("--config-name", "-cn"):
-            config_name = arg.split("=", 1)[1] if "=" in arg else next(args, config_name)
-        elif arg.startswith("-"):
-            if arg.split("=", 1)[0] in HYDRA_FLAGS:
-                return
-        else:
-            overrides.append(arg)
-    if not any(o.startswith("hydra.") or o.startswith("hydra/") for o in overrides):
-        compose_config(config_name, overrides)
+    """Compose and validate before Hydra does, so that an unknown key, a bad value or a missing
+    config name is reported on one line (Hydra's own report spans several) whatever the flags:
+    a plain run, `--cfg job`, `--info`, and every job of a `-m` sweep."""
+    config_name, overrides, flags = parse_argv(argv)
+    if flags & set(UNCHECKED_FLAGS) or any(o.startswith(("hydra.", "hydra/", "+hydra", "~hydra")) for o in overrides):
+        return
+    sweep = flags & {"-m", "--multirun"}
+    for job in expand_sweeps(overrides) if sweep else [overrides]:
+        validate_config(compose_config(config_name, job))
+
+
+def check(argv: list[str]) -> None:
+    """--check: validate the config and what the run directory and data allow; start nothing.
+    Prints the run directory the run would write (train_lsa.sh reads it)."""
+    from training.runs import preflight
+
+    config_name, overrides, _ = parse_argv([a for a in argv if a != "--check"])
+    print(preflight(validate_config(compose_config(config_name, overrides))))
+
+
+def print_help() -> None:
+    def first_comment(path: Path, width: int = 84) -> str:
+        """The first sentence of the file's leading comment, cut to `width` characters."""
+        lines = itertools.takewhile(lambda ln: ln.startswith("#"), path.read_text().splitlines())
+        text = " ".join(ln.lstrip("# ").strip() for ln in lines)
+        text = text.split(". ")[0].rstrip(".")
+        return text if len(text) <= width else text[: width - 3].rsplit(" ", 1)[0] + "..."
+
+    configs = "\n".join(f"  {p.stem:<16} {first_comment(p)}" for p in sorted(CONFIG_DIR.glob("cfg_*.yaml")))
+    arches = "\n".join(f"  arch={p.stem:<11} {first_comment(p)}" for p in sorted((CONFIG_DIR / "arch").glob("*.yaml")))
+    print(f"""usage: python pretrain.py [--config-name NAME] [KEY=VALUE ...] [--check | --cfg job | -m]
+
+Train a recursive reasoning model. Configs (--config-name, default cfg_lsa):
+{configs}
+
+Model variants:
+{arches}
+
+Overrides: KEY=VALUE for any key of config/base.yaml (train.max_steps=500, optim.lr=3e-4,
+logging.run_name=NAME, train.resume=true|NAME|WANDB_ID|PATH, ...); +KEY=VALUE adds a new key.
+Flags:
+  --check          validate the config, run directory and data; print the run directory; start nothing
+  --cfg job        print the composed config (validated first)
+  -m, --multirun   a sweep (KEY=a,b); job N runs as <logging.run_name or sweep-DATE>-N
+  --hydra-help     Hydra's own help
+See README.md for the tasks, scripts (list, compare, plot, solve, export) and resuming.""")
 
 
 @hydra.main(config_path="config", config_name="cfg_lsa", version_base=None)
 def main(hydra_cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from training.loop import TrainingDiverged, train  # after Hydra parsed argv: keeps --help fast
 
     try:
-        cfg = validate_config(OmegaConf.to_container(hydra_cfg, resolve=True))
+        raw = OmegaConf.to_container(hydra_cfg, resolve=True)
+        hydra_state = HydraConfig.get()
+        if hydra_state.mode == RunMode.MULTIRUN:  # one run per job, named after the sweep and its job number
+            base = raw["logging"].get("run_name") or f"sweep-{Path(hydra_state.sweep.dir).name}"
+            raw["logging"]["run_name"] = f"{base}-{hydra_state.job.num}"
+            print(f"job {hydra_state.job.num}: run {raw['logging']['run_name']} "
+                  f"({' '.join(hydra_state.overrides.task)})", flush=True)
+        cfg = validate_config(raw)
         result = train(cfg)
     except (InputError, TrainingDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -57,6 +143,12 @@ def main(hydra_cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     try:
+        if {"-h", "--help"} & set(sys.argv[1:]):
+            print_help()
+            sys.exit(0)
+        if "--check" in sys.argv[1:]:
+            check(sys.argv[1:])
+            sys.exit(0)
         precheck(sys.argv[1:])
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

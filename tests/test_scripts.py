@@ -1,4 +1,4 @@
-"""train_lsa.sh and logging integrations."""
+"""Logging integrations and script helpers (train_lsa.sh: tests/test_launch.py)."""
 
 import json
 import os
@@ -14,43 +14,6 @@ from conftest import REPO, assert_one_line_error
 
 TINY = ["data.build_args.num_train=40", "data.build_args.num_test=10", "train.max_steps=4", "train.eval_interval=2",
         "train.global_batch_size=16", "logging.progress=false"]
-
-
-def fake_screen(bin_dir, record):
-    """A `screen` stand-in: records its arguments, then runs the session command in the foreground."""
-    bin_dir.mkdir(exist_ok=True)
-    script = bin_dir / "screen"
-    script.write_text(
-        "#!/usr/bin/env bash\n"
-        'if [ "$1" = "-ls" ]; then exit 1; fi\n'
-        f'printf "%s\\n" "$@" > {record}\n'
-        'shift 2\n'  # drop -dmS NAME; what remains is: bash -c CMD
-        'exec "$@"\n'
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-
-
-def test_train_lsa_sh_runs_in_a_named_screen_session_with_a_log(tmp_path):
-    fake_screen(tmp_path / "bin", tmp_path / "screen_args")
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "CONFIG": "cfg_lsa_cpu",
-           "RUN_NAME": "unit", "PYTHON": sys.executable, "LOG_DIR": str(tmp_path / "logs"), "WANDB_MODE": "disabled"}
-    result = subprocess.run(
-        ["bash", str(REPO / "train_lsa.sh"), f"data.path={tmp_path / 'data'}", f"logging.runs_dir={tmp_path / 'runs'}", *TINY],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    args = (tmp_path / "screen_args").read_text().splitlines()
-    assert args[:2] == ["-dmS", "unit"]
-    log = (tmp_path / "logs" / "unit.log").read_text()
-    assert "run unit:" in log and json.loads(log.strip().splitlines()[-1])["step"] == 4
-    assert (tmp_path / "runs" / "trm-lsa-cpu" / "unit" / "metrics.jsonl").is_file()
-    assert "screen -r unit" in result.stdout
-
-
-@pytest.mark.skipif(shutil.which("screen") is not None, reason="screen is installed here")
-def test_train_lsa_sh_without_screen_says_so():
-    result = subprocess.run(["bash", str(REPO / "train_lsa.sh")], capture_output=True, text=True, timeout=60)
-    assert_one_line_error(result, "screen")
 
 
 def test_wandb_offline_run_logs_locally(tmp_path):

@@ -17,6 +17,7 @@ import torch
 
 from training.checkpoint import CheckpointError, load_config, load_file, load_weights, resolve_checkpoint
 from training.config import Config, ConfigError
+from training.runs import locate_run
 
 if TYPE_CHECKING:
     from training.loop import TrainState
@@ -134,7 +135,7 @@ def resume_target(cfg: Config, project_dir: Path) -> Optional[tuple[Path, Path]]
             raise ConfigError(f"train.resume=true: no run directory {run_dir}")
         ckpt = resolve_checkpoint(run_dir)
     else:
-        ckpt = resolve_checkpoint(Path(resume))
+        ckpt = resolve_checkpoint(locate_run(resume, cfg.logging.runs_dir, cfg.logging.project))  # path, name or wandb id
     return ckpt.parent.parent, ckpt
 
 
