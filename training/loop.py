@@ -40,6 +40,7 @@ from training.checkpoint import (
 from training.config import Config, ConfigError, inductor_option
 from training.ema import EMA
 from training.evaluation import EvaluationInterrupted, evaluate
+from training.inference import task_facts
 from training.logger import RunLogger, truncate_metrics
 from training.optim import AdamATan2, SignSGD, lr_at, set_lr
 from training.preemption import StopSignal
@@ -308,6 +309,7 @@ def train(cfg: Config) -> dict[str, Any]:
         flush=True,
     )
     dataset_facts = {f: getattr(data.meta, f) for f in MODEL_DATA_FIELDS} | {"path": str(data.path)}
+    dataset_facts |= task_facts(data.meta)  # how solve.py and exports read and write the task's tokens
 
     def save(metrics: dict[str, float], **meta: Any) -> None:
         if not cfg.train.save_checkpoints:
