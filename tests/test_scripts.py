@@ -29,7 +29,18 @@ def test_wandb_offline_run_logs_locally(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     wandb_dir = tmp_path / "runs" / "trm-lsa-cpu" / "wb" / "wandb"
-    assert any(p.name.startswith("offline-run-") for p in wandb_dir.iterdir())
+    (offline,) = [p for p in wandb_dir.iterdir() if p.name.startswith("offline-run-")]
+    # At each evaluation (steps 2 and 4): a table of 4 test examples and 4 pictures of them.
+    media = offline / "files" / "media"
+    tables = sorted((media / "table" / "eval").glob("examples_*.table.json"))
+    assert [t.name.split("_")[1] for t in tables] == ["2", "4"]
+    table = json.loads(tables[-1].read_text())
+    assert table["columns"] == ["index", "input", "target", "prediction", "correct", "steps"] and len(table["data"]) == 4
+    assert len(list((media / "images" / "eval").glob("pictures_4_*.png"))) == 4
+    binary = next(offline.glob("run-*.wandb")).read_bytes()
+    assert b"lsa-trm" in binary and b"mixer:attention" in binary  # group and tag
+    run_file = json.loads((wandb_dir.parent / "run.json").read_text())
+    assert run_file["wandb_id"] == offline.name.rsplit("-", 1)[-1] and run_file["wandb_mode"] == "offline"
 
 
 def test_resume_continues_the_same_wandb_run(tmp_path):

@@ -143,6 +143,8 @@ class LoggingConfig(Strict):
         "auto", description="auto: WANDB_MODE if set, else online when logged in, else offline"
     )
     progress: bool = True
+    wandb_examples: int = Field(
+        4, ge=0, description="test examples shown in wandb at each evaluation (a table and pictures); 0 = none")
 
 
 class Config(Strict):

@@ -40,6 +40,7 @@ from training.checkpoint import (
 from training.config import Config, ConfigError, inductor_option
 from training.ema import EMA
 from training.evaluation import EvaluationInterrupted, evaluate
+from training.examples import log_eval_examples
 from training.inference import task_facts
 from training.logger import RunLogger, truncate_metrics
 from training.optim import AdamATan2, SignSGD, lr_at, set_lr
@@ -331,6 +332,7 @@ def train(cfg: Config) -> dict[str, Any]:
         if device.type == "cuda":
             metrics["perf/peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         logger.log({**metrics, "train/seconds": state.train_seconds}, state.step)
+        log_eval_examples(logger, state)  # wandb only: a table and pictures of a few answers
         tqdm.write(f"step {state.step}: " + format_metrics(metrics, tuple(metrics)), file=sys.stdout)
         save(metrics)
         return metrics
