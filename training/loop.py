@@ -227,13 +227,18 @@ def train_step(state: TrainState) -> torch.Tensor:
     return torch.cat([torch.where(ok, values, 0.0), (~ok).float().reshape(1)])
 
 
+def eval_examples(cfg: Config, available: int) -> int:
+    """How many test examples evaluation scores: all, or the first train.eval_max_examples."""
+    return min(available, cfg.train.eval_max_examples or available)
+
+
 def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool = False,
                    should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
     """Evaluate with the EMA weights swapped in (the model's own come back afterwards)."""
     cfg = state.cfg
     evaluators = [build_evaluator(spec, state.data.test_meta) for spec in cfg.evaluators]
     with state.ema.swapped() if state.ema is not None else nullcontext():
-        return evaluate(state.step_fn, state.model, state.test_arrays, state.data.test.num_examples,
+        return evaluate(state.step_fn, state.model, state.test_arrays, eval_examples(cfg, state.data.test.num_examples),
                         cfg.train.eval_batch_size or cfg.train.global_batch_size, evaluators,
                         save_path=save_path, progress=progress, should_stop=should_stop,
                         halting=cfg.train.eval_halting)
