@@ -149,3 +149,18 @@ def runs_zoo(tmp_path_factory) -> dict[str, Path]:
                         "train.max_steps=4", "train.eval_interval=4", "logging.run_name=ari")
     runs["arith"] = Path(train(arith)["run_dir"])
     return runs
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module, to call its functions in-process (faster than a subprocess;
+    each script keeps one subprocess test for its command-line contract)."""
+    import importlib.util
+
+    module_name = f"script_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # pydantic resolves argument models' annotations through it
+    spec.loader.exec_module(module)
+    return module

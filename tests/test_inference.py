@@ -70,16 +70,25 @@ def test_export_refuses_to_overwrite_and_bad_exports_are_one_line(runs_zoo, expo
 
 @pytest.fixture(scope="module")
 def solve_script():
-    import importlib.util
+    from conftest import load_script
+
+    return load_script("solve")
+
+
+@pytest.fixture
+def solved(solve_script, monkeypatch, capsys):
+    """solve.py in-process: (the JSON result, what it printed)."""
+    import io
     import sys
+    from types import SimpleNamespace
 
-    from conftest import REPO
+    def run(checkpoint, text=None, path=None):
+        if text is not None:
+            monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(text.encode())))
+        result = solve_script.solve(solve_script.SolveArgs(checkpoint=checkpoint, input=str(path or "-")))
+        return json.loads(json.dumps(result)), capsys.readouterr().out
 
-    spec = importlib.util.spec_from_file_location("solve_script", REPO / "scripts" / "solve.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["solve_script"] = module  # pydantic resolves the argument model's annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return run
 
 
 def refused(parse, text, facts, culprit):
@@ -101,18 +110,16 @@ def solve(checkpoint, text=None, path=None, *flags):
     return subprocess.run(args, cwd=REPO, input=text, capture_output=True, text=True, timeout=120)
 
 
-def test_solve_lsa_matches_the_evaluation_and_scipy(runs_zoo, tmp_path):
+def test_solve_lsa_matches_the_evaluation_and_scipy(runs_zoo, tmp_path, solved):
     """Solving the run's own test split reproduces the evaluation's rates; costs and gaps agree with scipy."""
     from scipy.optimize import linear_sum_assignment
 
     data = runs_zoo["alpha"].parents[2] / "lsa4"
     costs = np.load(data / "test" / "all__inputs.npy").reshape(-1, 4, 4)
     np.save(tmp_path / "costs.npy", costs)
-    out = solve(runs_zoo["alpha"], path=tmp_path / "costs.npy")
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result, printed = solved(runs_zoo["alpha"], path=tmp_path / "costs.npy")
     answers = result["answers"]
-    assert result["task"] == "lsa" and len(answers) == 20 and "#20:" in out.stdout
+    assert result["task"] == "lsa" and len(answers) == 20 and "#20:" in printed
     metrics = json.loads((resolve_checkpoint(runs_zoo["alpha"]) / "meta.json").read_text())["metrics"]
     assert np.mean([a["valid"] for a in answers]) == pytest.approx(metrics["eval/lsa/valid_permutation_rate"])
     assert np.mean([a["projected_cost"] == a["optimal_cost"] for a in answers]) == pytest.approx(
@@ -127,7 +134,7 @@ def test_solve_lsa_matches_the_evaluation_and_scipy(runs_zoo, tmp_path):
             assert a["cost"] is None and a["gap"] is None
 
     csv = "\n\n".join("\n".join(",".join(map(str, row)) for row in m) for m in costs[:2])
-    from_csv = json.loads(solve(runs_zoo["alpha"], text="# two matrices\n" + csv).stdout.strip().splitlines()[-1])
+    from_csv, _ = solved(runs_zoo["alpha"], text="# two matrices\n" + csv)
     assert from_csv["answers"] == answers[:2]
 
 
@@ -153,10 +160,9 @@ def test_solve_refusals_are_one_line_and_exit_2(runs_zoo):
 SUDOKU = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
 
 
-def test_solve_sudoku(runs_zoo):
-    out = solve(runs_zoo["sudoku"], text=SUDOKU + "\n" + SUDOKU.replace(".", "0") + "\n")
-    assert out.returncode == 0, out.stderr
-    answers = json.loads(out.stdout.strip().splitlines()[-1])["answers"]
+def test_solve_sudoku(runs_zoo, solved):
+    result, printed = solved(runs_zoo["sudoku"], text=SUDOKU + "\n" + SUDOKU.replace(".", "0") + "\n")
+    answers = result["answers"]
     assert len(answers) == 2 and answers[0] == answers[1]  # '.' and '0' are the same blank
     from dataset.sudoku_solver import is_valid_solution
 
@@ -164,7 +170,7 @@ def test_solve_sudoku(runs_zoo):
     assert len(grid) == 81 and 1 <= answers[0]["steps"] <= 4
     kept = all(g == "." or g == a for g, a in zip(SUDOKU, grid))
     assert answers[0]["valid"] == (kept and "?" not in grid and is_valid_solution([int(c) for c in grid]))
-    assert "------+-------+------" in out.stdout
+    assert "------+-------+------" in printed
 
 
 @pytest.mark.parametrize("text, culprit", [
@@ -176,14 +182,13 @@ def test_solve_sudoku_refuses_malformed_grids(solve_script, text, culprit):
     refused(solve_script.parse_sudoku, text, {}, culprit)
 
 
-def test_solve_arith(runs_zoo):
-    out = solve(runs_zoo["arith"], text="12+345\n9999 + 1 =\n0+0\n")
-    assert out.returncode == 0, out.stderr
-    answers = json.loads(out.stdout.strip().splitlines()[-1])["answers"]
+def test_solve_arith(runs_zoo, solved):
+    result, printed = solved(runs_zoo["arith"], text="12+345\n9999 + 1 =\n0+0\n")
+    answers = result["answers"]
     assert [a["expression"] for a in answers] == ["12+345", "9999 + 1 =", "0+0"]
     for a, truth in zip(answers, (357, 10000, 0)):
         assert a["correct"] == (a["answer"] == str(truth)) and (a["answer"] is not None) == a["valid"]
-    assert "12 + 345 = " in out.stdout
+    assert "12 + 345 = " in printed
 
 
 @pytest.mark.parametrize("text, culprit", [

@@ -6,11 +6,16 @@ import shutil
 
 import pytest
 
-from conftest import assert_one_line_error, run_module, tiny_config
+from conftest import assert_one_line_error, load_script, run_module, tiny_config
 from training.runs import RunNotFound, find_run, read_metrics, summarize
 
 
-def test_list_runs_table_and_json(runs_zoo):
+def list_runs(capsys, *args):
+    load_script("list_runs").main(list(args))
+    return capsys.readouterr().out
+
+
+def test_list_runs_table_and_json(runs_zoo, capsys):
     runs_dir = str(runs_zoo["runs_dir"])
     out = run_module("scripts/list_runs.py", "--runs-dir", runs_dir)
     assert out.returncode == 0, out.stderr
@@ -19,8 +24,7 @@ def test_list_runs_table_and_json(runs_zoo):
     for name in ("trm-lsa-cpu/alpha", "trm-lsa-cpu/beta", "trm-sudoku-cpu/sud", "trm-arith-cpu/ari"):
         assert any(name in line for line in lines[1:]), name
 
-    out = run_module("scripts/list_runs.py", "--runs-dir", runs_dir, "--json", "--project", "trm-lsa-cpu", "--sort", "step")
-    listed = json.loads(out.stdout)
+    listed = json.loads(list_runs(capsys, "--runs-dir", runs_dir, "--json", "--project", "trm-lsa-cpu", "--sort", "step"))
     assert [r["name"] for r in listed] == ["alpha", "beta"]  # same step: oldest first
     alpha = listed[0]
     assert alpha["task"] == "lsa" and alpha["arch"] == "trm/attention" and alpha["step"] == 40
@@ -29,22 +33,25 @@ def test_list_runs_table_and_json(runs_zoo):
     assert 0 < alpha["train_seconds"] <= alpha["wall_seconds"]
 
 
-def test_list_runs_sorts_by_a_metric_best_last(runs_zoo):
-    out = run_module("scripts/list_runs.py", "--runs-dir", str(runs_zoo["runs_dir"]), "--json", "--sort", "lm_loss")
-    runs = json.loads(out.stdout)
+def test_list_runs_sorts_by_a_metric_best_last(runs_zoo, capsys):
+    runs = json.loads(list_runs(capsys, "--runs-dir", str(runs_zoo["runs_dir"]), "--json", "--sort", "lm_loss"))
     losses = [r["best"]["eval/lm_loss"]["value"] for r in runs]
     assert losses == sorted(losses, reverse=True)  # lower is better: the best comes last
-    out = run_module("scripts/list_runs.py", "--runs-dir", str(runs_zoo["runs_dir"]), "--json", "--sort",
-                     "projected_optimal_cost_rate")
-    names = [r["name"] for r in json.loads(out.stdout)]
+    names = [r["name"] for r in json.loads(list_runs(capsys, "--runs-dir", str(runs_zoo["runs_dir"]), "--json", "--sort",
+                                                     "projected_optimal_cost_rate"))]
     assert set(names[:2]) == {"sud", "ari"}  # runs without the metric come first
 
 
-def test_list_runs_bad_input(runs_zoo, tmp_path):
+def test_list_runs_bad_input(runs_zoo, tmp_path, capsys):
+    from dataset.common import InputError
+
     assert_one_line_error(run_module("scripts/list_runs.py", "--runs-dir", str(runs_zoo["runs_dir"]), "--sort", "nope"),
                           "--sort nope")
-    assert_one_line_error(run_module("scripts/list_runs.py", "--runs-dir", str(tmp_path / "none")), "--runs-dir")
-    assert_one_line_error(run_module("scripts/list_runs.py", "--bogus"), "--bogus")
+    with pytest.raises(InputError, match="--runs-dir"):
+        list_runs(capsys, "--runs-dir", str(tmp_path / "none"))
+    with pytest.raises(SystemExit):
+        list_runs(capsys, "--bogus")
+    assert "--bogus" in capsys.readouterr().err
 
 
 def copy_run(source, runs_dir, name, wandb_id=None):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_module
+from conftest import assert_one_line_error, load_script, run_module
 from training.checkpoint import load_file, resolve_checkpoint
 
 
@@ -16,10 +16,10 @@ def read_png(path):
     return matplotlib.image.imread(str(path))
 
 
-def test_compare_runs(runs_zoo):
-    out = run_module("scripts/compare_runs.py", "alpha", "beta", "--runs-dir", str(runs_zoo["runs_dir"]), "--json")
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+def test_compare_runs(runs_zoo, capsys):
+    compare = load_script("compare_runs")
+    compare.main(["alpha", "beta", "--runs-dir", str(runs_zoo["runs_dir"]), "--json"])
+    result = json.loads(capsys.readouterr().out)
     alpha, beta = result["runs"]
     for run, key in ((alpha, "alpha"), (beta, "beta")):
         ema = load_file(resolve_checkpoint(runs_zoo[key]) / "ema.pt")  # every parameter, puzzle embedding included
@@ -33,22 +33,23 @@ def test_compare_runs(runs_zoo):
     assert differ["arch.hidden_size"] == [32, 48] and differ["optim.lr"] == [0.003, 0.001]
     assert "logging.run_name" not in differ and "train.max_steps" not in differ
 
-    text = run_module("scripts/compare_runs.py", str(runs_zoo["alpha"]), str(runs_zoo["sudoku"]))
-    assert text.returncode == 0, text.stderr
-    assert "headline per M params" in text.stdout and "config keys that differ:" in text.stdout
-    assert "eval/sudoku/valid_grid_rate" in text.stdout and "eval/lsa/optimal_cost_rate" in text.stdout
+    compare.main([str(runs_zoo["alpha"]), str(runs_zoo["sudoku"])])
+    text = capsys.readouterr().out
+    assert "headline per M params" in text and "config keys that differ:" in text
+    assert "eval/sudoku/valid_grid_rate" in text and "eval/lsa/optimal_cost_rate" in text
 
 
-def test_compare_runs_bad_input(runs_zoo):
+def test_compare_runs_bad_input(runs_zoo, capsys):
     assert_one_line_error(run_module("scripts/compare_runs.py", "nope", "--runs-dir", str(runs_zoo["runs_dir"])), "nope")
-    assert_one_line_error(run_module("scripts/compare_runs.py"), "RUN")
+    with pytest.raises(SystemExit) as info:
+        load_script("compare_runs").main([])
+    assert info.value.code == 2 and "RUN" in capsys.readouterr().err
 
 
-def test_plot_run_overlays_runs(runs_zoo, tmp_path):
-    out = run_module("scripts/plot_run.py", "alpha", "beta", "--runs-dir", str(runs_zoo["runs_dir"]),
-                     "--out", str(tmp_path / "sub" / "curves.png"))
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+def test_plot_run_overlays_runs(runs_zoo, tmp_path, capsys):
+    load_script("plot_run").main(["alpha", "beta", "--runs-dir", str(runs_zoo["runs_dir"]),
+                                  "--out", str(tmp_path / "sub" / "curves.png")])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["panels"] == ["train/lm_loss", "train/accuracy", "eval/lm_loss", "eval/exact_accuracy",
                                 "eval/lsa/optimal_cost_rate"]
     image = read_png(tmp_path / "sub" / "curves.png")
@@ -57,13 +58,9 @@ def test_plot_run_overlays_runs(runs_zoo, tmp_path):
 
 def test_plot_runs_draws_one_line_per_run(runs_zoo, tmp_path, monkeypatch):
     """The figure itself: each panel holds one line per run, with the logged values."""
-    import sys
-
-    from conftest import REPO
-
-    sys.path.insert(0, str(REPO / "scripts"))
-    import plot_run
     from matplotlib.figure import Figure
+
+    plot_run = load_script("plot_run")
 
     figures = []
     monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figures.append(self))
@@ -78,11 +75,13 @@ def test_plot_runs_draws_one_line_per_run(runs_zoo, tmp_path, monkeypatch):
 
 
 def test_plot_run_bad_input(runs_zoo, tmp_path):
+    from dataset.common import InputError
+
     runs = str(runs_zoo["runs_dir"])
     assert_one_line_error(run_module("scripts/plot_run.py", "alpha", "--runs-dir", runs, "--out", str(tmp_path / "a.png"),
                                      "--metrics", "eval/nope"), "--metrics eval/nope")
-    assert_one_line_error(run_module("scripts/plot_run.py", "alpha", "--runs-dir", runs, "--out", str(tmp_path / "a.jpg")),
-                          "--out")
+    with pytest.raises(InputError, match="--out"):
+        load_script("plot_run").main(["alpha", "--runs-dir", runs, "--out", str(tmp_path / "a.jpg")])
     assert not any(tmp_path.iterdir())
 
 
@@ -90,22 +89,23 @@ def test_plot_run_bad_input(runs_zoo, tmp_path):
 def test_visualize_dataset(runs_zoo, tmp_path, task):
     data = {"lsa": runs_zoo["alpha"].parents[2] / "lsa4", "sudoku": runs_zoo["runs_dir"].parent / "cfg_sudoku_cpu",
             "arith": runs_zoo["runs_dir"].parent / "cfg_arith_cpu"}[task]
-    out = run_module("scripts/visualize_dataset.py", "--data", str(data), "--out", str(tmp_path / "pics"), "--count", "3",
-                     "--start", "1")
-    assert out.returncode == 0, out.stderr
-    files = json.loads(out.stdout.strip().splitlines()[-1])["files"]
-    assert [f.rsplit("/", 1)[-1] for f in files] == ["test_00001.png", "test_00002.png", "test_00003.png"]
+    script = load_script("visualize_dataset")
+    files = script.visualize(script.VisualizeArgs(data=data, out=tmp_path / "pics", count=3, start=1))
+    assert [f.name for f in files] == ["test_00001.png", "test_00002.png", "test_00003.png"]
     images = [read_png(tmp_path / "pics" / name) for name in ("test_00001.png", "test_00002.png")]
     assert all(im.shape[0] > 200 and im.std() > 0.05 for im in images)
     assert not np.array_equal(images[0], images[1])  # two different examples
 
 
 def test_visualize_dataset_bad_input(runs_zoo, tmp_path):
+    from dataset.common import InputError
+
     data = runs_zoo["alpha"].parents[2] / "lsa4"
     assert_one_line_error(run_module("scripts/visualize_dataset.py", "--data", str(tmp_path / "none"), "--out",
                                      str(tmp_path / "p")), "none")
-    assert_one_line_error(run_module("scripts/visualize_dataset.py", "--data", str(data), "--out", str(tmp_path / "p"),
-                                     "--start", "20"), "--start 20")
+    script = load_script("visualize_dataset")
+    with pytest.raises(InputError, match="--start 20"):
+        script.visualize(script.VisualizeArgs(data=data, out=tmp_path / "p", start=20))
 
 
 def test_renderers_show_the_models_answer(runs_zoo):
