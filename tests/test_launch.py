@@ -121,10 +121,30 @@ def test_pretrain_help_lists_the_configs():
         assert name in result.stdout, name
 
 
-@pytest.mark.parametrize("flags", [["--cfg", "job"], ["-c", "job"], ["--cfg=job"], ["--info", "config"], ["-m"]])
+@pytest.mark.parametrize("flags", [["--cfg", "job"], ["-m"]])
 def test_hydra_flags_validate_like_a_run(flags):
     result = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "+train.lrr=1", *flags)
     assert_one_line_error(result, "train.lrr")
+
+
+@pytest.mark.parametrize("argv, overrides, flags", [
+    (["--cfg", "job", "a=1"], ["a=1"], {"--cfg"}),
+    (["-c", "job", "a=1"], ["a=1"], {"-c"}),
+    (["--cfg=job", "a=1"], ["a=1"], {"--cfg"}),
+    (["--info", "config", "a=1"], ["a=1"], {"--info"}),
+    (["--info", "a=1"], ["a=1"], {"--info"}),  # --info's topic is optional
+    (["-cn", "cfg_arith", "-m", "a=1,2"], ["a=1,2"], {"-cn", "-m"}),
+])
+def test_flag_values_are_not_taken_for_overrides(argv, overrides, flags):
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO))
+    import pretrain
+
+    config_name, parsed, seen = pretrain.parse_argv(argv)
+    assert parsed == overrides and seen == flags
+    assert config_name == ("cfg_arith" if "-cn" in argv else "cfg_lsa")
+    assert pretrain.expand_sweeps(["a=1,2", "b=x"]) == [["a=1", "b=x"], ["a=2", "b=x"]]
 
 
 def test_cfg_job_prints_a_valid_config():
