@@ -74,8 +74,9 @@ def precheck(argv: list[str]) -> None:
     config name is reported on one line (Hydra's own report spans several) whatever the flags:
     a plain run, `--cfg job`, `--info`, and every job of a `-m` sweep."""
     config_name, overrides, flags = parse_argv(argv)
-    if flags & set(UNCHECKED_FLAGS) or any(o.startswith(("hydra.", "hydra/", "+hydra", "~hydra")) for o in overrides):
+    if flags & set(UNCHECKED_FLAGS):
         return
+    overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]  # Hydra's own settings
     sweep = flags & {"-m", "--multirun"}
     for job in expand_sweeps(overrides) if sweep else [overrides]:
         validate_config(compose_config(config_name, job))

@@ -9,15 +9,18 @@ matplotlib is imported here only, with the Agg backend (files, no display).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TASKS = ("lsa", "sudoku", "arith")
 RIGHT, WRONG, GIVEN = "#1a9850", "#d73027", "#000000"
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float) -> "Figure":
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,19 +29,27 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def save(fig, path: Path | str) -> Path:
+def save(fig: "Figure", path: Path | str) -> Path:
     path = Path(path)
     fig.savefig(path)
     return path
 
 
-def task_of(facts: dict[str, Any]) -> str:
+def known_task(facts: dict[str, Any]) -> Optional[str]:
+    """The task whose pictures fit these facts; None when there are none (a foreign dataset)."""
     task = facts.get("task")
     if task in TASKS:
         return task
-    if facts.get("seq_len") == 81 and facts.get("vocab_size") == 11:
+    if facts.get("seq_len") == 81 and facts.get("vocab_size") == 11:  # the reference's Sudoku format
         return "sudoku"
-    raise ValueError(f"dataset task {task!r}: pictures exist for {', '.join(TASKS)}")
+    return None
+
+
+def task_of(facts: dict[str, Any]) -> str:
+    task = known_task(facts)
+    if task is None:
+        raise ValueError(f"dataset task {facts.get('task')!r}: pictures exist for {', '.join(TASKS)}")
+    return task
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,7 +72,7 @@ def lsa_summary(costs: np.ndarray, labels: Optional[np.ndarray], preds: Optional
 
 
 def render_lsa(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.ndarray] = None,
-               preds: Optional[np.ndarray] = None, title: str = ""):
+               preds: Optional[np.ndarray] = None, title: str = "") -> "Figure":
     n = int(facts.get("n") or round(len(inputs) ** 0.5))
     costs = np.asarray(inputs).reshape(n, n).astype(np.int64)
     info = lsa_summary(costs, labels, preds)
@@ -105,7 +116,7 @@ def _box(x: float, y: float, color: str, width: float):
 
 
 def render_sudoku(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.ndarray] = None,
-                  preds: Optional[np.ndarray] = None, title: str = ""):
+                  preds: Optional[np.ndarray] = None, title: str = "") -> "Figure":
     puzzle = np.asarray(inputs).astype(np.int64) - 1  # 0 = blank
     solution = None if labels is None else np.asarray(labels).astype(np.int64) - 1
     guess = None if preds is None else np.asarray(preds).astype(np.int64) - 1
@@ -173,7 +184,7 @@ def arith_numbers(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np
 
 
 def render_arith(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.ndarray] = None,
-                 preds: Optional[np.ndarray] = None, title: str = ""):
+                 preds: Optional[np.ndarray] = None, title: str = "") -> "Figure":
     info = arith_numbers(facts, inputs, labels, preds)
     layout = info["layout"]
     columns = layout.answer_width
@@ -217,7 +228,7 @@ RENDERERS = {"lsa": render_lsa, "sudoku": render_sudoku, "arith": render_arith}
 
 
 def render_example(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.ndarray] = None,
-                   preds: Optional[np.ndarray] = None, title: str = ""):
+                   preds: Optional[np.ndarray] = None, title: str = "") -> "Figure":
     """One example as a matplotlib Figure (save it with `save`)."""
     return RENDERERS[task_of(facts)](facts, np.asarray(inputs), labels, preds, title)
 

@@ -80,16 +80,21 @@ def test_train_lsa_sh_runs_in_screen_and_stops_the_documented_way(tmp_path, scre
 
 def test_train_lsa_sh_checks_before_starting_screen(tmp_path, screen):
     name = f"trmtest-{uuid.uuid4().hex[:8]}"
-    bad_key = launch(tmp_path, name, "+train.lrr=1")
-    assert_one_line_error(bad_key, "train.lrr")
-    (tmp_path / "runs" / "trm-lsa-cpu" / name).mkdir(parents=True)
-    (tmp_path / "runs" / "trm-lsa-cpu" / name / "config.json").write_text("{}")
-    taken = launch(tmp_path, name)
-    assert_one_line_error(taken, f"logging.run_name={name}", "already holds a run")
-    missing = launch(tmp_path, name + "-x", "train.resume=true")
-    assert_one_line_error(missing, "train.resume=true")
-    assert not session_alive(screen, name) and not session_alive(screen, name + "-x")
-    assert not (tmp_path / "logs").exists()
+    try:
+        bad_key = launch(tmp_path, name, "+train.lrr=1")
+        assert_one_line_error(bad_key, "train.lrr")
+        (tmp_path / "runs" / "trm-lsa-cpu" / name).mkdir(parents=True)
+        (tmp_path / "runs" / "trm-lsa-cpu" / name / "config.json").write_text("{}")
+        taken = launch(tmp_path, name)
+        assert_one_line_error(taken, f"logging.run_name={name}", "already holds a run")
+        missing = launch(tmp_path, name + "-x", "train.resume=true")
+        assert_one_line_error(missing, "train.resume=true")
+        assert not session_alive(screen, name) and not session_alive(screen, name + "-x")
+        assert not (tmp_path / "logs").exists()
+    finally:
+        for session in (name, name + "-x"):
+            if session_alive(screen, session):
+                subprocess.run([screen, "-S", session, "-X", "quit"])
 
 
 def test_train_lsa_sh_reports_a_run_that_dies_at_start(tmp_path, screen):

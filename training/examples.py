@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evaluators.render import describe_example, render_example
+from evaluators.render import describe_example, known_task, render_example
 from training.inference import ReadyModel, task_facts
 
 if TYPE_CHECKING:
@@ -23,11 +23,10 @@ if TYPE_CHECKING:
     from training.loop import TrainState
 
 
-def example_answers(state: "TrainState", count: int) -> dict[str, np.ndarray]:
+def example_answers(state: "TrainState", count: int, facts: dict[str, Any]) -> dict[str, np.ndarray]:
     """The first `count` test examples and the model's answers (EMA weights swapped in)."""
-    test, meta = state.data.test, state.data.test_meta
+    test = state.data.test
     count = min(count, test.num_examples)
-    facts = task_facts(meta) | {"seq_len": meta.seq_len, "vocab_size": meta.vocab_size}
     was_training = state.model.training
     try:
         with state.ema.swapped() if state.ema is not None else nullcontext():
@@ -35,19 +34,18 @@ def example_answers(state: "TrainState", count: int) -> dict[str, np.ndarray]:
             out = ready.solve(test.inputs[:count])
     finally:
         state.model.train(was_training)
-    return {"inputs": test.inputs[:count], "labels": test.labels[:count], "preds": out["preds"],
-            "steps": out["steps"], "facts": facts}
+    return {"inputs": test.inputs[:count], "labels": test.labels[:count], "preds": out["preds"], "steps": out["steps"]}
 
 
 def log_eval_examples(logger: "RunLogger", state: "TrainState") -> None:
-    count = state.cfg.logging.wandb_examples
-    if logger.wandb_run is None or count == 0:
-        return
+    count, meta = state.cfg.logging.wandb_examples, state.data.test_meta
+    facts = task_facts(meta) | {"seq_len": meta.seq_len, "vocab_size": meta.vocab_size}
+    if logger.wandb_run is None or count == 0 or known_task(facts) is None:
+        return  # wandb off, or a task without pictures (a foreign dataset with no 'task' field)
     import wandb
     from PIL import Image
 
-    answers = example_answers(state, count)
-    facts = answers["facts"]
+    answers = example_answers(state, count, facts)
     rows, pictures = [], []
     for i, (inputs, labels, preds, steps) in enumerate(zip(answers["inputs"], answers["labels"], answers["preds"],
                                                             answers["steps"])):
