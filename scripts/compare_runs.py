@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file fr
 import torch  # noqa: E402
 
 from dataset.common import InputError, plain_parser, run_cli  # noqa: E402
-from training.inference import SHAPE_FIELDS, _build  # noqa: E402
+from training.inference import SHAPE_FIELDS, build_from_facts  # noqa: E402
 from training.runs import find_run, read_json, summarize  # noqa: E402
 
 ARCH_KEYS = ("hidden_size", "num_layers", "H_cycles", "L_cycles", "mixer", "halt_max_steps")
@@ -54,7 +54,7 @@ def count_parameters(run_dir: Path, config: dict[str, Any]) -> dict[str, Optiona
     if facts is None:
         return {"parameters": None, "puzzle_embedding_parameters": None}
     try:
-        model = _build(config["arch"], facts, torch.device("meta"), run_dir / "config.json")
+        model = build_from_facts(config["arch"], facts, torch.device("meta"), run_dir / "config.json")
     except InputError:  # a model this checkout does not know (another branch's arch)
         return {"parameters": None, "puzzle_embedding_parameters": None}
     named = list(model.named_parameters())

@@ -230,11 +230,11 @@ def to_base(value: int, base: int) -> str:
 
 
 def solve_arith(model: ReadyModel, problems: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
-    from dataset.build_arith_dataset import ArithLayout, decode_number, encode_problems
+    from dataset.build_arith_dataset import DIGIT_TOKEN_OFFSET, ArithLayout, digits_to_int, encode_problems
 
     layout = ArithLayout.model_validate(model.facts["layout"])
 
-    def digit_rows(values: list[int], width: int) -> np.ndarray:
+    def digit_rows(values: list[int], width: int) -> np.ndarray:  # LSD first, as the layout stores them
         return np.array([[(v // layout.base**i) % layout.base for i in range(width)] for v in values], dtype=np.uint8)
 
     a = digit_rows([p[1] for p in problems], layout.operand_width)
@@ -243,25 +243,21 @@ def solve_arith(model: ReadyModel, problems: list[tuple[str, int, int]]) -> list
     out = model.solve(inputs)
     answers = []
     for (text, x, y), preds, steps in zip(problems, out["preds"], out["steps"]):
-        try:
-            value = decode_number(preds[layout.answer_slice], layout, padded=False)
-        except ValueError:
-            value = None
+        digits = preds[layout.answer_slice].astype(np.int64) - DIGIT_TOKEN_OFFSET  # (R,)
+        valid = bool(np.all((digits >= 0) & (digits < layout.base)))  # every answer slot holds a digit
+        value = digits_to_int(digits, layout.base) if valid else None
         truth = x + y if layout.op == "add" else x * y
         answers.append({"expression": text, "answer": None if value is None else to_base(value, layout.base),
-                        "valid": value is not None, "correct": value == truth, "steps": int(steps)})
+                        "valid": valid, "correct": value == truth, "expected": to_base(truth, layout.base),
+                        "steps": int(steps)})
     return answers
 
 
 def show_arith(problem: tuple[str, int, int], answer: dict[str, Any], base: int, symbol: str) -> str:
-    verdict = "right" if answer["correct"] else f"wrong: {to_base(exact_result(problem, symbol), base)}"
+    verdict = "right" if answer["correct"] else f"wrong: {answer['expected']}"
     shown = answer["answer"] if answer["valid"] else "(not a number)"
     return (f"{to_base(problem[1], base)} {symbol} {to_base(problem[2], base)} = {shown}   "
             f"[base {base}; {verdict}; {answer['steps']} ACT steps]")
-
-
-def exact_result(problem: tuple[str, int, int], symbol: str) -> int:
-    return problem[1] + problem[2] if symbol == "+" else problem[1] * problem[2]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -188,6 +188,7 @@ def test_solve_arith(runs_zoo, solved):
     assert [a["expression"] for a in answers] == ["12+345", "9999 + 1 =", "0+0"]
     for a, truth in zip(answers, (357, 10000, 0)):
         assert a["correct"] == (a["answer"] == str(truth)) and (a["answer"] is not None) == a["valid"]
+        assert a["expected"] == str(truth)
     assert "12 + 345 = " in printed
 
 

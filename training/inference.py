@@ -132,7 +132,9 @@ class ReadyModel(nn.Module):
 # Loading
 
 
-def _build(arch_raw: dict[str, Any], facts: dict[str, Any], device: torch.device, where: Path) -> nn.Module:
+def build_from_facts(arch_raw: dict[str, Any], facts: dict[str, Any], device: torch.device, where: Path) -> nn.Module:
+    """A model from the registry by `arch_raw["name"]`, shaped by the dataset facts (any device,
+    "meta" included: compare_runs counts parameters that way); `where` names the source in errors."""
     try:
         arch = validate_arch(dict(arch_raw))
     except ValueError as exc:
@@ -155,7 +157,7 @@ def load_checkpoint_model(path: Path | str, device: str | torch.device = "cpu", 
     missing = [f for f in SHAPE_FIELDS if f not in facts]
     if missing:
         raise CheckpointError(f"{ckpt / 'meta.json'}: lacks the dataset facts {missing}")
-    model = _build(cfg.arch.model_dump(), facts, torch.device(device), ckpt)
+    model = build_from_facts(cfg.arch.model_dump(), facts, torch.device(device), ckpt)
     which = load_weights(model, ckpt, use_ema=ema)
     return ReadyModel(model, facts, halting or cfg.train.eval_halting, str(ckpt), which)
 
@@ -183,7 +185,8 @@ def load_exported(directory: Path | str, device: str | torch.device = "cpu", hal
 
     directory = Path(directory)
     config = read_export_config(directory)
-    model = _build(config.get("arch") or {}, config.get("data") or {}, torch.device(device), directory / CONFIG_FILE)
+    model = build_from_facts(config.get("arch") or {}, config.get("data") or {}, torch.device(device),
+                             directory / CONFIG_FILE)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise InputError(f"{weights}: file not found")
