@@ -53,7 +53,9 @@ def content_lines(text: str) -> list[tuple[int, str]]:
 
 def parse_lsa(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
     """Cost matrices (N, n, n) int64 from .npy bytes or CSV text; checked against the checkpoint."""
-    n, max_cost = int(facts["n"]), int(facts["max_cost"])
+    n, max_cost = facts.get("n"), facts.get("max_cost")
+    if not isinstance(n, int) or not isinstance(max_cost, int):
+        raise InputError(f"--checkpoint: its LSA facts need integer n and max_cost, got n={n!r}, max_cost={max_cost!r}")
     if raw.startswith(b"\x93NUMPY"):
         try:
             costs = np.load(io.BytesIO(raw), allow_pickle=False)
