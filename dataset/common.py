@@ -8,6 +8,7 @@ scripts share one definition of "valid".
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -311,6 +312,14 @@ class CLI(ArgParser):
 def _one_line_parser_error(message: str) -> None:
     print(f"error: {message} (see --help)", file=sys.stderr)
     sys.exit(2)
+
+
+def plain_parser(description: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """argparse for scripts that take positional arguments (argdantic has none); its usage
+    errors print as one line, like CLI's."""
+    parser = argparse.ArgumentParser(description=description, **kwargs)
+    parser.error = _one_line_parser_error
+    return parser
 
 
 class Interrupted(Exception):

@@ -62,8 +62,8 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
             if args[0] == "pretrain.py":
                 import pretrain
 
-                name, overrides, hydra_only = pretrain.parse_argv(list(args[1:]))
-                assert not hydra_only, "run Hydra's own flags in a subprocess"
+                name, overrides, flags = pretrain.parse_argv(list(args[1:]))
+                assert not pretrain.hydra_needed(flags, overrides), "run Hydra's own flags in a subprocess"
                 code = pretrain.run(name, overrides)
             else:
                 if args[0] == "-m":
@@ -155,3 +155,56 @@ def tiny_config(tmp_path: Path, *extra: str, data: Path | None = None, name: str
 def lsa_small(tmp_path_factory) -> Path:
     """A small 4x4 LSA dataset (40 x 4 train, 10 test), built once per session."""
     return build_lsa(tmp_path_factory.mktemp("data") / "lsa4")
+
+
+def task_config(name: str, tmp_path: Path, *extra: str):
+    """A shipped config (any task) shrunk to a seconds-long CPU run, with `extra` overrides."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from training.config import validate_config
+
+    overrides = [f"data.path={tmp_path / name}", f"logging.runs_dir={tmp_path / 'runs'}", "arch.hidden_size=32",
+                 "arch.num_heads=2", "train.global_batch_size=16", "logging.wandb_mode=disabled",
+                 "logging.progress=false", *extra]
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        return validate_config(OmegaConf.to_container(compose(name, overrides=overrides), resolve=True))
+
+
+@pytest.fixture(scope="session")
+def runs_zoo(tmp_path_factory) -> dict[str, Path]:
+    """Finished tiny runs for the run tools (list, compare, plot, solve, export), built once:
+    two LSA runs that differ in width and LR, and a Sudoku and an arithmetic run.
+    Returns {"runs_dir", "alpha", "beta", "sudoku", "arith"} (run directories)."""
+    from training.loop import train
+
+    tmp = tmp_path_factory.mktemp("zoo")
+    data = build_lsa(tmp / "lsa4", num_train=60, num_test=20)
+    runs = {"runs_dir": tmp / "runs"}
+    for name, extra in (("alpha", ["arch.hidden_size=32"]), ("beta", ["arch.hidden_size=48", "optim.lr=1e-3"])):
+        result = train(tiny_config(tmp, "train.max_steps=40", "train.eval_interval=20", "train.log_every=10",
+                                   f"logging.run_name={name}", *extra, data=data))
+        runs[name] = Path(result["run_dir"])
+    sudoku = task_config("cfg_sudoku_cpu", tmp, "+data.build_args.workers=1", "data.build_args.num_train=20",
+                         "data.build_args.num_test=8", "data.build_args.num_aug=1", "train.max_steps=4",
+                         "train.eval_interval=4", "logging.run_name=sud")
+    runs["sudoku"] = Path(train(sudoku)["run_dir"])
+    arith = task_config("cfg_arith_cpu", tmp, "data.build_args.num_train=200", "data.build_args.num_test=20",
+                        "train.max_steps=4", "train.eval_interval=4", "logging.run_name=ari")
+    runs["arith"] = Path(train(arith)["run_dir"])
+    return runs
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module, to call its functions in-process (faster than a subprocess;
+    each script keeps one subprocess test for its command-line contract)."""
+    import importlib.util
+
+    module_name = f"script_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # pydantic resolves argument models' annotations through it
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import REPO, run_module
-from models.trm import TRMConfig
 from training.config import Config, ConfigError, DataConfig, LoggingConfig, OptimConfig, TrainConfig, validate_config
 
 CONFIG_DIR = str(REPO / "config")
@@ -15,13 +14,40 @@ def composed(name, overrides=()):
         return OmegaConf.to_container(compose(name, overrides=list(overrides)), resolve=False)
 
 
-def test_base_yaml_lists_every_field():
-    base = yaml.safe_load((REPO / "config" / "base.yaml").read_text())
+# YAML values that differ from the typed default on purpose, with the same meaning.
+SAME_MEANING = {("arch", "puzzle_emb_ndim"): "${.hidden_size}"}  # typed None = hidden_size
+
+
+def yaml_defaults(path):
+    """A YAML file's keys and values as Hydra reads them (1e-4 is a float), interpolations unresolved."""
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    raw.pop("defaults", None)
+    return raw
+
+
+def assert_same_defaults(section, yaml_values, model):
+    fields = {k: f for k, f in model.model_fields.items() if not f.is_required()}
+    required = set(model.model_fields) - set(fields)
+    assert set(yaml_values) == set(model.model_fields), (section, set(yaml_values) ^ set(model.model_fields))
+    for key, field in fields.items():
+        expected = SAME_MEANING.get((section, key), field.get_default(call_default_factory=True))
+        assert yaml_values[key] == expected, f"{section}.{key}: YAML {yaml_values[key]!r}, typed default {expected!r}"
+    for key in required:
+        assert yaml_values[key] == "???", f"{section}.{key} is required: the YAML must say ???"
+
+
+def test_yaml_and_typed_defaults_agree():
+    """Every typed field is in the YAML with the same default: base.yaml for the run sections,
+    config/arch/<name>.yaml for each registered model. A new field, or a default changed on one
+    side only, fails here."""
+    from models import MODELS
+
+    base = yaml_defaults(REPO / "config" / "base.yaml")
     for section, model in (("data", DataConfig), ("optim", OptimConfig), ("train", TrainConfig), ("logging", LoggingConfig)):
-        assert set(base[section]) == set(model.model_fields), section
-    arch = yaml.safe_load((REPO / "config" / "arch" / "trm.yaml").read_text())
-    missing = set(TRMConfig.model_fields) - set(arch) - {"rope_theta", "rms_norm_eps", "q_loss_weight"}
-    assert not missing
+        assert_same_defaults(section, base[section], model)
+    for name, (config_cls, _) in MODELS.items():
+        arch = yaml_defaults(REPO / "config" / "arch" / f"{name}.yaml")
+        assert_same_defaults("arch", arch, config_cls)
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "config").glob("cfg_*.yaml")))
@@ -96,3 +122,24 @@ def test_inductor_options_are_set_before_compiling():
         assert inductor_config.coordinate_descent_tuning is True and inductor_config.triton.unique_kernel_names is True
     finally:
         inductor_config.coordinate_descent_tuning, inductor_config.triton.unique_kernel_names = saved
+
+
+def test_every_typed_arch_key_can_be_overridden():
+    raw = composed("cfg_lsa", ["arch.rope_theta=5000", "arch.rms_norm_eps=1e-6", "arch.q_loss_weight=0.25"])
+    arch = validate_config(OmegaConf.to_container(OmegaConf.create(raw), resolve=True)).arch
+    assert (arch.rope_theta, arch.rms_norm_eps, arch.q_loss_weight) == (5000, 1e-6, 0.25)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "config").glob("cfg_*_cpu.yaml")))
+def test_cpu_presets_set_the_thread_count(name):
+    raw = composed(name)
+    assert raw["train"]["device"] == "cpu" and raw["train"]["num_threads"] == 1
+
+
+def test_eval_max_examples_scores_a_subset(tmp_path):
+    from conftest import tiny_config
+    from training.loop import train
+
+    result = train(tiny_config(tmp_path, "train.max_steps=2", "train.eval_interval=2", "train.eval_max_examples=7",
+                               "logging.run_name=sub"))
+    assert result["eval/examples"] == 7 and "eval/lsa/optimal_cost_rate" in result

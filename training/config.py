@@ -122,6 +122,8 @@ class TrainConfig(Strict):
     max_train_seconds: Optional[float] = Field(None, gt=0, description="stop after this much training wall time")
     eval_interval: int = Field(1000, ge=1, description="evaluate (and checkpoint) every N steps and at the end")
     eval_at_start: bool = False
+    eval_max_examples: Optional[int] = Field(
+        None, ge=1, description="score only the first N test examples (null: all); for quick runs")
     eval_halting: Literal["max_steps", "q_head"] = Field(
         "max_steps", description="which answer counts: the last of halt_max_steps steps, or the one where the Q head halts")
     log_every: int = Field(50, ge=1, description="read metrics back from the device every N steps")
@@ -141,7 +143,8 @@ class TrainConfig(Strict):
     best_metric: Optional[str] = Field(None, description="eval metric whose best checkpoint is kept, e.g. eval/lsa/optimal_cost_rate")
     best_mode: Literal["max", "min"] = "max"
     resume: Union[bool, str] = Field(
-        False, description="true: continue the run logging.run_name from its latest checkpoint; or a run/checkpoint path")
+        False, description="true: continue the run logging.run_name from its latest checkpoint; or a run or "
+        "checkpoint path, a run name or a wandb id (scripts/list_runs.py lists them)")
     load_checkpoint: Optional[str] = Field(
         None, description="start a new run from this checkpoint's weights (its EMA weights when present)")
     max_bad_steps: int = Field(20, ge=1, description="non-finite steps in a row before rolling back to the last checkpoint")
@@ -196,6 +199,8 @@ class LoggingConfig(Strict):
         "auto", description="auto: WANDB_MODE if set, else online when logged in, else offline"
     )
     progress: bool = True
+    wandb_examples: int = Field(
+        4, ge=0, description="test examples shown in wandb at each evaluation (a table and pictures); 0 = none")
 
     _names = pydantic.field_validator("project", "run_name")(check_path_component)
 

@@ -1,4 +1,10 @@
-"""Run logging: metrics.jsonl in the run directory (always) and wandb (never required)."""
+"""Run logging: metrics.jsonl in the run directory (always) and wandb (never required).
+
+`time` in metrics.jsonl is seconds since the run first started, summed over resumes (a resumed
+run continues from the last logged value, so the gap while it was stopped is not counted).
+wandb runs are grouped by task and architecture (`group` = "<task>-<arch>") and tagged with
+both, so a project's dashboard can filter and compare like with like.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from dataset.common import InputError
+from training.runs import task_of, write_run_file
 
 
 def wandb_logged_in() -> bool:
@@ -58,6 +65,29 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def logged_seconds(run_dir: Path) -> float:
+    """The last `time` in metrics.jsonl (0 for a new run): where a resumed run's clock restarts."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return 0.0
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            value = json.loads(line).get("time")
+        except json.JSONDecodeError:  # a line a crash cut short (truncate_metrics moves those aside)
+            continue
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.0
+
+
+def wandb_grouping(config: dict) -> dict[str, Any]:
+    """wandb.init's group and tags: runs of one task and architecture sit together."""
+    arch = config.get("arch") or {}
+    name = str(arch.get("name", "model"))
+    tags = [task_of(config), name] + ([f"mixer:{arch['mixer']}"] if arch.get("mixer") else [])
+    return {"group": f"{task_of(config)}-{name}", "tags": tags, "job_type": "train"}
+
+
 class RunLogger:
     def __init__(self, run_dir: Path, project: str, run_name: str, config: dict, wandb_mode: str,
                  wandb_id: Optional[str] = None, enabled: bool = True):
@@ -67,22 +97,27 @@ class RunLogger:
         self.start = time.time()
         if not enabled:
             return
+        self.start -= logged_seconds(run_dir)
         # Unbuffered: each record is one write, so a failed write (full disk) leaves nothing
         # pending that close() would try, and fail, to write again.
         self.jsonl = open(run_dir / "metrics.jsonl", "ab", buffering=0)
         mode = resolve_wandb_mode(wandb_mode)
-        if mode == "disabled":
-            return
+        if mode != "disabled":
+            self.wandb_run = self._init_wandb(mode, project, run_name, config, wandb_id)
+        write_run_file(run_dir, run_name, project, self.wandb_id, mode)
+
+    def _init_wandb(self, mode: str, project: str, run_name: str, config: dict, wandb_id: Optional[str]):
         import wandb
 
-        kwargs = dict(project=project, name=run_name, dir=str(run_dir), config=config, id=wandb_id, resume="allow")
+        kwargs = dict(project=project, name=run_name, dir=str(self.run_dir), config=config, id=wandb_id,
+                      resume="allow", **wandb_grouping(config))
         try:
-            self.wandb_run = wandb.init(mode=mode, **kwargs)
+            return wandb.init(mode=mode, **kwargs)
         except Exception as exc:  # an online init needs the network; the run must not depend on it
             if mode != "online":
                 raise
-            print(f"wandb: online init failed ({exc}); logging offline in {run_dir}/wandb instead", file=sys.stderr)
-            self.wandb_run = wandb.init(mode="offline", **kwargs)
+            print(f"wandb: online init failed ({exc}); logging offline in {self.run_dir}/wandb instead", file=sys.stderr)
+            return wandb.init(mode="offline", **kwargs)
 
     @property
     def wandb_id(self) -> Optional[str]:
@@ -99,6 +134,11 @@ class RunLogger:
                              "earlier checkpoints are intact") from exc
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
+
+    def log_media(self, media: dict[str, Any], step: int) -> None:
+        """Tables and pictures: wandb only (metrics.jsonl holds numbers)."""
+        if self.enabled and self.wandb_run is not None and media:
+            self.wandb_run.log(media, step=step)
 
     def close(self) -> None:
         if not self.enabled:

@@ -29,6 +29,7 @@ from dataset.common import Interrupted, ReportedError
 from evaluators import build_evaluator
 from training.config import Config
 from training.evaluation import EvaluationInterrupted, evaluate
+from training.examples import log_eval_examples
 from training.optim import lr_at, set_lr
 from training.preemption import StopSignal
 from training.run import Run, has_checkpoint, open_run, plan_run, restore
@@ -78,13 +79,18 @@ def train_step(state: TrainState) -> torch.Tensor:
     return torch.cat([torch.where(ok, values, 0.0), (~ok).float().reshape(1)])
 
 
+def eval_examples(cfg: Config, available: int) -> int:
+    """How many test examples evaluation scores: all, or the first train.eval_max_examples."""
+    return min(available, cfg.train.eval_max_examples or available)
+
+
 def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool = False,
                    should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
     """Evaluate with the EMA weights swapped in (the model's own come back afterwards)."""
     cfg = state.cfg
     evaluators = [build_evaluator(spec, state.data.test_meta) for spec in cfg.evaluators]
     with state.ema.swapped() if state.ema is not None else nullcontext():
-        return evaluate(state.step_fn, state.model, state.test_arrays, state.data.test.num_examples,
+        return evaluate(state.step_fn, state.model, state.test_arrays, eval_examples(cfg, state.data.test.num_examples),
                         cfg.train.eval_batch_size or cfg.train.global_batch_size, evaluators,
                         save_path=save_path, progress=progress, should_stop=should_stop,
                         halting=cfg.train.eval_halting)
@@ -177,6 +183,7 @@ def evaluate_and_save(run: Run, stop: StopSignal) -> dict[str, float]:
     if state.device.type == "cuda":
         metrics["perf/peak_memory_gib"] = torch.cuda.max_memory_allocated(state.device) / 2**30
     run.logger.log({**metrics, "train/seconds": state.train_seconds}, state.step)
+    log_eval_examples(run.logger, state)  # wandb only: a table and pictures of a few answers
     tqdm.write(f"step {state.step}: " + format_metrics(metrics, tuple(metrics)), file=sys.stdout)
     run.checkpoints.save(state, metrics)
     return metrics

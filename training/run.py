@@ -34,7 +34,9 @@ from training.checkpoint import (
 from training.config import Config, ConfigError, did_you_mean
 from training.ema import EMA
 from training.evaluation import METRIC_NAMES as EVAL_METRICS
+from training.inference import task_facts
 from training.logger import RunLogger, truncate_metrics, write_text
+from training.runs import locate_run
 from training.setup import build_train_state
 from training.state import TrainState
 
@@ -92,7 +94,7 @@ def plan_run(cfg: Config) -> RunPlan:
                               "start it again without train.resume")
         ckpt = resolve_checkpoint(run_dir)
         return RunPlan(run_dir, resume_from=ckpt, in_place=True, changes=check_resume_config(cfg, ckpt))
-    ckpt = resolve_checkpoint(resume)
+    ckpt = resolve_checkpoint(locate_run(resume, cfg.logging.runs_dir, cfg.logging.project))  # path, name or wandb id
     source_run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
     if name is None and source_run is not None and source_run.parent.resolve() == project_dir.resolve():
         name = source_run.name  # a checkpoint of a run in this project continues that run
@@ -204,6 +206,7 @@ def open_run(cfg: Config, plan: RunPlan) -> Run:
     state.wandb_id = logger.wandb_id
     data = state.data
     dataset_facts = {f: getattr(data.meta, f) for f in MODEL_DATA_FIELDS} | {"path": str(data.path)}
+    dataset_facts |= task_facts(data.meta)  # how solve.py and exports read and write the task's tokens
     print(
         f"run {run_dir.name}: {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f}M params on {state.device}"
         f"{' (compiled)' if state.compiled else ''}, {data.train.num_examples} train / {data.test.num_examples} test "

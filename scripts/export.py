@@ -1,0 +1,45 @@
+"""Export a checkpoint's weights as safetensors, with the config needed to rebuild the model.
+
+    python scripts/export.py --checkpoint runs/trm-lsa-cpu/<run> --out exports/lsa-cpu          # EMA weights
+    python scripts/export.py --checkpoint runs/.../checkpoints/step_0002000 --out exp --no-ema  # raw weights
+
+Writes OUT/model.safetensors and OUT/config.json. Load it back, ready for inference, with one call:
+
+    from training.inference import load_model
+    model = load_model("exports/lsa-cpu")           # a ReadyModel: model.solve(tokens) -> preds, steps
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
+
+from pydantic import BaseModel, Field  # noqa: E402
+
+from dataset.common import CLI, run_cli  # noqa: E402
+from training.inference import CONFIG_FILE, WEIGHTS_FILE, export_model  # noqa: E402
+
+
+class ExportArgs(BaseModel):
+    checkpoint: Path = Field(description="a checkpoint directory, or a run directory (its latest checkpoint)")
+    out: Path = Field(description="the directory to write (model.safetensors, config.json)")
+    ema: bool = Field(True, description="export the EMA weights (what evaluation uses) when the checkpoint has them")
+    overwrite: bool = Field(False, description="replace a non-empty --out directory")
+
+
+cli = CLI(name="export", description="Export a checkpoint as safetensors weights + config.json; prints one JSON object last.")
+
+
+@cli.command(singleton=True)
+def main(args: ExportArgs) -> None:
+    config = export_model(args.checkpoint, args.out, ema=args.ema, overwrite=args.overwrite)
+    print(f"wrote {args.out / WEIGHTS_FILE} ({config['weights']} weights, {config['parameters']:,} parameters) "
+          f"and {args.out / CONFIG_FILE} from {config['source']['checkpoint']}")
+    print(json.dumps({"out": str(args.out), **{k: config[k] for k in ("weights", "parameters", "source", "data")}}))
+
+
+if __name__ == "__main__":
+    run_cli(cli)

@@ -1,0 +1,102 @@
+"""Training and evaluation curves of one or more runs, overlaid, as one PNG.
+
+    python scripts/plot_run.py my-run --out curves.png                      # a run by name (or wandb id, or path)
+    python scripts/plot_run.py run-a run-b --out cmp.png --x time           # overlaid, against wall-clock time
+    python scripts/plot_run.py run-a --out f.png --metrics train/lm_loss,eval/lsa/optimal_cost_rate
+
+Default panels: training loss and accuracy, evaluation loss, exact accuracy and each task's
+headline metric (LSA: optimal cost rate). Reads metrics.jsonl only; works while a run trains.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
+
+from dataset.common import InputError, plain_parser, run_cli  # noqa: E402
+from training.runs import find_run, headline_metric, read_json, read_metrics  # noqa: E402
+
+DEFAULT_PANELS = ("train/lm_loss", "train/accuracy", "eval/lm_loss", "eval/exact_accuracy")
+LOG_SCALE = ("loss",)
+
+
+def series(records: list[dict[str, Any]], metric: str, x: str) -> tuple[list[float], list[float]]:
+    points = [(r.get(x), r[metric]) for r in records if isinstance(r.get(metric), (int, float))]
+    points = [(a, b) for a, b in points if isinstance(a, (int, float))]
+    return [a for a, _ in points], [b for _, b in points]
+
+
+def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = None, x: str = "step") -> list[str]:
+    """Draw each metric in its own panel, one line per run; returns the panels drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    runs = [(d, read_metrics(d), read_json(d / "config.json")) for d in run_dirs]
+    available = sorted({k for _, records, _ in runs for r in records for k in r if "/" in k})
+    if metrics:
+        missing = [m for m in metrics if m not in available]
+        if missing:
+            raise InputError(f"--metrics {missing[0]}: not logged by these runs; logged: {', '.join(available)}")
+        panels = metrics
+    else:
+        headlines = [headline_metric(config) for _, _, config in runs]
+        panels = [m for m in dict.fromkeys([*DEFAULT_PANELS, *headlines]) if m in available]
+    if not panels:
+        raise InputError(f"{', '.join(str(d) for d in run_dirs)}: no metrics logged yet (metrics.jsonl is empty)")
+
+    columns = 2 if len(panels) > 1 else 1
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(5.2 * columns, 3.2 * rows + 0.5), dpi=100, layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    colors = matplotlib.colormaps["tab10"].colors
+    for ax, metric in zip(axes, panels):
+        for i, (run_dir, records, _) in enumerate(runs):
+            xs, ys = series(records, metric, x)
+            if not xs:
+                continue
+            dots = metric.startswith("eval/") or len(xs) == 1
+            style = dict(marker="o", markersize=3) if dots else dict(linewidth=1.2)
+            ax.plot(xs, ys, color=colors[i % len(colors)], label=run_dir.name, **style)
+        if any(word in metric for word in LOG_SCALE) and ax.lines and all(min(line.get_ydata()) > 0 for line in ax.lines):
+            ax.set_yscale("log")
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel("step" if x == "step" else "seconds (wall clock, summed over resumes)")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:len(panels)]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4), fontsize=9)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return panels
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = plain_parser("Plot training and evaluation curves of runs (overlaid) to a PNG file.")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="a run directory, run name or wandb id (or a unique prefix)")
+    parser.add_argument("--out", required=True, type=Path, help="the PNG file to write")
+    parser.add_argument("--runs-dir", default="runs", help="where names are looked up (default: runs)")
+    parser.add_argument("--metrics", help="comma-separated metric names (default: losses, accuracies, the task's headline)")
+    parser.add_argument("--x", choices=("step", "time"), default="step", help="the x axis (default: step)")
+    args = parser.parse_args(argv)
+    if args.out.suffix.lower() != ".png":
+        raise InputError(f"--out {args.out}: expected a .png file name")
+    run_dirs = [find_run(key, args.runs_dir) for key in args.runs]
+    panels = plot_runs(run_dirs, args.out, args.metrics.split(",") if args.metrics else None, args.x)
+    print(f"wrote {args.out}")
+    print(json.dumps({"out": str(args.out), "runs": [str(d) for d in run_dirs], "panels": panels}))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,312 @@
+"""Apply a trained model to your own instances.
+
+    python scripts/solve.py --checkpoint runs/trm-lsa-cpu/<run> --input costs.csv     # or costs.npy, or - (stdin)
+    python scripts/solve.py --checkpoint exports/sudoku --input puzzles.txt
+    echo "1a3f+ff" | python scripts/solve.py --checkpoint runs/trm-arith/<run> --input -
+
+The task comes from the checkpoint (or exported directory, scripts/export.py). Inputs:
+  lsa     cost matrices as CSV (rows of comma- or space-separated integers, matrices separated
+          by a blank line) or .npy of shape (n, n) or (N, n, n); n and the cost range 1..max_cost
+          must be the checkpoint's
+  sudoku  one puzzle per line, 81 characters: digits 1-9, '.' or '0' for a blank
+  arith   one expression per line in the checkpoint's base and operation, e.g. "1a3f+ff"
+Each answer is printed readably; the last line is one JSON object: the answers, whether each is
+valid, the ACT steps used, and for LSA the cost, scipy's optimal cost and the gap. Input that
+does not fit the checkpoint is one line on stderr, exit code 2. Lines starting with '#' are skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
+
+import numpy as np  # noqa: E402
+from pydantic import BaseModel, Field  # noqa: E402
+
+from dataset.common import CLI, InputError, run_cli  # noqa: E402
+from training.inference import ReadyModel, load_model  # noqa: E402
+
+
+class SolveArgs(BaseModel):
+    checkpoint: Path = Field(description="a run, checkpoint or exported directory")
+    input: str = Field(description="the instances: a file, or - for standard input")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N")
+    halting: Optional[Literal["max_steps", "q_head"]] = Field(
+        None, description="which answer counts (default: the run's train.eval_halting)")
+
+
+def content_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the lines that are neither blank nor comments."""
+    return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+# ---------------------------------------------------------------------------------------------
+# LSA
+
+
+def parse_lsa(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
+    """Cost matrices (N, n, n) int64 from .npy bytes or CSV text; checked against the checkpoint."""
+    n, max_cost = facts.get("n"), facts.get("max_cost")
+    if not isinstance(n, int) or not isinstance(max_cost, int):
+        raise InputError(f"--checkpoint: its LSA facts need integer n and max_cost, got n={n!r}, max_cost={max_cost!r}")
+    if raw.startswith(b"\x93NUMPY"):
+        try:
+            costs = np.load(io.BytesIO(raw), allow_pickle=False)
+        except ValueError as exc:
+            raise InputError(f"{where}: cannot read .npy ({exc})") from exc
+        costs = costs[None] if costs.ndim == 2 else costs
+        if costs.ndim != 3:
+            raise InputError(f"{where}: expected an array of shape (n, n) or (N, n, n), got {costs.shape}")
+        matrices = [(f"matrix {i + 1}", m) for i, m in enumerate(costs)]
+    else:
+        blocks, block = [], []
+        for number, line in enumerate(raw.decode(errors="replace").splitlines() + [""], 1):
+            if line.strip().startswith("#"):
+                continue
+            if line.strip():
+                block.append((number, line))
+            elif block:
+                blocks.append(block)
+                block = []
+        matrices = []
+        for rows in blocks:
+            try:
+                values = [[float(v) for v in re.split(r"[,\s]+", line.strip().strip(","))] for _, line in rows]
+            except ValueError as exc:
+                raise InputError(f"{where}: line {rows[0][0]}-{rows[-1][0]}: not numbers ({exc})") from exc
+            if len({len(v) for v in values}) != 1:
+                raise InputError(f"{where}: lines {rows[0][0]}-{rows[-1][0]}: rows of different lengths")
+            matrices.append((f"matrix at line {rows[0][0]}", np.array(values)))
+    if not matrices:
+        raise InputError(f"{where}: no cost matrix found")
+    for name, m in matrices:
+        if m.shape != (n, n):
+            raise InputError(f"{where}: {name} is {'x'.join(map(str, m.shape))}; the checkpoint was trained on {n}x{n}")
+        if not np.all(np.isfinite(m)) or np.any(m != np.round(m)):
+            raise InputError(f"{where}: {name}: costs must be integers (tokens), got {m[m != np.round(m)][:1]}")
+        if m.min() < 1 or m.max() > max_cost:
+            bad = m.min() if m.min() < 1 else m.max()
+            raise InputError(f"{where}: {name}: cost {bad:g} is outside the trained range 1..{max_cost}")
+    return np.stack([m for _, m in matrices]).astype(np.int64)
+
+
+def solve_lsa(model: ReadyModel, costs: np.ndarray) -> list[dict[str, Any]]:
+    from evaluators.lsa import LABEL_ASSIGNED, LABEL_UNASSIGNED, optimal_costs, project_to_permutation
+
+    num, n, _ = costs.shape
+    out = model.solve(costs.reshape(num, n * n))
+    assigned = (out["preds"] == LABEL_ASSIGNED).reshape(num, n, n)
+    scores = (out["logits"][..., LABEL_ASSIGNED] - out["logits"][..., LABEL_UNASSIGNED]).reshape(num, n, n)
+    projected = (project_to_permutation(scores) == LABEL_ASSIGNED).reshape(num, n, n)
+    best = optimal_costs(costs)
+    answers = []
+    for i in range(num):
+        valid = bool(np.all(np.isin(out["preds"][i], (LABEL_ASSIGNED, LABEL_UNASSIGNED))) and
+                     np.all(assigned[i].sum(0) == 1) and np.all(assigned[i].sum(1) == 1))
+        cost = int((costs[i] * assigned[i]).sum()) if valid else None
+        answers.append({
+            "assignment": assigned[i].argmax(1).tolist() if valid else None,
+            "valid": valid,
+            "steps": int(out["steps"][i]),
+            "cost": cost,
+            "optimal_cost": int(best[i]),
+            "gap": cost - int(best[i]) if valid else None,
+            "projected_assignment": projected[i].argmax(1).tolist(),
+            "projected_cost": int((costs[i] * projected[i]).sum()),
+        })
+    return answers
+
+
+def show_lsa(costs: np.ndarray, answer: dict[str, Any]) -> str:
+    """The cost matrix with the chosen cell of each row in brackets."""
+    if answer["valid"]:
+        cols = answer["assignment"]
+        head = (f"cost {answer['cost']}, optimal {answer['optimal_cost']} (gap {answer['gap']}), "
+                f"{answer['steps']} ACT steps; assignment row -> column: {cols}")
+    else:
+        cols = answer["projected_assignment"]
+        head = (f"not a permutation ({answer['steps']} ACT steps); the Hungarian projection of its scores, "
+                f"{cols}, costs {answer['projected_cost']}, optimal {answer['optimal_cost']}")
+    width = len(str(costs.max())) + 2
+    rows = ["".join((f"[{c}]" if j == cols[r] else f" {c} ").rjust(width + 1) for j, c in enumerate(row)).rstrip()
+            for r, row in enumerate(costs)]
+    return head + "\n" + "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sudoku
+
+
+def parse_sudoku(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
+    """Puzzles as digits (N, 81), 0 = blank; malformed or self-contradicting grids are errors."""
+    from dataset.sudoku_solver import UNITS
+
+    grids = []
+    for number, line in content_lines(raw.decode(errors="replace")):
+        if len(line) != 81 or not re.fullmatch(r"[0-9.]{81}", line):
+            raise InputError(f"{where}: line {number}: expected 81 characters (digits 1-9, '.' or '0' for a blank), "
+                             f"got {len(line)}: {line[:30]!r}")
+        grid = np.array([0 if ch == "." else int(ch) for ch in line])
+        for unit_index, unit in enumerate(UNITS):
+            digits = grid[list(unit)]
+            digits = digits[digits > 0]
+            if len(digits) != len(set(digits.tolist())):
+                kind = ("row", "column", "box")[unit_index // 9]
+                raise InputError(f"{where}: line {number}: the givens repeat a digit in {kind} {unit_index % 9 + 1}")
+        grids.append(grid)
+    if not grids:
+        raise InputError(f"{where}: no puzzle found")
+    return np.stack(grids)
+
+
+def solve_sudoku(model: ReadyModel, grids: np.ndarray) -> list[dict[str, Any]]:
+    from evaluators.sudoku import score_sudoku
+
+    tokens = grids + 1  # digit d -> d + 1, blank -> 1
+    out = model.solve(tokens)
+    answers = []
+    for i in range(grids.shape[0]):
+        valid = score_sudoku(tokens[i:i + 1], out["preds"][i:i + 1])["valid_grid_rate"] == 1.0
+        digits = "".join(str(int(t) - 1) if 2 <= t <= 10 else "?" for t in out["preds"][i])
+        answers.append({"answer": digits, "valid": bool(valid), "steps": int(out["steps"][i])})
+    return answers
+
+
+def show_sudoku(grid: np.ndarray, answer: dict[str, Any]) -> str:
+    lines = []
+    for r in range(9):
+        if r in (3, 6):
+            lines.append("------+-------+------")
+        cells = answer["answer"][r * 9:(r + 1) * 9]
+        lines.append(" | ".join(" ".join(cells[c:c + 3]) for c in (0, 3, 6)))
+    verdict = "a valid solution" if answer["valid"] else "NOT a valid solution (rows, columns, boxes or givens)"
+    return f"{verdict}, {answer['steps']} ACT steps\n" + "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arithmetic
+
+
+def parse_arith(raw: bytes, where: str, facts: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(expression, a, b) per line, checked against the layout's base, operation and width."""
+    from dataset.build_arith_dataset import DIGIT_CHARS, OP_SYMBOLS, ArithLayout
+
+    layout = ArithLayout.model_validate(facts["layout"])
+    symbol, digits = OP_SYMBOLS[layout.op], DIGIT_CHARS[: layout.base]
+    problems = []
+    for number, line in content_lines(raw.decode(errors="replace")):
+        match = re.fullmatch(r"\s*(\w+)\s*([+*])\s*(\w+)\s*=?\s*", line.lower())
+        if match is None:
+            raise InputError(f"{where}: line {number}: expected 'a {symbol} b', got {line!r}")
+        a_text, op, b_text = match.groups()
+        if op != symbol:
+            raise InputError(f"{where}: line {number}: operation {op!r}, but the checkpoint was trained on {symbol!r}")
+        for text in (a_text, b_text):
+            if any(ch not in digits for ch in text):
+                raise InputError(f"{where}: line {number}: {text!r} is not a base-{layout.base} number (digits {digits})")
+            if len(text.lstrip("0") or "0") > layout.operand_width:
+                raise InputError(f"{where}: line {number}: {text} has {len(text.lstrip('0'))} digits; the checkpoint "
+                                 f"reads at most {layout.operand_width}")
+        problems.append((line, int(a_text, layout.base), int(b_text, layout.base)))
+    if not problems:
+        raise InputError(f"{where}: no expression found")
+    return problems
+
+
+def to_base(value: int, base: int) -> str:
+    from dataset.build_arith_dataset import DIGIT_CHARS
+
+    text = ""
+    while True:
+        value, digit = divmod(value, base)
+        text = DIGIT_CHARS[digit] + text
+        if value == 0:
+            return text
+
+
+def solve_arith(model: ReadyModel, problems: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    from dataset.build_arith_dataset import DIGIT_TOKEN_OFFSET, ArithLayout, digits_to_int, encode_problems
+
+    layout = ArithLayout.model_validate(model.facts["layout"])
+
+    def digit_rows(values: list[int], width: int) -> np.ndarray:  # LSD first, as the layout stores them
+        return np.array([[(v // layout.base**i) % layout.base for i in range(width)] for v in values], dtype=np.uint8)
+
+    a = digit_rows([p[1] for p in problems], layout.operand_width)
+    b = digit_rows([p[2] for p in problems], layout.operand_width)
+    inputs, _ = encode_problems(a, b, np.zeros((len(problems), layout.answer_width), np.uint8), layout)
+    out = model.solve(inputs)
+    answers = []
+    for (text, x, y), preds, steps in zip(problems, out["preds"], out["steps"]):
+        digits = preds[layout.answer_slice].astype(np.int64) - DIGIT_TOKEN_OFFSET  # (R,)
+        valid = bool(np.all((digits >= 0) & (digits < layout.base)))  # every answer slot holds a digit
+        value = digits_to_int(digits, layout.base) if valid else None
+        truth = x + y if layout.op == "add" else x * y
+        answers.append({"expression": text, "answer": None if value is None else to_base(value, layout.base),
+                        "valid": valid, "correct": value == truth, "expected": to_base(truth, layout.base),
+                        "steps": int(steps)})
+    return answers
+
+
+def show_arith(problem: tuple[str, int, int], answer: dict[str, Any], base: int, symbol: str) -> str:
+    verdict = "right" if answer["correct"] else f"wrong: {answer['expected']}"
+    shown = answer["answer"] if answer["valid"] else "(not a number)"
+    return (f"{to_base(problem[1], base)} {symbol} {to_base(problem[2], base)} = {shown}   "
+            f"[base {base}; {verdict}; {answer['steps']} ACT steps]")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def read_input(name: str) -> tuple[bytes, str]:
+    if name == "-":
+        return sys.stdin.buffer.read(), "<stdin>"
+    path = Path(name)
+    if not path.is_file():
+        raise InputError(f"--input {name}: file not found")
+    return path.read_bytes(), f"--input {name}"
+
+
+def solve(args: SolveArgs) -> dict[str, Any]:
+    model = load_model(args.checkpoint, args.device, args.halting)
+    task = model.facts.get("task")
+    raw, where = read_input(args.input)
+    if task == "lsa":
+        costs = parse_lsa(raw, where, model.facts)
+        answers = solve_lsa(model, costs)
+        shown = [show_lsa(c, a) for c, a in zip(costs, answers)]
+    elif task == "sudoku":
+        grids = parse_sudoku(raw, where, model.facts)
+        answers = solve_sudoku(model, grids)
+        shown = [show_sudoku(g, a) for g, a in zip(grids, answers)]
+    elif task == "arith":
+        problems = parse_arith(raw, where, model.facts)
+        answers = solve_arith(model, problems)
+        layout = model.facts["layout"]
+        symbol = "+" if layout["op"] == "add" else "*"
+        shown = [show_arith(p, a, layout["base"], symbol) for p, a in zip(problems, answers)]
+    else:
+        raise InputError(f"--checkpoint {args.checkpoint}: task {task!r}; solve.py handles lsa, sudoku and arith")
+    for i, text in enumerate(shown, 1):
+        print(f"#{i}: {text}\n")
+    return {"task": task, "checkpoint": model.source, "weights": model.weights, "halting": model.halting,
+            "answers": answers}
+
+
+cli = CLI(name="solve", description="Apply a trained model to your own instances; prints one JSON object last.")
+
+
+@cli.command(singleton=True)
+def main(args: SolveArgs) -> None:
+    print(json.dumps(solve(args)))
+
+
+if __name__ == "__main__":
+    run_cli(cli)

@@ -1,0 +1,66 @@
+"""Pictures of a dataset's examples, one PNG each.
+
+    python scripts/visualize_dataset.py --data data/lsa-4x4-cpu --out pictures/lsa --count 4
+    python scripts/visualize_dataset.py --data data/sudoku-hard --out pictures/sudoku --split train --start 1000
+
+LSA: the cost matrix as a heat map, the optimal assignment boxed. Sudoku: the givens in bold on
+grey, the solution in blue. Arithmetic: the problem written in columns, as on paper. Files are
+named <split>_<index>.png; the last line printed is one JSON object listing them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
+
+from pydantic import BaseModel, Field  # noqa: E402
+
+from dataset.common import CLI, DatasetError, load_split, run_cli  # noqa: E402
+from dataset.loader import concat_sets  # noqa: E402
+from evaluators.render import render_example, save  # noqa: E402
+from training.inference import task_facts  # noqa: E402
+
+
+class VisualizeArgs(BaseModel):
+    data: Path = Field(description="dataset directory (train/, test/)")
+    out: Path = Field(description="directory for the pictures (created if missing)")
+    count: int = Field(4, ge=1, le=1000, description="how many examples")
+    start: int = Field(0, ge=0, description="index of the first example")
+    split: Literal["train", "test"] = "test"
+
+
+def visualize(args: VisualizeArgs) -> list[Path]:
+    meta, sets = load_split(args.data, args.split)
+    arrays = concat_sets(sets)
+    if args.start >= arrays.num_examples:
+        raise DatasetError(f"--start {args.start}: the {args.split} split has {arrays.num_examples} examples")
+    facts = task_facts(meta) | {"seq_len": meta.seq_len, "vocab_size": meta.vocab_size}
+    try:
+        from evaluators.render import task_of
+
+        task = task_of(facts)
+    except ValueError as exc:
+        raise DatasetError(f"{args.data / args.split / 'dataset.json'}: {exc}") from exc
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(args.start, min(args.start + args.count, arrays.num_examples)):
+        fig = render_example(facts, arrays.inputs[index], arrays.labels[index], title=f"{task} {args.split} #{index}")
+        written.append(save(fig, args.out / f"{args.split}_{index:05d}.png"))
+        print(f"wrote {written[-1]}")
+    return written
+
+
+cli = CLI(name="visualize_dataset", description="Pictures of a dataset's examples (PNG); prints one JSON object last.")
+
+
+@cli.command(singleton=True)
+def main(args: VisualizeArgs) -> None:
+    print(json.dumps({"files": [str(p) for p in visualize(args)]}))
+
+
+if __name__ == "__main__":
+    run_cli(cli)

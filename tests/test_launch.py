@@ -1,0 +1,185 @@
+"""train_lsa.sh with the real `screen` (CI installs it), and pretrain.py's own flags:
+--help, --check, --cfg and -m validate like a run, and sweep jobs carry their number."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from conftest import REPO, assert_one_line_error, build_lsa, run_module
+
+TINY = ["data.build_args.num_train=40", "data.build_args.num_test=10", "train.global_batch_size=16",
+        "arch.hidden_size=32", "arch.num_heads=2"]
+
+
+def wait_for(condition, what: str, timeout: float = 180.0, poll: float = 0.1):
+    """Poll until `condition()` is truthy (an event, not a fixed sleep); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def screen():
+    """The screen binary; installed with apt-get when missing and possible (CI does it in .ci/run)."""
+    if shutil.which("screen") is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "screen"], capture_output=True, timeout=600)
+    path = shutil.which("screen")
+    if path is None:
+        pytest.skip("screen is not installed and cannot be installed here")
+    return path
+
+
+def session_alive(screen, name):
+    listing = subprocess.run([screen, "-ls"], capture_output=True, text=True).stdout
+    return any(field.split(".", 1)[-1] == name for line in listing.splitlines() for field in line.split()[:1])
+
+
+def launch(tmp_path, name, *overrides, **env_extra):
+    env = {**os.environ, "CONFIG": "cfg_lsa_cpu", "RUN_NAME": name, "PYTHON": sys.executable,
+           "LOG_DIR": str(tmp_path / "logs"), "WANDB_MODE": "disabled", **env_extra}
+    return subprocess.run(
+        ["bash", str(REPO / "train_lsa.sh"), f"data.path={tmp_path / 'data'}", f"logging.runs_dir={tmp_path / 'runs'}",
+         *TINY, *overrides], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_train_lsa_sh_runs_in_screen_and_stops_the_documented_way(tmp_path, screen):
+    name = f"trmtest-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "logs" / f"{name}.log"
+    run_dir = tmp_path / "runs" / "trm-lsa-cpu" / name
+    try:
+        started = launch(tmp_path, name, "train.max_steps=1000000", "train.eval_interval=5", "train.log_every=5")
+        assert started.returncode == 0, started.stderr
+        assert session_alive(screen, name)
+        hints = started.stdout
+        assert f"screen -r {name}" in hints and f"-X stuff $'\\003'" in hints and "train.eval_interval=5" in hints
+        assert f"RUN_NAME={name}" in hints and hints.count("train.max_steps=1000000") == 2  # continue + foreground
+        wait_for(lambda: "step 5:" in log.read_text(), "the first evaluation in the log")
+        size = log.stat().st_size
+        wait_for(lambda: log.stat().st_size > size, "the log to grow")
+
+        subprocess.run([screen, "-S", name, "-X", "stuff", "\x03"], check=True)  # the README's way to stop
+        wait_for(lambda: not session_alive(screen, name), "the session to end after Ctrl-C")
+    finally:
+        if session_alive(screen, name):
+            subprocess.run([screen, "-S", name, "-X", "quit"])
+    text = log.read_text()
+    assert "\r" not in text and "%|" not in text and "\x1b" not in text  # no progress-bar frames
+    assert f"stopped at step" in text and json.loads(text.strip().splitlines()[-1])["preempted"] is True
+    assert (run_dir / "checkpoints" / "latest").is_file()
+
+
+def test_train_lsa_sh_checks_before_starting_screen(tmp_path, screen):
+    name = f"trmtest-{uuid.uuid4().hex[:8]}"
+    try:
+        bad_key = launch(tmp_path, name, "+train.lrr=1")
+        assert_one_line_error(bad_key, "train.lrr")
+        taken_dir = tmp_path / "runs" / "trm-lsa-cpu" / name  # a run with a checkpoint is taken
+        (taken_dir / "checkpoints" / "step_0000001").mkdir(parents=True)
+        (taken_dir / "checkpoints" / "latest").write_text("step_0000001")
+        (taken_dir / "config.json").write_text("{}")
+        taken = launch(tmp_path, name)
+        assert_one_line_error(taken, f"logging.run_name={name}", "already holds a run")
+        missing = launch(tmp_path, name + "-x", "train.resume=true")
+        assert_one_line_error(missing, "train.resume=true")
+        assert not session_alive(screen, name) and not session_alive(screen, name + "-x")
+        assert not (tmp_path / "logs").exists()
+    finally:
+        for session in (name, name + "-x"):
+            if session_alive(screen, session):
+                subprocess.run([screen, "-S", session, "-X", "quit"])
+
+
+def test_train_lsa_sh_reports_a_run_that_dies_at_start(tmp_path, screen):
+    """A dataset that exists but is broken passes the check; the run's own error reaches the
+    terminal and the script fails."""
+    data = build_lsa(tmp_path / "data")
+    (data / "train" / "all__inputs.npy").write_bytes(b"not numpy")
+    name = f"trmtest-{uuid.uuid4().hex[:8]}"
+    try:
+        result = launch(tmp_path, name)
+    finally:
+        if session_alive(screen, name):
+            subprocess.run([screen, "-S", name, "-X", "quit"])
+    assert result.returncode == 1
+    assert "stopped before training started" in result.stderr and "all__inputs.npy" in result.stderr
+
+
+def test_train_lsa_sh_without_screen_keeps_the_overrides():
+    env = {**os.environ, "SCREEN": "/nonexistent/screen", "CONFIG": "cfg_lsa_cpu", "RUN_NAME": "r1"}
+    result = subprocess.run(["bash", str(REPO / "train_lsa.sh"), "train.max_steps=7", "optim.lr=3e-4"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert_one_line_error(result, "screen", "--config-name cfg_lsa_cpu logging.run_name=r1 train.max_steps=7 optim.lr=3e-4")
+
+
+def test_pretrain_help_lists_the_configs():
+    result = run_module("pretrain.py", "--help")
+    assert result.returncode == 0
+    for name in [p.stem for p in (REPO / "config").glob("cfg_*.yaml")] + ["arch=trm_mlp", "--check", "-m"]:
+        assert name in result.stdout, name
+
+
+@pytest.mark.parametrize("flags", [["--cfg", "job"], ["-m"]])
+def test_hydra_flags_validate_like_a_run(flags):
+    result = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "+train.lrr=1", *flags)
+    assert_one_line_error(result, "train.lrr")
+
+
+@pytest.mark.parametrize("argv, overrides, flags", [
+    (["--cfg", "job", "a=1"], ["a=1"], {"--cfg"}),
+    (["-c", "job", "a=1"], ["a=1"], {"-c"}),
+    (["--cfg=job", "a=1"], ["a=1"], {"--cfg"}),
+    (["--info", "config", "a=1"], ["a=1"], {"--info"}),
+    (["--info", "a=1"], ["a=1"], {"--info"}),  # --info's topic is optional
+    (["-cn", "cfg_arith", "-m", "a=1,2"], ["a=1,2"], {"-cn", "-m"}),
+])
+def test_flag_values_are_not_taken_for_overrides(argv, overrides, flags):
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO))
+    import pretrain
+
+    config_name, parsed, seen = pretrain.parse_argv(argv)
+    assert parsed == overrides and seen == flags
+    assert config_name == ("cfg_arith" if "-cn" in argv else "cfg_lsa")
+    assert pretrain.expand_sweeps(["a=1,2", "b=x"]) == [["a=1", "b=x"], ["a=2", "b=x"]]
+
+
+def test_cfg_job_prints_a_valid_config():
+    result = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "--cfg", "job", "train.max_steps=5")
+    assert result.returncode == 0, result.stderr
+    assert "max_steps: 5" in result.stdout
+
+
+def test_multirun_validates_every_job_and_names_runs_by_job_number(tmp_path):
+    bad = run_module(str(REPO / "pretrain.py"), "--config-name", "cfg_lsa_cpu", "-m", "optim.lr=1e-3,-1", cwd=tmp_path)
+    assert_one_line_error(bad, "optim.lr")
+    assert not (tmp_path / "multirun").exists()  # refused before the first job ran
+    result = run_module(str(REPO / "pretrain.py"), "--config-name", "cfg_lsa_cpu", "-m", "train.max_steps=2,3", *TINY,
+                        "train.eval_interval=2", "logging.run_name=sw", f"data.path={tmp_path / 'data'}",
+                        f"logging.runs_dir={tmp_path / 'runs'}", "logging.progress=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "job 0: run sw-0 (train.max_steps=2" in result.stdout and "job 1: run sw-1 (train.max_steps=3" in result.stdout
+    steps = {p.name: json.loads((p / "config.json").read_text())["train"]["max_steps"]
+             for p in (tmp_path / "runs" / "trm-lsa-cpu").iterdir()}
+    assert steps == {"sw-0": 2, "sw-1": 3}
+
+
+def test_check_prints_the_run_dir_and_starts_nothing(tmp_path):
+    result = run_module("pretrain.py", "--check", "--config-name", "cfg_lsa_cpu", "logging.run_name=c1",
+                        f"logging.runs_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "runs" / "trm-lsa-cpu" / "c1")
+    assert not any(tmp_path.iterdir())
+    no_data = run_module("pretrain.py", "--check", "--config-name", "cfg_lsa_cpu", "data.builder=null",
+                         f"data.path={tmp_path / 'nodata'}")
+    assert_one_line_error(no_data, "data.path=")

@@ -1,0 +1,142 @@
+"""compare_runs.py, plot_run.py, visualize_dataset.py and the example renderers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, load_script, run_module
+from training.checkpoint import load_file, resolve_checkpoint
+
+
+def read_png(path):
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return matplotlib.image.imread(str(path))
+
+
+def test_compare_runs(runs_zoo, capsys):
+    compare = load_script("compare_runs")
+    compare.main(["alpha", "beta", "--runs-dir", str(runs_zoo["runs_dir"]), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    alpha, beta = result["runs"]
+    for run, key in ((alpha, "alpha"), (beta, "beta")):
+        ema = load_file(resolve_checkpoint(runs_zoo[key]) / "ema.pt")  # every parameter, puzzle embedding included
+        assert run["parameters"] == sum(t.numel() for t in ema.values())
+        assert run["puzzle_embedding_parameters"] == ema["puzzle_emb"].numel() > 0
+        assert run["steps"] == 40 and run["arch"] == "trm" and run["train_seconds"] > 0
+        assert run["headline"] == "eval/lsa/optimal_cost_rate"
+        assert run["headline_per_million_params"] == pytest.approx(run["headline_best"] / (run["parameters"] / 1e6))
+    assert (alpha["hidden_size"], beta["hidden_size"]) == (32, 48) and beta["parameters"] > alpha["parameters"]
+    differ = result["config_differences"]
+    assert differ["arch.hidden_size"] == [32, 48] and differ["optim.lr"] == [0.003, 0.001]
+    assert "logging.run_name" not in differ and "train.max_steps" not in differ
+
+    compare.main([str(runs_zoo["alpha"]), str(runs_zoo["sudoku"])])
+    text = capsys.readouterr().out
+    assert "headline per M params" in text and "config keys that differ:" in text
+    assert "eval/sudoku/valid_grid_rate" in text and "eval/lsa/optimal_cost_rate" in text
+
+
+def test_compare_runs_bad_input(runs_zoo, capsys):
+    assert_one_line_error(run_module("scripts/compare_runs.py", "nope", "--runs-dir", str(runs_zoo["runs_dir"])), "nope")
+    with pytest.raises(SystemExit) as info:
+        load_script("compare_runs").main([])
+    assert info.value.code == 2 and "RUN" in capsys.readouterr().err
+
+
+def test_plot_run_overlays_runs(runs_zoo, tmp_path, capsys):
+    load_script("plot_run").main(["alpha", "beta", "--runs-dir", str(runs_zoo["runs_dir"]),
+                                  "--out", str(tmp_path / "sub" / "curves.png")])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["panels"] == ["train/lm_loss", "train/accuracy", "eval/lm_loss", "eval/exact_accuracy",
+                                "eval/lsa/optimal_cost_rate"]
+    image = read_png(tmp_path / "sub" / "curves.png")
+    assert image.shape[0] > 500 and image.shape[1] > 800 and image.std() > 0.05
+
+
+def test_plot_runs_draws_one_line_per_run(runs_zoo, tmp_path, monkeypatch):
+    """The figure itself: each panel holds one line per run, with the logged values."""
+    from matplotlib.figure import Figure
+
+    plot_run = load_script("plot_run")
+
+    figures = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figures.append(self))
+    plot_run.plot_runs([runs_zoo["alpha"], runs_zoo["beta"]], tmp_path / "x.png", ["train/lm_loss", "eval/lm_loss"], "time")
+    axes = [ax for ax in figures[0].axes if ax.lines]
+    assert len(axes) == 2 and all(len(ax.lines) == 2 for ax in axes)
+    from training.runs import read_metrics
+
+    losses = [r["eval/lm_loss"] for r in read_metrics(runs_zoo["alpha"]) if "eval/lm_loss" in r]
+    assert list(axes[1].lines[0].get_ydata()) == losses
+    assert [t.get_text() for t in figures[0].legends[0].get_texts()] == ["alpha", "beta"]
+
+
+def test_plot_run_bad_input(runs_zoo, tmp_path):
+    from dataset.common import InputError
+
+    runs = str(runs_zoo["runs_dir"])
+    assert_one_line_error(run_module("scripts/plot_run.py", "alpha", "--runs-dir", runs, "--out", str(tmp_path / "a.png"),
+                                     "--metrics", "eval/nope"), "--metrics eval/nope")
+    with pytest.raises(InputError, match="--out"):
+        load_script("plot_run").main(["alpha", "--runs-dir", runs, "--out", str(tmp_path / "a.jpg")])
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("task", ["lsa", "sudoku", "arith"])
+def test_visualize_dataset(runs_zoo, tmp_path, task):
+    data = {"lsa": runs_zoo["alpha"].parents[2] / "lsa4", "sudoku": runs_zoo["runs_dir"].parent / "cfg_sudoku_cpu",
+            "arith": runs_zoo["runs_dir"].parent / "cfg_arith_cpu"}[task]
+    script = load_script("visualize_dataset")
+    files = script.visualize(script.VisualizeArgs(data=data, out=tmp_path / "pics", count=3, start=1))
+    assert [f.name for f in files] == ["test_00001.png", "test_00002.png", "test_00003.png"]
+    images = [read_png(tmp_path / "pics" / name) for name in ("test_00001.png", "test_00002.png")]
+    assert all(im.shape[0] > 200 and im.std() > 0.05 for im in images)
+    assert not np.array_equal(images[0], images[1])  # two different examples
+
+
+def test_visualize_dataset_bad_input(runs_zoo, tmp_path):
+    from dataset.common import InputError
+
+    data = runs_zoo["alpha"].parents[2] / "lsa4"
+    assert_one_line_error(run_module("scripts/visualize_dataset.py", "--data", str(tmp_path / "none"), "--out",
+                                     str(tmp_path / "p")), "none")
+    script = load_script("visualize_dataset")
+    with pytest.raises(InputError, match="--start 20"):
+        script.visualize(script.VisualizeArgs(data=data, out=tmp_path / "p", start=20))
+
+
+def test_renderers_show_the_models_answer(runs_zoo):
+    """With predictions, each renderer marks right and wrong; the text form agrees."""
+    from evaluators.render import RIGHT, WRONG, describe_example, render_example
+
+    lsa = {"task": "lsa", "n": 3, "max_cost": 9}
+    costs = np.array([1, 9, 9, 9, 1, 9, 9, 9, 1])
+    target = np.array([2, 1, 1, 1, 2, 1, 1, 1, 2])
+    swapped = np.array([1, 2, 1, 2, 1, 1, 1, 1, 2])
+    fig = render_example(lsa, costs, target, swapped)
+    colors = [line.get_color() for line in fig.axes[0].lines]
+    assert colors.count(RIGHT) == 1 and colors.count(WRONG) == 2
+    assert "model: cost 19" in fig.axes[0].get_title()
+    assert describe_example(lsa, costs, target, swapped) == {
+        "input": "1 9 9; 9 1 9; 9 9 1", "target": "[0, 1, 2] (cost 3)", "prediction": "[1, 0, 2] (cost 19)",
+        "correct": False}
+    assert describe_example(lsa, costs, target, target)["correct"] is True
+
+    facts = json.loads((resolve_checkpoint(runs_zoo["arith"]) / "meta.json").read_text())["dataset"]
+    layout = facts["layout"]
+    from dataset.build_arith_dataset import ArithLayout, encode_problems
+
+    lay = ArithLayout.model_validate(layout)
+    inputs, labels = encode_problems(np.array([[2, 1, 0, 0]], np.uint8), np.array([[5, 4, 3, 0]], np.uint8),
+                                     np.array([[7, 5, 3, 0, 0]], np.uint8), lay)
+    wrong = labels.copy()
+    wrong[0, lay.answer_start] += 1
+    row = describe_example(facts, inputs[0], labels[0], wrong[0])
+    assert row == {"input": "12 + 345", "target": "00357", "prediction": "00358", "correct": False}
+    fig = render_example(facts, inputs[0], labels[0], wrong[0])
+    colors = [t.get_color() for t in fig.axes[0].texts if t.get_text().isdigit()]
+    assert colors.count(WRONG) == 1 and colors.count(RIGHT) == 4
+

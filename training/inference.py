@@ -1,0 +1,256 @@
+"""A trained model ready to answer new instances, from a checkpoint or an exported directory.
+
+    from training.inference import load_model
+    model = load_model("exports/lsa-cpu")        # an export (scripts/export.py), or a run / checkpoint dir
+    answers = model.solve(tokens)                 # (N, seq_len) int tokens -> {"preds", "steps", "scores"}
+
+An export is `model.safetensors` (the weights: EMA by default; safetensors holds tensors only,
+so loading runs no pickle) and `config.json` (the model config, the dataset facts the weights
+depend on, the task's encoding facts and the answer policy). Nothing read from either file
+chooses code: `arch.name` picks a class from the registry in models/__init__.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from dataset.common import InputError
+from dataset.loader import IGNORE_LABEL_ID
+from models import build_model, validate_arch
+from training.checkpoint import CheckpointError, load_config, load_meta, load_weights, resolve_checkpoint
+
+EXPORT_FORMAT = "tinyrecursion-export"
+EXPORT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+# dataset.json fields a model's tokens are read and written by (beyond its shape facts).
+TASK_FIELDS = ("task", "n", "max_cost", "layout", "pad_id", "ignore_label_id", "blank_identifier_id")
+SHAPE_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
+
+
+def task_facts(metadata: Any) -> dict[str, Any]:
+    """The task's encoding facts from a dataset's metadata (a DatasetMetadata or a dict)."""
+    raw = metadata if isinstance(metadata, dict) else metadata.model_dump()
+    return {k: raw[k] for k in TASK_FIELDS if raw.get(k) is not None}
+
+
+def facts_from_config(cfg: Any) -> dict[str, Any]:
+    """For checkpoints that predate recorded task facts: the run's dataset.json when it is still
+    there, else what its builder arguments imply."""
+    path = Path(cfg.data.path) / "train" / "dataset.json"
+    if path.is_file():
+        return task_facts(json.loads(path.read_text()))
+    builder, args = cfg.data.builder, dict(cfg.data.build_args)
+    if builder == "lsa":
+        from dataset.build_lsa_dataset import LSABuildConfig
+
+        built = LSABuildConfig.model_validate({**args, "output_dir": "."})
+        return {"task": "lsa", "n": built.n, "max_cost": built.max_cost}
+    if builder == "arith":
+        from dataset.build_arith_dataset import ArithBuildConfig, ArithLayout
+
+        built = ArithBuildConfig.model_validate({**args, "output_dir": "."})
+        width = max(built.max_digits, built.test_range()[1])
+        return {"task": "arith", "layout": ArithLayout.for_task(built.op, built.base, width).model_dump()}
+    return {"task": builder} if builder else {}
+
+
+def _pick(mask: torch.Tensor, new: torch.Tensor, old: Optional[torch.Tensor]) -> torch.Tensor:
+    if old is None:
+        return new
+    return torch.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+
+class ReadyModel(nn.Module):
+    """A model in eval mode with the ACT loop around it: tokens in, answers and steps out.
+
+    `halting`: "max_steps" keeps the answer after halt_max_steps steps, "q_head" the one of the
+    step where the Q head first says halt (training's `train.eval_halting`, by default)."""
+
+    def __init__(self, model: nn.Module, facts: dict[str, Any], halting: str, source: str, weights: str):
+        super().__init__()
+        self.model = model.eval()
+        # vocab_size, seq_len, num_puzzle_identifiers, task, n, max_cost, layout, ...
+        self.facts = {k: facts[k] for k in SHAPE_FIELDS + TASK_FIELDS if k in facts}
+        self.halting = halting
+        self.source = source  # where it was loaded from
+        self.weights = weights  # "ema" or "model"
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def forward(self, inputs: torch.Tensor, puzzle_identifiers: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """inputs (B, L) tokens -> preds (B, L), logits (B, L, V), steps (B,) ACT steps used."""
+        model, max_steps = self.model, self.model.cfg.halt_max_steps
+        inputs = inputs.to(self.device, torch.int32)
+        if puzzle_identifiers is None:
+            puzzle_identifiers = torch.full_like(inputs[:, 0], self.facts.get("blank_identifier_id", 0))
+        batch = {"inputs": inputs, "labels": torch.full_like(inputs, IGNORE_LABEL_ID),
+                 "puzzle_identifiers": puzzle_identifiers.to(self.device, torch.int32)}
+        carry = model.initial_carry(batch)
+        halted = torch.zeros_like(inputs[:, 0], dtype=torch.bool)
+        steps = torch.full_like(inputs[:, 0], max_steps)
+        kept = None
+        for step in range(1, max_steps + 1):
+            carry, outputs = model(carry, batch)
+            now = (model.halt_decision(outputs) | (step == max_steps)) & ~halted
+            steps = torch.where(now, step, steps)
+            halted = halted | now
+            if self.halting == "q_head":
+                kept = _pick(now, outputs["logits"], kept)
+                if bool(halted.all()):
+                    break
+        if self.halting != "q_head":
+            kept, steps = outputs["logits"], torch.full_like(steps, max_steps)
+        logits = kept.float()  # (B, L, V)
+        return {"preds": logits.argmax(-1), "logits": logits, "steps": steps}
+
+    def solve(self, tokens: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """numpy (N, seq_len) tokens -> {"preds": (N, L), "logits": (N, L, V), "steps": (N,)}."""
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2 or tokens.shape[1] != self.facts["seq_len"]:
+            raise InputError(f"inputs: expected shape (N, {self.facts['seq_len']}), got {tokens.shape}")
+        parts = [self(torch.from_numpy(tokens[i:i + batch_size].astype(np.int32)))
+                 for i in range(0, tokens.shape[0], batch_size)]
+        return {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def build_from_facts(arch_raw: dict[str, Any], facts: dict[str, Any], device: torch.device, where: Path) -> nn.Module:
+    """A model from the registry by `arch_raw["name"]`, shaped by the dataset facts (any device,
+    "meta" included: compare_runs counts parameters that way); `where` names the source in errors."""
+    try:
+        arch = validate_arch(dict(arch_raw))
+    except ValueError as exc:
+        raise InputError(f"{where}: arch: {exc}") from exc
+    for field in SHAPE_FIELDS:
+        if not isinstance(facts.get(field), int) or facts[field] < 1:
+            raise InputError(f"{where}: data.{field} must be a positive integer, got {facts.get(field)!r}")
+    return build_model(arch, SimpleNamespace(**{f: facts[f] for f in SHAPE_FIELDS}), device)
+
+
+def load_checkpoint_model(path: Path | str, device: str | torch.device = "cpu", ema: bool = True,
+                          halting: Optional[str] = None) -> ReadyModel:
+    """A run or checkpoint directory -> ReadyModel (EMA weights when present and `ema`)."""
+    from training.config import validate_config
+
+    ckpt = resolve_checkpoint(path)
+    cfg = validate_config(load_config(ckpt))
+    recorded = load_meta(ckpt).get("dataset", {})
+    facts = {**facts_from_config(cfg), **recorded} if "task" not in recorded else dict(recorded)
+    missing = [f for f in SHAPE_FIELDS if f not in facts]
+    if missing:
+        raise CheckpointError(f"{ckpt / 'meta.json'}: lacks the dataset facts {missing}")
+    model = build_from_facts(cfg.arch.model_dump(), facts, torch.device(device), ckpt)
+    which = load_weights(model, ckpt, use_ema=ema)
+    return ReadyModel(model, facts, halting or cfg.train.eval_halting, str(ckpt), which)
+
+
+def read_export_config(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: file not found (not an exported model directory)")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
+        raise InputError(f"{path}: not a {EXPORT_FORMAT} config (format={config.get('format')!r})"
+                         if isinstance(config, dict) else f"{path}: expected a JSON object")
+    if config.get("version") != EXPORT_VERSION:
+        raise InputError(f"{path}: version {config.get('version')!r}; this code reads version {EXPORT_VERSION}")
+    return config
+
+
+def load_exported(directory: Path | str, device: str | torch.device = "cpu", halting: Optional[str] = None) -> ReadyModel:
+    """An exported directory -> ReadyModel. The weights load with safetensors (no pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config = read_export_config(directory)
+    model = build_from_facts(config.get("arch") or {}, config.get("data") or {}, torch.device(device),
+                             directory / CONFIG_FILE)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise InputError(f"{weights}: file not found")
+    try:
+        state = load_file(str(weights), device=str(torch.device(device)))
+    except (SafetensorError, OSError) as exc:
+        raise InputError(f"{weights}: cannot read safetensors ({exc})") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = "; ".join(line.strip() for line in str(exc).strip().splitlines()[1:3])
+        raise InputError(f"{weights}: does not fit the model in {CONFIG_FILE} ({detail})") from exc
+    return ReadyModel(model, config["data"], halting or config.get("eval_halting", "max_steps"), str(directory),
+                      str(config.get("weights", "?")))
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu", halting: Optional[str] = None) -> ReadyModel:
+    """The one call: an exported directory, a checkpoint, or a run (its latest checkpoint)."""
+    path = Path(path)
+    if (path / WEIGHTS_FILE).is_file():
+        return load_exported(path, device, halting)
+    return load_checkpoint_model(path, device, halting=halting)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exporting
+
+
+def export_model(checkpoint: Path | str, out: Path | str, ema: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Write `out`/model.safetensors and `out`/config.json from a checkpoint; returns the config.
+    The directory appears complete or not at all (written aside, then renamed)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise InputError(f"--out {out}: exists and is not empty (pass --overwrite to replace it)")
+    ready = load_checkpoint_model(checkpoint, "cpu", ema=ema)
+    ckpt = resolve_checkpoint(checkpoint)
+    cfg, meta = load_config(ckpt), load_meta(ckpt)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in ready.model.state_dict().items()}
+    config = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "arch": cfg["arch"],
+        "data": ready.facts,
+        "eval_halting": ready.halting,
+        "weights": ready.weights,
+        "parameters": sum(p.numel() for p in ready.model.parameters()),
+        "source": {"checkpoint": str(ckpt), "step": meta.get("step"), "run": ckpt.parent.parent.name},
+        "metrics": meta.get("metrics", {}),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "arch": str(cfg["arch"].get("name"))})
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        for path, mode in ((tmp, 0o777), (tmp / WEIGHTS_FILE, 0o666), (tmp / CONFIG_FILE, 0o666)):
+            os.chmod(path, mode & ~umask)  # mkdtemp made them private
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return config
