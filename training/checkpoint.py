@@ -26,6 +26,7 @@ from typing import Any, Optional
 import torch
 
 from dataset.common import InputError
+from training.distributed import World, barrier
 
 CHECKPOINT_FILES = ("model.pt", "ema.pt", "optim.pt", "state.pt")
 
@@ -100,13 +101,12 @@ def save_checkpoint(
 class CheckpointManager:
     """The checkpoint policy of one run: when a save is due (every `train.eval_interval` steps
     and at the end, after evaluation; on pre-emption), which metrics make a checkpoint the
-    best, how many to keep, what a rollback returns to. `writer` is False on every rank but
-    0 of a multi-process run: those ranks still build the state dict (it gathers across ranks)
-    but write nothing."""
+    best, how many to keep, what a rollback returns to. With several ranks every rank calls
+    `save` (the state dict gathers across ranks) and rank 0 alone writes."""
 
     def __init__(self, run_dir: Path, train_cfg: Any, config: dict[str, Any], dataset_facts: dict[str, Any],
-                 writer: bool = True):
-        self.run_dir, self.cfg, self.config, self.dataset_facts, self.writer = run_dir, train_cfg, config, dataset_facts, writer
+                 world: World = World()):
+        self.run_dir, self.cfg, self.config, self.dataset_facts, self.world = run_dir, train_cfg, config, dataset_facts, world
 
     def due(self, step: int, finished: bool) -> bool:
         return step % self.cfg.eval_interval == 0 or finished
@@ -128,12 +128,14 @@ class CheckpointManager:
         is_best = self.improves(metrics, state.best_value)
         if is_best:
             state.best_value = metrics[self.cfg.best_metric]
-        payload = state.state_dict()
-        if not self.writer:
-            return None
-        return save_checkpoint(self.run_dir, state.step, payload, self.config,
-                               {"metrics": metrics, "dataset": self.dataset_facts, **meta}, self.cfg.keep_checkpoints,
-                               is_best)
+        payload = state.state_dict()  # with several ranks: a collective, so every rank is here
+        path = None
+        if self.world.is_main:
+            path = save_checkpoint(self.run_dir, state.step, payload, self.config,
+                                   {"metrics": metrics, "dataset": self.dataset_facts, "world_size": self.world.world_size,
+                                    **meta}, self.cfg.keep_checkpoints, is_best)
+        barrier(self.world)  # no rank reads it (a rollback) before it is complete
+        return path
 
     def rollback_target(self) -> Optional[Path]:
         """The checkpoint a rollback returns to (the latest), None when there is none."""

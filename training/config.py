@@ -150,6 +150,8 @@ class TrainConfig(Strict):
     max_bad_steps: int = Field(20, ge=1, description="non-finite steps in a row before rolling back to the last checkpoint")
     rollback_lr_factor: float = Field(0.5, gt=0, le=1, description="LR multiplier applied at each rollback")
     max_rollbacks: int = Field(3, ge=0, description="rollbacks before giving up with an error")
+    dist_timeout_s: float = Field(
+        600.0, gt=0, description="under torchrun: how long a collective waits for a rank before the run fails")
 
     @pydantic.model_validator(mode="after")
     def _length(self) -> "TrainConfig":

@@ -16,7 +16,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -120,6 +120,12 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    return {k: v for key, item in d.items() for k, v in _flatten(item, f"{prefix}.{key}" if prefix else str(key)).items()}
+
+
 def check_same_everywhere(what: str, value: Any, world: World) -> None:
     """Refuse ranks that disagree (e.g. launched with different overrides): every rank raises
     the same one-line error naming the first rank that differs from rank 0."""
@@ -130,8 +136,43 @@ def check_same_everywhere(what: str, value: Any, world: World) -> None:
         if other != values[0]:
             differing = ""
             if isinstance(value, dict):
-                mine, theirs = pickle.loads(values[0]), pickle.loads(other)
+                mine, theirs = _flatten(pickle.loads(values[0])), _flatten(pickle.loads(other))
                 keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
                 differing = f" ({', '.join(keys[:3])})"
             raise DistributedError(f"{what} differs between rank 0 and rank {rank}{differing}; launch every rank "
                                    "with the same command")
+
+
+def on_rank_zero(fn: Callable[[], Any], world: World) -> Any:
+    """Run `fn` on rank 0 and hand its result to every rank; if it raises one of our one-line
+    errors, every rank raises it (instead of the others waiting forever for rank 0)."""
+    if not world.distributed:
+        return fn()
+    outcome: tuple[str, Any] = ("ok", None)
+    error = None
+    if world.is_main:
+        try:
+            outcome = ("ok", fn())
+        except ReportedError as exc:
+            outcome, error = ("error", str(exc)), exc
+    outcome = broadcast_object(outcome, world)
+    if error is not None:
+        raise error
+    if outcome[0] == "error":
+        raise DistributedError(outcome[1])
+    return outcome[1]
+
+
+def lost_peer(exc: BaseException, world: World) -> Optional[DistributedError]:
+    """A one-line error for a collective that failed because another rank died, hung past
+    `train.dist_timeout_s`, or the connection broke; None for any other exception."""
+    if not world.distributed:
+        return None
+    text = str(exc)
+    communication = isinstance(exc, getattr(dist, "DistError", ())) or (isinstance(exc, RuntimeError) and any(
+        marker in text for marker in ("gloo", "NCCL", "Connection reset", "Connection closed", "Timed out", "timed out")))
+    if not communication:
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return DistributedError(f"rank {world.rank} of {world.world_size} lost contact with another rank ({first[:200]}); "
+                            "the last checkpoint is intact: resume with train.resume=true")

@@ -16,9 +16,10 @@ training/checkpoint.py the checkpoint policy and files, training/setup.py builds
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -29,6 +30,7 @@ from dataset.common import Interrupted, ReportedError
 from evaluators import build_evaluator
 from training.config import Config
 from training.evaluation import EvaluationInterrupted, evaluate
+from training.distributed import all_reduce_, check_same_everywhere, close_world, init_world, lost_peer, on_rank_zero
 from training.examples import log_eval_examples
 from training.optim import lr_at, set_lr
 from training.preemption import StopSignal
@@ -54,10 +56,14 @@ def train_step(state: TrainState) -> torch.Tensor:
     batch = state.train_arrays.gather(state.sampler.next_indices())
     if state.carry is None:
         state.carry = state.model.initial_carry(batch)
-    state.carry, loss, metrics, _ = state.step_fn(state.carry, batch)
-    (loss / cfg.train.global_batch_size).backward()
+    state.carry, loss, metrics, _ = state.train_fn(state.carry, batch)
+    # DDP averages gradients over ranks, so each rank divides by its own share of the batch.
+    (loss / state.sampler.local_batch_size).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(state.clip_params, o.grad_clip or math.inf, foreach=True)
-    ok = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+    # The gradients (and their norm) are the same on every rank after DDP's all-reduce; the loss
+    # is reduced too, so that every rank takes the same skip decision.
+    total_loss = all_reduce_(loss.detach().clone(), state.world) if state.world.distributed else loss.detach()
+    ok = torch.isfinite(total_loss) & torch.isfinite(grad_norm)
     if state.sign is not None:
         ok = ok & torch.isfinite(state.model.puzzle_emb.grad).all()
 
@@ -86,14 +92,33 @@ def eval_examples(cfg: Config, available: int) -> int:
 
 def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool = False,
                    should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
-    """Evaluate with the EMA weights swapped in (the model's own come back afterwards)."""
-    cfg = state.cfg
+    """Evaluate with the EMA weights swapped in (the model's own come back afterwards). With
+    several ranks each scores a contiguous shard (every example once) and the results are
+    reduced; a stop request then waits for the next log step (all ranks stop together)."""
+    cfg, world = state.cfg, state.world
     evaluators = [build_evaluator(spec, state.data.test_meta) for spec in cfg.evaluators]
+    batch_size = -(-(cfg.train.eval_batch_size or cfg.train.global_batch_size) // world.world_size)
     with state.ema.swapped() if state.ema is not None else nullcontext():
         return evaluate(state.step_fn, state.model, state.test_arrays, eval_examples(cfg, state.data.test.num_examples),
-                        cfg.train.eval_batch_size or cfg.train.global_batch_size, evaluators,
-                        save_path=save_path, progress=progress, should_stop=should_stop,
+                        batch_size, evaluators, save_path=save_path, rank=world.rank, world_size=world.world_size,
+                        progress=progress and world.is_main,
+                        should_stop=should_stop if not world.distributed else (lambda: False),
                         halting=cfg.train.eval_halting)
+
+
+def read_back(window: torch.Tensor, state: TrainState, out_of_time: bool, stop: bool
+              ) -> tuple[dict[str, float], float, tuple[bool, bool]]:
+    """The window's metric sums (over all ranks), the non-finite streak, and whether any rank is
+    out of time or was asked to stop: one host sync (and, with several ranks, two small
+    all-reduces)."""
+    flags = torch.tensor([float(out_of_time), float(stop)], device=window.device)
+    if state.world.distributed:
+        window = all_reduce_(window.clone(), state.world)
+        window[TRAIN_METRIC_KEYS.index("grad_norm"):] /= state.world.world_size  # the same on every rank
+        all_reduce_(flags, state.world, "max")
+    *sums, bad_in_a_row, any_out_of_time, any_stop = torch.cat(
+        [window, state.bad_in_a_row.float().reshape(1), flags]).tolist()
+    return dict(zip(TRAIN_METRIC_KEYS, sums)), bad_in_a_row, (bool(any_out_of_time), bool(any_stop))
 
 
 def summarize_window(values: dict[str, float], steps: int, seconds: float, state: TrainState) -> dict[str, float]:
@@ -130,31 +155,43 @@ def train(cfg: Config) -> dict[str, Any]:
 
     Until the first training step has finished, SIGTERM/SIGINT raise `Interrupted` (there is
     nothing to checkpoint yet; a run directory without a checkpoint can be started again);
-    afterwards they make the loop checkpoint and return (training/preemption.py)."""
-    with StopSignal() as stop:
-        plan = None
-        try:
-            plan = plan_run(cfg)
-            run = open_run(cfg, plan)
+    afterwards they make the loop checkpoint and return (training/preemption.py). Under
+    torchrun every rank runs this; rank 0 alone prints, logs and writes the run directory."""
+    world = init_world(cfg.train.device, cfg.train.dist_timeout_s)
+    quiet = open(os.devnull, "w") if not world.is_main else None
+    try:
+        with StopSignal() as stop, redirect_stdout(quiet) if quiet else nullcontext():
+            plan = None
             try:
-                return run_loop(run, stop)
-            finally:
-                run.logger.close()
-        except ReportedError:
-            raise
-        except Exception as exc:
-            if stop.signum is None or stop.deferred:
+                check_same_everywhere("the config", cfg.to_dict(), world)
+                plan = on_rank_zero(lambda: plan_run(cfg), world)  # one run name for all ranks
+                run = open_run(cfg, plan, world)
+                try:
+                    return run_loop(run, stop)
+                finally:
+                    run.logger.close()
+            except ReportedError:
                 raise
-            # Interrupted before the first step finished (possibly wrapped, e.g. by torch.compile).
-            if plan is None:
-                detail = ""
-            elif has_checkpoint(plan.run_dir):
-                detail = (" before the first training step finished; continue from its last checkpoint with "
-                          f"train.resume=true logging.run_name={plan.run_dir.name}")
-            else:
-                detail = (f" before the first training step finished; {plan.run_dir} has no checkpoint, so the same "
-                          "command starts it again")
-            raise Interrupted(stop.signum, detail) from exc
+            except Exception as exc:
+                peer = lost_peer(exc, world)
+                if peer is not None:
+                    raise peer from exc
+                if stop.signum is None or stop.deferred:
+                    raise
+                # Interrupted before the first step finished (possibly wrapped, e.g. by torch.compile).
+                if plan is None:
+                    detail = ""
+                elif has_checkpoint(plan.run_dir):
+                    detail = (" before the first training step finished; continue from its last checkpoint with "
+                              f"train.resume=true logging.run_name={plan.run_dir.name}")
+                else:
+                    detail = (f" before the first training step finished; {plan.run_dir} has no checkpoint, so the "
+                              "same command starts it again")
+                raise Interrupted(stop.signum, detail) from exc
+    finally:
+        if quiet is not None:
+            quiet.close()
+        close_world(world)
 
 
 def roll_back(run: Run) -> None:
@@ -195,8 +232,9 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
     window: Optional[torch.Tensor] = None
     window_steps, window_start, compile_seconds, preempted = 0, time.perf_counter(), None, False
     max_seconds = cfg.train.max_train_seconds
+    distributed = state.world.distributed
     bar = tqdm(total=state.total_steps, initial=state.step, desc=run.dir.name, unit="step", mininterval=1.0,
-               disable=not cfg.logging.progress)
+               disable=not (cfg.logging.progress and state.world.is_main))
     try:
         if cfg.train.eval_at_start and run.plan.resume_from is None:
             last_eval = evaluate_and_save(run, stop)
@@ -214,11 +252,14 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
                 stop.defer()  # from now on a signal means: finish this step, checkpoint, return
 
             # ----- read metrics back every log_every steps (the only regular host sync) -----
-            out_of_time = max_seconds is not None and state.train_seconds + time.perf_counter() - t0 >= max_seconds
+            # With several ranks, stopping (a signal, the time budget) is decided together, at log steps.
+            local_out_of_time = max_seconds is not None and state.train_seconds + time.perf_counter() - t0 >= max_seconds
+            out_of_time, stop_now = (False, False) if distributed else (local_out_of_time, stop.requested)
             finished = state.step >= state.total_steps or out_of_time
-            if state.step % cfg.train.log_every == 0 or finished or stop.requested:
-                *sums, bad_in_a_row = torch.cat([window, state.bad_in_a_row.float().reshape(1)]).tolist()
-                values = dict(zip(TRAIN_METRIC_KEYS, sums))
+            if state.step % cfg.train.log_every == 0 or finished or stop_now:
+                values, bad_in_a_row, (out_of_time, stop_now) = read_back(window, state, local_out_of_time,
+                                                                          stop.requested)
+                finished = state.step >= state.total_steps or out_of_time
                 logged = summarize_window(values, window_steps, time.perf_counter() - window_start, state)
                 state.skipped_steps += int(values["skipped"])
                 logger.log(logged, state.step)
@@ -232,7 +273,7 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             state.train_seconds += time.perf_counter() - t0
 
             # ----- pre-emption: checkpoint now and stop ----------------------------------------
-            if stop.requested:
+            if stop_now:
                 run.checkpoints.save(state, last_eval, preempted=True)
                 preempted = True
                 tqdm.write(f"stopped at step {state.step}: checkpoint written; continue with train.resume=true "

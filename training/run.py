@@ -32,6 +32,7 @@ from training.checkpoint import (
     load_config, load_meta, load_weights, resolve_checkpoint,
 )
 from training.config import Config, ConfigError, did_you_mean
+from training.distributed import World
 from training.ema import EMA
 from training.evaluation import METRIC_NAMES as EVAL_METRICS
 from training.inference import task_facts
@@ -147,6 +148,9 @@ def check_before_training(state: TrainState) -> None:
         if cfg.train.best_metric not in names:
             raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not an evaluation metric of this run"
                               f"{did_you_mean(cfg.train.best_metric, sorted(names))}; available: {', '.join(sorted(names))}")
+    world = state.world
+    if data.test.num_examples < world.world_size:
+        raise ConfigError(f"{data.path}: {data.test.num_examples} test examples cannot be shared by {world.world_size} ranks")
     if cfg.train.global_batch_size > data.train.num_examples:
         raise ConfigError(f"train.global_batch_size={cfg.train.global_batch_size} is larger than the training split "
                           f"of {data.path} ({data.train.num_examples} examples)")
@@ -172,8 +176,10 @@ def restore(state: TrainState, ckpt: Path) -> list[str]:
     return state.load_state_dict(load_checkpoint_files(ckpt), source=ckpt)
 
 
-def open_run(cfg: Config, plan: RunPlan) -> Run:
-    state = build_train_state(cfg, cfg.logging.progress)
+def open_run(cfg: Config, plan: RunPlan, world: World = World()) -> Run:
+    """Every rank builds, checks and restores its state; rank 0 alone creates the run
+    directory, writes config.json and logs."""
+    state = build_train_state(cfg, cfg.logging.progress and world.is_main, world)
     check_before_training(state)
     run_dir = plan.run_dir
     if plan.resume_from is not None:
@@ -190,7 +196,15 @@ def open_run(cfg: Config, plan: RunPlan) -> Run:
             state.ema = EMA(state.model, cfg.train.ema_rate, compile_update=state.compiled)
         print(f"initialised from {plan.warm_start} ({which} weights)", flush=True)
 
-    # ----- only now, with everything checked: the run directory --------------------------------
+    # ----- only now, with everything checked: the run directory (rank 0) -----------------------
+    config = cfg.to_dict()
+    data = state.data
+    dataset_facts = {f: getattr(data.meta, f) for f in MODEL_DATA_FIELDS} | {"path": str(data.path)}
+    dataset_facts |= task_facts(data.meta)  # how solve.py and exports read and write the task's tokens
+    checkpoints = CheckpointManager(run_dir, cfg.train, config, dataset_facts, world)
+    if not world.is_main:
+        return Run(plan, state, RunLogger(run_dir, cfg.logging.project, run_dir.name, config, "disabled",
+                                          enabled=False), checkpoints)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -200,17 +214,15 @@ def open_run(cfg: Config, plan: RunPlan) -> Run:
     stale = truncate_metrics(run_dir, state.step if plan.in_place else -1)
     if stale:
         print(f"moved {stale} metric lines of an earlier attempt aside ({run_dir}/metrics.stale-*.jsonl)", flush=True)
-    config = cfg.to_dict()
     write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
     logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config, cfg.logging.wandb_mode, state.wandb_id)
     state.wandb_id = logger.wandb_id
-    data = state.data
-    dataset_facts = {f: getattr(data.meta, f) for f in MODEL_DATA_FIELDS} | {"path": str(data.path)}
-    dataset_facts |= task_facts(data.meta)  # how solve.py and exports read and write the task's tokens
     print(
         f"run {run_dir.name}: {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f}M params on {state.device}"
         f"{' (compiled)' if state.compiled else ''}, {data.train.num_examples} train / {data.test.num_examples} test "
-        f"examples, {state.total_steps} steps of {cfg.train.global_batch_size}; run dir {run_dir}",
+        f"examples, {state.total_steps} steps of {cfg.train.global_batch_size}"
+        f"{f' ({world.world_size} ranks of {state.sampler.local_batch_size})' if world.distributed else ''}; "
+        f"run dir {run_dir}",
         flush=True,
     )
-    return Run(plan, state, logger, CheckpointManager(run_dir, cfg.train, config, dataset_facts))
+    return Run(plan, state, logger, checkpoints)

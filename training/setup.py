@@ -3,12 +3,14 @@ first when missing), the model, optimizers, EMA and the (compiled) step function
 
 from __future__ import annotations
 
+import inspect
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from dataset import build_dataset, builder_config
 from dataset.common import DatasetError, build_lock, dataset_exists
@@ -18,6 +20,7 @@ from models.losses import ACTLossHead
 from training.config import Config, ConfigError, check_inductor_options, inductor_option
 from training.ema import EMA
 from training.optim import AdamATan2, SignSGD
+from training.distributed import World
 from training.state import TrainState
 
 
@@ -78,8 +81,23 @@ def apply_inductor_options(options: dict[str, Any]) -> None:
         setattr(*inductor_option(name), value)
 
 
-def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
-    device = resolve_device(cfg.train.device)
+def rank_device(name: str, world: World) -> str:
+    """Under torchrun each rank takes the GPU of its local rank (or the CPU)."""
+    if not world.distributed or name == "cpu":
+        return name
+    if name not in ("auto", "cuda"):
+        raise ConfigError(f"train.device={name!r}: under torchrun each rank uses cuda:LOCAL_RANK (or the CPU); "
+                          "set train.device=auto, cuda or cpu")
+    return f"cuda:{world.local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+def build_train_state(cfg: Config, progress: bool = True, world: World = World()) -> TrainState:
+    """A fresh state. With several ranks the model is wrapped in DistributedDataParallel for
+    training (`train_fn`); evaluation runs the unwrapped (compiled) step on each rank's shard."""
+    if cfg.train.global_batch_size % world.world_size:
+        raise ConfigError(f"train.global_batch_size={cfg.train.global_batch_size} is not divisible by the "
+                          f"{world.world_size} ranks torchrun started")
+    device = resolve_device(rank_device(cfg.train.device, world))
     compiled = cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -101,15 +119,25 @@ def build_train_state(cfg: Config, progress: bool = True) -> TrainState:
     if getattr(model, "puzzle_emb", None) is not None:
         sign = SignSGD([model.puzzle_emb], lr=0.0, weight_decay=o.puzzle_emb_weight_decay)
     loss_head = ACTLossHead(model)
+    step_fn = torch.compile(loss_head, dynamic=False, mode=cfg.train.compile_mode) if compiled else loss_head
+    train_fn = step_fn
+    if world.distributed:  # the compiled module inside DDP, as PyTorch recommends
+        # Buffers (initial states, rotary tables) never change: no need to sync them every step.
+        quiet_buffers = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                         inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False})
+        train_fn = DistributedDataParallel(step_fn, device_ids=[device.index] if device.type == "cuda" else None,
+                                           **quiet_buffers)
     return TrainState(
         cfg=cfg,
         device=device,
         data=data,
         train_arrays=DeviceArrays(data.train, data.train_meta, device, resident),
         test_arrays=DeviceArrays(data.test, data.test_meta, device, resident),
-        sampler=TrainSampler(data.train, cfg.train.global_batch_size, cfg.train.seed),
+        sampler=TrainSampler(data.train, cfg.train.global_batch_size, cfg.train.seed, world.rank, world.world_size),
         model=model,
-        step_fn=torch.compile(loss_head, dynamic=False, mode=cfg.train.compile_mode) if compiled else loss_head,
+        step_fn=step_fn,
+        train_fn=train_fn,
+        world=world,
         adam=adam,
         sign=sign,
         ema=EMA(model, cfg.train.ema_rate, compile_update=compiled) if cfg.train.ema else None,

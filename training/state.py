@@ -29,6 +29,7 @@ from torch import nn
 from dataset.loader import IGNORE_LABEL_ID, DeviceArrays, PuzzleDataset, TrainSampler
 from training.checkpoint import CheckpointError, check_field as _check, check_tensors
 from training.config import Config
+from training.distributed import World, all_gather_object, gather_rows
 from training.ema import EMA
 from training.optim import AdamATan2, SignSGD
 
@@ -52,6 +53,8 @@ class TrainState:
     ema: Optional[EMA]
     total_steps: int
     compiled: bool
+    train_fn: Optional[Callable] = None  # step_fn, wrapped in DDP when there are several ranks
+    world: World = field(default_factory=World)
     clip_params: list = field(default_factory=list)
     step: int = 0
     train_seconds: float = 0.0
@@ -66,6 +69,14 @@ class TrainState:
     # ----- saving ------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """With several ranks every rank must call this (it gathers): the ACT carry is saved
+        whole, its rows in rank order (rank r holds rows r*b..(r+1)*b of the global batch, as the
+        sampler hands them out), and each rank's torch RNG state beside rank 0's RNGs."""
+        world = self.world
+        carry = {}
+        if self.carry is not None:
+            carry = {k: gather_rows(v.detach(), world).cpu() for k, v in self.carry.items()}
+        rngs = all_gather_object(torch_rng_state(), world) if world.distributed else None
         return {
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else {},
@@ -74,8 +85,9 @@ class TrainState:
                 "step": self.step,
                 "train_seconds": self.train_seconds,
                 "sampler": self.sampler.state_dict(),
-                "carry": {k: v.detach().cpu() for k, v in self.carry.items()} if self.carry is not None else {},
+                "carry": carry,
                 "rng": rng_state(),
+                **({"rank_rngs": rngs} if rngs is not None else {}),
                 "lr_scale": self.lr_scale,
                 "rollbacks": self.rollbacks,
                 "skipped_steps": self.skipped_steps,
@@ -106,7 +118,8 @@ class TrainState:
             check_optimizer(optim["sign"], self.sign, files["optim"], "sign")
         saved = state_dict["state"]
         check_saved_state(saved, self, files["state"])
-        note = check_carry(self, saved["carry"], files["state"])
+        notes = [n for n in (check_carry(self, saved["carry"], files["state"]),
+                             check_rank_rngs(saved.get("rank_rngs"), self.world, files["state"])) if n]
 
         # Everything checked: apply.
         self.model.load_state_dict(state_dict["model"], strict=True)
@@ -121,14 +134,20 @@ class TrainState:
         self.step = saved["step"]
         self.train_seconds = float(saved["train_seconds"])
         self.sampler.load_state_dict(saved["sampler"])
-        self.carry = None if note or not saved["carry"] else {k: v.to(self.device) for k, v in saved["carry"].items()}
+        self.carry = None
+        if saved["carry"] and not any("carry" in n for n in notes):  # this rank's rows of the global carry
+            rows = slice(self.world.rank * self.sampler.local_batch_size, (self.world.rank + 1) * self.sampler.local_batch_size)
+            self.carry = {k: v[rows].to(self.device) for k, v in saved["carry"].items()}
         self.lr_scale = float(saved.get("lr_scale", 1.0))
         self.rollbacks = saved.get("rollbacks", 0)
         self.skipped_steps = saved.get("skipped_steps", 0)
         self.best_value = saved.get("best_value")
         self.wandb_id = saved.get("wandb_id")
         set_rng_state(saved["rng"])
-        return [note] if note else []
+        rank_rngs = saved.get("rank_rngs")
+        if self.world.distributed and rank_rngs is not None and len(rank_rngs) == self.world.world_size:
+            set_torch_rng_state(rank_rngs[self.world.rank])
+        return notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +165,20 @@ def rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def torch_rng_state() -> dict[str, Any]:
+    """This rank's torch generators (the ones a model's random draws use)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_torch_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -214,6 +247,22 @@ def check_rng(rng: Any, path: Path) -> None:
     reference = torch.get_rng_state()
     _check(isinstance(rng["torch"], torch.Tensor) and rng["torch"].dtype == torch.uint8
            and rng["torch"].shape == reference.shape, path, "rng.torch", "is not a torch CPU generator state")
+
+
+def check_rank_rngs(rank_rngs: Any, world: World, path: Path) -> Optional[str]:
+    """Per-rank torch RNG states of a multi-rank run: used as they are with as many ranks,
+    otherwise every rank continues from rank 0's (said in the log)."""
+    if rank_rngs is None:
+        return None if not world.distributed else (
+            f"the checkpoint was written by one process: the {world.world_size} ranks' random streams start from its one")
+    reference = torch.get_rng_state()
+    _check(isinstance(rank_rngs, list) and rank_rngs and all(
+        isinstance(r, dict) and isinstance(r.get("torch"), torch.Tensor) and r["torch"].dtype == torch.uint8
+        and r["torch"].shape == reference.shape for r in rank_rngs), path, "rank_rngs", "is not a list of torch RNG states")
+    if len(rank_rngs) != world.world_size:
+        return (f"the checkpoint was written by {len(rank_rngs)} ranks, this run has {world.world_size}: the random "
+                "streams (halting exploration) restart from rank 0's, so the run continues, but not bit for bit")
+    return None
 
 
 def check_saved_state(saved: Any, state: TrainState, path: Path) -> None:

@@ -1,0 +1,167 @@
+"""Data parallelism on the CPU: torchrun with 2 processes (gloo) against 1, through the real
+pretrain.py. Halting exploration is off so that no random draw separates the runs: what is left
+is the order of float sums (the all-reduced gradients), so curves agree to a tolerance, not
+bit for bit."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, build_lsa
+from training.checkpoint import resolve_checkpoint
+
+PROJECT = "trm-lsa-cpu"
+# 2 ranks vs 1 at the same global batch: per-step losses agree to this relative tolerance.
+# Measured 2026-11-29 (2-core CPU): the largest gap over 24 steps was 1.3e-7 (mean 3.5e-8);
+# 1e-4 leaves room for other CPUs and BLAS builds.
+LOSS_RTOL = 1e-4
+COMMON = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_cycles=1", "arch.L_cycles=2", "arch.halt_max_steps=3",
+          "arch.halt_exploration_prob=0", "train.global_batch_size=32", "train.log_every=1", "logging.progress=false",
+          "optim.lr=3e-3", "optim.lr_warmup_steps=5", "optim.puzzle_emb_lr=3e-3", "train.ema_rate=0.9"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return build_lsa(tmp_path_factory.mktemp("ddp") / "lsa4", num_train=100, num_test=21, num_aug=3)
+
+
+def env():
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def command(nproc, data, runs, *extra):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc \
+        else [sys.executable]
+    return [*launcher, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data}", f"logging.runs_dir={runs}",
+            *COMMON, *extra]
+
+
+def launch(nproc, data, runs, *extra, timeout=300):
+    """nproc=None: plain python; else torchrun with nproc processes."""
+    return subprocess.run(command(nproc, data, runs, *extra), cwd=REPO, env=env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def losses(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/lm_loss"] for r in records if "train/lm_loss" in r}
+
+
+def evals(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if "eval/examples" in json.loads(line)]
+
+
+def assert_close_curves(a, b):
+    assert a.keys() == b.keys()
+    gaps = {step: abs(a[step] - b[step]) / abs(b[step]) for step in a}
+    assert max(gaps.values()) < LOSS_RTOL, max(gaps.items(), key=lambda kv: kv[1])
+
+
+def test_two_ranks_follow_one_rank_and_score_every_example_once(data, tmp_path):
+    runs = tmp_path / "runs"
+    one = launch(None, data, runs, "logging.run_name=one", "train.max_steps=24", "train.eval_interval=12")
+    two = launch(2, data, runs, "logging.run_name=two", "train.max_steps=24", "train.eval_interval=12")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_close_curves(losses(runs / PROJECT / "two"), losses(runs / PROJECT / "one"))
+    # Evaluation is sharded over the ranks (21 examples: 11 + 10) and gathered: each scored once.
+    for record in evals(runs / PROJECT / "two"):
+        assert record["eval/examples"] == 21
+    predictions = np.load(runs / PROJECT / "two" / "eval" / "step_0000024" / "lsa_predictions.npz")
+    test_inputs = np.load(data / "test" / "all__inputs.npy")
+    assert np.array_equal(predictions["costs"].reshape(21, -1), test_inputs)  # all of them, in order, once
+    last_one, last_two = evals(runs / PROJECT / "one")[-1], evals(runs / PROJECT / "two")[-1]
+    assert last_two["eval/lm_loss"] == pytest.approx(last_one["eval/lm_loss"], rel=1e-3)
+    # Rank 0 alone wrote the run directory; the checkpoint records how many ranks made it.
+    assert sorted(p.name for p in runs.iterdir()) == [PROJECT]
+    assert json.loads((resolve_checkpoint(runs / PROJECT / "two") / "meta.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.parametrize("first, second", [(2, None), (None, 2)])
+def test_resume_with_another_number_of_ranks(data, tmp_path, first, second):
+    """The carry is saved whole (rank order) and cut anew for the new world size; with
+    exploration off nothing else depends on the ranks, so the resumed run follows the
+    uninterrupted one-rank run."""
+    runs = tmp_path / "runs"
+    straight = launch(None, data, runs, "logging.run_name=straight", "train.max_steps=20", "train.eval_interval=10")
+    part1 = launch(first, data, runs, "logging.run_name=r", "train.max_steps=10", "train.eval_interval=10")
+    part2 = launch(second, data, runs, "logging.run_name=r", "train.max_steps=20", "train.eval_interval=10",
+                   "train.resume=true")
+    for result in (straight, part1, part2):
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "random streams" in part2.stdout  # the log says the RNG streams could not continue as they were
+    assert_close_curves(losses(runs / PROJECT / "r"), losses(runs / PROJECT / "straight"))
+
+
+def test_bad_setups_end_with_one_line_on_every_rank(data, tmp_path):
+    runs = tmp_path / "runs"
+    odd = launch(2, data, runs, "logging.run_name=odd", "train.global_batch_size=33", "train.max_steps=2")
+    assert odd.returncode != 0
+    assert odd.stderr.count("error: train.global_batch_size=33 is not divisible by the 2 ranks") == 2, odd.stderr[-3000:]
+    differ = launch(2, data, runs, "logging.run_name=differ", "train.seed=${oc.env:LOCAL_RANK}", "train.max_steps=2")
+    assert differ.returncode != 0
+    assert differ.stderr.count("error: the config differs between rank 0 and rank 1 (train.seed)") == 2, differ.stderr[-3000:]
+    assert not (runs / PROJECT).exists()  # neither left a run directory
+
+
+def rank_pid(rank, marker, deadline):
+    """The pid of the torchrun worker with RANK=rank whose command line holds `marker`."""
+    while time.time() < deadline:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+                environ = open(f"/proc/{entry}/environ", "rb").read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if marker in cmdline and "pretrain.py" in cmdline and f"RANK={rank}" in environ:
+                return int(entry)
+        time.sleep(0.1)
+    raise AssertionError(f"no rank {rank} process found")
+
+
+def test_a_rank_that_dies_ends_the_run_without_a_hang(data, tmp_path):
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(command(2, data, runs, "logging.run_name=dies", "train.max_steps=100000",
+                                    "train.eval_interval=100000", "train.dist_timeout_s=60"),
+                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = runs / PROJECT / "dies" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (log.is_file() and "train/lm_loss" in log.read_text()):  # wait for training, not for time
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    os.kill(rank_pid(1, str(runs), deadline), signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)  # torchrun stops the other rank; nothing waits forever
+    assert proc.returncode != 0
+    assert "error: rank 0 of 2 lost contact with another rank" in err and "[rank0]: Traceback" not in err, err[-3000:]
+
+
+def test_sigterm_to_torchrun_checkpoints_once_and_resumes(data, tmp_path):
+    """torchrun passes a SIGTERM on to every rank; the ranks agree at the next log step, save
+    one checkpoint together and stop; the run then resumes."""
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(command(2, data, runs, "logging.run_name=pre", "train.max_steps=100000",
+                                    "train.eval_interval=100000"),
+                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = runs / PROJECT / "pre" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (log.is_file() and "train/lm_loss" in log.read_text()):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    meta = json.loads((resolve_checkpoint(runs / PROJECT / "pre") / "meta.json").read_text())
+    assert meta["preempted"] is True and meta["world_size"] == 2
+    resumed = launch(2, data, runs, "logging.run_name=pre", "train.resume=true", f"train.max_steps={meta['step'] + 3}",
+                     "train.eval_interval=100000")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert max(losses(runs / PROJECT / "pre")) == meta["step"] + 3
