@@ -98,7 +98,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     max_steps = model.cfg.halt_max_steps
-    keep = {"preds", "logits", "q_halt_logits"}.union(*(ev.required_outputs for ev in evaluators))
+    keep = {"preds", "logits", "q_halt_logits", "q_continue_logits"}.union(*(ev.required_outputs for ev in evaluators))
     for ev in evaluators:
         ev.begin_eval()
     sums = None
