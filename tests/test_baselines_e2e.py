@@ -79,3 +79,32 @@ def test_hrm_stop_and_resume_is_bit_exact_on_cpu(tmp_path, data_dir, monkeypatch
     assert losses(runs / "split") == losses(runs / "straight")
     assert_same_tensors(final_state(runs / "split"), final_state(runs / "straight"))
     assert second["eval/lsa/optimal_cost_rate"] == straight["eval/lsa/optimal_cost_rate"]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH))
+def test_compiled_step_and_evaluation_do_not_recompile(arch, tmp_path, data_dir, monkeypatch):
+    """torch.compile traces HRM's and the transformer's step whole and keeps one graph as the
+    batch composition and train/eval mode change (Dynamo's eager backend stands in for
+    Inductor on the CPU, as in test_train_e2e.py)."""
+    import torch
+    import torch._dynamo
+    from training.loop import build_train_state, run_evaluation, train_step
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=kw.get("dynamic")))
+    torch._dynamo.reset()
+    cfg = tiny_config(tmp_path, *ARCH[arch], "train.compile=on", "arch.halt_exploration_prob=0.5",
+                      "train.eval_batch_size=48", "train.save_checkpoints=false", data=data_dir)
+    state = build_train_state(cfg, progress=False)
+    assert state.compiled
+    train_step(state)
+    run_evaluation(state, save_path=None)
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for _ in range(4):
+                train_step(state)
+            metrics = run_evaluation(state, save_path=None)
+            train_step(state)
+    finally:
+        torch._dynamo.reset()
+    assert metrics["eval/examples"] == 100
