@@ -98,7 +98,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     max_steps = model.cfg.halt_max_steps
-    keep = {"preds", "logits", "q_halt_logits", "q_continue_logits"}.union(*(ev.required_outputs for ev in evaluators))
+    keep = {"preds", "logits", "q_halt_logits"}.union(*(ev.required_outputs for ev in evaluators))
     for ev in evaluators:
         ev.begin_eval()
     sums = None
@@ -121,7 +121,8 @@ def evaluate(
             at_halt = None
             for step in range(1, max_steps + 1):
                 carry, _, _, outputs = step_fn(carry, batch)
-                outputs = {k: outputs[k] for k in keep}
+                # (q_continue_logits too where the model has them: halt_decision may compare the two.)
+                outputs = {k: outputs[k] for k in keep | ({"q_continue_logits"} & outputs.keys())}
                 now = (model.halt_decision(outputs) | (step == max_steps)) & ~halted
                 right = ((outputs["preds"] == labels) | (labels == IGNORE_LABEL_ID)).all(-1)
                 halt_step = torch.where(now, step, halt_step)
