@@ -6,14 +6,29 @@
         --source-csv sudoku-extreme/train.csv --source-test-csv sudoku-extreme/test.csv \
         --subsample-size 1000 --num-test 0 --num-aug 1000
 
-Generation (dataset/sudoku_solver.py): keep --min-clues random clues of a random full grid,
-give clues back until the solution is unique, take clues away again while above --max-clues
-(so most puzzles end with exactly --max-clues givens; attempts that cannot get there are dropped).
-Every puzzle is rated by the backtracks of a propagation + depth-first solver (0 = singles
-alone solve it); --min-rating keeps only puzzles rated at least that. Attempt k of a split
-draws from SeedSequence(seed, spawn_key=(split, k)), and accepted puzzles are taken in attempt
-order, so the output does not depend on --workers. The test split is generated first; training
-puzzles that equal a test puzzle are skipped.
+Generation (dataset/sudoku_solver.py): each puzzle slot draws a target number of givens in
+[--min-clues, --max-clues] (every count once per block of max - min + 1 slots, seeded), keeps
+that many random clues of a random full grid, gives clues back until the solution is unique
+and takes clues away again down to the target where the solution stays unique. A try that
+cannot get down to its target ends at a minimal puzzle above it; a slot takes its first try
+that hits the target exactly within --target-tries tries, else the one of those with the
+fewest givens, else the first acceptable try after them. Every puzzle is rated by the
+backtracks of a propagation + depth-first solver (0 = singles alone solve it); --min-rating
+keeps only puzzles rated at least that, and a try above --max-clues is rejected. Try j of
+slot i of a split draws from SeedSequence(seed, spawn_key=(split, i, j)) and slots are
+decided in order, so the output does not depend on --workers, and a larger --num-train keeps
+the earlier puzzles. The test split is generated first; training puzzles that equal a test
+puzzle are skipped. The test split also holds `all__ratings.npy`, each test puzzle's rating,
+which evaluators/sudoku.py reports accuracy by (the reference's loader ignores the file).
+
+Measured spread (seed 0, 150 train + 150 test originals, --target-tries 64, 2 cores):
+  --min-clues 22 --max-clues 26 --min-rating 2: 22:42 23:76 24:62 25:60 26:60 (281 of 300
+    exactly on target; builder version 1 gave all of a 50 + 50 build exactly 26), 0.22 s of
+    CPU per puzzle against 0.04 s for version 1 (100-puzzle builds, one process): a 22-given
+    target takes ~50 tries;
+  --min-clues 22 --max-clues 30: 22:32 23:36 24:33 25:34 26:32 27:32 28:34 29:33 30:34;
+  --min-clues 17 --max-clues 30: 20:1 21:17 22:101 23:33 24:22 25:20 ... 30:21 (targets
+    17-20 are out of this generator's reach and end at 21-22).
 
 Import: --source-csv FILE (sudoku-extreme format: source,question,answer,rating) gives the
 training puzzles (all, or a seeded --subsample-size of them); the test puzzles come from
@@ -32,7 +47,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -53,10 +68,13 @@ from dataset.common import (
 from dataset.sudoku_csv import CSVPuzzles, read_sudoku_csv
 from dataset.sudoku_solver import generate_puzzle, solve
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: givens spread over the clue range; test ratings array
 DEFAULT_MIN_CLUES, DEFAULT_MAX_CLUES = 22, 30  # generation when the flags are unset
-TEST_SPLIT_KEY, TRAIN_SPLIT_KEY, AUGMENT_KEY, SAMPLE_KEY = 0, 1, 2, 3
-MAX_ATTEMPTS_WITHOUT_ACCEPT = 5000
+TEST_SPLIT_KEY, TRAIN_SPLIT_KEY, AUGMENT_KEY, SAMPLE_KEY, TARGET_KEY = 0, 1, 2, 3, 4
+MAX_ATTEMPTS_WITHOUT_ACCEPT = 5000  # per puzzle, without one acceptable try
+RATINGS_FIELD = "ratings"  # test/all__ratings.npy: one rating per test example (evaluators/sudoku.py)
+ROUND_TASKS = 2048  # tries computed ahead per round (bounds wasted work, not the output)
+MAX_TRIES_PER_ROUND = 64
 ORIGINALS_PER_AUGMENT_CHUNK = 256
 
 
@@ -72,8 +90,13 @@ class SudokuBuildConfig(BaseModel):
     min_clues: Optional[int] = Field(None, ge=0, le=81, description=f"fewest givens (generation: {DEFAULT_MIN_CLUES}; "
                                      "import: no bound)")
     max_clues: Optional[int] = Field(None, ge=0, le=81, description=f"most givens (generation: {DEFAULT_MAX_CLUES}; "
-                                     "import: no bound). Generation removes givens down to this count, so nearly "
-                                     "all generated puzzles have exactly this many")
+                                     "import: no bound). Generation spreads the puzzles over the range, a target "
+                                     "count per puzzle (measured at 22-26, --min-rating 2, 300 puzzles: "
+                                     "22:42 23:76 24:62 25:60 26:60); see --target-tries")
+    target_tries: int = Field(64, ge=1, le=1000, description="generation: tries per puzzle to reach its drawn "
+                              "number of givens exactly before taking the try that came closest (fewest givens); "
+                              "low targets are rare (22 givens: ~1 try in 50 at --min-rating 2), so more tries "
+                              "spread the counts more evenly and cost more time")
     min_rating: int = Field(0, ge=0, description="keep puzzles rated at least this (backtracks; imports: the CSV rating)")
     source_csv: Optional[Path] = Field(None, description="import training puzzles from this sudoku-extreme CSV")
     source_test_csv: Optional[Path] = Field(None, description="import test puzzles from this CSV (needs --source-csv)")
@@ -114,48 +137,106 @@ class SudokuBuildConfig(BaseModel):
 # Generation
 
 
-def _attempt(args: tuple[int, int, int, int, int, int]) -> Optional[tuple[bytes, bytes, int]]:
-    """One generation attempt (runs in a worker): (puzzle, solution, rating) or None if rejected."""
-    seed, split_key, attempt, min_clues, max_clues, min_rating = args
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_key, attempt)))
-    result = generate_puzzle(rng, min_clues, max_clues)
+def clue_targets(seed: int, split_key: int, count: int, low: int, high: int) -> np.ndarray:
+    """(count,) each puzzle's number of givens: every value in low..high once per block of
+    high - low + 1 consecutive puzzles, in a seeded random order. Any prefix is spread evenly,
+    and asking for more puzzles leaves the earlier targets unchanged."""
+    width = high - low + 1
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_key, TARGET_KEY)))
+    blocks = rng.random((-(-count // width), width)).argsort(axis=1)  # row b: block b's order
+    return low + blocks.reshape(-1)[:count]
+
+
+class Try(NamedTuple):
+    puzzle: bytes
+    solution: bytes
+    rating: int
+    clues: int
+
+
+def _attempt(args: tuple[int, int, int, int, int, int, int]) -> Optional[Try]:
+    """Try `attempt` of one puzzle slot (runs in a worker); None when rejected (rating, range)."""
+    seed, split_key, slot, attempt, target, max_clues, min_rating = args
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_key, slot, attempt)))
+    result = generate_puzzle(rng, target, max_clues)
     if result is None or result[2] < min_rating:
         return None
     puzzle, solution, rating = result
-    return bytes(puzzle), bytes(solution), rating
+    return Try(bytes(puzzle), bytes(solution), rating, sum(1 for d in puzzle if d))
+
+
+def choose_try(tries: list[Optional[Try]], target: int, limit: int, seen: set[bytes]) -> Optional[int]:
+    """Which of a slot's tries (in try order) becomes its puzzle, or None when it needs more.
+
+    Acceptable tries (not rejected, not already taken): the first of the first `limit` that
+    has exactly `target` givens; else the one of those `limit` with the fewest givens (the
+    earliest on a tie); else the first acceptable try after them."""
+    best = None
+    for index, found in enumerate(tries):
+        if found is None or found.puzzle in seen:
+            continue
+        if index >= limit:
+            return best if best is not None else index
+        if found.clues == target:
+            return index
+        if best is None or found.clues < tries[best].clues:
+            best = index
+    return best if len(tries) >= limit else None
 
 
 def generate_split(cfg: SudokuBuildConfig, split_key: int, count: int, seen: set[bytes], pool, bar: tqdm):
-    """`count` accepted puzzles not in `seen`, in attempt order. Returns puzzles (count, 81),
-    solutions (count, 81) uint8 digits, ratings (count,) and the number of attempts used."""
-    min_clues, max_clues = cfg.clue_range
-    puzzles, solutions, ratings = [], [], []
-    attempt = since_accept = 0
-    while len(puzzles) < count:
-        # Enough attempts for the rest at the acceptance rate seen so far (blocks only bound the
-        # wasted work: results are consumed in attempt order whatever the block size).
-        acceptance = (len(puzzles) + 1) / (attempt + 1)
-        block = int(min(4096, 16 + 1.2 * (count - len(puzzles)) / acceptance))
-        tasks = [(cfg.seed, split_key, attempt + k, min_clues, max_clues, cfg.min_rating) for k in range(block)]
-        results = pool.imap(_attempt, tasks, chunksize=8) if pool is not None else map(_attempt, tasks)
-        for result in results:
-            attempt += 1
-            since_accept += 1
-            if result is None or result[0] in seen:
-                if since_accept >= MAX_ATTEMPTS_WITHOUT_ACCEPT:
-                    raise DatasetError(
-                        f"--min-clues {min_clues} --max-clues {max_clues} --min-rating {cfg.min_rating}: no acceptable "
-                        f"puzzle in {MAX_ATTEMPTS_WITHOUT_ACCEPT} attempts; raise --max-clues or lower --min-rating")
-                continue
-            since_accept = 0
-            seen.add(result[0])
-            puzzles.append(np.frombuffer(result[0], dtype=np.uint8))
-            solutions.append(np.frombuffer(result[1], dtype=np.uint8))
-            ratings.append(result[2])
-            bar.update(1)
-            if len(puzzles) == count:
+    """`count` accepted puzzles not in `seen`, slot by slot (see `choose_try`). Returns puzzles
+    (count, 81), solutions (count, 81) uint8 digits, ratings (count,), the tries the choices
+    examined and how many puzzles have exactly their target number of givens.
+
+    Tries are computed ahead in rounds, each slot getting about as many as its target's hit
+    rate so far suggests; the choice depends only on each try's own seed, so neither the
+    rounds nor --workers change the output."""
+    low, high = cfg.clue_range
+    targets = clue_targets(cfg.seed, split_key, count, low, high)
+    limit = cfg.target_tries
+    tries: dict[int, list[Optional[Try]]] = {}
+    hits = np.ones((high + 1, 2))  # per target: (exact hits + 1, tries + 1), a rate estimate for scheduling
+    chosen: list[Try] = []
+    examined = exact = 0
+    while len(chosen) < count:
+        tasks = []
+        for slot in range(len(chosen), count):
+            if len(tasks) >= ROUND_TASKS:
                 break
-    return np.stack(puzzles), np.stack(solutions), np.asarray(ratings, dtype=np.int64), attempt
+            have = tries.setdefault(slot, [])
+            target = int(targets[slot])
+            if choose_try(have, target, limit, seen) is not None:
+                continue
+            # Half the expected tries to a hit per round: less work past the hit, few rounds.
+            want = int(min(MAX_TRIES_PER_ROUND, np.ceil(0.5 * hits[target, 1] / hits[target, 0])))
+            if len(have) < limit:
+                want = min(want, limit - len(have))
+            tasks += [(cfg.seed, split_key, slot, len(have) + k, target, high, cfg.min_rating) for k in range(want)]
+        results = pool.imap(_attempt, tasks, chunksize=4) if pool is not None else map(_attempt, tasks)
+        for task, found in zip(tasks, results):
+            slot, target = task[2], task[4]
+            tries[slot].append(found)
+            hits[target] += (found is not None and found.clues == target, 1)
+        while len(chosen) < count:  # take decided slots, in order
+            slot = len(chosen)
+            index = choose_try(tries[slot], int(targets[slot]), limit, seen)
+            if index is None:
+                if len(tries[slot]) >= MAX_ATTEMPTS_WITHOUT_ACCEPT:
+                    raise DatasetError(
+                        f"--min-clues {low} --max-clues {high} --min-rating {cfg.min_rating}: no acceptable "
+                        f"puzzle in {MAX_ATTEMPTS_WITHOUT_ACCEPT} attempts; raise --max-clues or lower --min-rating")
+                break
+            found = tries.pop(slot)[index]
+            seen.add(found.puzzle)
+            chosen.append(found)
+            hit = found.clues == int(targets[slot])
+            examined += index + 1 if hit else max(index + 1, limit)
+            exact += int(hit)
+            bar.update(1)
+    puzzles = np.stack([np.frombuffer(c.puzzle, dtype=np.uint8) for c in chosen])
+    solutions = np.stack([np.frombuffer(c.solution, dtype=np.uint8) for c in chosen])
+    return puzzles, solutions, np.asarray([c.rating for c in chosen], dtype=np.int64), examined, exact
 
 
 def generate_splits(cfg: SudokuBuildConfig) -> dict[str, dict]:
@@ -170,11 +251,12 @@ def generate_splits(cfg: SudokuBuildConfig) -> dict[str, dict]:
             if pool is not None:
                 pool.terminate()
                 pool.join()
-    extra = {"source": "generated", "generation_clue_range": list(cfg.clue_range),
+    extra = {"source": "generated", "generation_clue_range": list(cfg.clue_range), "target_tries": cfg.target_tries,
              "rating_definition": "backtracks of the propagation + DFS solver (dataset/sudoku_solver.py)"}
     return {
-        name: {"puzzles": p, "solutions": s, "ratings": r, "extra": {**extra, "generation_attempts": attempts}}
-        for name, (p, s, r, attempts) in (("train", train), ("test", test))
+        name: {"puzzles": p, "solutions": s, "ratings": r,
+               "extra": {**extra, "generation_attempts": attempts, "clue_target_hits": hits}}
+        for name, (p, s, r, attempts, hits) in (("train", train), ("test", test))
     }
 
 
@@ -332,14 +414,14 @@ def _stats(values: np.ndarray) -> dict[str, float]:
     return {"min": int(values.min()), "mean": round(float(values.mean()), 4), "max": int(values.max())}
 
 
-def _metadata(cfg: SudokuBuildConfig, split: dict, groups: int, num_aug: int) -> DatasetMetadata:
+def _metadata(cfg: SudokuBuildConfig, split: dict, groups: int, num_aug: int, **fields) -> DatasetMetadata:
     return DatasetMetadata(
         pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=11, seq_len=81, num_puzzle_identifiers=1,
         total_groups=groups, mean_puzzle_examples=1.0, total_puzzles=groups * (1 + num_aug), sets=["all"],
         task="sudoku", seed=cfg.seed, num_aug=num_aug,
         min_clues=cfg.min_clues, max_clues=cfg.max_clues, min_rating=cfg.min_rating,
         clues=_stats(np.count_nonzero(split["puzzles"], axis=1)), rating=_stats(split["ratings"]),
-        builder_version=BUILDER_VERSION, **split["extra"],
+        builder_version=BUILDER_VERSION, **split["extra"], **fields,
     )
 
 
@@ -367,10 +449,12 @@ def build_sudoku_dataset(cfg: SudokuBuildConfig) -> Path:
                                  np.concatenate([train["solutions"][:, None], aug_solutions], axis=1), per_group)
     test_arrays = _split_arrays(test["puzzles"], test["solutions"], 1)
     train_meta = _metadata(cfg, train, groups, cfg.num_aug)
-    test_meta = _metadata(cfg, test, test["puzzles"].shape[0], 0)
+    test_meta = _metadata(cfg, test, test["puzzles"].shape[0], 0,
+                          example_arrays={RATINGS_FIELD: "each test puzzle's rating (see rating_definition)"})
 
     return write_dataset(cfg.output_dir, cfg.overwrite,
-                         {"train": (train_meta, train_arrays), "test": (test_meta, test_arrays)})
+                         {"train": (train_meta, train_arrays), "test": (test_meta, test_arrays)},
+                         example_arrays={"test": {RATINGS_FIELD: test["ratings"].astype(np.int64)}})
 
 
 cli = CLI(name="build_sudoku_dataset", description=__doc__.split("\n\n")[0])

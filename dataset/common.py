@@ -81,6 +81,13 @@ class DatasetMetadata(pydantic.BaseModel):
             raise ValueError(f"sets={self.sets} names a set twice")
         return self
 
+    _split_dir: Optional[Path] = pydantic.PrivateAttr(None)  # set by read_metadata
+
+    @property
+    def split_dir(self) -> Optional[Path]:
+        """The directory this metadata was read from (None when it was made in memory)."""
+        return self._split_dir
+
 
 @dataclass
 class SplitArrays:
@@ -124,11 +131,20 @@ def build_indices(puzzles_per_group: list[int] | np.ndarray, examples_per_puzzle
 # Writing
 
 
-def write_split(split_dir: Path, metadata: DatasetMetadata, sets: dict[str, SplitArrays]) -> None:
+def write_split(split_dir: Path, metadata: DatasetMetadata, sets: dict[str, SplitArrays],
+                example_arrays: Optional[dict[str, np.ndarray]] = None) -> None:
+    """`example_arrays`: optional per-example arrays of a single set, `<set>__<field>.npy`
+    (read back with `read_example_array`; the reference's loader ignores them)."""
     split_dir.mkdir(parents=True, exist_ok=True)
     for set_name, arrays in sets.items():
         for field in ARRAY_FIELDS:
             np.save(split_dir / f"{set_name}__{field}.npy", getattr(arrays, field), allow_pickle=False)
+    if example_arrays:
+        (set_name,) = sets
+        for field, values in example_arrays.items():
+            if field in ARRAY_FIELDS or values.shape != (arrays.num_examples,):
+                raise ValueError(f"example array {field!r}: shape {values.shape}, expected ({arrays.num_examples},)")
+            np.save(split_dir / f"{set_name}__{field}.npy", values, allow_pickle=False)
     record = {**metadata.model_dump(), MARKER_FIELD: MARKER}
     (split_dir / "dataset.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
@@ -236,16 +252,18 @@ def write_dataset(
     overwrite: bool,
     splits: dict[str, tuple[DatasetMetadata, SplitArrays]],
     extra_files: Optional[dict[str, str]] = None,
+    example_arrays: Optional[dict[str, dict[str, np.ndarray]]] = None,
 ) -> Path:
     """Write a whole dataset atomically: each split's arrays and dataset.json (set "all"),
-    identifiers.json, and any extra top-level text files (e.g. vocab.json)."""
+    identifiers.json, any extra top-level text files (e.g. vocab.json), and per split any
+    extra per-example arrays (`example_arrays[split][field]` -> `all__<field>.npy`)."""
     unknown = set(extra_files or {}) - set(TOP_LEVEL_FILES)
     if unknown:
         raise ValueError(f"write_dataset: extra files {sorted(unknown)} must be listed in TOP_LEVEL_FILES")
 
     def write(tmp: Path) -> None:
         for split, (meta, arrays) in splits.items():
-            write_split(tmp / split, meta, {"all": arrays})
+            write_split(tmp / split, meta, {"all": arrays}, (example_arrays or {}).get(split))
         write_identifiers(tmp, ["<blank>"])
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
@@ -401,9 +419,30 @@ def read_metadata(path: Path) -> DatasetMetadata:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
     try:
-        return DatasetMetadata.model_validate(raw)
+        meta = DatasetMetadata.model_validate(raw)
     except pydantic.ValidationError as exc:
         raise DatasetError(f"{path}: {one_line(exc)}") from exc
+    meta._split_dir = path.parent
+    return meta
+
+
+def read_example_array(meta: DatasetMetadata, field: str, num_examples: int) -> Optional[np.ndarray]:
+    """An optional per-example integer array stored beside a split's standard ones
+    (`<set>__<field>.npy` for every set, concatenated in set order as the loader concatenates
+    the sets), or None when the metadata was not read from disk or a set lacks the file."""
+    if meta.split_dir is None:
+        return None
+    files = [meta.split_dir / f"{name}__{field}.npy" for name in meta.sets]
+    if not all(f.is_file() for f in files):
+        return None
+    parts = [_load_array(f) for f in files]
+    for f, arr in zip(files, parts):
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise DatasetError(f"{f}: expected a 1-D integer array, got shape {arr.shape} dtype {arr.dtype}")
+    values = np.concatenate(parts)
+    if values.shape[0] != num_examples:
+        raise DatasetError(f"{files[0] if len(files) == 1 else files}: {values.shape[0]} entries for {num_examples} examples")
+    return values
 
 
 def _load_array(path: Path) -> np.ndarray:

@@ -5,6 +5,12 @@ predicted grid is valid when every cell holds a digit, every row, column and box
 once, and every given of the puzzle is kept. For a puzzle with one solution (every generated
 one) a valid grid is that solution, so `valid_grid_rate` is the solve rate without trusting
 the stored label.
+
+Exact accuracy is also reported by number of givens (buckets of `givens_bucket` counts,
+option of the evaluator: `{name: sudoku, givens_bucket: 2}`) and, where the test split has a
+per-puzzle ratings array (`all__ratings.npy`, written by dataset/build_sudoku_dataset.py), by
+rating in doubling buckets (0, 1, 2-3, 4-7, ...), each with its puzzle count:
+`givens_24/exact_accuracy`, `givens_24/count`, `rating_2-3/exact_accuracy`, ...
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from dataset.common import read_example_array
 from dataset.sudoku_solver import UNITS
 from evaluators.base import Evaluator, gather_arrays
 
 BLANK_TOKEN, FIRST_DIGIT_TOKEN, LAST_DIGIT_TOKEN = 1, 2, 10
+RATINGS_FIELD = "ratings"  # the test split's optional per-puzzle ratings array
 UNIT_CELLS = np.array(UNITS, dtype=np.int64)  # (27, 9): 9 rows, 9 columns, 9 boxes
 ALL_DIGIT_BITS = 0x3FE  # bits 1..9
 
@@ -76,6 +84,52 @@ def score_sudoku(
     }
 
 
+def rating_bucket(rating: int) -> str:
+    """Doubling buckets: 0, 1, 2-3, 4-7, 8-15, ... (ratings count dead ends, a heavy tail)."""
+    if rating < 2:
+        return str(rating)
+    low = 1 << (int(rating).bit_length() - 1)
+    return f"{low}-{2 * low - 1}"
+
+
+def givens_bucket(givens: int, width: int) -> str:
+    low = givens // width * width
+    return str(low) if width == 1 else f"{low}-{low + width - 1}"
+
+
+def score_by_bucket(
+    inputs: np.ndarray, predicted_labels: np.ndarray, target_labels: np.ndarray,
+    ratings: Optional[np.ndarray] = None, givens_width: int = 1,
+) -> dict[str, float]:
+    """Exact accuracy and puzzle count by number of givens and (with `ratings`) by rating.
+
+    inputs, predicted_labels, target_labels: (N, 81) tokens; ratings (N,) integers >= 0.
+    Givens fall in buckets of `givens_width` counts starting at multiples of it; ratings in
+    `rating_bucket`'s doubling buckets. Returns {"givens_<b>/exact_accuracy": ..,
+    "givens_<b>/count": .., "rating_<b>/exact_accuracy": .., "rating_<b>/count": ..}.
+    """
+    inputs = _as_grids("inputs", inputs)
+    num = inputs.shape[0]
+    exact = np.all(_as_grids("predicted_labels", predicted_labels, num) == _as_grids("target_labels", target_labels, num), axis=1)
+    if givens_width < 1:
+        raise ValueError(f"givens_bucket={givens_width}: must be at least 1")
+    keys = {"givens": [givens_bucket(int(g), givens_width) for g in np.count_nonzero(inputs != BLANK_TOKEN, axis=1)]}
+    if ratings is not None:
+        ratings = np.asarray(ratings)
+        if ratings.shape != (num,) or not np.issubdtype(ratings.dtype, np.integer) or (num and ratings.min() < 0):
+            raise ValueError(f"ratings: expected ({num},) integers >= 0, got shape {ratings.shape} dtype {ratings.dtype}")
+        keys["rating"] = [rating_bucket(int(r)) for r in ratings]
+    result: dict[str, float] = {}
+    for kind, labels in keys.items():
+        labels = np.asarray(labels)
+        order = sorted(set(labels.tolist()), key=lambda b: int(b.split("-")[0]))
+        for bucket in order:
+            rows = labels == bucket
+            result[f"{kind}_{bucket}/exact_accuracy"] = float(exact[rows].mean())
+            result[f"{kind}_{bucket}/count"] = float(rows.sum())
+    return result
+
+
 class SudokuEvaluator(Evaluator):
     """Scores the argmax predictions of every test puzzle (see `score_sudoku`)."""
 
@@ -83,8 +137,11 @@ class SudokuEvaluator(Evaluator):
     task = "sudoku"
     required_outputs = frozenset({"preds"})
 
-    def __init__(self, metadata, **options: Any):
+    def __init__(self, metadata, givens_bucket: int = 1, **options: Any):
         super().__init__(metadata, **options)
+        if not isinstance(givens_bucket, int) or givens_bucket < 1:
+            raise ValueError(f"evaluators: sudoku givens_bucket={givens_bucket!r}: expected an integer >= 1")
+        self.givens_bucket = givens_bucket
         if metadata.seq_len != 81 or metadata.vocab_size != 11:
             raise ValueError(
                 f"sudoku evaluator: expects a 9x9 Sudoku dataset (seq_len 81, vocab_size 11), "
@@ -107,7 +164,11 @@ class SudokuEvaluator(Evaluator):
         arrays = {k: np.concatenate(getattr(self, f"_{k}")) for k in ("inputs", "preds", "labels")}
         arrays = gather_arrays(arrays, world_size, group)
         metrics = score_sudoku(arrays["inputs"], arrays["preds"], arrays["labels"])
+        # Rows are the test examples in order (ranks hold contiguous shards, gathered in order).
+        ratings = read_example_array(self.metadata, RATINGS_FIELD, arrays["inputs"].shape[0])
+        metrics.update(score_by_bucket(arrays["inputs"], arrays["preds"], arrays["labels"], ratings, self.givens_bucket))
         if save_path is not None and rank == 0:
             save_path.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(save_path / "sudoku_predictions.npz", **arrays)
+            extra = {"ratings": ratings} if ratings is not None else {}
+            np.savez_compressed(save_path / "sudoku_predictions.npz", **arrays, **extra)
         return {k: v for k, v in metrics.items() if v is not None}

@@ -11,10 +11,15 @@ from torch import nn
 
 from dataset.common import one_line
 
-from models.trm import TRM, TRMConfig, resolve_dtype
+from models.act import resolve_dtype
+from models.hrm import HRM, HRMConfig
+from models.transformer import Transformer, TransformerConfig
+from models.trm import TRM, TRMConfig
 
 MODELS: dict[str, tuple[type[pydantic.BaseModel], type[nn.Module]]] = {
     "trm": (TRMConfig, TRM),
+    "hrm": (HRMConfig, HRM),
+    "transformer": (TransformerConfig, Transformer),
 }
 
 
@@ -38,3 +43,10 @@ def build_model(arch: pydantic.BaseModel, metadata, device: torch.device) -> nn.
     dtype = resolve_dtype(arch.forward_dtype, device)
     with torch.device(device):
         return model_cls(arch, metadata.vocab_size, metadata.seq_len, metadata.num_puzzle_identifiers, dtype)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Trainable parameter counts: `total` includes the puzzle embedding (a parameter trained
+    by sign-SGD, one row per puzzle identifier), which is also given on its own."""
+    emb = getattr(model, "puzzle_emb", None)
+    return {"total": sum(p.numel() for p in model.parameters()), "puzzle_emb": emb.numel() if emb is not None else 0}

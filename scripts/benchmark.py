@@ -11,7 +11,7 @@ is one full pass over the test split (every example run to halt_max_steps) after
 pass. `--reference-loop` also times the reference implementation's evaluation loop run on
 this model (full-size padded batches, a host sync after every ACT step to test "all halted",
 predictions copied to the host per batch): a stand-in for the reference's own figure, which
-DESIGN.md does not give. FLOPs per step are counted by `TRM.step_flops` (matmuls and attention); MFU is that
+DESIGN.md does not give. FLOPs per step are counted by `step_flops` (models/act.py: matmuls and attention); MFU is that
 over `--peak-tflops` (default 790: the bf16 matrix rate measured on the H100/H200 here).
 Prints a table and, last, one JSON line.
 """

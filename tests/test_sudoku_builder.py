@@ -40,7 +40,8 @@ def brute_force_count(grid, limit=2):
 
 
 def build(out, **overrides):
-    args = dict(output_dir=out, num_train=12, num_test=6, num_aug=3, seed=0, workers=1, progress=False)
+    # target_tries 8 keeps the default clue range (22-30) fast here and exercises the fallback.
+    args = dict(output_dir=out, num_train=12, num_test=6, num_aug=3, seed=0, workers=1, target_tries=8, progress=False)
     args.update(overrides)
     return build_sudoku_dataset(SudokuBuildConfig(**args))
 
@@ -192,6 +193,75 @@ def test_test_split_does_not_depend_on_train_size(tmp_path):
     assert dir_digest(a / "test") == dir_digest(b / "test")
     train_a, train_b = load_split(a, "train")[1]["all"], load_split(b, "train")[1]["all"]
     assert np.array_equal(train_a.inputs[::4], train_b.inputs[: 5 * 4 : 4])  # originals come in attempt order
+
+
+# ---------------------------------------------------------------------------------------------
+# Spread over the clue range
+
+
+def test_clue_targets_are_balanced_in_blocks_and_prefix_stable():
+    from dataset.build_sudoku_dataset import clue_targets
+
+    targets = clue_targets(3, 0, 23, 22, 26)
+    assert targets.shape == (23,) and targets.min() >= 22 and targets.max() <= 26
+    for block in range(4):  # every complete block of 5 holds each count once
+        assert sorted(targets[5 * block : 5 * block + 5]) == [22, 23, 24, 25, 26]
+    assert np.array_equal(clue_targets(3, 0, 9, 22, 26), targets[:9])  # more puzzles: earlier targets kept
+    assert not np.array_equal(clue_targets(3, 1, 23, 22, 26), targets)  # the other split draws its own
+    assert np.all(clue_targets(0, 0, 4, 30, 30) == 30)
+
+
+def test_choose_try_takes_an_exact_hit_else_the_fewest_givens():
+    from dataset.build_sudoku_dataset import Try, choose_try
+
+    def t(name, clues):
+        return Try(name.encode(), b"", 0, clues)
+
+    tries = [None, t("a", 25), t("b", 24), t("c", 22), t("d", 24)]
+    assert choose_try(tries, 22, limit=8, seen=set()) == 3  # the first exact hit
+    assert choose_try(tries, 22, limit=8, seen={b"c"}) is None  # fewer than `limit` tries: wait for more
+    assert choose_try(tries, 22, limit=5, seen={b"c"}) == 2  # fewest givens, the earlier on a tie
+    assert choose_try(tries, 22, limit=3, seen=set()) == 2  # an exact hit past the limit does not count ...
+    assert choose_try([None, None, t("e", 26)], 22, limit=2, seen=set()) == 2  # ... unless nothing came before
+    assert choose_try([None, None, None], 22, limit=2, seen=set()) is None
+
+
+def test_generation_spreads_givens_over_the_range(tmp_path):
+    """28..33 is easy to reach: every puzzle gets its drawn count, each count once per block of 6."""
+    out = build(tmp_path / "s", num_train=12, num_test=6, num_aug=1, min_clues=28, max_clues=33)
+    for split, count in (("train", 12), ("test", 6)):
+        meta, sets = load_split(out, split)
+        s = sets["all"]
+        clues = np.count_nonzero(s.inputs[s.group_indices[:-1]] != 1, axis=1)
+        assert sorted(clues[:6]) == list(range(28, 34))
+        assert meta.clue_target_hits == count and meta.generation_attempts >= count
+
+
+def test_unreachable_targets_take_the_fewest_givens_found(tmp_path):
+    """Below about 21 givens this generator's puzzles do not go: such targets end at the fewest
+    givens among their tries that fit the range."""
+    from dataset.build_sudoku_dataset import TEST_SPLIT_KEY, clue_targets
+
+    out = build(tmp_path / "s", num_train=1, num_test=6, num_aug=0, min_clues=17, max_clues=25, target_tries=2)
+    meta, sets = load_split(out, "test")
+    clues = np.count_nonzero(sets["all"].inputs != 1, axis=1)
+    targets = clue_targets(0, TEST_SPLIT_KEY, 6, 17, 25)
+    assert np.all(clues >= targets) and clues.max() <= 25
+    assert np.all(clues[targets <= 20] > targets[targets <= 20])
+    assert meta.clue_target_hits == int(np.sum(clues == targets)) < 6
+
+
+def test_test_ratings_array_matches_the_solver(hard_small):
+    from dataset.common import read_example_array
+
+    meta, sets = load_split(hard_small, "test")
+    ratings = read_example_array(meta, "ratings", sets["all"].num_examples)
+    assert meta.split_dir == hard_small / "test" and "ratings" in meta.example_arrays
+    expected = [solve(digits(p).tolist())[1].dead_ends for p in sets["all"].inputs]
+    assert ratings.tolist() == expected
+    assert read_example_array(meta, "nonexistent", 6) is None
+    with pytest.raises(DatasetError, match="all__ratings.npy: 6 entries for 7 examples"):
+        read_example_array(meta, "ratings", 7)
 
 
 # ---------------------------------------------------------------------------------------------

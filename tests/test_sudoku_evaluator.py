@@ -5,7 +5,7 @@ import torch
 from dataset.common import DatasetMetadata
 from dataset.sudoku_solver import random_full_grid
 from evaluators import build_evaluator
-from evaluators.sudoku import score_sudoku
+from evaluators.sudoku import rating_bucket, score_by_bucket, score_sudoku
 
 SOLUTION = np.array(random_full_grid(np.random.default_rng(0)), dtype=np.int64)  # digits (81,)
 GIVEN_CELLS = np.arange(0, 81, 3)  # 27 givens
@@ -119,3 +119,77 @@ def test_evaluator_rejects_other_datasets_and_misuse():
                     {"preds": torch.ones(1, 81, dtype=torch.long)})
     with pytest.raises(ValueError, match="target_labels"):
         ev.result(None)  # ignored labels in a Sudoku test split: refuse rather than score nonsense
+
+
+# ---------------------------------------------------------------------------------------------
+# By number of givens and by rating
+
+
+def puzzle_with(givens):
+    puzzle = np.zeros(81, dtype=np.int64)
+    puzzle[:givens] = SOLUTION[:givens]
+    return tokens(puzzle)
+
+
+def test_rating_buckets_double():
+    assert [rating_bucket(r) for r in (0, 1, 2, 3, 4, 7, 8, 15, 16, 100)] == \
+        ["0", "1", "2-3", "2-3", "4-7", "4-7", "8-15", "8-15", "16-31", "64-127"]
+
+
+def test_exact_accuracy_by_givens_and_rating_on_hand_made_cases():
+    # Five puzzles: givens 22, 22, 23, 25, 25; right, wrong, right, right, wrong.
+    inputs = np.stack([puzzle_with(g) for g in (22, 22, 23, 25, 25)])
+    targets = np.stack([tokens(SOLUTION)] * 5)
+    preds = targets.copy()
+    preds[1, 80] = preds[1, 79]  # a wrong blank cell
+    preds[4, 40] = 1
+    ratings = np.array([0, 5, 2, 3, 40])
+    m = score_by_bucket(inputs, preds, targets, ratings)
+    assert m == {
+        "givens_22/exact_accuracy": 0.5, "givens_22/count": 2.0,
+        "givens_23/exact_accuracy": 1.0, "givens_23/count": 1.0,
+        "givens_25/exact_accuracy": 0.5, "givens_25/count": 2.0,
+        "rating_0/exact_accuracy": 1.0, "rating_0/count": 1.0,
+        "rating_2-3/exact_accuracy": 1.0, "rating_2-3/count": 2.0,
+        "rating_4-7/exact_accuracy": 0.0, "rating_4-7/count": 1.0,
+        "rating_32-63/exact_accuracy": 0.0, "rating_32-63/count": 1.0,
+    }
+    wide = score_by_bucket(inputs, preds, targets, givens_width=2)  # 22-23, 24-25; no ratings
+    assert wide == {"givens_22-23/exact_accuracy": pytest.approx(2 / 3), "givens_22-23/count": 3.0,
+                    "givens_24-25/exact_accuracy": 0.5, "givens_24-25/count": 2.0}
+    with pytest.raises(ValueError, match="ratings"):
+        score_by_bucket(inputs, preds, targets, ratings[:4])
+    with pytest.raises(ValueError, match="givens_bucket"):
+        score_by_bucket(inputs, preds, targets, givens_width=0)
+
+
+def test_evaluator_reads_the_test_splits_ratings_array(tmp_path):
+    """Built datasets carry test/all__ratings.npy; the evaluator finds it through the metadata
+    it was given (load_split remembers the directory) and reports by rating bucket."""
+    from dataset.build_sudoku_dataset import SudokuBuildConfig, build_sudoku_dataset
+    from dataset.common import load_split
+
+    out = build_sudoku_dataset(SudokuBuildConfig(output_dir=tmp_path / "s", num_train=2, num_test=6, num_aug=1,
+                                                 min_clues=40, max_clues=45, seed=0, workers=1, progress=False))
+    meta, sets = load_split(out, "test")
+    ratings = np.load(out / "test" / "all__ratings.npy")
+    ev = build_evaluator({"name": "sudoku", "givens_bucket": 3}, meta)
+    ev.begin_eval()
+    s = sets["all"]
+    ev.update_batch({"inputs": torch.from_numpy(s.inputs.astype(np.int64)), "labels": torch.from_numpy(s.labels.astype(np.int64))},
+                    {"preds": torch.from_numpy(s.labels.astype(np.int64))})
+    result = ev.result(None)
+    expected = score_by_bucket(s.inputs, s.labels, s.labels, ratings, 3)
+    assert {k: result[k] for k in expected} == expected
+    assert sum(v for k, v in result.items() if k.startswith("rating_") and k.endswith("/count")) == 6
+    assert sum(v for k, v in result.items() if k.startswith("givens_") and k.endswith("/count")) == 6
+    assert {k.split("/")[0] for k in result if k.startswith("givens_") and "/" in k} <= \
+        {"givens_39-41", "givens_42-44", "givens_45-47"}
+    # Metadata made in memory (no directory): by givens only.
+    ev = build_evaluator({"name": "sudoku"}, _meta())
+    ev.begin_eval()
+    ev.update_batch({"inputs": torch.from_numpy(puzzle_tokens()[None]), "labels": torch.from_numpy(tokens(SOLUTION)[None])},
+                    {"preds": torch.from_numpy(tokens(SOLUTION)[None])})
+    assert not any(k.startswith("rating_") for k in ev.result(None)) and ev.result(None)["givens_27/count"] == 1.0
+    with pytest.raises(ValueError, match="givens_bucket"):
+        build_evaluator({"name": "sudoku", "givens_bucket": 0}, _meta())

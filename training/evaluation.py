@@ -124,7 +124,8 @@ def evaluate(
             at_halt = None
             for step in range(1, max_steps + 1):
                 carry, _, _, outputs = step_fn(carry, batch)
-                outputs = {k: outputs[k] for k in keep}
+                # (q_continue_logits too where the model has them: halt_decision may compare the two.)
+                outputs = {k: outputs[k] for k in keep | ({"q_continue_logits"} & outputs.keys())}
                 now = (model.halt_decision(outputs) | (step == max_steps)) & ~halted
                 right = ((outputs["preds"] == labels) | (labels == IGNORE_LABEL_ID)).all(-1)
                 halt_step = torch.where(now, step, halt_step)

@@ -1,0 +1,259 @@
+"""What every model family shares: the common config fields, the input embedding (tokens, a
+puzzle-embedding prefix, positions), the output and Q heads, the ACT carry and its bookkeeping
+(restarting halted examples, halting, exploration, the Q-continue bootstrap target) and FLOP
+counting. ACTLossHead (models/losses.py) and training/evaluation.py see only this interface.
+
+A family subclasses `ACTModel`: it names its carried latent states in `STATES`, builds its
+blocks in `build_core`, and implements `core(states, x) -> (states, answer)`, one ACT step's
+computation (keeping gradients only where the family wants them), and `block_applications`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import pydantic
+import torch
+from torch import nn
+
+from models.layers import Block, CastedEmbedding, CastedLinear, RotaryEmbedding, trunc_normal_
+
+Carry = dict[str, torch.Tensor]
+DATA_KEYS = ("inputs", "labels", "puzzle_identifiers")
+Rotary = Optional[tuple[torch.Tensor, torch.Tensor]]
+
+
+class ModelConfig(pydantic.BaseModel):
+    """Fields every family has; a family's config adds its own and sets `name`."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str
+    hidden_size: int = pydantic.Field(512, ge=1)
+    num_heads: int = pydantic.Field(8, ge=1)
+    expansion: float = pydantic.Field(4.0, gt=0)
+    mixer: Literal["attention", "mlp"] = "attention"
+    seq_mlp_align: int = pydantic.Field(
+        8, ge=1, description="mlp mixer: zero-pad the sequence inside the sequence MLP to a multiple of this "
+        "(same sums; aligned GEMM rows on GPUs); 1 = no padding")
+    pos_encodings: Literal["rope", "learned", "none"] = "rope"
+    rope_theta: float = 10000.0
+    puzzle_emb_ndim: Optional[int] = pydantic.Field(None, ge=0, description="None = hidden_size; 0 = no puzzle embedding")
+    puzzle_emb_len: int = pydantic.Field(16, ge=0, description="prefix positions for the puzzle embedding (0 = derive)")
+    halt_max_steps: int = pydantic.Field(16, ge=1)
+    halt_exploration_prob: float = pydantic.Field(0.1, ge=0, le=1)
+    no_act_continue: bool = pydantic.Field(
+        True, description="true: halt on sigmoid(q_halt) > 0.5 alone (TRM); false: halt when q_halt > q_continue "
+        "and train q_continue towards a bootstrapped target, the next step's value (HRM's Q-learning)")
+    act_halting: bool = pydantic.Field(
+        True, description="let the Q head halt examples early in training; false = every example trains for "
+        "halt_max_steps steps (deep supervision at every depth that evaluation uses)")
+    forward_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    rms_norm_eps: float = 1e-5
+    loss: Literal["stablemax", "softmax"] = "stablemax"
+    q_loss_weight: float = 0.5
+
+    @pydantic.model_validator(mode="after")
+    def _check_shapes(self) -> "ModelConfig":
+        if self.mixer == "attention" and self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
+        if self.pos_encodings == "rope" and self.mixer == "attention" and (self.hidden_size // self.num_heads) % 2:
+            raise ValueError("rope needs an even head dimension (hidden_size / num_heads)")
+        if self.emb_ndim > self.prefix_len * self.hidden_size:
+            raise ValueError(
+                f"puzzle_emb_ndim={self.emb_ndim} does not fit in puzzle_emb_len={self.puzzle_emb_len} x hidden_size={self.hidden_size}"
+            )
+        return self
+
+    @property
+    def emb_ndim(self) -> int:
+        return self.hidden_size if self.puzzle_emb_ndim is None else self.puzzle_emb_ndim
+
+    @property
+    def prefix_len(self) -> int:
+        if self.emb_ndim == 0:
+            return 0
+        return self.puzzle_emb_len or -(-self.emb_ndim // self.hidden_size)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def run_blocks(blocks: nn.ModuleList, hidden: torch.Tensor, rotary: Rotary) -> torch.Tensor:
+    """A stack of blocks, (B, P+L, D) -> same."""
+    for block in blocks:
+        hidden = block(hidden, rotary)
+    return hidden
+
+
+class ACTModel(nn.Module):
+    """forward(carry, batch) -> (new carry, outputs). Shapes: tokens (B, L); states (B, P+L, D).
+
+    The parameters are registered in a fixed order (embeddings, the family's blocks, heads,
+    state inits) so that the random initialisation and checkpoint layouts stay stable."""
+
+    # carry key of each latent state -> name of the buffer holding its initial value (D,)
+    STATES: dict[str, str] = {}
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_identifiers: int, dtype: torch.dtype):
+        super().__init__()
+        self.cfg = cfg
+        self.dtype = dtype
+        self.seq_len = seq_len
+        self.prefix_len = cfg.prefix_len
+        self.total_len = self.prefix_len + seq_len
+        hidden = cfg.hidden_size
+        self.embed_scale = math.sqrt(hidden)
+        self.embed_tokens = CastedEmbedding(vocab_size, hidden, init_std=1.0 / self.embed_scale, cast_to=dtype)
+        # Puzzle embedding: a parameter (so it counts in parameter totals), zero-initialised,
+        # trained with sign-SGD rather than AdamATan2 (training/loop.py, training/optim.py).
+        self.puzzle_emb = nn.Parameter(torch.zeros(num_puzzle_identifiers, cfg.emb_ndim)) if cfg.emb_ndim else None
+        self.rotary = None
+        if cfg.pos_encodings == "rope" and cfg.mixer == "attention":
+            self.rotary = RotaryEmbedding(hidden // cfg.num_heads, self.total_len, cfg.rope_theta)
+        self.embed_pos = None
+        if cfg.pos_encodings == "learned":
+            self.embed_pos = CastedEmbedding(self.total_len, hidden, init_std=1.0 / self.embed_scale, cast_to=dtype)
+        self.build_core()
+        self.lm_head = CastedLinear(hidden, vocab_size)
+        self.q_head = CastedLinear(hidden, 2, bias=True)
+        with torch.no_grad():  # start by never halting early: sigmoid(-5) ~ 0.007
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+        for buffer in self.STATES.values():
+            self.register_buffer(buffer, trunc_normal_(torch.empty(hidden), std=1.0))
+
+    # ----- what a family provides -----------------------------------------------------------
+
+    def build_core(self) -> None:
+        """Create the family's blocks (called between the embeddings and the heads)."""
+        raise NotImplementedError
+
+    def core(self, states: tuple[torch.Tensor, ...], x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """One ACT step from the carried states and the input embedding x (B, P+L, D):
+        returns the new states (in STATES order) and the hidden the heads read (B, P+L, D)."""
+        raise NotImplementedError
+
+    def block_applications(self) -> tuple[int, int]:
+        """Block applications in one ACT step: (forward, of which with gradients)."""
+        raise NotImplementedError
+
+    # ----- shared pieces --------------------------------------------------------------------
+
+    def make_blocks(self, count: int) -> nn.ModuleList:
+        cfg = self.cfg
+        return nn.ModuleList(
+            Block(cfg.hidden_size, cfg.num_heads, cfg.expansion, cfg.mixer, self.total_len, cfg.rms_norm_eps,
+                  cfg.seq_mlp_align)
+            for _ in range(count)
+        )
+
+    def rotary_tables(self) -> Rotary:
+        return self.rotary() if self.rotary is not None else None
+
+    def embed(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(inputs)  # (B, L, D)
+        if self.puzzle_emb is not None:
+            prefix = self.puzzle_emb.index_select(0, puzzle_identifiers.long()).to(self.dtype)  # (B, E)
+            pad = self.prefix_len * self.cfg.hidden_size - prefix.shape[-1]
+            prefix = nn.functional.pad(prefix, (0, pad)).reshape(-1, self.prefix_len, self.cfg.hidden_size)
+            x = torch.cat([prefix, x], dim=1)  # (B, P+L, D)
+        if self.embed_pos is not None:
+            x = 0.707106781 * (x + self.embed_pos.weight.to(self.dtype))
+        return self.embed_scale * x
+
+    def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.lm_head(hidden[:, self.prefix_len :])  # (B, L, V)
+        q_logits = self.q_head(hidden[:, 0]).float()  # (B, 2): halt, continue
+        return logits, q_logits
+
+    def step_flops(self, batch_size: int, training: bool = True) -> float:
+        """Matrix FLOPs of one ACT step (2 per multiply-add), counting only matmuls and attention.
+
+        One block application on T = B * (P + L) tokens costs
+          attention mixer: 2T(4D^2 + 3DI) + 4 B (P+L)^2 D     (QKV, O, SwiGLU; scores and values)
+          MLP mixer:       2T(3DI) + 2 B D (3 (P+L) I_seq)     (channel and sequence SwiGLU)
+        times the family's forward applications, plus twice those with gradients in training
+        (the backward), plus in training the Q-continue target's extra forward where it is on.
+        The LM head adds 2TDV (times 3 with its backward). TRM's reference setup (B 768,
+        P+L 97, D 512, 2 blocks, H 3, L 6) comes to 3.66e13, the 70 block-applications quoted for it.
+        """
+        cfg = self.cfg
+        tokens = batch_size * self.total_len
+        dim = cfg.hidden_size
+        block = next(m for m in self.modules() if isinstance(m, Block))
+        per_block = 2 * tokens * 3 * dim * block.mlp.inter
+        if cfg.mixer == "attention":
+            per_block += 2 * tokens * 4 * dim * dim + 4 * batch_size * self.total_len * self.total_len * dim
+        else:
+            per_block += 2 * batch_size * dim * 3 * self.total_len * block.seq_mlp.inter
+        forward, with_grad = self.block_applications()
+        applications = forward
+        if training:
+            applications += 2 * with_grad + (forward if self.bootstraps_q_continue else 0)
+        head = 2 * batch_size * self.seq_len * dim * self.lm_head.weight.shape[0] * (3 if training else 1)
+        return float(per_block * applications + head)
+
+    # ----- ACT ----------------------------------------------------------------------------
+
+    @property
+    def bootstraps_q_continue(self) -> bool:
+        """Whether training computes the Q-continue target (one more no-grad step)."""
+        cfg = self.cfg
+        return not cfg.no_act_continue and cfg.act_halting and cfg.halt_max_steps > 1
+
+    def initial_carry(self, batch: dict[str, torch.Tensor]) -> Carry:
+        """All examples 'halted', so the first step loads a fresh batch everywhere."""
+        size, device = batch["inputs"].shape[0], batch["inputs"].device
+        shape = (size, self.total_len, self.cfg.hidden_size)
+        carry = {key: torch.zeros(shape, dtype=self.dtype, device=device) for key in self.STATES}
+        carry["steps"] = torch.zeros(size, dtype=torch.int32, device=device)
+        carry["halted"] = torch.ones(size, dtype=torch.bool, device=device)
+        carry.update({k: torch.zeros_like(batch[k]) for k in DATA_KEYS})
+        return carry
+
+    def halt_decision(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) bool: where the Q head says "halt" (training's rule, without exploration)."""
+        if self.cfg.no_act_continue:
+            return outputs["q_halt_logits"] > 0
+        return outputs["q_halt_logits"] > outputs["q_continue_logits"]
+
+    def forward(self, carry: Carry, batch: dict[str, torch.Tensor]) -> tuple[Carry, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        halted = carry["halted"]
+        # Halted examples restart from the initial state on the new batch's data.
+        data = {k: torch.where(halted.reshape((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], carry[k]) for k in DATA_KEYS}
+        states = tuple(torch.where(halted[:, None, None], getattr(self, buffer).to(self.dtype), carry[key])
+                       for key, buffer in self.STATES.items())
+        steps = torch.where(halted, 0, carry["steps"]) + 1
+
+        x = self.embed(data["inputs"], data["puzzle_identifiers"])
+        states, answer = self.core(states, x)
+        logits, q_logits = self.heads(answer)
+        outputs = {"logits": logits, "q_halt_logits": q_logits[:, 0], "q_continue_logits": q_logits[:, 1]}
+
+        with torch.no_grad():
+            new_halted = steps >= cfg.halt_max_steps
+            if self.training and cfg.halt_max_steps > 1 and cfg.act_halting:
+                new_halted = new_halted | self.halt_decision(outputs)
+                # Exploration: sometimes force a random minimum number of steps.
+                explore = torch.rand_like(outputs["q_halt_logits"]) < cfg.halt_exploration_prob
+                min_steps = torch.randint_like(steps, 2, cfg.halt_max_steps + 1)
+                new_halted = new_halted & (steps >= explore * min_steps)
+                if self.bootstraps_q_continue:
+                    # Q-learning target for "continue": the next step's value (one more step).
+                    _, next_answer = self.core(states, x)
+                    _, next_q = self.heads(next_answer)
+                    last = steps >= cfg.halt_max_steps
+                    outputs["target_q_continue"] = torch.sigmoid(
+                        torch.where(last, next_q[:, 0], torch.maximum(next_q[:, 0], next_q[:, 1]))
+                    )
+
+        new_carry = {key: state.detach() for key, state in zip(self.STATES, states)}
+        new_carry.update({"steps": steps, "halted": new_halted})
+        new_carry.update(data)
+        return new_carry, outputs

@@ -1,0 +1,50 @@
+"""A plain, non-recursive transformer baseline over the same input as TRM and HRM.
+
+The puzzle-embedding prefix and the tokens go through `num_layers` blocks once; the output is
+the answer. There is no latent state to carry, so with the default `halt_max_steps: 1` every
+example is one pass in training and in evaluation. It presents the same ACT interface (an
+empty carry of latent states, a Q head that learns "is this answer right") so the loss head,
+the loop, the evaluators and checkpoints treat it like the recursive models. With
+`halt_max_steps` > 1 each ACT step recomputes the same pass on the same examples: it only
+repeats their supervision (the evaluation's extra steps then cost time and change nothing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pydantic
+
+from models.act import ACTModel, ModelConfig, run_blocks
+
+
+class TransformerConfig(ModelConfig):
+    name: Literal["transformer"] = "transformer"
+    num_layers: int = pydantic.Field(23, ge=1, description="blocks, applied once (23: TRM's training FLOPs per step)")
+    halt_max_steps: int = pydantic.Field(1, ge=1, description="1: one pass per example (no state is carried)")
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _no_recursion_fields(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            foreign = [k for k in ("H_cycles", "L_cycles", "H_layers", "L_layers") if k in raw]
+            if foreign:
+                raise ValueError(
+                    f"{', arch.'.join(foreign)}: the transformer does not recurse, its depth is num_layers "
+                    f"(drop a task preset's TRM sizes with {' '.join('~arch.' + k for k in foreign)})")
+        return raw
+
+
+class Transformer(ACTModel):
+    """No carried states: core() is one pass of the blocks over the embedded input."""
+
+    STATES: dict[str, str] = {}
+
+    def build_core(self) -> None:
+        self.blocks = self.make_blocks(self.cfg.num_layers)
+
+    def core(self, states, x):
+        return (), run_blocks(self.blocks, x, self.rotary_tables())  # (B, P+L, D)
+
+    def block_applications(self) -> tuple[int, int]:
+        return self.cfg.num_layers, self.cfg.num_layers
