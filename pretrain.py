@@ -18,15 +18,21 @@ in-process; Hydra's own command line (`--cfg`, `-m`, ...) goes through `main()`.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first of all: a signal while the imports below run is one line, not a traceback
+    from dataset.early_signals import exit_on_signals
+
+    exit_on_signals()
+
 import itertools
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dataset.common import InputError, Interrupted, ReportedError, interrupt_on_signals
+from dataset.common import InputError, Interrupted, ReportedError, interrupt_on_signals, one_line, os_error_line
 from training.config import CONFIG_DIR, ConfigError, compose_config, validate_config
 
 # Hydra's flags that take a value (`--cfg job`), and those after which we check nothing:
@@ -49,12 +55,17 @@ def parse_argv(argv: list[str]) -> tuple[str, list[str], set[str]]:
         flags.add(flag)
         if flag in VALUE_FLAGS and not has_value:
             value = next(args, "")
+            if not value or value.startswith("-"):
+                raise ConfigError(f"{flag}: needs a value (e.g. {flag} cfg_lsa_cpu)" if flag in ("--config-name", "-cn")
+                                  else f"{flag}: needs a value")
         elif flag == "--info" and not has_value:  # an optional topic
             topic = next(args, None)
             if topic is not None and topic not in INFO_TOPICS:
                 overrides.append(topic)
         if flag in ("--config-name", "-cn"):
-            config_name = value or config_name
+            if not value:
+                raise ConfigError(f"{flag}: needs a value (e.g. {flag}=cfg_lsa_cpu)")
+            config_name = value
     return config_name, overrides, flags
 
 
@@ -71,7 +82,10 @@ def run(config_name: str, overrides: list[str]) -> int:
 
             result = train(validate_config(compose_config(config_name, overrides)))
     except ReportedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused (a name too long, a read-only or full disk): one line
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -162,7 +176,10 @@ def main(hydra_cfg: DictConfig) -> None:
         cfg = validate_config(raw)
         result = train(cfg)
     except ReportedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -170,20 +187,28 @@ def main(hydra_cfg: DictConfig) -> None:
     print(json.dumps(result))
 
 
-if __name__ == "__main__":
-    argv = sys.argv[1:]
+def cli(argv: list[str]) -> Optional[int]:
+    """The command line up to Hydra: an exit code, or None when Hydra itself must run it
+    (`--cfg`, `-m`, ...; validated here first). Tests call this in-process."""
     try:
         if {"-h", "--help"} & set(argv):
             print_help()
-            sys.exit(0)
+            return 0
         if "--check" in argv:
             check(argv)
-            sys.exit(0)
+            return 0
         name, overrides, flags = parse_argv(argv)
         if not hydra_needed(flags, overrides):
-            sys.exit(run(name, overrides))
+            return run(name, overrides)
         precheck(argv)
     except ReportedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    return None
+
+
+if __name__ == "__main__":
+    code = cli(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
     main()

@@ -37,6 +37,11 @@ copy when a == b. The test split is not augmented.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first of all: a signal while the imports below run is one line, not a traceback
+    from dataset.early_signals import exit_on_signals
+
+    exit_on_signals()
+
 import json
 from functools import lru_cache
 from pathlib import Path

@@ -14,6 +14,11 @@ The test split is not augmented.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first of all: a signal while the imports below run is one line, not a traceback
+    from dataset.early_signals import exit_on_signals
+
+    exit_on_signals()
+
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +29,7 @@ from tqdm import tqdm
 from dataset.common import (
     CLI,
     DatasetError,
+    MAX_TABLE_ROWS,
     DatasetMetadata,
     SplitArrays,
     build_indices,
@@ -250,8 +256,9 @@ def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
     check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     # Augmentation holds int64 costs, their permuted copies and the labels: ~24 bytes a cell.
     check_memory("--num-train/--num-aug/--n", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * cfg.n**2 * 24)
-    if cfg.max_cost + 2 > np.iinfo(np.int32).max:
-        raise DatasetError(f"--max-cost {cfg.max_cost}: too large for int32 tokens")
+    if cfg.max_cost + 2 > MAX_TABLE_ROWS:
+        raise DatasetError(f"--max-cost {cfg.max_cost}: the vocabulary (max_cost + 2) may hold at most {MAX_TABLE_ROWS} "
+                           "tokens")
     train_seq, test_seq, aug_seq = np.random.SeedSequence(cfg.seed).spawn(3)
     seen: set[bytes] = set()
     with tqdm(total=cfg.num_train + cfg.num_test, desc="LSA instances", unit="inst", disable=not cfg.progress) as bar:

@@ -44,6 +44,11 @@ and a transpose with probability 1/2. The test split is not augmented.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first of all: a signal while the imports below run is one line, not a traceback
+    from dataset.early_signals import exit_on_signals
+
+    exit_on_signals()
+
 import json
 import multiprocessing
 from pathlib import Path
@@ -71,6 +76,7 @@ from dataset.sudoku_solver import generate_puzzle, solve
 BUILDER_VERSION = 2  # 2: givens spread over the clue range; test ratings array
 DEFAULT_MIN_CLUES, DEFAULT_MAX_CLUES = 22, 30  # generation when the flags are unset
 TEST_SPLIT_KEY, TRAIN_SPLIT_KEY, AUGMENT_KEY, SAMPLE_KEY, TARGET_KEY = 0, 1, 2, 3, 4
+MIN_UNIQUE_CLUES = 17  # proved minimum for a unique solution (McGuire et al., 2012)
 MAX_ATTEMPTS_WITHOUT_ACCEPT = 5000  # per puzzle, without one acceptable try
 RATINGS_FIELD = "ratings"  # test/all__ratings.npy: one rating per test example (evaluators/sudoku.py)
 ROUND_TASKS = 2048  # tries computed ahead per round (bounds wasted work, not the output)
@@ -103,7 +109,7 @@ class SudokuBuildConfig(BaseModel):
     subsample_size: Optional[int] = Field(None, ge=1, description="use a seeded random subset of this many "
                                           "--source-csv training puzzles")
     skip_invalid: bool = Field(False, description="skip and count bad CSV rows instead of failing on the first")
-    workers: int = Field(2, ge=1, description="generator processes (the output does not depend on it)")
+    workers: int = Field(2, ge=1, le=256, description="generator processes (the output does not depend on it)")
     overwrite: bool = Field(False, description="replace a non-empty output directory")
     progress: bool = Field(True, description="show a progress bar")
 
@@ -112,6 +118,9 @@ class SudokuBuildConfig(BaseModel):
         if self.min_clues is not None and self.max_clues is not None and self.min_clues > self.max_clues:
             raise ValueError(f"--min-clues {self.min_clues} is above --max-clues {self.max_clues}")
         if self.source_csv is None:
+            if self.max_clues is not None and self.max_clues < MIN_UNIQUE_CLUES:
+                raise ValueError(f"--max-clues {self.max_clues}: no 9x9 Sudoku with fewer than {MIN_UNIQUE_CLUES} givens "
+                                 "has a unique solution, so generation could never succeed")
             for name in ("source_test_csv", "subsample_size"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"--{name.replace('_', '-')} needs --source-csv")

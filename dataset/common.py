@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -25,6 +26,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pydantic
 from argdantic import ArgParser
+
+from dataset.early_signals import STOP_SIGNALS
 
 ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 SPLITS = ("train", "test")
@@ -180,7 +183,7 @@ def not_replaceable(output_dir: Path) -> Optional[str]:
         path = output_dir / split / "dataset.json"
         try:
             record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, ValueError, RecursionError):
             return f"it holds no readable {split}/dataset.json, so it is not a dataset this project built"
         if not isinstance(record, dict) or not (
             record.get(MARKER_FIELD) == MARKER or (record.get("task") in LEGACY_TASKS and "seed" in record)
@@ -212,6 +215,41 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
         raise DatasetError(f"--output-dir {output_dir}: --overwrite refused: {reason}; nothing was touched")
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def swap_directories(new: Path, target: Path) -> None:
+    """Put `new` at `target` and the old `target` at `new`'s name, with no moment at which
+    `target` is missing (an atomic exchange), or, where the system has none, with signals held
+    back between the two renames (only kill -9 could then land between them)."""
+    if _exchange(new, target):
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        parked = new.with_name(new.name + ".old")
+        os.replace(target, parked)
+        os.replace(new, target)
+        os.replace(parked, new)
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def write_dataset_atomically(output_dir: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
     """Run `write(tmp_dir)` and move the result into place only once it is complete.
 
@@ -233,10 +271,8 @@ def write_dataset_atomically(output_dir: Path, overwrite: bool, write: Callable[
             raise DatasetError(f"--output-dir {output_dir}: another process wrote there while this build ran; "
                                "its files were left as they are")
         if output_dir.exists():
-            old_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-            os.replace(output_dir, old_dir / "old")
-            os.replace(tmp_dir, output_dir)
-            shutil.rmtree(old_dir)
+            swap_directories(tmp_dir, output_dir)
+            shutil.rmtree(tmp_dir)  # the old dataset, now at the temporary name
         else:
             os.replace(tmp_dir, output_dir)
     except OSError as exc:
@@ -284,6 +320,18 @@ def check_memory(what: str, nbytes: int) -> None:
                            f"{total / 2**30:.1f} GiB of memory")
 
 
+def open_lock_file(path: Path) -> int:
+    """A regular file to flock, opened without following a symlink or blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open this lock file ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: is not a regular file (a lock file is expected there)")
+    return fd
+
+
 @contextmanager
 def build_lock(data_path: Path):
     """Hold an exclusive lock while building `data_path`, so that concurrent runs wait for one
@@ -291,18 +339,20 @@ def build_lock(data_path: Path):
     import fcntl
 
     data_path = Path(data_path)
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = data_path.parent / f".{data_path.name}.lock"
-    with open(lock_path, "a") as handle:
+    try:
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"data.path={data_path}: cannot create its parent directory ({exc.strerror or exc})") from exc
+    fd = open_lock_file(data_path.parent / f".{data_path.name}.lock")
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(f"waiting for another process to finish building {data_path} ...", file=sys.stderr, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def _umask() -> int:
@@ -359,7 +409,7 @@ def interrupt_on_signals():
     def handler(signum: int, frame: Any) -> None:
         raise Interrupted(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -382,9 +432,18 @@ def run_cli(main: Callable[[], None]) -> None:
     except (ReportedError, pydantic.ValidationError) as exc:
         print(f"error: {one_line(exc, flags=True)}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # the file system refused (a name too long, a read-only or full disk): one line
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        sys.exit(2)
     except Interrupted as exc:
         print(f"error: {exc}; nothing half-written was left behind", file=sys.stderr)
         sys.exit(128 + exc.signum)
+
+
+def os_error_line(exc: OSError) -> str:
+    """'<file>: <reason>' for an OSError that reached an entry point."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}".replace("\n", " ")
 
 
 def one_line(exc: Exception, flags: bool = False) -> str:
@@ -416,8 +475,8 @@ def read_metadata(path: Path) -> DatasetMetadata:
         raise DatasetError(f"{path}: file not found")
     try:
         raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, over-long integers, absurd nesting
+        raise DatasetError(f"{path}: not valid JSON ({str(exc)[:200]})") from exc
     try:
         meta = DatasetMetadata.model_validate(raw)
     except pydantic.ValidationError as exc:
@@ -450,7 +509,7 @@ def _load_array(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: file not found")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
         raise DatasetError(f"{path}: cannot read .npy ({exc})") from exc
 
 

@@ -72,9 +72,10 @@ def _bulk_problems(questions: list[str], answers: list[str]) -> tuple[np.ndarray
 
 def _parse_rating(text: str) -> Optional[int]:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         return None
+    return value if 0 <= value < 2**62 else None
 
 
 def read_sudoku_csv(path: Path, flag: str, skip_invalid: bool) -> CSVPuzzles:
@@ -136,7 +137,7 @@ def read_sudoku_csv(path: Path, flag: str, skip_invalid: bool) -> CSVPuzzles:
                     elif not (question.isascii() and answer.isascii()):
                         problem = "question and answer may hold only digits and '.'"
                     elif (rating := _parse_rating(row[r_col])) is None:
-                        problem = f"rating {row[r_col]!r} is not an integer"
+                        problem = f"rating {row[r_col][:40]!r} is not an integer in 0..2**62"
                 if problem is not None:
                     if not skip_invalid:
                         flush()  # a pending row may be bad too, and it comes first

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from evaluators.base import Evaluator
+from evaluators.base import Evaluator, EvaluatorError
 
 # name -> (module, class)
 EVALUATORS: dict[str, tuple[str, str]] = {
@@ -26,3 +26,19 @@ def evaluator_class(name: str) -> type[Evaluator]:
 def build_evaluator(spec: dict[str, Any], metadata) -> Evaluator:
     spec = dict(spec)
     return evaluator_class(spec.pop("name", None))(metadata, **spec)
+
+
+def build_evaluators(specs: list[dict[str, Any]], data) -> list[Evaluator]:
+    """The configured evaluators for a dataset's test split, each checked against it (its task,
+    and a dry run scoring the split's own labels); a misfit is one EvaluatorError naming it."""
+    from dataset.common import one_line
+
+    evaluators = []
+    for i, spec in enumerate(specs):
+        try:
+            evaluator = build_evaluator(spec, data.test_meta)
+            evaluator.check_data(data.test, data.test_meta)
+        except ValueError as exc:
+            raise EvaluatorError(f"evaluators[{i}] ({spec.get('name')}): {one_line(exc)} ({data.path})") from exc
+        evaluators.append(evaluator)
+    return evaluators

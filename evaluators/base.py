@@ -11,10 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pydantic
 import torch
 
-from dataset.common import DatasetMetadata, one_line
+from dataset.common import DatasetMetadata, InputError, one_line
+from dataset.loader import IGNORE_LABEL_ID
+
+
+class EvaluatorError(InputError):
+    """An evaluator that does not fit the dataset (its task, its tokens, its layout)."""
 
 
 class EvaluatorOptions(pydantic.BaseModel):
@@ -45,6 +51,22 @@ class Evaluator:
             raise ValueError(f"evaluator {self.name!r} scores {self.task} datasets, but this dataset's task is "
                              f"{dataset_task!r}")
         self.metadata = metadata
+
+    def check_data(self, split: Any, metadata: DatasetMetadata) -> None:
+        """Score the split's own labels as if they were the model's answers, through the real
+        `update_batch` and `result`: whatever evaluation would stumble on later (tokens outside
+        the task's range, a layout that does not match) raises now, before training."""
+        labels = split.labels.astype(np.int64)
+        if metadata.ignore_label_id is not None:
+            labels[split.labels == metadata.ignore_label_id] = IGNORE_LABEL_ID
+        preds = torch.from_numpy(np.where(labels == IGNORE_LABEL_ID, metadata.pad_id, labels))
+        outputs = {"preds": preds}
+        if "logits" in self.required_outputs:
+            outputs["logits"] = torch.nn.functional.one_hot(preds, metadata.vocab_size).float()
+        self.begin_eval()
+        self.update_batch({"inputs": torch.from_numpy(split.inputs.astype(np.int64)), "labels": torch.from_numpy(labels)},
+                          outputs)
+        self.result(None)
 
     def metric_names(self) -> set[str]:
         """Every metric `result` can return (before the `eval/<name>/` prefix), known from the

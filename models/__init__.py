@@ -9,7 +9,7 @@ import pydantic
 import torch
 from torch import nn
 
-from dataset.common import one_line
+from dataset.common import InputError, one_line
 
 from models.act import resolve_dtype
 from models.hrm import HRM, HRMConfig
@@ -41,8 +41,16 @@ def build_model(arch: pydantic.BaseModel, metadata, device: torch.device) -> nn.
     """Instantiate on `device` from a validated arch config and the dataset's metadata."""
     _, model_cls = MODELS[arch.name]
     dtype = resolve_dtype(arch.forward_dtype, device)
-    with torch.device(device):
-        return model_cls(arch, metadata.vocab_size, metadata.seq_len, metadata.num_puzzle_identifiers, dtype)
+    try:
+        with torch.device(device):
+            return model_cls(arch, metadata.vocab_size, metadata.seq_len, metadata.num_puzzle_identifiers, dtype)
+    except (MemoryError, RuntimeError) as exc:  # torch's out-of-memory errors are RuntimeErrors
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise InputError(f"arch ({arch.name}, hidden_size={arch.hidden_size}) with vocab_size={metadata.vocab_size}, "
+                         f"num_puzzle_identifiers={metadata.num_puzzle_identifiers}: the model does not fit in "
+                         f"{device.type} memory ({first})") from exc
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -32,13 +32,13 @@ class ModelConfig(pydantic.BaseModel):
     name: str
     hidden_size: int = pydantic.Field(512, ge=1)
     num_heads: int = pydantic.Field(8, ge=1)
-    expansion: float = pydantic.Field(4.0, gt=0)
+    expansion: float = pydantic.Field(4.0, gt=0, le=64)
     mixer: Literal["attention", "mlp"] = "attention"
     seq_mlp_align: int = pydantic.Field(
         8, ge=1, description="mlp mixer: zero-pad the sequence inside the sequence MLP to a multiple of this "
         "(same sums; aligned GEMM rows on GPUs); 1 = no padding")
     pos_encodings: Literal["rope", "learned", "none"] = "rope"
-    rope_theta: float = 10000.0
+    rope_theta: float = pydantic.Field(10000.0, gt=0)
     puzzle_emb_ndim: Optional[int] = pydantic.Field(None, ge=0, description="None = hidden_size; 0 = no puzzle embedding")
     puzzle_emb_len: int = pydantic.Field(16, ge=0, description="prefix positions for the puzzle embedding (0 = derive)")
     halt_max_steps: int = pydantic.Field(16, ge=1)
@@ -50,12 +50,14 @@ class ModelConfig(pydantic.BaseModel):
         True, description="let the Q head halt examples early in training; false = every example trains for "
         "halt_max_steps steps (deep supervision at every depth that evaluation uses)")
     forward_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    rms_norm_eps: float = 1e-5
+    rms_norm_eps: float = pydantic.Field(1e-5, gt=0, lt=1)
     loss: Literal["stablemax", "softmax"] = "stablemax"
     q_loss_weight: float = 0.5
 
     @pydantic.model_validator(mode="after")
     def _check_shapes(self) -> "ModelConfig":
+        if round(self.expansion * self.hidden_size * 2 / 3) < 1:
+            raise ValueError(f"expansion={self.expansion} x hidden_size={self.hidden_size} leaves the MLP no width")
         if self.mixer == "attention" and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
         if self.pos_encodings == "rope" and self.mixer == "attention" and (self.hidden_size // self.num_heads) % 2:

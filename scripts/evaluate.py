@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
+if __name__ == "__main__":  # before the heavy imports: a signal now is one line, not a traceback
+    from dataset.early_signals import exit_on_signals  # noqa: E402
+
+    exit_on_signals()
 
 import torch  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
 from dataset.common import CLI, run_cli  # noqa: E402
 from dataset.loader import DeviceArrays, PuzzleDataset  # noqa: E402
-from evaluators import build_evaluator  # noqa: E402
+from evaluators import build_evaluators  # noqa: E402
 from models import build_model  # noqa: E402
 from models.losses import ACTLossHead  # noqa: E402
 from training.checkpoint import (  # noqa: E402
@@ -67,6 +71,10 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
     options = parse_inductor_options(args.inductor) if args.inductor else {}
     if options and not args.compile:
         raise ConfigError("--inductor: only applies with --compile")
+    out = args.save_predictions
+    if out is not None and (out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir())))):
+        raise ConfigError(f"--save-predictions {out}: exists and is not an empty directory; give a new one (nothing "
+                          "is overwritten)")
     ckpt = resolve_checkpoint(args.checkpoint)
     try:
         cfg = validate_config(load_config(ckpt))
@@ -75,6 +83,7 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
     data_path = args.data or Path(cfg.data.path)
     data = PuzzleDataset.load(data_path)
     check_data_compatible(ckpt, load_meta(ckpt), data.meta, data_path)
+    evaluators = build_evaluators(cfg.evaluators, data)  # each fits this dataset, checked before the model runs
     device = resolve_device(args.device)
     model = build_model(cfg.arch, data.meta, device)
     weights = load_weights(model, ckpt, use_ema=args.ema)
@@ -86,7 +95,6 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
         apply_inductor_options(options)
         step_fn = torch.compile(step_fn, dynamic=False)
     arrays = DeviceArrays(data.test, data.test_meta, device, resident=True)
-    evaluators = [build_evaluator(spec, data.test_meta) for spec in cfg.evaluators]
     metrics = evaluate(step_fn, model, arrays, data.test.num_examples, args.batch_size or cfg.train.eval_batch_size
                        or cfg.train.global_batch_size, evaluators, save_path=args.save_predictions, progress=args.progress,
                        halting=args.halting or cfg.train.eval_halting)

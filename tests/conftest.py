@@ -62,9 +62,8 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
             if args[0] == "pretrain.py":
                 import pretrain
 
-                name, overrides, flags = pretrain.parse_argv(list(args[1:]))
-                assert not pretrain.hydra_needed(flags, overrides), "run Hydra's own flags in a subprocess"
-                code = pretrain.run(name, overrides)
+                code = pretrain.cli(list(args[1:]))
+                assert code is not None, "run Hydra's own flags in a subprocess"
             else:
                 if args[0] == "-m":
                     module, argv = importlib.import_module(args[1]), list(args[2:])

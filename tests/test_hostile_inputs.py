@@ -35,9 +35,13 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     data = build_lsa(root / "lsa4", num_train=60, num_test=20, num_aug=2)
     data3 = build_lsa(root / "lsa3", n=3, num_train=30, num_test=10, num_aug=1)
+    from dataset.build_arith_dataset import ArithBuildConfig, build_arith_dataset
+
+    arith = build_arith_dataset(ArithBuildConfig(output_dir=root / "arith", base=10, max_digits=2, num_train=60,
+                                                 num_test=20, seed=0, progress=False))
     train(tiny_config(root, "train.max_steps=6", "train.eval_interval=3", "logging.run_name=base",
                       "train.global_batch_size=32", data=data))
-    return {"root": root, "data": data, "data3": data3, "run": root / "runs" / PROJECT / "base"}
+    return {"root": root, "data": data, "data3": data3, "arith": arith, "run": root / "runs" / PROJECT / "base"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +262,63 @@ def symlinked_step(run):
     pointer(run, "step_0000099")
 
 
+def outside(t, name="precious.txt"):
+    """A file outside the run that must stay as it is."""
+    (t / "outside").mkdir(exist_ok=True)
+    (t / "outside" / name).write_text("mine")
+    return t / "outside" / name
+
+
+def case_run_entry(make):
+    """The base run with one of its entries replaced by `make(run, t)`, then resumed; the
+    paths `make` returns (outside the run) must stay unchanged."""
+    def setup(w, t):
+        run = copy_run(w, t)
+        kept = make(run, t)
+        data = copy_data(w, t)
+        argv = pretrain(data, t, "logging.run_name=base", "train.resume=true", "train.max_steps=9", "train.eval_interval=3")
+        return argv, [run / "checkpoints" if not (run / "checkpoints").is_symlink() else kept, data, kept], []
+    return setup
+
+
+def symlink_entry(name):
+    def make(run, t):
+        target = outside(t)
+        (run / name).unlink()
+        (run / name).symlink_to(target)
+        return target
+    return make
+
+
+def symlink_checkpoints(run, t):
+    shutil.move(str(run / "checkpoints"), t / "outside-ckpts")
+    (run / "checkpoints").symlink_to(t / "outside-ckpts")
+    return t / "outside-ckpts"
+
+
+def replace_entry(name, kind):
+    def make(run, t):
+        path = run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        {"fifo": os.mkfifo, "dir": os.mkdir, "file": lambda p: open(p, "w").close()}[kind](path)
+        return outside(t)
+    return make
+
+
+def case_arith(corrupt, *extra):
+    def setup(w, t):
+        data = t / "arith"
+        shutil.copytree(w["arith"], data)
+        corrupt(data)
+        return ["pretrain.py", "--config-name", "cfg_arith_cpu", f"data.path={data}", f"logging.runs_dir={t / 'runs'}",
+                "logging.run_name=new", *TINY, *extra], [data], [t / "runs" / "trm-arith-cpu" / "new"]
+    return setup
+
+
+def nested(depth):
+    return "[" * depth + "]" * depth
+
+
 def sudoku_csv(t, rows, bom=False):
     path = t / "puzzles.csv"
     text = "source,question,answer,rating\n" + "".join(f"x,{q},{a},{r}\n" for q, a, r in rows)
@@ -431,6 +492,55 @@ CASES = {
     "CSV empty grid": (case_sudoku_csv([(SOLVED, SOLVED, 0), ("." * 81, SOLVED, 0)]), "line 3"),
     "CSV over-long field": (case_sudoku_csv([(SOLVED, SOLVED, 0), ("1" * 200_000, SOLVED, 0)]), "line 3"),
     "CSV given contradicting the answer": (case_sudoku_csv([("6" + SOLVED[1:], SOLVED, 0)]), "contradicts"),
+    "CSV rating too large": (case_sudoku_csv([(SOLVED, SOLVED, "9" * 23)]), "rating"),
+    # --- found by a hostile tester after the first pass ---------------------------------------------
+    "config name without a value": (lambda w, t: (["pretrain.py", "--config-name"], [], []), "--config-name"),
+    "run config.json a symlink out": (case_run_entry(symlink_entry("config.json")), "symbolic link"),
+    "run metrics.jsonl a symlink out": (case_run_entry(symlink_entry("metrics.jsonl")), "symbolic link"),
+    "run checkpoints a symlink out": (case_run_entry(symlink_checkpoints), "symbolic link"),
+    "run metrics.jsonl a FIFO": (case_run_entry(replace_entry("metrics.jsonl", "fifo")), "not a regular file"),
+    "run metrics.jsonl a directory": (case_run_entry(replace_entry("metrics.jsonl", "dir")), "not a regular file"),
+    "run eval a file": (case_run_entry(replace_entry("eval", "file")), "not a directory"),
+    "dataset lock a FIFO": (lambda w, t: (os.mkfifo(t / ".nodata.lock"),
+                                          pretrain(t / "nodata", t, "data.build_args={n: 3, max_cost: 9, num_train: 40, "
+                                                   "num_test: 8, num_aug: 1, seed: 0}"))[1:] + ([], [t / "nodata"]),
+                            ".nodata.lock"),
+    "model far too large": (case_config("arch.hidden_size=1000000000", "arch.num_heads=1"), "does not fit"),
+    "npy header claiming a huge shape": (case_data(lambda d: (d / "train" / "all__inputs.npy").write_bytes(
+        b"\x93NUMPY\x01\x00v\x00{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000000, 16), }" + b" " * 43
+        + b"\n")), "all__inputs.npy"),
+    "seed negative": (case_config("train.seed=-1"), "train.seed"),
+    "seed beyond numpy": (case_config("train.seed=99999999999999999999"), "train.seed"),
+    "device meta": (case_config("train.device=meta"), "train.device"),
+    "expansion without width": (case_config("arch.expansion=1e-9"), "expansion"),
+    "learning rate 1e308": (case_config("optim.lr=1e308"), "optim.lr"),
+    "optimizer moment a list": (case_resume(in_ckpt("optim.pt", lambda p: edit_pt(p, lambda o: o["adam"]["state"][0]
+                                                                                  .__setitem__("exp_avg", [0.0])))), "exp_avg"),
+    "optimizer moment missing": (case_resume(in_ckpt("optim.pt", lambda p: edit_pt(p, lambda o: o["adam"]["state"][0]
+                                                                                   .pop("exp_avg_sq")))), "adam.state[0]"),
+    "optimizer weight decay 1e300": (case_resume(in_ckpt("optim.pt", lambda p: edit_pt(p, lambda o: o["adam"][
+        "param_groups"][0].__setitem__("weight_decay", 1e300)))), "weight_decay"),
+    "weights of a sparse layout": (case_evaluate(lambda w, t, run: (edit_pt(ckpt_of(run) / "model.pt", lambda m: m.__setitem__(
+        "lm_head.weight", m["lm_head.weight"].to_sparse())), ["--checkpoint", str(run), "--no-ema"])[1]), "layout"),
+    "deeply nested dataset.json": (case_data(lambda d: (d / "train" / "dataset.json").write_text(nested(100_000))),
+                                   "dataset.json"),
+    "5000-digit number in meta.json": (case_resume(in_ckpt("meta.json", lambda p: p.write_text(
+        '{"step": ' + "9" * 5000 + "}"))), "meta.json"),
+    "over-long runs_dir name": (case_config(f"logging.runs_dir=/tmp/{'x' * 300}"), "x" * 40),
+    "Sudoku generation below 17 givens": (case_builder("--min-clues", "0", "--max-clues", "10", builder="sudoku"),
+                                          "--max-clues"),
+    "arith test operator moved": (case_arith(lambda d: npy(d / "test" / "all__inputs.npy", lambda a: a[:, ::-1])),
+                                  "evaluators[0]"),
+    "arith layout op div": (case_arith(lambda d: [meta_edit(s, lambda m: m["layout"].__setitem__("op", "div"))(d)
+                                                  for s in ("train", "test")]), "evaluators[0]"),
+    "evaluate on a dataset of another task": (case_evaluate(lambda w, t, run: (
+        shutil.copytree(w["data"], t / "other"), [meta_edit(s, lambda m: m.__setitem__("task", "sudoku"))(t / "other")
+                                                  for s in ("train", "test")],
+        ["--checkpoint", str(run), "--data", str(t / "other")])[2]), "scores lsa datasets"),
+    "evaluate into a non-empty directory": (case_evaluate(lambda w, t, run: (
+        (t / "preds").mkdir(), (t / "preds" / "keep.npz").write_text("mine"),
+        ["--checkpoint", str(run), "--save-predictions", str(t / "preds")])[2]), "--save-predictions"),
+    "arch null": (case_config("arch=null"), "arch"),
 }
 
 # Cases run in a subprocess (a file-size limit or a signal reaches the whole process).
@@ -489,4 +599,4 @@ def test_bad_input_fails_cleanly(world, tmp_path, monkeypatch, name):
 
 def test_the_table_covers_every_kind_of_input():
     kinds = {name.split()[0] for name in CASES}
-    assert len(CASES) >= 60 and {"overwrite", "builder", "pickled", "latest", "carry", "CSV"} <= kinds
+    assert len(CASES) >= 60 and {"overwrite", "builder", "pickled", "latest", "carry", "CSV", "run"} <= kinds

@@ -111,7 +111,7 @@ def _wait_for_training(tmp_path, proc, timeout=120):
     raise AssertionError("training did not start")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])  # SIGHUP: a closed terminal
 def test_signal_checkpoints_and_exits_zero_then_resumes(tmp_path, data_dir, sig):
     proc = _start(tmp_path, data_dir)
     _wait_for_training(tmp_path, proc)

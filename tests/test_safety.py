@@ -252,3 +252,93 @@ def test_sudoku_csv_with_a_byte_order_mark_imports(tmp_path):
                             "--source-csv", str(tmp_path / "p.csv"), "--num-test", "2", "--num-aug", "1", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "out" / "train" / "dataset.json").read_text())["total_groups"] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by a hostile tester after the first pass
+
+
+def test_a_second_process_with_the_same_run_name_is_refused(world, tmp_path):
+    """While one process writes a run (it holds the run's lock), another with the same name, a
+    new run or a resume, is refused before it touches anything."""
+    from training.run import RunLock
+
+    run, fresh = tmp_path / "runs" / PROJECT / "base", tmp_path / "runs" / PROJECT / "fresh"
+    shutil.copytree(world["run"], run)
+    fresh.mkdir()  # a new run that has not written its first checkpoint yet
+    before = dir_digest(run)
+    held = [RunLock(run), RunLock(fresh)]  # stand for the first processes
+    try:
+        for name, extra in (("base", ["train.resume=true"]), ("fresh", [])):
+            result = run_in_process(*pretrain(world["data"], tmp_path / "runs", f"logging.run_name={name}",
+                                              "train.max_steps=9", *extra))
+            assert_one_line_error(result, "another process", "is writing")
+    finally:
+        for lock in held:
+            lock.release()
+    assert dir_digest(run) == before and [p.name for p in fresh.iterdir()] == [".lock"]
+    resumed = run_in_process(*pretrain(world["data"], tmp_path / "runs", "logging.run_name=base", "train.resume=true",
+                                       "train.max_steps=8"))
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_overwrite_swap_without_an_atomic_exchange_holds_signals(tmp_path, monkeypatch):
+    """Where the system cannot exchange two directories in one step, a signal that arrives
+    between the two renames is held back until the new dataset is in place."""
+    import dataset.common as common
+
+    out = tmp_path / "ds"
+    build_lsa(out, n=3, num_train=10, num_test=4, num_aug=1)
+    monkeypatch.setattr(common, "_exchange", lambda a, b: False)
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 1:  # the old dataset has just been moved aside
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(common.os, "replace", replace)
+    result = run_in_process("-m", "dataset.build_lsa_dataset", "--output-dir", str(out), "--overwrite", "--no-progress",
+                            "--n", "3", "--num-train", "12", "--num-test", "4", "--num-aug", "1")
+    assert result.returncode == 128 + signal.SIGTERM  # the signal still ends the build, after the swap
+    assert json.loads((out / "train" / "dataset.json").read_text())["total_groups"] == 12  # the new one, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_a_signal_while_a_checkpoint_loads_is_not_blamed_on_the_file(world, tmp_path, monkeypatch):
+    import training.checkpoint as checkpoint
+
+    shutil.copytree(world["run"], tmp_path / "runs" / PROJECT / "base")
+    signal_when_called(monkeypatch, checkpoint.torch, "load", on_call=3)
+    result = run_in_process(*pretrain(world["data"], tmp_path / "runs", "logging.run_name=base", "train.resume=true",
+                                      "train.max_steps=9"))
+    assert result.returncode == 128 + signal.SIGTERM and "cannot load" not in result.stderr, result.stderr
+
+
+def test_checkpoint_backups_and_broken_metric_lines_do_not_stop_a_resume(world, tmp_path):
+    """A copy the user made inside checkpoints/ is left alone (and never pruned); metric lines
+    that are not records go aside with the stale ones."""
+    run = tmp_path / "runs" / PROJECT / "base"
+    shutil.copytree(world["run"], run)
+    backup = run / "checkpoints" / "step_0000006.bak"
+    shutil.copytree(resolve_checkpoint(run), backup)
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.write(b'5\n{"step": null}\n\xff\xfe\n')
+    result = run_in_process(*pretrain(world["data"], tmp_path / "runs", "logging.run_name=base", "train.resume=true",
+                                      "train.max_steps=12", "train.eval_interval=3", "train.keep_checkpoints=1"))
+    assert result.returncode == 0, result.stderr
+    assert backup.is_dir()
+    stale = "".join(p.read_text(errors="replace") for p in run.glob("metrics.stale-*.jsonl"))
+    assert '{"step": null}' in stale and all(isinstance(json.loads(line)["step"], int)
+                                             for line in (run / "metrics.jsonl").read_text().splitlines())
+
+
+def test_a_signal_during_start_up_is_one_line(capsys):
+    """Entry points install this handler first, before their heavy imports."""
+    from dataset.early_signals import _exit
+
+    with pytest.raises(SystemExit) as exit_info:
+        _exit(signal.SIGINT, None)
+    assert exit_info.value.code == 128 + signal.SIGINT
+    assert capsys.readouterr().err == "error: interrupted by SIGINT during start-up; nothing was written\n"

@@ -22,12 +22,18 @@ def test_wandb_offline_run_logs_locally(tmp_path):
     env.pop("WANDB_MODE", None)
     env.pop("WANDB_API_KEY", None)
     env["NETRC"] = str(tmp_path / "no-netrc")  # not logged in -> auto mode must pick offline
+    env["HOME"] = str(tmp_path / "home")  # wandb must write nothing outside the run (its caches and logs)
+    for variable in ("XDG_CACHE_HOME", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_DIR"):
+        env.pop(variable, None)
+    (tmp_path / "home").mkdir()
     result = subprocess.run(
         [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'data'}",
          f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=wb", *TINY],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    # (Library caches such as matplotlib's font list are the library's business, not the run's.)
+    assert [str(p.relative_to(tmp_path)) for p in (tmp_path / "home").rglob("*") if "wandb" in p.name] == []
     wandb_dir = tmp_path / "runs" / "trm-lsa-cpu" / "wb" / "wandb"
     (offline,) = [p for p in wandb_dir.iterdir() if p.name.startswith("offline-run-")]
     # At each evaluation (steps 2 and 4): a table of 4 test examples and 4 pictures of them.

@@ -25,10 +25,11 @@ from typing import Any, Optional
 
 import torch
 
-from dataset.common import InputError
+from dataset.common import InputError, Interrupted
 from training.distributed import World, barrier
 
 CHECKPOINT_FILES = ("model.pt", "ema.pt", "optim.pt", "state.pt")
+POINTER_TARGET = re.compile(r"step_\d+(-\d+)?")  # the only names a checkpoint directory (and a pointer) may have
 
 
 class CheckpointError(InputError):
@@ -156,7 +157,7 @@ def _set_pointer(ckpt_root: Path, name: str, target: str) -> None:
 
 def _read_pointer(ckpt_root: Path, name: str) -> str | None:
     pointer = ckpt_root / name
-    return pointer.read_text().strip() if pointer.is_file() else None
+    return pointer.read_text(errors="replace").strip() if pointer.is_file() else None
 
 
 def _step_key(path: Path) -> tuple[int, int]:
@@ -167,18 +168,16 @@ def _step_key(path: Path) -> tuple[int, int]:
 def _prune(ckpt_root: Path, keep: int) -> None:
     """Keep the newest `keep` checkpoints and whatever `latest` and `best` name."""
     pinned = {_read_pointer(ckpt_root, "latest"), _read_pointer(ckpt_root, "best")}
-    steps = sorted((p for p in ckpt_root.glob("step_*") if p.is_dir()), key=_step_key)
+    steps = list_checkpoints(ckpt_root.parent)
     for old in steps[:-keep]:
         if old.name not in pinned:
             shutil.rmtree(old, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint directories (step_NNNNNNN[-k]; anything else there is left alone)."""
     root = Path(run_dir) / "checkpoints"
-    return sorted((p for p in root.glob("step_*") if p.is_dir()), key=_step_key)
-
-
-POINTER_TARGET = re.compile(r"step_\d+(-\d+)?")
+    return sorted((p for p in root.glob("step_*") if POINTER_TARGET.fullmatch(p.name) and p.is_dir()), key=_step_key)
 
 
 def follow_pointer(pointer: Path) -> Path:
@@ -230,6 +229,8 @@ def check_tensors(tensors: dict[str, Any], reference: dict[str, torch.Tensor], p
         check_field(isinstance(got, torch.Tensor), path, f"{field}.{name}", f"is a {type(got).__name__}, expected a tensor")
         check_field(got.shape == want.shape, path, f"{field}.{name}", f"has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
         check_field(got.dtype == want.dtype, path, f"{field}.{name}", f"has dtype {got.dtype}, expected {want.dtype}")
+        check_field(got.layout == torch.strided and not getattr(got, "is_nested", False), path, f"{field}.{name}",
+                    f"has layout {got.layout}, expected a dense tensor")
         if got.is_floating_point():
             check_field(bool(torch.isfinite(got).all()), path, f"{field}.{name}", "holds NaN or infinite values")
 
@@ -240,6 +241,8 @@ def load_file(path: Path) -> Any:
         raise CheckpointError(f"{path}: file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except Interrupted:  # a signal while loading: not the file's fault
+        raise
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... by cause
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
@@ -250,8 +253,8 @@ def load_file(path: Path) -> Any:
 def _load_json_object(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:  # bad JSON or UTF-8, over-long integers, absurd nesting
+        raise CheckpointError(f"{path}: not valid JSON ({str(exc)[:200]})") from exc
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value

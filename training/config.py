@@ -101,19 +101,19 @@ class DataConfig(Strict):
 
 
 class OptimConfig(Strict):
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(1e-4, gt=0, le=10)
     lr_min_ratio: float = Field(1.0, ge=0, le=1)
     lr_warmup_steps: int = Field(2000, ge=0)
-    weight_decay: float = Field(1.0, ge=0)
+    weight_decay: float = Field(1.0, ge=0, le=1e3)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
-    puzzle_emb_lr: float = Field(1e-4, ge=0)
-    puzzle_emb_weight_decay: float = Field(1.0, ge=0)
+    puzzle_emb_lr: float = Field(1e-4, ge=0, le=10)
+    puzzle_emb_weight_decay: float = Field(1.0, ge=0, le=1e3)
     grad_clip: Optional[float] = Field(1.0, gt=0, description="max global gradient norm; null = no clipping")
 
 
 class TrainConfig(Strict):
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy and torch take seeds in 0..2**32-1")
     global_batch_size: int = Field(768, ge=1)
     eval_batch_size: Optional[int] = Field(
         None, ge=1, description="largest evaluation batch (default: global_batch_size); batches are evened out")
@@ -289,7 +289,7 @@ def compose_config(config_name: str, overrides: list[str]) -> dict[str, Any]:
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             return OmegaConf.to_container(compose(config_name, overrides=overrides), resolve=True)
-    except (HydraException, OmegaConfBaseException) as exc:
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         message = lines[0]
         if "Cannot find primary config" in message:
@@ -308,4 +308,10 @@ def compose_config(config_name: str, overrides: list[str]) -> dict[str, Any]:
             message = f"{key}: no such config key{did_you_mean(key, known)} (to add a new key, write +{key}=...)"
         elif len(lines) > 1 and lines[0].startswith("Error parsing override"):
             message = f"{lines[0]}: {lines[1]}"
+        elif "Config group override" in message:  # e.g. arch=null
+            groups = [o.split("=", 1)[0].lstrip("+~") for o in overrides if o.split("=", 1)[0].lstrip("+~") in
+                      {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}]
+            for group in groups[:1]:
+                options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+                message = f"{group}: {message}; choose one of {', '.join(options)}"
         raise ConfigError(f"config: {message}") from exc

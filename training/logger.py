@@ -65,17 +65,31 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def metric_records(path: Path) -> list[tuple[str, Optional[dict[str, Any]]]]:
+    """(line, record) for each non-empty line of a metrics.jsonl; record is None for a line that
+    is not a JSON object with an integer step (a crash cut it short, or something else wrote it)."""
+    out = []
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            record = None
+        if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
+            record = None
+        out.append((line, record))
+    return out
+
+
 def logged_seconds(run_dir: Path) -> float:
     """The last `time` in metrics.jsonl (0 for a new run): where a resumed run's clock restarts."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return 0.0
-    for line in reversed(path.read_text().splitlines()):
-        try:
-            value = json.loads(line).get("time")
-        except json.JSONDecodeError:  # a line a crash cut short (truncate_metrics moves those aside)
-            continue
-        if isinstance(value, (int, float)):
+    for _, record in reversed(metric_records(path)):
+        value = record.get("time") if record else None
+        if isinstance(value, (int, float)) and math.isfinite(value):
             return float(value)
     return 0.0
 
@@ -107,6 +121,10 @@ class RunLogger:
         write_run_file(run_dir, run_name, project, self.wandb_id, mode)
 
     def _init_wandb(self, mode: str, project: str, run_name: str, config: dict, wandb_id: Optional[str]):
+        # wandb keeps caches and debug logs under ~/.cache unless told otherwise: keep them in the
+        # run (a user's own WANDB_* settings win).
+        for variable, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+            os.environ.setdefault(variable, str(self.run_dir / "wandb" / sub))
         import wandb
 
         kwargs = dict(project=project, name=run_name, dir=str(self.run_dir), config=config, id=wandb_id,
@@ -150,24 +168,17 @@ class RunLogger:
 
 def truncate_metrics(run_dir: Path, step: int) -> int:
     """Before a resume from `step`: move the lines a crashed run logged after that step (and
-    any line a crash cut short) to metrics.stale-<unix time>.jsonl, so that metrics.jsonl
-    continues cleanly. Nothing is deleted. Returns the number of lines moved."""
+    any line a crash cut short or that is not a record) to metrics.stale-<unix time>.jsonl, so
+    that metrics.jsonl continues cleanly. Nothing is deleted. Returns the number of lines moved."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return 0
     keep, stale = [], []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            record_step = json.loads(line).get("step", 0)
-        except json.JSONDecodeError:
-            stale.append(line)
-            continue
-        (keep if record_step <= step else stale).append(line)
+    for line, record in metric_records(path):
+        (keep if record is not None and record["step"] <= step else stale).append(line)
     if stale:
-        (run_dir / f"metrics.stale-{int(time.time())}.jsonl").write_text("\n".join(stale) + "\n")
+        write_text(run_dir / f"metrics.stale-{int(time.time())}.jsonl", "\n".join(stale) + "\n")
         tmp = path.with_name("metrics.jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
+        write_text(tmp, "".join(line + "\n" for line in keep))
         os.replace(tmp, path)
     return len(stale)

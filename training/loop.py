@@ -169,7 +169,7 @@ def train(cfg: Config) -> dict[str, Any]:
                 try:
                     return run_loop(run, stop)
                 finally:
-                    run.logger.close()
+                    run.close()
             except ReportedError:
                 raise
             except Exception as exc:

@@ -19,8 +19,9 @@ from types import FrameType
 from typing import Optional
 
 from dataset.common import Interrupted
+from dataset.early_signals import STOP_SIGNALS
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = STOP_SIGNALS  # SIGTERM, SIGINT and SIGHUP (a closed terminal)
 
 
 class StopSignal:

@@ -19,6 +19,7 @@ config.json and its logger.
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any, Optional
 
 import coolname
 
-from evaluators import build_evaluator
+from dataset.common import open_lock_file
+from evaluators import build_evaluators
 from training.checkpoint import (
     MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,
     load_config, load_meta, load_weights, resolve_checkpoint,
@@ -137,12 +139,7 @@ def check_before_training(state: TrainState) -> None:
     each evaluator fits the dataset, `best_metric` names a metric evaluation will report, the
     batch fits the training split."""
     cfg, data = state.cfg, state.data
-    evaluators = []
-    for i, spec in enumerate(cfg.evaluators):
-        try:
-            evaluators.append(build_evaluator(spec, data.test_meta))
-        except ValueError as exc:
-            raise ConfigError(f"evaluators[{i}] ({spec['name']}): {exc} ({data.path})") from exc
+    evaluators = build_evaluators(cfg.evaluators, data)
     if cfg.train.best_metric is not None:
         names = {f"eval/{k}" for k in EVAL_METRICS} | {f"eval/{ev.name}/{m}" for ev in evaluators for m in ev.metric_names()}
         if cfg.train.best_metric not in names:
@@ -156,6 +153,60 @@ def check_before_training(state: TrainState) -> None:
                           f"of {data.path} ({data.train.num_examples} examples)")
 
 
+RUN_FILES = ("config.json", "metrics.jsonl", "run.json")  # regular files a run writes at its top
+RUN_DIRS = ("checkpoints", "eval", "wandb")
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """What a run will write into must be what it looks like: no symbolic link out of the run
+    at its top or among its checkpoints, evaluation outputs and wandb files (a write or a
+    pruning would follow it), files that are regular files, directories that are directories."""
+    if not run_dir.is_dir():
+        return
+    inside = run_dir.resolve()
+
+    def refuse_links_out(entry: Path) -> None:  # wandb's own latest-run link points inside: fine
+        if entry.is_symlink() and inside not in entry.resolve().parents:
+            raise ConfigError(f"{entry}: is a symbolic link out of the run; a run writes only inside its own directory")
+
+    for entry in run_dir.iterdir():
+        refuse_links_out(entry)
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path}: is not a regular file (a run writes its {name} there)")
+    for name in RUN_DIRS:
+        path = run_dir / name
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path}: is not a directory (a run writes its {name} there)")
+        if path.is_dir():
+            for entry in path.iterdir():
+                refuse_links_out(entry)
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held while a run writes there: a second process
+    with the same run name (a new run or a resume) is refused instead of interleaving its
+    metrics and checkpoints with the first's."""
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+
+        self.fd = open_lock_file(run_dir / ".lock")
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip()
+            os.close(self.fd)
+            raise ConfigError(f"logging.run_name={run_dir.name}: another process (pid {holder or '?'}) is writing "
+                              f"{run_dir}; wait for it or choose another name") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self.fd)  # closing drops the lock
+
+
 @dataclass
 class Run:
     """An opened run: its directory, state, logger and checkpoint policy."""
@@ -164,6 +215,12 @@ class Run:
     state: TrainState
     logger: RunLogger
     checkpoints: CheckpointManager
+    lock: Optional[RunLock] = None  # rank 0's hold on the run directory
+
+    def close(self) -> None:
+        self.logger.close()
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def dir(self) -> Path:
@@ -176,9 +233,25 @@ def restore(state: TrainState, ckpt: Path) -> list[str]:
     return state.load_state_dict(load_checkpoint_files(ckpt), source=ckpt)
 
 
+def _start_writing(cfg: Config, plan: RunPlan, state: TrainState, config: dict[str, Any]) -> RunLogger:
+    """Rank 0, holding the run's lock: set earlier metrics aside, write config.json, start the logger."""
+    run_dir = plan.run_dir
+    # In place: lines a crashed run logged past the checkpoint go aside. A new run in a directory
+    # without a checkpoint (one stopped before its first save) moves its old lines aside.
+    stale = truncate_metrics(run_dir, state.step if plan.in_place else -1)
+    if stale:
+        print(f"moved {stale} metric lines of an earlier attempt aside ({run_dir}/metrics.stale-*.jsonl)", flush=True)
+    write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
+    logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config, cfg.logging.wandb_mode, state.wandb_id)
+    state.wandb_id = logger.wandb_id
+    return logger
+
+
 def open_run(cfg: Config, plan: RunPlan, world: World = World()) -> Run:
     """Every rank builds, checks and restores its state; rank 0 alone creates the run
     directory, writes config.json and logs."""
+    if world.is_main:
+        check_run_dir(plan.run_dir)  # cheap: before the dataset and the model are built
     state = build_train_state(cfg, cfg.logging.progress and world.is_main, world)
     check_before_training(state)
     run_dir = plan.run_dir
@@ -209,14 +282,12 @@ def open_run(cfg: Config, plan: RunPlan, world: World = World()) -> Run:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({exc.strerror or exc})") from exc
-    # In place: lines a crashed run logged past the checkpoint go aside. A new run in a directory
-    # without a checkpoint (one stopped before its first save) moves its old lines aside.
-    stale = truncate_metrics(run_dir, state.step if plan.in_place else -1)
-    if stale:
-        print(f"moved {stale} metric lines of an earlier attempt aside ({run_dir}/metrics.stale-*.jsonl)", flush=True)
-    write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
-    logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config, cfg.logging.wandb_mode, state.wandb_id)
-    state.wandb_id = logger.wandb_id
+    lock = RunLock(run_dir)
+    try:
+        logger = _start_writing(cfg, plan, state, config)
+    except BaseException:
+        lock.release()
+        raise
     print(
         f"run {run_dir.name}: {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f}M params on {state.device}"
         f"{' (compiled)' if state.compiled else ''}, {data.train.num_examples} train / {data.test.num_examples} test "
@@ -225,4 +296,4 @@ def open_run(cfg: Config, plan: RunPlan, world: World = World()) -> Run:
         f"run dir {run_dir}",
         flush=True,
     )
-    return Run(plan, state, logger, checkpoints)
+    return Run(plan, state, logger, checkpoints, lock)

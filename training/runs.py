@@ -42,8 +42,8 @@ def run_dirs(runs_dir: Path | str) -> list[Path]:
 def read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read JSON ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: cannot read JSON ({str(exc)[:200]})") from exc
     if not isinstance(value, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value

@@ -31,6 +31,8 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"train.device={name!r}: not a device name ({exc})") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device={name!r}: this project runs on cpu or cuda devices")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device={name!r}: CUDA is not available on this machine")

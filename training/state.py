@@ -34,6 +34,7 @@ from training.ema import EMA
 from training.optim import AdamATan2, SignSGD
 
 WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_LR, MAX_WEIGHT_DECAY = 10.0, 1e3  # beyond these an update overflows float32 (and no recipe comes near)
 
 
 @dataclass
@@ -213,22 +214,29 @@ def check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, path: Path, fi
         where = f"{field}.param_groups[{g}]"
         _check(isinstance(group, dict) and isinstance(group.get("params"), list)
                and len(group["params"]) == len(own["params"]), path, where, "does not fit this model's parameters")
-        for key in ("lr", "weight_decay"):
-            _check(_float(group.get(key, 0.0)), path, f"{where}.{key}", f"is {group.get(key)!r}, expected a finite number >= 0")
+        for key, most in (("lr", MAX_LR), ("weight_decay", MAX_WEIGHT_DECAY)):
+            _check(_float(group.get(key, 0.0), 0.0, most), path, f"{where}.{key}",
+                   f"is {group.get(key)!r}, expected a number in 0..{most:g}")
         if "step" in group:
             _check(_int(group["step"]), path, f"{where}.step", f"is {group['step']!r}, expected an integer >= 0")
         if "betas" in group:
             betas = group["betas"]
             _check(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_float(b, 0.0, 0.999999) for b in betas),
                    path, f"{where}.betas", f"is {betas!r}, expected two numbers in [0, 1)")
+    own_state = optimizer.state_dict()["state"]
+    _check(set(saved["state"]) == set(own_state), path, f"{field}.state",
+           f"holds entries for parameters {sorted(saved['state'], key=str)[:5]}, this optimizer for {sorted(own_state)[:5]}")
     for index, entry in saved["state"].items():
-        _check(_int(index, 0, len(params) - 1) and isinstance(entry, dict), path, f"{field}.state",
-               f"has an entry for parameter {index!r}, which this model does not have")
+        _check(isinstance(entry, dict) and set(entry) == set(own_state[index]), path, f"{field}.state[{index}]",
+               f"holds {sorted(entry) if isinstance(entry, dict) else type(entry).__name__}, expected "
+               f"{sorted(own_state[index])}")
         for key, value in entry.items():
-            if isinstance(value, torch.Tensor) and value.ndim:
-                where = f"{field}.state[{index}].{key}"
-                _check(value.shape == params[index].shape, path, where,
-                       f"has shape {tuple(value.shape)}, the parameter {tuple(params[index].shape)}")
+            where, want = f"{field}.state[{index}].{key}", own_state[index][key]
+            if isinstance(want, torch.Tensor):
+                _check(isinstance(value, torch.Tensor) and value.shape == want.shape and value.is_floating_point()
+                       and value.layout == torch.strided, path, where,
+                       f"is {tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}, "
+                       f"expected a dense float tensor of shape {tuple(want.shape)}")
                 _check(bool(torch.isfinite(value).all()), path, where, "holds NaN or infinite values")
 
 
