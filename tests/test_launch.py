@@ -170,8 +170,9 @@ def test_multirun_validates_every_job_and_names_runs_by_job_number(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "job 0: run sw-0 (train.max_steps=2" in result.stdout and "job 1: run sw-1 (train.max_steps=3" in result.stdout
     steps = {p.name: json.loads((p / "config.json").read_text())["train"]["max_steps"]
-             for p in (tmp_path / "runs" / "trm-lsa-cpu").iterdir()}
+             for p in (tmp_path / "runs" / "trm-lsa-cpu").iterdir() if not p.name.startswith(".")}
     assert steps == {"sw-0": 2, "sw-1": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".data.lock", "data", "runs"]  # the sweep record: in runs_dir
 
 
 def test_check_prints_the_run_dir_and_starts_nothing(tmp_path):
