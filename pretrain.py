@@ -25,6 +25,7 @@ if __name__ == "__main__":  # first of all: a signal while the imports below run
 
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -32,7 +33,7 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dataset.common import InputError, Interrupted, ReportedError, interrupt_on_signals, one_line, os_error_line
+from dataset.common import Interrupted, ReportedError, interrupt_on_signals, one_line, os_error_line
 from training.config import CONFIG_DIR, ConfigError, compose_config, validate_config
 
 # Hydra's flags that take a value (`--cfg job`), and those after which we check nothing:
@@ -90,7 +91,8 @@ def run(config_name: str, overrides: list[str]) -> int:
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 128 + exc.signum
-    print(json.dumps(result))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        print(json.dumps(result))
     return 0
 
 

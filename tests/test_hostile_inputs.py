@@ -10,11 +10,8 @@ against the code before the safety work (where most of these cases failed)."""
 
 import json
 import os
-import resource
 import shutil
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -61,7 +61,7 @@ def test_train_lsa_sh_runs_in_screen_and_stops_the_documented_way(tmp_path, scre
         assert started.returncode == 0, started.stderr
         assert session_alive(screen, name)
         hints = started.stdout
-        assert f"screen -r {name}" in hints and f"-X stuff $'\\003'" in hints and "train.eval_interval=5" in hints
+        assert f"screen -r {name}" in hints and "-X stuff $'\\003'" in hints and "train.eval_interval=5" in hints
         assert f"RUN_NAME={name}" in hints and hints.count("train.max_steps=1000000") == 2  # continue + foreground
         wait_for(lambda: "step 5:" in log.read_text(), "the first evaluation in the log")
         size = log.stat().st_size
@@ -74,7 +74,7 @@ def test_train_lsa_sh_runs_in_screen_and_stops_the_documented_way(tmp_path, scre
             subprocess.run([screen, "-S", name, "-X", "quit"])
     text = log.read_text()
     assert "\r" not in text and "%|" not in text and "\x1b" not in text  # no progress-bar frames
-    assert f"stopped at step" in text and json.loads(text.strip().splitlines()[-1])["preempted"] is True
+    assert "stopped at step" in text and json.loads(text.strip().splitlines()[-1])["preempted"] is True
     assert (run_dir / "checkpoints" / "latest").is_file()
 
 

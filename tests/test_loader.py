@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import build_lsa
 from dataset.common import DatasetError, DatasetMetadata, SplitArrays, build_indices, write_split
 from dataset.loader import IGNORE_LABEL_ID, DeviceArrays, PuzzleDataset, TrainSampler, eval_batches
 

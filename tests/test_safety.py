@@ -9,11 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import REPO, assert_one_line_error, build_lsa, dir_digest, run_in_process, tiny_config
 from training.checkpoint import resolve_checkpoint

@@ -2,15 +2,13 @@
 
 import json
 import os
-import shutil
-import stat
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error
+from conftest import REPO
 
 TINY = ["data.build_args.num_train=40", "data.build_args.num_test=10", "train.max_steps=4", "train.eval_interval=2",
         "train.global_batch_size=16", "logging.progress=false"]

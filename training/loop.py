@@ -52,7 +52,7 @@ class TrainingDiverged(ReportedError, RuntimeError):
 def train_step(state: TrainState) -> torch.Tensor:
     """One ACT step and one (possibly skipped) optimizer update. Returns the step's metric
     sums as one device tensor in TRAIN_METRIC_KEYS order; nothing here waits for the device."""
-    cfg, o = state.cfg, state.cfg.optim
+    o = state.cfg.optim
     batch = state.train_arrays.gather(state.sampler.next_indices())
     if state.carry is None:
         state.carry = state.model.initial_carry(batch)

@@ -209,7 +209,6 @@ def check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, path: Path, fi
     groups = saved["param_groups"]
     _check(len(groups) == len(optimizer.param_groups), path, f"{field}.param_groups",
            f"has {len(groups)} groups, the optimizer {len(optimizer.param_groups)}")
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     for g, (group, own) in enumerate(zip(groups, optimizer.param_groups)):
         where = f"{field}.param_groups[{g}]"
         _check(isinstance(group, dict) and isinstance(group.get("params"), list)
