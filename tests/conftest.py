@@ -150,6 +150,28 @@ def tiny_config(tmp_path: Path, *extra: str, data: Path | None = None, name: str
         return validate_config(OmegaConf.to_container(compose(name, overrides=overrides), resolve=True))
 
 
+# The CPU preset's project, and overrides that shrink it to a model of seconds (the command-line form).
+CPU_PROJECT = "trm-lsa-cpu"
+TINY_CLI = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_cycles=1", "arch.L_cycles=2", "arch.halt_max_steps=2",
+            "train.global_batch_size=32", "logging.progress=false"]
+
+
+def pretrain_argv(data: Path, runs: Path, *extra: str) -> list[str]:
+    """A tiny cfg_lsa_cpu command line for run_in_process / run_module."""
+    return ["pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data}", f"logging.runs_dir={runs}", *TINY_CLI,
+            *extra]
+
+
+def lsa_world(root: Path, max_steps: int = 6, eval_interval: int = 3) -> dict[str, Path]:
+    """A 4x4 LSA dataset and a finished tiny run `base` with checkpoints, under `root`."""
+    data = build_lsa(root / "lsa4", num_train=60, num_test=20, num_aug=2)
+    from training.loop import train
+
+    train(tiny_config(root, f"train.max_steps={max_steps}", f"train.eval_interval={eval_interval}",
+                      "logging.run_name=base", "train.global_batch_size=32", data=data))
+    return {"root": root, "data": data, "run": root / "runs" / CPU_PROJECT / "base"}
+
+
 @pytest.fixture(scope="session")
 def lsa_small(tmp_path_factory) -> Path:
     """A small 4x4 LSA dataset (40 x 4 train, 10 test), built once per session."""

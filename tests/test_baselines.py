@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from models import MODELS, build_model, count_parameters, validate_arch
 from models.losses import ACTLossHead
-from test_model import META, batch, non_contiguous
+from test_model import META, assert_noncontiguous_step_matches, batch
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = dict(hidden_size=32, num_heads=4, puzzle_emb_len=2, forward_dtype="float32")
@@ -61,16 +61,7 @@ def test_shapes_and_noncontiguous_inputs(arch, overrides):
 
     # The same step from non-contiguous carry and batch tensors gives the same numbers.
     model.zero_grad()
-    torch.manual_seed(1)
-    ref_carry, ref_loss, _, ref_out = head(new_carry, b)
-    nc_carry = {k: non_contiguous(v) for k, v in new_carry.items()}
-    nc_batch = {k: non_contiguous(v) for k, v in b.items()}
-    torch.manual_seed(1)
-    got_carry, got_loss, _, got_out = head(nc_carry, nc_batch)
-    torch.testing.assert_close(got_out["logits"], ref_out["logits"])
-    torch.testing.assert_close(got_loss, ref_loss)
-    for key in model.STATES:
-        torch.testing.assert_close(got_carry[key], ref_carry[key])
+    assert_noncontiguous_step_matches(head, new_carry, b, model.STATES)
 
 
 # ---------------------------------------------------------------------------------------------

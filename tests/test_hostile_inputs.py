@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, build_lsa, dir_digest, run_in_process, run_module, tiny_config
-from training.loop import train
+from conftest import (
+    CPU_PROJECT, REPO, TINY_CLI, assert_one_line_error, build_lsa, dir_digest, lsa_world, pretrain_argv, run_in_process,
+    run_module,
+)
 
-PROJECT = "trm-lsa-cpu"
-TINY = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_cycles=1", "arch.L_cycles=2", "arch.halt_max_steps=2",
-        "train.global_batch_size=32", "logging.progress=false"]
+PROJECT = CPU_PROJECT
 SUBPROCESS = os.environ.get("HOSTILE_SUBPROCESS") == "1"
 
 
@@ -30,15 +30,13 @@ SUBPROCESS = os.environ.get("HOSTILE_SUBPROCESS") == "1"
 def world(tmp_path_factory):
     """A dataset, a 3x3 dataset, and a finished run with a checkpoint, built once."""
     root = tmp_path_factory.mktemp("hostile")
-    data = build_lsa(root / "lsa4", num_train=60, num_test=20, num_aug=2)
+    world = lsa_world(root)
     data3 = build_lsa(root / "lsa3", n=3, num_train=30, num_test=10, num_aug=1)
     from dataset.build_arith_dataset import ArithBuildConfig, build_arith_dataset
 
     arith = build_arith_dataset(ArithBuildConfig(output_dir=root / "arith", base=10, max_digits=2, num_train=60,
                                                  num_test=20, seed=0, progress=False))
-    train(tiny_config(root, "train.max_steps=6", "train.eval_interval=3", "logging.run_name=base",
-                      "train.global_batch_size=32", data=data))
-    return {"root": root, "data": data, "data3": data3, "arith": arith, "run": root / "runs" / PROJECT / "base"}
+    return {**world, "data3": data3, "arith": arith}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,8 +79,7 @@ def copy_run(world, tmp_path, name="base"):
 
 
 def pretrain(data, tmp_path, *extra):
-    return ["pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data}", f"logging.runs_dir={tmp_path / 'runs'}",
-            "logging.run_name=new", *TINY, *extra]
+    return pretrain_argv(data, tmp_path / "runs", "logging.run_name=new", *extra)
 
 
 def lsa_builder(tmp_path, *extra, out=None):
@@ -308,7 +305,7 @@ def case_arith(corrupt, *extra):
         shutil.copytree(w["arith"], data)
         corrupt(data)
         return ["pretrain.py", "--config-name", "cfg_arith_cpu", f"data.path={data}", f"logging.runs_dir={t / 'runs'}",
-                "logging.run_name=new", *TINY, *extra], [data], [t / "runs" / "trm-arith-cpu" / "new"]
+                "logging.run_name=new", *TINY_CLI, *extra], [data], [t / "runs" / "trm-arith-cpu" / "new"]
     return setup
 
 

@@ -15,12 +15,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import build_lsa, run_in_process, tiny_config
-from training.loop import train
+from conftest import CPU_PROJECT, lsa_world, pretrain_argv, run_in_process
 
-PROJECT = "trm-lsa-cpu"
-TINY = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_cycles=1", "arch.L_cycles=2", "arch.halt_max_steps=2",
-        "train.global_batch_size=32", "logging.progress=false"]
+PROJECT = CPU_PROJECT
+pretrain = pretrain_argv
 SECONDS_PER_EXAMPLE = 60
 DELETE = object()
 
@@ -33,11 +31,7 @@ SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=N
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("props")
-    data = build_lsa(root / "lsa4", num_train=60, num_test=20, num_aug=2)
-    train(tiny_config(root, "train.max_steps=4", "train.eval_interval=4", "logging.run_name=base",
-                      "train.global_batch_size=32", data=data))
-    return {"root": root, "data": data, "run": root / "runs" / PROJECT / "base"}
+    return lsa_world(tmp_path_factory.mktemp("props"), max_steps=4, eval_interval=4)
 
 
 def paths_of(value, prefix=()):
@@ -97,10 +91,6 @@ def pick(data, draw_path, draw_value):
     paths = paths_of(data)
     path = paths[draw_path % len(paths)]
     return path, mutated(data, path, draw_value)
-
-
-def pretrain(data, runs, *extra):
-    return ["pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data}", f"logging.runs_dir={runs}", *TINY, *extra]
 
 
 @SETTINGS

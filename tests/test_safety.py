@@ -13,26 +13,18 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_one_line_error, build_lsa, dir_digest, run_in_process, tiny_config
+from conftest import (
+    CPU_PROJECT, REPO, assert_one_line_error, build_lsa, dir_digest, lsa_world, pretrain_argv, run_in_process,
+)
 from training.checkpoint import resolve_checkpoint
-from training.loop import train
 
-PROJECT = "trm-lsa-cpu"
-TINY = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_cycles=1", "arch.L_cycles=2", "arch.halt_max_steps=2",
-        "train.global_batch_size=32", "logging.progress=false"]
+PROJECT = CPU_PROJECT
+pretrain = pretrain_argv
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("safety")
-    data = build_lsa(root / "lsa4", num_train=60, num_test=20, num_aug=2)
-    train(tiny_config(root, "train.max_steps=6", "train.eval_interval=3", "logging.run_name=base",
-                      "train.global_batch_size=32", data=data))
-    return {"root": root, "data": data, "run": root / "runs" / PROJECT / "base"}
-
-
-def pretrain(data, runs, *extra):
-    return ["pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data}", f"logging.runs_dir={runs}", *TINY, *extra]
+    return lsa_world(tmp_path_factory.mktemp("safety"))
 
 
 def subprocess_env():

@@ -244,10 +244,15 @@ class Config(Strict):
         return self.model_dump(mode="json")
 
 
-def _flat_keys(d: Any, prefix: str = "") -> list[str]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"seed": 0}} -> {"train.seed": 0}: config keys as they are written on the command line."""
     if not isinstance(d, dict):
-        return [prefix]
-    return [k for key, v in d.items() for k in _flat_keys(v, f"{prefix}.{key}" if prefix else str(key))]
+        return {prefix: d}
+    return {k: v for key, item in d.items() for k, v in flatten(item, f"{prefix}.{key}" if prefix else str(key)).items()}
+
+
+def _flat_keys(d: Any) -> list[str]:
+    return list(flatten(d))
 
 
 def did_you_mean(key: str, known: list[str]) -> str:

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from dataset.common import ReportedError
+from training.config import flatten
 
 
 class DistributedError(ReportedError):
@@ -120,12 +121,6 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    return {k: v for key, item in d.items() for k, v in _flatten(item, f"{prefix}.{key}" if prefix else str(key)).items()}
-
-
 def check_same_everywhere(what: str, value: Any, world: World) -> None:
     """Refuse ranks that disagree (e.g. launched with different overrides): every rank raises
     the same one-line error naming the first rank that differs from rank 0."""
@@ -136,7 +131,7 @@ def check_same_everywhere(what: str, value: Any, world: World) -> None:
         if other != values[0]:
             differing = ""
             if isinstance(value, dict):
-                mine, theirs = _flatten(pickle.loads(values[0])), _flatten(pickle.loads(other))
+                mine, theirs = flatten(pickle.loads(values[0])), flatten(pickle.loads(other))
                 keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
                 differing = f" ({', '.join(keys[:3])})"
             raise DistributedError(f"{what} differs between rank 0 and rank {rank}{differing}; launch every rank "

@@ -33,7 +33,7 @@ from training.checkpoint import (
     MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,
     load_config, load_meta, load_weights, resolve_checkpoint,
 )
-from training.config import Config, ConfigError, did_you_mean
+from training.config import Config, ConfigError, did_you_mean, flatten
 from training.distributed import World
 from training.ema import EMA
 from training.evaluation import METRIC_NAMES as EVAL_METRICS
@@ -111,19 +111,10 @@ def plan_run(cfg: Config) -> RunPlan:
     return RunPlan(run_dir, resume_from=ckpt, in_place=in_place, changes=check_resume_config(cfg, ckpt))
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
-    return out
-
-
 def check_resume_config(cfg: Config, ckpt: Path) -> list[str]:
     """Refuse a resume whose model differs from the checkpoint's; list other changed settings."""
-    saved = _flatten(load_config(ckpt))
-    current = _flatten(cfg.to_dict())
+    saved = flatten(load_config(ckpt))
+    current = flatten(cfg.to_dict())
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     fixed = [k for k in changed if k.split(".")[0] in FIXED_SECTIONS]
     if fixed:
