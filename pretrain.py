@@ -19,9 +19,12 @@ in-process; Hydra's own command line (`--cfg`, `-m`, ...) goes through `main()`.
 from __future__ import annotations
 
 if __name__ == "__main__":  # first of all: a signal while the imports below run is one line, not a traceback
+    import faulthandler
+
     from dataset.early_signals import exit_on_signals
 
     exit_on_signals()
+    faulthandler.enable()  # a crash below Python (SIGSEGV, SIGABRT) prints where each thread was
 
 import itertools
 import json

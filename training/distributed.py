@@ -12,8 +12,12 @@ process group, exactly as before. Collectives here are no-ops in a single proces
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
+import signal
+import sys
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Optional
@@ -21,7 +25,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
-from dataset.common import ReportedError
+from dataset.common import STOP_SIGNALS, ReportedError
 from training.config import flatten
 
 
@@ -76,9 +80,33 @@ def init_world(device: str, timeout_s: float) -> World:
     return World(rank, world_size, local_rank, backend)
 
 
-def close_world(world: World) -> None:
-    if world.distributed and dist.is_initialized():
+def close_world(world: World, finished: bool = False) -> None:
+    """Tear the process group down while the interpreter is fully alive. After a run that
+    ended normally the ranks first meet at a barrier, so none closes its connections while
+    another still uses them; after an error they do not (a dead peer would make it wait).
+    Whatever still refers to the group (a DDP model in a reference cycle) is collected
+    first: a gloo group destroyed during interpreter shutdown can abort the process."""
+    if not (world.distributed and dist.is_initialized()):
+        return
+    if finished:
+        try:
+            dist.barrier()
+        except Exception as exc:  # the run's work is done and saved; say so, and tear down anyway
+            peer = lost_peer(exc, world)
+            if peer is None:
+                raise
+            print(f"warning: rank {world.rank} of {world.world_size}: another rank left before the final barrier "
+                  f"({str(exc).strip()[:200]}); this rank had finished and saved", file=sys.stderr, flush=True)
+    # After an error, torchrun is about to SIGTERM the surviving ranks: that signal must not
+    # replace the error this rank is reporting. (Tearing down waits for no other rank.)
+    ignored = [] if finished or threading.current_thread() is not threading.main_thread() else STOP_SIGNALS
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored}
+    try:
+        gc.collect()
         dist.destroy_process_group()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def all_reduce_(tensor: torch.Tensor, world: World, op: str = "sum") -> torch.Tensor:

@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+import traceback
 from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -30,7 +31,8 @@ from dataset.common import Interrupted, ReportedError
 from evaluators import build_evaluator
 from training.config import Config
 from training.evaluation import EvaluationInterrupted, evaluate
-from training.distributed import all_reduce_, check_same_everywhere, close_world, init_world, lost_peer, on_rank_zero
+from training.distributed import (World, all_reduce_, check_same_everywhere, close_world, init_world, lost_peer,
+                                  on_rank_zero)
 from training.examples import log_eval_examples
 from training.optim import lr_at, set_lr
 from training.preemption import StopSignal
@@ -158,6 +160,29 @@ def train(cfg: Config) -> dict[str, Any]:
     afterwards they make the loop checkpoint and return (training/preemption.py). Under
     torchrun every rank runs this; rank 0 alone prints, logs and writes the run directory."""
     world = init_world(cfg.train.device, cfg.train.dist_timeout_s)
+    finished = False
+    try:
+        result = train_in_world(cfg, world)
+        finished = True
+        return result
+    except BaseException as exc:
+        # The traceback's frames hold the run (its DDP model holds the process group): free
+        # them now, so that the group is torn down below, not during interpreter shutdown.
+        clear_traceback_frames(exc)
+        raise
+    finally:
+        close_world(world, finished)
+
+
+def clear_traceback_frames(exc: BaseException) -> None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+
+
+def train_in_world(cfg: Config, world: World) -> dict[str, Any]:
     quiet = open(os.devnull, "w") if not world.is_main else None
     try:
         with StopSignal() as stop, redirect_stdout(quiet) if quiet else nullcontext():
@@ -191,7 +216,6 @@ def train(cfg: Config) -> dict[str, Any]:
     finally:
         if quiet is not None:
             quiet.close()
-        close_world(world)
 
 
 def roll_back(run: Run) -> None:
