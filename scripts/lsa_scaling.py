@@ -1,0 +1,269 @@
+"""How a recipe scales with the LSA size n: the same config at several n, equal budget,
+one table and one PNG plot of accuracy against n.
+
+    python scripts/lsa_scaling.py --out scaling/                         # cfg_lsa_400s at n = 4, 6, 9, 12
+    python scripts/lsa_scaling.py --out scaling/ --gpus 0,1,2,3          # the four runs side by side, one per GPU
+    python scripts/lsa_scaling.py --out s/ --config-name cfg_lsa_cpu --sizes 3,4,5 train.max_train_seconds=120
+    python scripts/lsa_scaling.py --out scaling/ --report-only           # redo table and plot from the runs
+
+Every size trains `--config-name` with the given overrides, `data.build_args.n=<n>` and its
+own dataset (the config's builder arguments with n replaced; built first, one at a time, so
+no two runs build at once). The budget is the config's (`train.max_train_seconds`,
+`train.max_steps`), the same for every n. Runs are named `<prefix>-n<n>` under `--runs-dir`;
+a name that exists already is refused by pretrain.py (use another `--prefix`, or
+`--report-only` to read them). Writes `scaling.json`, `scaling.md`, `scaling.png` and one log
+per run (`n<n>.log`) into `--out`. A SIGTERM or Ctrl-C is passed on to the runs, which write
+a checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a file from anywhere
+if __name__ == "__main__":  # before the heavy imports: a signal now is one line, not a traceback
+    from dataset.early_signals import exit_on_signals  # noqa: E402
+
+    exit_on_signals()
+
+from dataset.common import InputError, Interrupted, plain_parser, run_cli  # noqa: E402
+from training.runs import headline_metric, read_metrics  # noqa: E402
+
+DEFAULT_SIZES = "4,6,9,12"
+# Columns of the table and lines of the plot, in this order, where the runs logged them.
+METRICS = (
+    ("eval/lsa/optimal_cost_rate", "optimal cost rate"),
+    ("eval/lsa/exact_accuracy", "exact"),
+    ("eval/lsa/valid_permutation_rate", "valid permutation"),
+    ("eval/lsa/projected_optimal_cost_rate", "projected optimal"),
+)
+
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--sizes {text}: expected comma-separated integers, e.g. {DEFAULT_SIZES}") from None
+    if not sizes:
+        raise InputError(f"--sizes {text!r}: no size given")
+    if len(set(sizes)) != len(sizes):
+        raise InputError(f"--sizes {text}: a size appears twice")
+    return sizes
+
+
+def parse_gpus(text: Optional[str]) -> list[str]:
+    if text is None:
+        return []
+    gpus = [part.strip() for part in text.split(",") if part.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise InputError(f"--gpus {text}: expected distinct GPU indices, e.g. 0,1,2,3")
+    return gpus
+
+
+def data_path_for(path: str, base_n: int, n: int) -> str:
+    """The config's data.path with its size replaced: data/lsa-9x9-10k-aug10 -> data/lsa-4x4-10k-aug10."""
+    if n == base_n:
+        return path
+    parent, name = os.path.split(path)
+    pattern = f"{base_n}x{base_n}"
+    new = re.sub(rf"(?<!\d){pattern}(?!\d)", f"{n}x{n}", name) if re.search(rf"(?<!\d){pattern}(?!\d)", name) \
+        else f"{name}-n{n}"
+    return os.path.join(parent, new)
+
+
+class Plan:
+    """What one size runs: its overrides, dataset and run directory, checked before anything runs."""
+
+    def __init__(self, config_name: str, overrides: list[str], n: int, prefix: str, runs_dir: Path):
+        from training.config import compose_config, validate_config
+
+        base = validate_config(compose_config(config_name, overrides))
+        if base.data.builder != "lsa":
+            raise InputError(f"--config-name {config_name}: data.builder is {base.data.builder!r}; the scaling "
+                             "sweep changes the LSA builder's n, so it needs an LSA config (e.g. cfg_lsa_400s)")
+        base_n = int(base.data.build_args.get("n", 9))
+        self.n = n
+        self.name = f"{prefix}-n{n}"
+        self.overrides = [*overrides, f"data.build_args.n={n}", f"data.path={data_path_for(base.data.path, base_n, n)}",
+                          f"logging.runs_dir={runs_dir}", f"logging.run_name={self.name}"]
+        try:
+            self.cfg = validate_config(compose_config(config_name, self.overrides))
+        except InputError as exc:
+            raise InputError(f"n={n}: {exc}") from None
+        from dataset import builder_config
+
+        try:
+            builder_config("lsa", self.cfg.data.build_args, Path(self.cfg.data.path))
+        except Exception as exc:  # pydantic's ValidationError: one line naming the size
+            from dataset.common import one_line
+
+            raise InputError(f"--sizes: n={n} is not a valid LSA size ({one_line(exc)})") from None
+        self.run_dir = runs_dir / self.cfg.logging.project / self.name
+        self.command = [sys.executable, str(REPO / "pretrain.py"), "--config-name", config_name, *self.overrides]
+
+
+def build_datasets(plans: list[Plan]) -> None:
+    """One at a time, before any run starts (runs that find their data never build)."""
+    from training.setup import prepare_data
+
+    for plan in plans:
+        prepare_data(plan.cfg, progress=plan.cfg.logging.progress)
+
+
+def run_all(plans: list[Plan], gpus: list[str], out: Path) -> dict[int, int]:
+    """Start the runs (one per GPU at a time when `gpus` is given, else one after another);
+    returns each size's exit code."""
+    waiting, running, codes = list(plans), {}, {}
+    slots = gpus or [None]
+    try:
+        while waiting or running:
+            free = [slot for slot in slots if slot not in running.values()]
+            while waiting and free:
+                plan, slot = waiting.pop(0), free.pop(0)
+                env = dict(os.environ)
+                if slot is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = slot
+                log = open(out / f"n{plan.n}.log", "w")
+                print(f"n={plan.n}: {shlex.join(plan.command)}" + (f"  (GPU {slot})" if slot else ""), flush=True)
+                proc = subprocess.Popen(plan.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                log.close()
+                running[proc] = slot
+                proc.plan = plan  # type: ignore[attr-defined]
+            finished = wait_any(list(running))
+            for proc in finished:
+                codes[proc.plan.n] = proc.returncode  # type: ignore[attr-defined]
+                print(f"n={proc.plan.n}: exit {proc.returncode} (log {out / f'n{proc.plan.n}.log'})", flush=True)
+                del running[proc]
+    except Interrupted:
+        for proc in running:  # each run writes a checkpoint and stops (pretrain.py's first signal)
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            proc.wait()
+        raise
+    return codes
+
+
+def wait_any(procs: list[subprocess.Popen]) -> list[subprocess.Popen]:
+    """Block until at least one of `procs` has ended; returns those that have."""
+    while True:
+        done = [p for p in procs if p.poll() is not None]
+        if done:
+            return done
+        ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # blocks; leaves the child for poll() to reap
+        if ended is not None and ended.si_pid not in {p.pid for p in procs}:
+            os.waitpid(ended.si_pid, 0)  # a child that is not one of the runs: reap it, or this would spin
+
+
+def last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def collect(plans: list[Plan]) -> list[dict[str, Any]]:
+    """One row per size: the run's last evaluation (its final result) and how far it got."""
+    rows = []
+    for plan in plans:
+        records = read_metrics(plan.run_dir)
+        evals = [r for r in records if "eval/examples" in r]
+        if not evals:
+            raise InputError(f"{plan.run_dir}: no evaluation in metrics.jsonl (did the n={plan.n} run finish? "
+                             f"see its log)")
+        last = evals[-1]
+        rows.append({
+            "n": plan.n,
+            "run": str(plan.run_dir),
+            "step": max(int(r.get("step", 0)) for r in records),
+            "train_seconds": last.get("train/seconds"),
+            "test_examples": last.get("eval/examples"),
+            **{key: last[key] for key, _ in METRICS if key in last},
+        })
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], command: str) -> str:
+    keys = [(k, label) for k, label in METRICS if any(k in r for r in rows)]
+    lines = ["| n | steps | train seconds | " + " | ".join(label for _, label in keys) + " |",
+             "|---|---|---|" + "---|" * len(keys)]
+    for r in rows:
+        seconds = f"{r['train_seconds']:.0f}" if isinstance(r.get("train_seconds"), (int, float)) else "?"
+        cells = [f"{100 * r[k]:.1f}%" if k in r else "" for k, _ in keys]
+        lines.append(f"| {r['n']} | {r['step']:,} | {seconds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nCommand: `{command}`\n"
+
+
+def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    sizes = [r["n"] for r in rows]
+    for key, label in METRICS:
+        points = [(r["n"], 100 * r[key]) for r in rows if key in r]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    ax.set_xticks(sizes)
+    ax.set_xlabel("n (n x n cost matrix)")
+    ax.set_ylabel("% of test instances")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = plain_parser("Train one LSA recipe at several sizes n (equal budget) and tabulate and plot accuracy "
+                          "against n.")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pretrain.py overrides for every size")
+    parser.add_argument("--out", required=True, type=Path, help="folder for scaling.json/.md/.png and the run logs")
+    parser.add_argument("--config-name", default="cfg_lsa_400s", help="the recipe (an LSA config; default cfg_lsa_400s)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma-separated n (default {DEFAULT_SIZES})")
+    parser.add_argument("--runs-dir", default="runs", type=Path, help="where the runs go (default: runs)")
+    parser.add_argument("--prefix", default="scaling", help="run names are <prefix>-n<n> (default: scaling)")
+    parser.add_argument("--gpus", help="comma-separated GPU indices: run sizes side by side, one per GPU")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: table and plot from existing runs")
+    args = parser.parse_intermixed_args(argv)  # overrides may come before and after the options
+    sizes, gpus = parse_sizes(args.sizes), parse_gpus(args.gpus)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.prefix):
+        raise InputError(f"--prefix {args.prefix!r}: letters, digits, '.', '_' and '-' only")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out}: exists and is not a folder")
+    plans = [Plan(args.config_name, args.overrides, n, args.prefix, args.runs_dir) for n in sizes]
+    if not args.report_only:
+        taken = [str(p.run_dir) for p in plans if p.run_dir.exists()]
+        if taken:
+            raise InputError(f"run {taken[0]} exists already: choose another --prefix, or --report-only to read it")
+        args.out.mkdir(parents=True, exist_ok=True)
+        build_datasets(plans)
+        codes = run_all(plans, gpus, args.out)
+        failed = sorted(n for n, code in codes.items() if code != 0)
+        if failed:
+            raise InputError("; ".join(f"n={n} failed ({last_line(args.out / f'n{n}.log')}; log {args.out}/n{n}.log)"
+                                       for n in failed))
+    rows = collect(plans)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "scripts/lsa_scaling.py", "--config-name", args.config_name, "--sizes",
+                          ",".join(map(str, sizes)), *args.overrides])
+    config = json.loads((plans[0].run_dir / "config.json").read_text())
+    (args.out / "scaling.json").write_text(json.dumps({"command": command, "config_name": args.config_name,
+                                                        "headline": headline_metric(config), "rows": rows}, indent=1))
+    (args.out / "scaling.md").write_text(markdown(rows, command))
+    plot(rows, args.out / "scaling.png", f"{args.config_name}: accuracy against n (equal budget)")
+    print(markdown(rows, command))
+    print(f"wrote {args.out / 'scaling.json'}, {args.out / 'scaling.md'}, {args.out / 'scaling.png'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

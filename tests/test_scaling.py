@@ -1,0 +1,87 @@
+"""scripts/lsa_scaling.py: one recipe at several LSA sizes, a table and a plot of accuracy against n."""
+
+import json
+
+import pytest
+
+from conftest import CPU_PROJECT, TINY_CLI, assert_one_line_error, load_script, run_module
+from dataset.common import InputError
+from training.runs import read_metrics
+
+TINY = [*TINY_CLI, "data.build_args.num_train=30", "data.build_args.num_test=12", "data.build_args.num_aug=1",
+        "train.global_batch_size=16", "train.max_steps=4", "train.eval_interval=2", "logging.wandb_mode=disabled"]
+
+
+def argv(tmp_path, *extra):
+    return ["--config-name", "cfg_lsa_cpu", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"),
+            f"data.path={tmp_path / 'data' / 'lsa-4x4-tiny'}", *TINY, *extra]
+
+
+def test_data_path_follows_the_size():
+    path_for = load_script("lsa_scaling").data_path_for
+    assert path_for("data/lsa-9x9-10k-aug10", 9, 4) == "data/lsa-4x4-10k-aug10"
+    assert path_for("data/lsa-9x9-10k-aug10", 9, 12) == "data/lsa-12x12-10k-aug10"
+    assert path_for("data/lsa-9x9-10k-aug10", 9, 9) == "data/lsa-9x9-10k-aug10"  # the config's own data
+    assert path_for("data/lsa-19x19", 9, 4) == "data/lsa-19x19-n4"  # 19x19 is not 9x9
+    assert path_for("/d/custom", 9, 6) == "/d/custom-n6"
+
+
+def test_each_size_trains_and_the_table_and_plot_come_from_its_last_evaluation(tmp_path, capsys):
+    scaling = load_script("lsa_scaling")
+    scaling.main(argv(tmp_path, "--sizes", "3,4", "--gpus", "0,1"))  # two runs side by side
+    printed = capsys.readouterr().out
+    assert "n=3: exit 0" in printed and "n=4: exit 0" in printed and "(GPU 0)" in printed and "(GPU 1)" in printed
+    out = tmp_path / "out"
+    report = json.loads((out / "scaling.json").read_text())
+    assert [row["n"] for row in report["rows"]] == [3, 4]
+    for row in report["rows"]:
+        run = tmp_path / "runs" / CPU_PROJECT / f"scaling-n{row['n']}"
+        assert row["run"] == str(run)
+        config = json.loads((run / "config.json").read_text())
+        assert config["data"]["build_args"]["n"] == row["n"]
+        assert config["data"]["path"] == str(tmp_path / "data" / f"lsa-{row['n']}x{row['n']}-tiny")
+        last = [r for r in read_metrics(run) if "eval/examples" in r][-1]
+        assert last["step"] == 4 and row["step"] == 4
+        for key in ("eval/lsa/optimal_cost_rate", "eval/lsa/exact_accuracy", "eval/lsa/valid_permutation_rate",
+                    "eval/lsa/projected_optimal_cost_rate"):
+            assert row[key] == last[key]
+        assert (out / f"n{row['n']}.log").read_text().strip()
+    table = (out / "scaling.md").read_text().splitlines()
+    assert table[0].startswith("| n | steps | train seconds | optimal cost rate")
+    assert [line.split("|")[1].strip() for line in table[2:4]] == ["3", "4"]
+    assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "--sizes 3,4" in report["command"] and report["headline"] == "eval/lsa/optimal_cost_rate"
+
+    # --report-only rebuilds the same report from the runs; training again under the same names is refused
+    first = (out / "scaling.json").read_text()
+    (out / "scaling.json").unlink()
+    scaling.main(argv(tmp_path, "--sizes", "3,4", "--report-only"))
+    assert (out / "scaling.json").read_text() == first
+    with pytest.raises(InputError, match="scaling-n3 exists already"):
+        scaling.main(argv(tmp_path, "--sizes", "3,4"))
+
+
+def test_a_failing_size_is_named_with_its_error(tmp_path):
+    with pytest.raises(InputError, match=r"n=3 failed \(error: train.global_batch_size=64 is larger"):
+        load_script("lsa_scaling").main(argv(tmp_path, "--sizes", "3", "train.global_batch_size=64"))
+
+
+@pytest.mark.parametrize("extra, culprit", [
+    (["--sizes", "1,4"], "n=1"),
+    (["--sizes", "4,x"], "--sizes 4,x"),
+    (["--sizes", "4,4"], "appears twice"),
+    (["--gpus", "0,a"], "--gpus 0,a"),
+    (["--prefix", "../x"], "--prefix"),
+    (["--config-name", "cfg_sudoku_cpu"], "data.builder is 'sudoku'"),
+    (["optim.lr=abc"], "optim.lr"),
+])
+def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, extra, culprit):
+    scaling = load_script("lsa_scaling")
+    with pytest.raises(InputError) as info:
+        scaling.main(argv(tmp_path, *extra))
+    assert culprit in str(info.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_command_line_contract(tmp_path):
+    assert_one_line_error(run_module("scripts/lsa_scaling.py", *argv(tmp_path, "--sizes", "0")), "n=0")
