@@ -35,7 +35,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
     exit_on_signals()
 
-from dataset.common import InputError, Interrupted, plain_parser, run_cli  # noqa: E402
+from dataset.common import DatasetError, InputError, Interrupted, plain_parser, run_cli  # noqa: E402
 from training.runs import headline_metric, read_metrics  # noqa: E402
 
 DEFAULT_SIZES = "4,6,9,12"
@@ -103,10 +103,8 @@ class Plan:
 
         try:
             builder_config("lsa", self.cfg.data.build_args, Path(self.cfg.data.path))
-        except Exception as exc:  # pydantic's ValidationError: one line naming the size
-            from dataset.common import one_line
-
-            raise InputError(f"--sizes: n={n} is not a valid LSA size ({one_line(exc)})") from None
+        except DatasetError as exc:
+            raise InputError(f"--sizes: n={n} is not a valid LSA size ({exc})") from None
         self.run_dir = runs_dir / self.cfg.logging.project / self.name
         self.command = [sys.executable, str(REPO / "pretrain.py"), "--config-name", config_name, *self.overrides]
 

@@ -85,3 +85,20 @@ def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, extra, culprit):
 
 def test_command_line_contract(tmp_path):
     assert_one_line_error(run_module("scripts/lsa_scaling.py", *argv(tmp_path, "--sizes", "0")), "n=0")
+
+
+def test_build_data_builds_what_pretrain_would_use_once(tmp_path, capsys):
+    build = load_script("build_data").main
+    data = tmp_path / "lsa-5x5"
+    build(["--config-name", "cfg_lsa_cpu", f"data.path={data}", "data.build_args.n=5", "data.build_args.num_train=20",
+           "data.build_args.num_test=5", "logging.progress=false"])
+    meta = json.loads((data / "train" / "dataset.json").read_text())
+    assert meta["seq_len"] >= 25 and "built in" in capsys.readouterr().out
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in data.rglob("*"))
+    build(["--config-name", "cfg_lsa_cpu", f"data.path={data}", "data.build_args.n=5"])
+    assert "present; nothing to build" in capsys.readouterr().out
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in data.rglob("*")) == before
+    bad = run_module("scripts/build_data.py", "--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'bad'}",
+                     "data.build_args.n=1")
+    assert_one_line_error(bad, "data.build_args", "n")
+    assert not (tmp_path / "bad").exists()
