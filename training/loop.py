@@ -166,9 +166,10 @@ def train(cfg: Config) -> dict[str, Any]:
         finished = True
         return result
     except BaseException as exc:
-        # The traceback's frames hold the run (its DDP model holds the process group): free
-        # them now, so that the group is torn down below, not during interpreter shutdown.
-        clear_traceback_frames(exc)
+        if world.distributed:
+            # The traceback's frames hold the run (its DDP model holds the process group): free
+            # them now, so that the group is torn down below, not during interpreter shutdown.
+            clear_traceback_frames(exc)
         raise
     finally:
         close_world(world, finished)
