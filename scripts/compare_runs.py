@@ -26,20 +26,12 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 import torch  # noqa: E402
 
 from dataset.common import InputError, plain_parser, run_cli  # noqa: E402
+from training.config import flatten  # noqa: E402
 from training.inference import SHAPE_FIELDS, build_from_facts  # noqa: E402
 from training.runs import find_run, read_json, summarize  # noqa: E402
 
 ARCH_KEYS = ("hidden_size", "num_layers", "H_cycles", "L_cycles", "mixer", "halt_max_steps")
 IGNORED_DIFFERENCES = ("logging.run_name",)
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def shape_facts(run_dir: Path, config: dict[str, Any]) -> Optional[dict[str, Any]]:

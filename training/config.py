@@ -48,13 +48,6 @@ def check_inductor_options(options: dict[str, Any]) -> dict[str, Any]:
     its type and this torch; raises ValueError naming the option."""
     import torch
 
-    def flatten(items: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        flat = {}
-        for key, item in items.items():
-            name = f"{prefix}{key}"
-            flat.update(flatten(item, name + ".") if isinstance(item, dict) else {name: item})
-        return flat
-
     flat = flatten(options)
     for name, value in flat.items():
         if name in INDUCTOR_BOOL_OPTIONS:
