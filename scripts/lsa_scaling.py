@@ -210,10 +210,14 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
         points = [(r["n"], 100 * r[key]) for r in rows if key in r]
         if points:
             ax.plot(*zip(*points), marker="o", label=label)
+    for r in rows:  # how far each size got in the budget
+        ax.annotate(f"{r['step']:,} steps", (r["n"], 100 * r.get(METRICS[0][0], 0)), textcoords="offset points",
+                    xytext=(4, 6), fontsize=7, color="dimgray")
     ax.set_xticks(sizes)
     ax.set_xlabel("n (n x n cost matrix)")
     ax.set_ylabel("% of test instances")
-    ax.set_ylim(-2, 102)
+    ax.set_ylim(-2, 110)
+    ax.set_xlim(min(sizes) - 0.5, max(sizes) + 0.25 * (max(sizes) - min(sizes) + 2))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -252,13 +256,16 @@ def main(argv: Optional[list[str]] = None) -> None:
                                        for n in failed))
     rows = collect(plans)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "scripts/lsa_scaling.py", "--config-name", args.config_name, "--sizes",
-                          ",".join(map(str, sizes)), *args.overrides])
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    command = shlex.join(["python", "scripts/lsa_scaling.py", *given])
     config = json.loads((plans[0].run_dir / "config.json").read_text())
     (args.out / "scaling.json").write_text(json.dumps({"command": command, "config_name": args.config_name,
                                                         "headline": headline_metric(config), "rows": rows}, indent=1))
     (args.out / "scaling.md").write_text(markdown(rows, command))
-    plot(rows, args.out / "scaling.png", f"{args.config_name}: accuracy against n (equal budget)")
+    train = plans[0].cfg.train
+    budget = ", ".join(part for part in (f"{train.max_train_seconds:g} s" if train.max_train_seconds else "",
+                                         f"<= {train.max_steps:,} steps" if train.max_steps else "") if part)
+    plot(rows, args.out / "scaling.png", f"{args.config_name}: accuracy against n, equal budget ({budget or 'the config'})")
     print(markdown(rows, command))
     print(f"wrote {args.out / 'scaling.json'}, {args.out / 'scaling.md'}, {args.out / 'scaling.png'}")
 

@@ -50,13 +50,14 @@ def test_each_size_trains_and_the_table_and_plot_come_from_its_last_evaluation(t
     assert table[0].startswith("| n | steps | train seconds | optimal cost rate")
     assert [line.split("|")[1].strip() for line in table[2:4]] == ["3", "4"]
     assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "--sizes 3,4" in report["command"] and report["headline"] == "eval/lsa/optimal_cost_rate"
+    assert "--sizes 3,4 --gpus 0,1" in report["command"] and report["headline"] == "eval/lsa/optimal_cost_rate"
 
     # --report-only rebuilds the same report from the runs; training again under the same names is refused
-    first = (out / "scaling.json").read_text()
     (out / "scaling.json").unlink()
     scaling.main(argv(tmp_path, "--sizes", "3,4", "--report-only"))
-    assert (out / "scaling.json").read_text() == first
+    again = json.loads((out / "scaling.json").read_text())
+    assert again["rows"] == report["rows"] and again["headline"] == report["headline"]
+    assert "--report-only" not in again["command"] and "--gpus" not in again["command"]
     with pytest.raises(InputError, match="scaling-n3 exists already"):
         scaling.main(argv(tmp_path, "--sizes", "3,4"))
 
