@@ -13,7 +13,7 @@ no two runs build at once). The budget is the config's (`train.max_train_seconds
 a name that exists already is refused by pretrain.py (use another `--prefix`, or
 `--report-only` to read them). Writes `scaling.json`, `scaling.md`, `scaling.png` and one log
 per run (`n<n>.log`) into `--out`. A SIGTERM or Ctrl-C is passed on to the runs, which write
-a checkpoint and stop.
+a checkpoint and stop; the script then exits 128 + the signal.
 """
 
 from __future__ import annotations
@@ -132,7 +132,10 @@ def run_all(plans: list[Plan], gpus: list[str], out: Path) -> dict[int, int]:
                     env["CUDA_VISIBLE_DEVICES"] = slot
                 log = open(out / f"n{plan.n}.log", "w")
                 print(f"n={plan.n}: {shlex.join(plan.command)}" + (f"  (GPU {slot})" if slot else ""), flush=True)
-                proc = subprocess.Popen(plan.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                # Its own session: a Ctrl-C at the terminal reaches this script alone, which passes
+                # one SIGTERM on (a run that got both would take the second as "exit at once").
+                proc = subprocess.Popen(plan.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
                 log.close()
                 running[proc] = slot
                 proc.plan = plan  # type: ignore[attr-defined]

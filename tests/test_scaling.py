@@ -103,3 +103,37 @@ def test_build_data_builds_what_pretrain_would_use_once(tmp_path, capsys):
                      "data.build_args.n=1")
     assert_one_line_error(bad, "data.build_args", "n")
     assert not (tmp_path / "bad").exists()
+
+
+def test_ctrl_c_reaches_the_running_size_once_and_it_checkpoints(tmp_path):
+    """A Ctrl-C (SIGINT to the terminal's whole process group) reaches the script alone, since
+    the runs live in their own session; the script passes one SIGTERM on, the run writes a
+    checkpoint (a second signal would have made it exit at once), the script exits 128 + 2."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+    from training.checkpoint import resolve_checkpoint
+
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "lsa_scaling.py"),
+                             *argv(tmp_path, "--sizes", "3,4", "train.max_steps=100000", "train.eval_interval=100000",
+                                   "train.log_every=1")],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # a process group of its own, as a terminal gives
+    run = tmp_path / "runs" / CPU_PROJECT / "scaling-n3"
+    deadline = time.time() + 180
+    while not ((run / "metrics.jsonl").is_file() and "train/lm_loss" in (run / "metrics.jsonl").read_text()):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)  # polling for the event (the first logged step), not waiting a fixed time
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert err.strip().splitlines() == ["error: interrupted by SIGINT; nothing half-written was left behind"], err
+    meta = json.loads((resolve_checkpoint(run) / "meta.json").read_text())
+    assert meta["preempted"] is True
+    assert "stopped at step" in (tmp_path / "out" / "n3.log").read_text()
+    assert not (tmp_path / "runs" / CPU_PROJECT / "scaling-n4").exists()  # the next size never started
