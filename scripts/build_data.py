@@ -23,7 +23,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
     exit_on_signals()
 
-from dataset.common import dataset_exists, plain_parser, run_cli  # noqa: E402
+from dataset.common import DatasetError, dataset_exists, plain_parser, read_metadata, run_cli  # noqa: E402
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -32,11 +32,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--config-name", default="cfg_lsa", help="the config (default cfg_lsa)")
     args = parser.parse_intermixed_args(argv)
     from training.config import compose_config, validate_config
-    from training.setup import prepare_data
+    from training.setup import build_differences, prepare_data
 
     cfg = validate_config(compose_config(args.config_name, args.overrides))
     path = Path(cfg.data.path)
     if dataset_exists(path):
+        for split in ("train", "test"):
+            read_metadata(path / split / "dataset.json")  # a broken dataset is an error, not "present"
+        differences = build_differences(cfg)
+        if differences:
+            raise DatasetError(f"data.path={path} holds a dataset built with {', '.join(differences)}; point "
+                               "data.path elsewhere, or remove that directory to build this one")
         print(f"{path}: present; nothing to build")
     else:
         start = time.perf_counter()

@@ -7,18 +7,23 @@ one table and one PNG plot of accuracy against n.
     python scripts/lsa_scaling.py --out scaling/ --report-only           # redo table and plot from the runs
 
 Every size trains `--config-name` with the given overrides, `data.build_args.n=<n>` and its
-own dataset (the config's builder arguments with n replaced; built first, one at a time, so
-no two runs build at once). The budget is the config's (`train.max_train_seconds`,
+own dataset: the config's data.path with its size replaced (`lsa-9x9-...` -> `lsa-4x4-...`,
+or `-n<n>` appended), built first, one at a time, so no two runs build at once; an existing
+dataset there must be LSA of that n. The budget is the config's (`train.max_train_seconds`,
 `train.max_steps`), the same for every n. Runs are named `<prefix>-n<n>` under `--runs-dir`;
-a name that exists already is refused by pretrain.py (use another `--prefix`, or
-`--report-only` to read them). Writes `scaling.json`, `scaling.md`, `scaling.png` and one log
-per run (`n<n>.log`) into `--out`. A SIGTERM or Ctrl-C is passed on to the runs, which write
-a checkpoint and stop; the script then exits 128 + the signal.
+the script sets n, the run name and the runs folder itself (use --sizes, --prefix, --runs-dir).
+Training refuses run names that exist and an `--out` that holds an earlier sweep's report or
+logs; `--report-only` rewrites the report there from the runs. Writes `scaling.json`,
+`scaling.md`, `scaling.png` (all or none) and one log per run (`n<n>.log`) into `--out`. The
+runs start in the current folder, like pretrain.py, with absolute paths. A SIGTERM or Ctrl-C
+is passed on to the runs once, which write a checkpoint and stop; the script then exits
+128 + the signal. On a CPU config, `--gpus` only sets how many sizes run at once.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -36,7 +41,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
     exit_on_signals()
 
 from dataset.common import DatasetError, InputError, Interrupted, plain_parser, run_cli  # noqa: E402
-from training.runs import headline_metric, read_metrics  # noqa: E402
+from training.runs import headline_metric, read_json, read_metrics  # noqa: E402
 
 DEFAULT_SIZES = "4,6,9,12"
 # Columns of the table and lines of the plot, in this order, where the runs logged them.
@@ -63,48 +68,104 @@ def parse_sizes(text: str) -> list[int]:
 def parse_gpus(text: Optional[str]) -> list[str]:
     if text is None:
         return []
-    gpus = [part.strip() for part in text.split(",") if part.strip()]
-    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
-        raise InputError(f"--gpus {text}: expected distinct GPU indices, e.g. 0,1,2,3")
+    parts = [part.strip() for part in text.split(",")]
+    if not parts or not all(re.fullmatch(r"[0-9]{1,3}", part) for part in parts):
+        raise InputError(f"--gpus {text}: expected GPU indices, e.g. 0,1,2,3")
+    gpus = [str(int(part)) for part in parts]
+    if len(set(gpus)) != len(gpus):
+        raise InputError(f"--gpus {text}: a GPU appears twice")
     return gpus
 
 
+def check_gpus(gpus: list[str], device: str) -> None:
+    """Indices this machine has; on a CPU config `--gpus` only sets how many sizes run at once."""
+    if not gpus or device == "cpu":
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [g for g in gpus if int(g) >= count]
+    if missing:
+        raise InputError(f"--gpus {','.join(gpus)}: this machine has {count} CUDA device(s), so GPU {missing[0]} "
+                         "does not exist")
+
+
+# Overrides this script sets for every size; the user sets them through its options instead.
+OWN_KEYS = {"data.build_args.n": "--sizes", "logging.run_name": "--prefix", "logging.runs_dir": "--runs-dir"}
+
+
+def check_overrides(overrides: list[str]) -> None:
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0].strip()
+        if key in OWN_KEYS or key in ("data.build_args", "logging"):
+            raise InputError(f"{override}: the script sets {key} for each size; use {OWN_KEYS.get(key, 'its options')}")
+
+
+def quoted(path: str) -> str:
+    """A path as a Hydra override value: quoted (commas, spaces, any letters), no interpolation."""
+    if "'" in path or "\\" in path:
+        raise InputError(f"{path}: a path with a quote or backslash cannot be passed to pretrain.py; rename it")
+    return "'" + path.replace("${", "\\${") + "'"
+
+
 def data_path_for(path: str, base_n: int, n: int) -> str:
-    """The config's data.path with its size replaced: data/lsa-9x9-10k-aug10 -> data/lsa-4x4-10k-aug10."""
+    """The config's data.path with its size replaced: data/lsa-9x9-10k-aug10 -> data/lsa-4x4-10k-aug10
+    (absolute, normalised). A name that names no size gets `-n<n>`; one that names another size
+    than the config's n is refused (it would put one size's data under another's name)."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    named = {int(a) for a, b in re.findall(r"(?<!\d)(\d+)x(\d+)(?!\d)", name) if a == b}
+    if named and named != {base_n}:
+        raise InputError(f"data.path={path}: its name says {'/'.join(f'{k}x{k}' for k in sorted(named))} but "
+                         f"data.build_args.n={base_n}; give a data.path that names the config's size, or none")
     if n == base_n:
         return path
-    parent, name = os.path.split(path)
-    pattern = f"{base_n}x{base_n}"
-    new = re.sub(rf"(?<!\d){pattern}(?!\d)", f"{n}x{n}", name) if re.search(rf"(?<!\d){pattern}(?!\d)", name) \
-        else f"{name}-n{n}"
-    return os.path.join(parent, new)
+    if named:
+        return os.path.join(parent, re.sub(rf"(?<!\d){base_n}x{base_n}(?!\d)", f"{n}x{n}", name))
+    return os.path.join(parent, f"{name}-n{n}")
+
+
+def check_dataset_size(path: Path, n: int) -> None:
+    """An existing dataset at a size's path must be that size's (the builder records n)."""
+    meta_file = path / "train" / "dataset.json"
+    if not meta_file.is_file():
+        return
+    from training.runs import read_json
+
+    recorded = read_json(meta_file)
+    if recorded.get("task") != "lsa" or recorded.get("n") != n:
+        raise InputError(f"{path} holds a dataset with task={recorded.get('task')!r}, n={recorded.get('n')!r}, not "
+                         f"LSA n={n}; move it, or give another data.path")
 
 
 class Plan:
     """What one size runs: its overrides, dataset and run directory, checked before anything runs."""
 
     def __init__(self, config_name: str, overrides: list[str], n: int, prefix: str, runs_dir: Path):
+        from dataset import builder_config
         from training.config import compose_config, validate_config
 
         base = validate_config(compose_config(config_name, overrides))
         if base.data.builder != "lsa":
             raise InputError(f"--config-name {config_name}: data.builder is {base.data.builder!r}; the scaling "
                              "sweep changes the LSA builder's n, so it needs an LSA config (e.g. cfg_lsa_400s)")
+        builder_config("lsa", base.data.build_args, Path(base.data.path))  # the arguments, before any size
         base_n = int(base.data.build_args.get("n", 9))
         self.n = n
         self.name = f"{prefix}-n{n}"
-        self.overrides = [*overrides, f"data.build_args.n={n}", f"data.path={data_path_for(base.data.path, base_n, n)}",
-                          f"logging.runs_dir={runs_dir}", f"logging.run_name={self.name}"]
+        runs_dir = Path(os.path.abspath(runs_dir))
+        data_path = data_path_for(base.data.path, base_n, n)
+        self.overrides = [*overrides, f"data.build_args.n={n}", f"data.path={quoted(data_path)}",
+                          f"logging.runs_dir={quoted(str(runs_dir))}", f"logging.run_name={self.name}"]
         try:
             self.cfg = validate_config(compose_config(config_name, self.overrides))
         except InputError as exc:
             raise InputError(f"n={n}: {exc}") from None
-        from dataset import builder_config
-
         try:
             builder_config("lsa", self.cfg.data.build_args, Path(self.cfg.data.path))
         except DatasetError as exc:
             raise InputError(f"--sizes: n={n} is not a valid LSA size ({exc})") from None
+        check_dataset_size(Path(data_path), n)
         self.run_dir = runs_dir / self.cfg.logging.project / self.name
         self.command = [sys.executable, str(REPO / "pretrain.py"), "--config-name", config_name, *self.overrides]
 
@@ -134,7 +195,7 @@ def run_all(plans: list[Plan], gpus: list[str], out: Path) -> dict[int, int]:
                 print(f"n={plan.n}: {shlex.join(plan.command)}" + (f"  (GPU {slot})" if slot else ""), flush=True)
                 # Its own session: a Ctrl-C at the terminal reaches this script alone, which passes
                 # one SIGTERM on (a run that got both would take the second as "exit at once").
-                proc = subprocess.Popen(plan.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                proc = subprocess.Popen(plan.command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
                 log.close()
                 running[proc] = slot
@@ -169,23 +230,36 @@ def last_line(log: Path) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
+def number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
 def collect(plans: list[Plan]) -> list[dict[str, Any]]:
-    """One row per size: the run's last evaluation (its final result) and how far it got."""
+    """One row per size: the run's last evaluation (its final result), read from its files."""
     rows = []
     for plan in plans:
-        records = read_metrics(plan.run_dir)
-        evals = [r for r in records if "eval/examples" in r]
+        if not (plan.run_dir / "config.json").is_file():
+            raise InputError(f"no run {plan.name} in {plan.run_dir.parent} (run names are <--prefix>-n<n>; check "
+                             "--prefix, --runs-dir and the config's logging.project)")
+        config = read_json(plan.run_dir / "config.json")
+        if (config.get("data") or {}).get("build_args", {}).get("n") != plan.n:
+            raise InputError(f"{plan.run_dir}/config.json: data.build_args.n is not {plan.n}; this is not the n={plan.n} "
+                             "run of this sweep")
+        evals = [r for r in read_metrics(plan.run_dir) if "eval/examples" in r]
         if not evals:
-            raise InputError(f"{plan.run_dir}: no evaluation in metrics.jsonl (did the n={plan.n} run finish? "
-                             f"see its log)")
-        last = evals[-1]
+            raise InputError(f"{plan.run_dir}/metrics.jsonl: no evaluation yet (did the n={plan.n} run finish? its "
+                             "log is n<n>.log in --out)")
+        last, where = evals[-1], f"{plan.run_dir}/metrics.jsonl, step {evals[-1]['step']}"
         rows.append({
             "n": plan.n,
             "run": str(plan.run_dir),
-            "step": max(int(r.get("step", 0)) for r in records),
-            "train_seconds": last.get("train/seconds"),
-            "test_examples": last.get("eval/examples"),
-            **{key: last[key] for key, _ in METRICS if key in last},
+            "step": last["step"],  # the step of that evaluation
+            "train_seconds": number(last["train/seconds"], f"{where}: train/seconds") if "train/seconds" in last else None,
+            "test_examples": number(last["eval/examples"], f"{where}: eval/examples"),
+            **{key: number(last[key], f"{where}: {key}") for key, _ in METRICS if key in last},
+            "train": {k: (config.get("train") or {}).get(k) for k in ("max_train_seconds", "max_steps")},
         })
     return rows
 
@@ -224,8 +298,52 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(out)
+    fig.savefig(out, format="png")
     plt.close(fig)
+
+
+REPORT_FILES = ("scaling.json", "scaling.md", "scaling.png")
+
+
+def check_out(out: Path, sizes: list[int], report_only: bool) -> None:
+    """--out: a folder (made if missing). Training refuses one that holds an earlier sweep's report
+    or logs (they exist nowhere else); --report-only rewrites the report files there."""
+    if str(out) in ("", "."):
+        raise InputError(f"--out {str(out)!r}: give a folder of its own for the report")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    for name in REPORT_FILES:
+        if (out / name).exists() and not (out / name).is_file():
+            raise InputError(f"--out {out}: {name} there is not a file")
+    if not report_only:
+        ours = [name for name in (*REPORT_FILES, *(f"n{n}.log" for n in sizes)) if (out / name).exists()]
+        if ours:
+            raise InputError(f"--out {out} already holds {ours[0]} from another sweep; choose another --out "
+                             "(--report-only rewrites a report from existing runs)")
+
+
+def budget_of(rows: list[dict[str, Any]]) -> str:
+    budgets = {(r["train"]["max_train_seconds"], r["train"]["max_steps"]) for r in rows}
+    if len(budgets) != 1:
+        return "budgets differ between the runs"
+    seconds, steps = budgets.pop()
+    parts = [f"{seconds:g} s" if isinstance(seconds, (int, float)) else "", f"<= {steps:,} steps" if steps else ""]
+    return ", ".join(part for part in parts if part) or "the config's budget"
+
+
+def write_report(out: Path, report: dict[str, Any], table: str, title: str) -> None:
+    """All three files, or none: each is written beside its target first, then moved into place."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = {name: out / f".{name}.tmp" for name in REPORT_FILES}
+    try:
+        tmp["scaling.json"].write_text(json.dumps(report, indent=1, allow_nan=False))
+        tmp["scaling.md"].write_text(table)
+        plot(report["rows"], tmp["scaling.png"], title)
+        for name, path in tmp.items():
+            os.replace(path, out / name)
+    finally:
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -243,10 +361,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     sizes, gpus = parse_sizes(args.sizes), parse_gpus(args.gpus)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.prefix):
         raise InputError(f"--prefix {args.prefix!r}: letters, digits, '.', '_' and '-' only")
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out}: exists and is not a folder")
+    check_overrides(args.overrides)
+    check_out(args.out, sizes, args.report_only)
     plans = [Plan(args.config_name, args.overrides, n, args.prefix, args.runs_dir) for n in sizes]
     if not args.report_only:
+        check_gpus(gpus, plans[0].cfg.train.device)
         taken = [str(p.run_dir) for p in plans if p.run_dir.exists()]
         if taken:
             raise InputError(f"run {taken[0]} exists already: choose another --prefix, or --report-only to read it")
@@ -258,19 +377,15 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise InputError("; ".join(f"n={n} failed ({last_line(args.out / f'n{n}.log')}; log {args.out}/n{n}.log)"
                                        for n in failed))
     rows = collect(plans)
-    args.out.mkdir(parents=True, exist_ok=True)
-    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
-    command = shlex.join(["python", "scripts/lsa_scaling.py", *given])
-    config = json.loads((plans[0].run_dir / "config.json").read_text())
-    (args.out / "scaling.json").write_text(json.dumps({"command": command, "config_name": args.config_name,
-                                                        "headline": headline_metric(config), "rows": rows}, indent=1))
-    (args.out / "scaling.md").write_text(markdown(rows, command))
-    train = plans[0].cfg.train
-    budget = ", ".join(part for part in (f"{train.max_train_seconds:g} s" if train.max_train_seconds else "",
-                                         f"<= {train.max_steps:,} steps" if train.max_steps else "") if part)
-    plot(rows, args.out / "scaling.png", f"{args.config_name}: accuracy against n, equal budget ({budget or 'the config'})")
-    print(markdown(rows, command))
-    print(f"wrote {args.out / 'scaling.json'}, {args.out / 'scaling.md'}, {args.out / 'scaling.png'}")
+    # What made this report: the training command, or (--report-only) the command that read the runs.
+    command = shlex.join(["python", "scripts/lsa_scaling.py", *(sys.argv[1:] if argv is None else argv)])
+    config = read_json(plans[0].run_dir / "config.json")
+    table = markdown(rows, command)
+    write_report(args.out, {"command": command, "config_name": args.config_name, "headline": headline_metric(config),
+                            "rows": rows}, table,
+                 f"{args.config_name}: accuracy against n, equal budget ({budget_of(rows)})")
+    print(table)
+    print(f"wrote {', '.join(str(args.out / name) for name in REPORT_FILES)}")
 
 
 if __name__ == "__main__":

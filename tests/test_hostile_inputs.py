@@ -391,6 +391,8 @@ CASES = {
     "unknown model name": (case_config("arch.name=subprocess"), "arch"),
     # --- writes outside the run --------------------------------------------------------------------
     "run name with ..": (case_config("logging.run_name=../../escaped"), "logging.run_name"),
+    "config name that is a path": (case_config("--config-name", "../../../tmp/evil"), "--config-name"),
+    "config data path empty": (case_config("data.path="), "data.path"),
     "run name with a slash": (case_config("logging.run_name=a/b"), "logging.run_name"),
     "project with ..": (case_config("logging.project=.."), "logging.project"),
     "latest pointing outside its run": (case_resume(outside_pointer), "not a checkpoint directory of this run"),

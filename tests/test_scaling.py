@@ -1,6 +1,7 @@
 """scripts/lsa_scaling.py: one recipe at several LSA sizes, a table and a plot of accuracy against n."""
 
 import json
+import shutil
 
 import pytest
 
@@ -17,13 +18,18 @@ def argv(tmp_path, *extra):
             f"data.path={tmp_path / 'data' / 'lsa-4x4-tiny'}", *TINY, *extra]
 
 
-def test_data_path_follows_the_size():
+def test_data_path_follows_the_size(tmp_path, monkeypatch):
     path_for = load_script("lsa_scaling").data_path_for
-    assert path_for("data/lsa-9x9-10k-aug10", 9, 4) == "data/lsa-4x4-10k-aug10"
-    assert path_for("data/lsa-9x9-10k-aug10", 9, 12) == "data/lsa-12x12-10k-aug10"
-    assert path_for("data/lsa-9x9-10k-aug10", 9, 9) == "data/lsa-9x9-10k-aug10"  # the config's own data
-    assert path_for("data/lsa-19x19", 9, 4) == "data/lsa-19x19-n4"  # 19x19 is not 9x9
-    assert path_for("/d/custom", 9, 6) == "/d/custom-n6"
+    monkeypatch.chdir(tmp_path)
+    here = str(tmp_path)
+    assert path_for("data/lsa-9x9-10k-aug10", 9, 4) == f"{here}/data/lsa-4x4-10k-aug10"
+    assert path_for("data/lsa-9x9-10k-aug10", 9, 12) == f"{here}/data/lsa-12x12-10k-aug10"
+    assert path_for("data/lsa-9x9-10k-aug10", 9, 9) == f"{here}/data/lsa-9x9-10k-aug10"  # the config's own data
+    assert path_for("/d/custom/", 9, 6) == "/d/custom-n6"  # a trailing slash names the same folder
+    assert path_for("/d/custom", 9, 9) == "/d/custom"
+    for wrong in ("/d/lsa-3x3", "/d/lsa-19x19"):  # a name that says another size than the config's n
+        with pytest.raises(InputError, match="its name says"):
+            path_for(wrong, 9, 4)
 
 
 def test_each_size_trains_and_the_table_and_plot_come_from_its_last_evaluation(tmp_path, capsys):
@@ -57,9 +63,13 @@ def test_each_size_trains_and_the_table_and_plot_come_from_its_last_evaluation(t
     scaling.main(argv(tmp_path, "--sizes", "3,4", "--report-only"))
     again = json.loads((out / "scaling.json").read_text())
     assert again["rows"] == report["rows"] and again["headline"] == report["headline"]
-    assert "--report-only" not in again["command"] and "--gpus" not in again["command"]
-    with pytest.raises(InputError, match="scaling-n3 exists already"):
+    assert again["command"].endswith("--sizes 3,4 --report-only")  # what made this report
+    before = {name: (out / name).read_bytes() for name in ("scaling.json", "n3.log", "n4.log")}
+    with pytest.raises(InputError, match="already holds scaling.json"):  # an earlier sweep's report and logs stay
         scaling.main(argv(tmp_path, "--sizes", "3,4"))
+    with pytest.raises(InputError, match="scaling-n3 exists already"):
+        scaling.main(argv(tmp_path, "--sizes", "3,4", "--out", str(tmp_path / "out2")))
+    assert before == {name: (out / name).read_bytes() for name in before}
 
 
 def test_a_failing_size_is_named_with_its_error(tmp_path):
@@ -75,6 +85,14 @@ def test_a_failing_size_is_named_with_its_error(tmp_path):
     (["--prefix", "../x"], "--prefix"),
     (["--config-name", "cfg_sudoku_cpu"], "data.builder is 'sudoku'"),
     (["optim.lr=abc"], "optim.lr"),
+    (["--out", ""], "a folder of its own"),
+    (["logging.run_name=foo"], "use --prefix"),
+    (["data.build_args.n=5"], "use --sizes"),
+    (["~data.build_args.n"], "use --sizes"),
+    (["logging.runs_dir=/x"], "use --runs-dir"),
+    (["data.build_args.max_cost=0"], "data.build_args: max_cost"),
+    (["--gpus", "\u00b2"], "--gpus"),
+    (["--gpus", "0,00"], "appears twice"),
 ])
 def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, extra, culprit):
     scaling = load_script("lsa_scaling")
@@ -137,3 +155,138 @@ def test_ctrl_c_reaches_the_running_size_once_and_it_checkpoints(tmp_path):
     assert meta["preempted"] is True
     assert "stopped at step" in (tmp_path / "out" / "n3.log").read_text()
     assert not (tmp_path / "runs" / CPU_PROJECT / "scaling-n4").exists()  # the next size never started
+
+
+def test_a_data_path_that_names_or_holds_another_size_is_refused(tmp_path):
+    from conftest import build_lsa
+
+    scaling = load_script("lsa_scaling")
+    with pytest.raises(InputError, match="its name says 3x3 but data.build_args.n=4"):
+        scaling.main([*argv(tmp_path, "--sizes", "3,4"), f"data.path={tmp_path / 'data' / 'lsa-3x3'}"])
+    build_lsa(tmp_path / "data" / "mine", n=3)  # at the path the config's own size (4) would use
+    with pytest.raises(InputError, match="holds a dataset with task='lsa', n=3, not LSA n=4"):
+        scaling.main([*argv(tmp_path, "--sizes", "4"), f"data.path={tmp_path / 'data' / 'mine'}"])
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A finished one-size sweep, started from another folder with relative paths."""
+    import os
+
+    root = tmp_path_factory.mktemp("sweep")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        load_script("lsa_scaling").main(["--config-name", "cfg_lsa_cpu", "--out", "out", "--runs-dir", "runs", "--sizes", "3",
+                                         "data.path=data/lsa-4x4-tiny", *TINY])
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def test_relative_paths_mean_the_current_folder_for_the_script_and_its_runs(sweep):
+    run = sweep / "runs" / CPU_PROJECT / "scaling-n3"
+    assert (run / "config.json").is_file() and (sweep / "data" / "lsa-3x3-tiny" / "train" / "dataset.json").is_file()
+    assert json.loads((run / "config.json").read_text())["data"]["path"] == str(sweep / "data" / "lsa-3x3-tiny")
+    assert json.loads((sweep / "out" / "scaling.json").read_text())["rows"][0]["run"] == str(run)
+
+
+def damage_config(run):
+    (run / "config.json").write_text("{bad")
+
+
+def damage_config_list(run):
+    (run / "config.json").write_text("[]")
+
+
+def damage_line(run):
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write("[1, 2, 3]\n{\"step\": 9}\n")
+
+
+def damage_step(run):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join([lines[0].replace('"step": ', '"step": "abc", "x": '), *lines[1:]]) + "\n")
+
+
+def damage_metric(run, value):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    last = max(i for i, line in enumerate(lines) if "eval/examples" in line)
+    record = json.loads(lines[last])
+    record["eval/lsa/optimal_cost_rate"] = value
+    lines[last] = json.dumps(record)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def damage_deep(run):
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write("[" * 100000 + "]" * 100000 + "\n{\"step\": 9}\n")
+
+
+@pytest.mark.parametrize("damage, culprit", [
+    (damage_config, "config.json: cannot read JSON"),
+    (damage_config_list, "config.json: expected a JSON object"),
+    (damage_line, "metrics.jsonl:"),
+    (damage_step, "metrics.jsonl:1: expected an object with an integer 'step'"),
+    (lambda run: damage_metric(run, "hello"), "eval/lsa/optimal_cost_rate: expected a finite number"),
+    (lambda run: damage_metric(run, float("nan")), "eval/lsa/optimal_cost_rate: expected a finite number"),
+    (damage_deep, "not a JSON line"),
+    (lambda run: shutil.rmtree(run), "no run scaling-n3 in"),
+])
+def test_report_only_over_damaged_runs_is_one_line_and_leaves_the_report(sweep, tmp_path, damage, culprit):
+    runs = tmp_path / "runs"
+    shutil.copytree(sweep / "runs", runs)
+    out = tmp_path / "out"
+    shutil.copytree(sweep / "out", out)
+    before = {name: (out / name).read_bytes() for name in ("scaling.json", "scaling.md", "scaling.png")}
+    damage(runs / CPU_PROJECT / "scaling-n3")
+    with pytest.raises(InputError) as info:
+        load_script("lsa_scaling").main(["--config-name", "cfg_lsa_cpu", "--out", str(out), "--runs-dir", str(runs),
+                                         "--sizes", "3", f"data.path={sweep / 'data' / 'lsa-4x4-tiny'}", *TINY,
+                                         "--report-only"])
+    assert culprit in str(info.value) and "\n" not in str(info.value)
+    assert before == {name: (out / name).read_bytes() for name in before}
+    assert sorted(p.name for p in out.iterdir()) == ["n3.log", "scaling.json", "scaling.md", "scaling.png"]
+
+
+def test_a_report_that_cannot_be_written_leaves_the_old_one_whole(sweep, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(sweep / "out", out)
+    before = (out / "scaling.json").read_bytes()
+    (out / "scaling.md").unlink()
+    (out / "scaling.md").mkdir()
+    with pytest.raises(InputError, match="scaling.md there is not a file"):
+        load_script("lsa_scaling").main(["--config-name", "cfg_lsa_cpu", "--out", str(out), "--runs-dir",
+                                         str(sweep / "runs"), "--sizes", "3",
+                                         f"data.path={sweep / 'data' / 'lsa-4x4-tiny'}", *TINY, "--report-only"])
+    assert (out / "scaling.json").read_bytes() == before
+
+
+def test_build_data_refuses_a_dataset_of_other_arguments_or_a_broken_one(tmp_path):
+    from conftest import build_lsa
+
+    data = build_lsa(tmp_path / "lsa", n=4)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in data.rglob("*"))
+    result = run_module("scripts/build_data.py", "--config-name", "cfg_lsa_cpu", f"data.path={data}",
+                        "data.build_args.n=5")
+    assert_one_line_error(result, f"data.path={data}", "n=4 (data.build_args.n=5)")
+    (tmp_path / "fake" / "train").mkdir(parents=True)
+    (tmp_path / "fake" / "test").mkdir()
+    for split in ("train", "test"):
+        (tmp_path / "fake" / split / "dataset.json").write_text("{}")
+    with pytest.raises(InputError, match="fake/train/dataset.json: pad_id: Field required"):
+        load_script("build_data").main(["--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'fake'}"])
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in data.rglob("*")) == before
+
+
+def test_pretrain_says_when_its_data_was_built_with_other_arguments(tmp_path):
+    from conftest import build_lsa, pretrain_argv, run_in_process
+
+    data = build_lsa(tmp_path / "lsa", n=4)
+    result = run_in_process(*pretrain_argv(data, tmp_path / "runs", "data.build_args.n=5", "train.max_steps=1",
+                                           "train.global_batch_size=16", "train.eval_interval=1"))
+    assert result.returncode == 0, result.stderr
+    note = next(line for line in result.stdout.splitlines() if line.startswith("note: "))
+    assert note.startswith(f"note: {data} was built with n=4 (data.build_args.n=5), ")  # then num_aug etc.
+    assert note.endswith("; training on it as it is")

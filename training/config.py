@@ -87,7 +87,7 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    path: str = Field(description="dataset directory (train/, test/)")
+    path: str = Field(min_length=1, pattern=r"\S", description="dataset directory (train/, test/)")
     builder: Optional[str] = Field(None, description="builder to run when `path` holds no dataset (lsa, ...)")
     build_args: dict[str, Any] = Field(default_factory=dict, description="arguments for the builder (its flags, with _)")
     device_resident: Literal["auto", "always", "never"] = "auto"
@@ -284,6 +284,9 @@ def compose_config(config_name: str, overrides: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", config_name or "") or ".." in config_name:
+        raise ConfigError(f"--config-name {config_name!r}: the name of a config in {CONFIG_DIR} (e.g. cfg_lsa), not a "
+                          "path; for configs elsewhere use Hydra's --config-dir")
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             return OmegaConf.to_container(compose(config_name, overrides=overrides), resolve=True)

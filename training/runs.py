@@ -61,11 +61,14 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if number == len(lines):
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            if number == len(lines) and isinstance(exc, json.JSONDecodeError):
                 break
-            raise InputError(f"{path}:{number}: not a JSON line ({exc})") from exc
+            raise InputError(f"{path}:{number}: not a JSON line ({str(exc)[:200]})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("step", 0), int) or isinstance(record.get("step"), bool):
+            raise InputError(f"{path}:{number}: expected an object with an integer 'step', got {line[:80]!r}")
+        records.append(record)
     return records
 
 

@@ -13,7 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dataset import build_dataset, builder_config
-from dataset.common import DatasetError, build_lock, dataset_exists
+from dataset.common import MARKER, MARKER_FIELD, DatasetError, build_lock, dataset_exists, read_metadata
 from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
 from models import build_model
 from models.losses import ACTLossHead
@@ -49,6 +49,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def build_differences(cfg: Config) -> list[str]:
+    """Builder arguments that the dataset at data.path records with other values than
+    data.build_args gives ('n=3 (data.build_args.n=4)'); empty for data this project's
+    builders did not write, or when nothing differs."""
+    meta_file = Path(cfg.data.path) / "train" / "dataset.json"
+    recorded = read_metadata(meta_file).model_dump() if meta_file.is_file() else {}
+    if recorded.get(MARKER_FIELD) != MARKER:
+        return []
+    return [f"{key}={recorded[key]!r} (data.build_args.{key}={value!r})" for key, value in cfg.data.build_args.items()
+            if key in recorded and recorded[key] != value]
+
+
 def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
     """Load the dataset, building it first when the config names a builder and it is missing.
     Runs that need the same missing dataset wait for one builder (a lock beside it)."""
@@ -64,6 +76,10 @@ def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
                                        "remove it to rebuild")
                 print(f"Building dataset {path} (builder {cfg.data.builder!r})", flush=True)
                 build_dataset(cfg.data.builder, cfg.data.build_args, path, progress=progress)
+    elif cfg.data.builder is not None:
+        differences = build_differences(cfg)
+        if differences:  # e.g. data.build_args.n changed but data.path did not: say which data this is
+            print(f"note: {path} was built with {', '.join(differences)}; training on it as it is", flush=True)
     return PuzzleDataset.load(path)
 
 
