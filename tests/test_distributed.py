@@ -165,3 +165,110 @@ def test_sigterm_to_torchrun_checkpoints_once_and_resumes(data, tmp_path):
                      "train.eval_interval=100000")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert max(losses(runs / PROJECT / "pre")) == meta["step"] + 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Tearing the process group down (in-process, with a stand-in for torch.distributed's calls)
+
+
+class FakeGroup:
+    """Records what close_world does; `barrier_error` is raised by the final barrier."""
+
+    def __init__(self, monkeypatch, barrier_error=None, destroy_error=None):
+        import training.distributed as td
+
+        self.calls, self.handlers_during_destroy = [], None
+        self.barrier_error, self.destroy_error = barrier_error, destroy_error
+        monkeypatch.setattr(td.dist, "is_initialized", lambda: True)
+        monkeypatch.setattr(td.dist, "barrier", self.barrier)
+        monkeypatch.setattr(td.dist, "destroy_process_group", self.destroy)
+
+    def barrier(self):
+        self.calls.append("barrier")
+        if self.barrier_error is not None:
+            raise self.barrier_error
+
+    def destroy(self):
+        self.calls.append("destroy")
+        self.handlers_during_destroy = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        if self.destroy_error is not None:
+            raise self.destroy_error
+
+
+WORLD2 = dict(rank=1, world_size=2, local_rank=1, backend="gloo")
+
+
+def test_a_finished_rank_meets_the_others_then_tears_down(monkeypatch):
+    from training.distributed import World, close_world
+
+    group = FakeGroup(monkeypatch)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    close_world(World(**WORLD2), finished=True)
+    assert group.calls == ["barrier", "destroy"]
+    assert group.handlers_during_destroy == before  # a finished rank stays interruptible
+
+
+@pytest.mark.parametrize("error, warning", [
+    ("interrupted", "interrupted by SIGTERM while waiting for the other ranks at the end"),
+    (RuntimeError("[gloo] Connection closed by peer"), "another rank did not reach the final barrier"),
+])
+def test_a_finished_rank_only_warns_about_the_final_barrier(monkeypatch, capsys, error, warning):
+    from dataset.common import Interrupted
+    from training.distributed import World, close_world
+
+    group = FakeGroup(monkeypatch, barrier_error=Interrupted(signal.SIGTERM) if error == "interrupted" else error)
+    close_world(World(**WORLD2), finished=True)  # no exception: the run had finished and saved
+    assert group.calls == ["barrier", "destroy"]
+    assert warning in capsys.readouterr().err
+
+
+def test_an_unexpected_barrier_error_is_raised_after_the_teardown(monkeypatch):
+    from training.distributed import World, close_world
+
+    group = FakeGroup(monkeypatch, barrier_error=ValueError("a bug"))
+    with pytest.raises(ValueError, match="a bug"):
+        close_world(World(**WORLD2), finished=True)
+    assert group.calls == ["barrier", "destroy"]
+
+
+def test_after_an_error_no_barrier_and_signals_wait_out_the_teardown(monkeypatch, capsys):
+    from training.distributed import World, close_world
+
+    group = FakeGroup(monkeypatch, destroy_error=RuntimeError("teardown broke"))
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    close_world(World(**WORLD2), finished=False)  # the error being reported is not replaced
+    assert group.calls == ["destroy"]
+    assert set(group.handlers_during_destroy.values()) == {signal.SIG_IGN}
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert "tearing the process group down failed (teardown broke)" in capsys.readouterr().err
+
+
+def test_clearing_frames_reaches_causes_and_contexts():
+    """A local held by a frame reached only through __context__ (raise X from Y inside except Z)."""
+    import weakref
+
+    from training.loop import clear_traceback_frames
+
+    class Held:
+        pass
+
+    refs = []
+
+    def inner():
+        held = Held()
+        refs.append(weakref.ref(held))
+        raise KeyError("inner")
+
+    def outer():
+        try:
+            inner()
+        except KeyError:
+            raise ValueError("outer") from RuntimeError("cause")
+
+    try:
+        outer()
+    except ValueError as exc:
+        caught = exc
+    assert refs[0]() is not None  # inner()'s frame, in the KeyError's traceback, still holds it
+    clear_traceback_frames(caught)
+    assert refs[0]() is None

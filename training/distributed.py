@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
-from dataset.common import STOP_SIGNALS, ReportedError
+from dataset.common import STOP_SIGNALS, Interrupted, ReportedError
 from training.config import flatten
 
 
@@ -81,32 +81,53 @@ def init_world(device: str, timeout_s: float) -> World:
 
 
 def close_world(world: World, finished: bool = False) -> None:
-    """Tear the process group down while the interpreter is fully alive. After a run that
-    ended normally the ranks first meet at a barrier, so none closes its connections while
-    another still uses them; after an error they do not (a dead peer would make it wait).
-    Whatever still refers to the group (a DDP model in a reference cycle) is collected
-    first: a gloo group destroyed during interpreter shutdown can abort the process."""
+    """Tear the process group down while the interpreter is fully alive (a gloo group left
+    to interpreter shutdown can abort the process). After a run that ended normally the ranks
+    first meet at a barrier, so none closes its connections while another still uses them;
+    after an error they do not (a dead peer would make it wait). Whatever still refers to the
+    group (a DDP model in a reference cycle) is collected first. The teardown always runs; a
+    rank that had finished and saved only warns about a peer or a signal at the barrier, or
+    a teardown that failed, and an error being reported is never replaced by them."""
     if not (world.distributed and dist.is_initialized()):
         return
-    if finished:
-        try:
-            dist.barrier()
-        except Exception as exc:  # the run's work is done and saved; say so, and tear down anyway
-            peer = lost_peer(exc, world)
-            if peer is None:
-                raise
-            print(f"warning: rank {world.rank} of {world.world_size}: another rank left before the final barrier "
-                  f"({str(exc).strip()[:200]}); this rank had finished and saved", file=sys.stderr, flush=True)
-    # After an error, torchrun is about to SIGTERM the surviving ranks: that signal must not
-    # replace the error this rank is reporting. (Tearing down waits for no other rank.)
-    ignored = [] if finished or threading.current_thread() is not threading.main_thread() else STOP_SIGNALS
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored}
+    where = f"rank {world.rank} of {world.world_size}"
+    pending: Optional[BaseException] = None
     try:
-        gc.collect()
-        dist.destroy_process_group()
+        if finished:
+            try:
+                dist.barrier()
+            except Interrupted as exc:
+                warn(f"{where}: {exc} while waiting for the other ranks at the end; this rank had finished and saved")
+            except Exception as exc:
+                if lost_peer(exc, world) is None:
+                    pending = exc
+                else:
+                    warn(f"{where}: another rank did not reach the final barrier ({first_line(exc)}); this rank had "
+                         "finished and saved")
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        # After an error, torchrun is about to SIGTERM the surviving ranks: that signal must not
+        # replace the error this rank is reporting. (Destroying the group waits for no other rank.)
+        ignored = [] if finished or threading.current_thread() is not threading.main_thread() else STOP_SIGNALS
+        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored}
+        try:
+            gc.collect()
+            dist.destroy_process_group()
+        except Exception as exc:
+            warn(f"{where}: tearing the process group down failed ({first_line(exc)})")
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    if pending is not None:
+        raise pending
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def all_reduce_(tensor: torch.Tensor, world: World, op: str = "sum") -> torch.Tensor:

@@ -176,11 +176,16 @@ def train(cfg: Config) -> dict[str, Any]:
 
 
 def clear_traceback_frames(exc: BaseException) -> None:
+    """The locals of every frame in `exc`'s traceback and in those of its causes and contexts."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        traceback.clear_frames(exc.__traceback__)
-        exc = exc.__cause__ or exc.__context__
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        todo += [current.__cause__, current.__context__]
 
 
 def train_in_world(cfg: Config, world: World) -> dict[str, Any]:
