@@ -57,6 +57,7 @@ from dataset.common import (
     DatasetMetadata,
     SplitArrays,
     build_indices,
+    build_record,
     check_memory,
     check_output_dir,
     run_cli,
@@ -503,7 +504,8 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
     test_meta = _metadata(cfg, layout, test, test_range, larger(test_a, test_b))
 
     return write_dataset(cfg.output_dir, cfg.overwrite, {"train": (train_meta, train), "test": (test_meta, test)},
-                         {VOCAB_FILE: json.dumps(vocab_document(layout), indent=2) + "\n"})
+                         {VOCAB_FILE: json.dumps(vocab_document(layout), indent=2) + "\n"},
+                         build_args=build_record(cfg))
 
 
 cli = CLI(name="build_arith_dataset", description=__doc__.split("\n\n")[0])

@@ -28,16 +28,17 @@ from tqdm import tqdm
 
 from dataset.common import (
     CLI,
-    DatasetError,
     MAX_TABLE_ROWS,
+    DatasetError,
     DatasetMetadata,
     SplitArrays,
     build_indices,
+    build_record,
     check_memory,
     check_output_dir,
+    run_cli,
     token_dtype,
     write_dataset,
-    run_cli,
 )
 
 BUILDER_VERSION = 2
@@ -284,7 +285,8 @@ def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
     train_meta = _metadata(cfg, cfg.num_train, cfg.num_train * per_group, {"originals_with_tied_optima": train_ties})
     test_meta = _metadata(cfg, cfg.num_test, cfg.num_test, {"originals_with_tied_optima": test_ties})
 
-    return write_dataset(cfg.output_dir, cfg.overwrite, {"train": (train_meta, train), "test": (test_meta, test)})
+    return write_dataset(cfg.output_dir, cfg.overwrite, {"train": (train_meta, train), "test": (test_meta, test)},
+                         build_args=build_record(cfg))
 
 
 cli = CLI(name="build_lsa_dataset", description=__doc__.split("\n\n")[0])

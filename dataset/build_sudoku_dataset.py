@@ -64,6 +64,7 @@ from dataset.common import (
     DatasetMetadata,
     SplitArrays,
     build_indices,
+    build_record,
     check_memory,
     check_output_dir,
     ignore_sigint,
@@ -463,7 +464,8 @@ def build_sudoku_dataset(cfg: SudokuBuildConfig) -> Path:
 
     return write_dataset(cfg.output_dir, cfg.overwrite,
                          {"train": (train_meta, train_arrays), "test": (test_meta, test_arrays)},
-                         example_arrays={"test": {RATINGS_FIELD: test["ratings"].astype(np.int64)}})
+                         example_arrays={"test": {RATINGS_FIELD: test["ratings"].astype(np.int64)}},
+                         build_args=build_record(cfg))
 
 
 cli = CLI(name="build_sudoku_dataset", description=__doc__.split("\n\n")[0])

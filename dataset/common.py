@@ -53,6 +53,14 @@ MAX_TABLE_ROWS = 1 << 24
 # Builders stamp this into both splits' dataset.json; `--overwrite` replaces only directories
 # that carry it (see check_output_dir).
 MARKER_FIELD, MARKER = "written_by", "tinyrecursion"
+# Builder options that do not change what is written; every other one is recorded in
+# dataset.json as `build_args`, so that a dataset can be matched against a config.
+NOT_RECORDED = {"output_dir", "overwrite", "progress", "workers"}
+
+
+def build_record(cfg: pydantic.BaseModel) -> dict:
+    """A builder config's arguments as dataset.json records them (JSON values, normalised)."""
+    return cfg.model_dump(mode="json", exclude=NOT_RECORDED)
 SET_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
@@ -135,7 +143,7 @@ def build_indices(puzzles_per_group: list[int] | np.ndarray, examples_per_puzzle
 
 
 def write_split(split_dir: Path, metadata: DatasetMetadata, sets: dict[str, SplitArrays],
-                example_arrays: Optional[dict[str, np.ndarray]] = None) -> None:
+                example_arrays: Optional[dict[str, np.ndarray]] = None, build_args: Optional[dict] = None) -> None:
     """`example_arrays`: optional per-example arrays of a single set, `<set>__<field>.npy`
     (read back with `read_example_array`; the reference's loader ignores them)."""
     split_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +156,7 @@ def write_split(split_dir: Path, metadata: DatasetMetadata, sets: dict[str, Spli
             if field in ARRAY_FIELDS or values.shape != (arrays.num_examples,):
                 raise ValueError(f"example array {field!r}: shape {values.shape}, expected ({arrays.num_examples},)")
             np.save(split_dir / f"{set_name}__{field}.npy", values, allow_pickle=False)
-    record = {**metadata.model_dump(), MARKER_FIELD: MARKER}
+    record = {**metadata.model_dump(), MARKER_FIELD: MARKER, **({"build_args": build_args} if build_args else {})}
     (split_dir / "dataset.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
@@ -289,17 +297,21 @@ def write_dataset(
     splits: dict[str, tuple[DatasetMetadata, SplitArrays]],
     extra_files: Optional[dict[str, str]] = None,
     example_arrays: Optional[dict[str, dict[str, np.ndarray]]] = None,
+    build_args: Optional[dict] = None,
 ) -> Path:
     """Write a whole dataset atomically: each split's arrays and dataset.json (set "all"),
     identifiers.json, any extra top-level text files (e.g. vocab.json), and per split any
-    extra per-example arrays (`example_arrays[split][field]` -> `all__<field>.npy`)."""
+    extra per-example arrays (`example_arrays[split][field]` -> `all__<field>.npy`).
+    `build_args` (the builder's `build_record`) goes into train/dataset.json only, so that
+    the test split stays the same file whatever the training split's size."""
     unknown = set(extra_files or {}) - set(TOP_LEVEL_FILES)
     if unknown:
         raise ValueError(f"write_dataset: extra files {sorted(unknown)} must be listed in TOP_LEVEL_FILES")
 
     def write(tmp: Path) -> None:
         for split, (meta, arrays) in splits.items():
-            write_split(tmp / split, meta, {"all": arrays}, (example_arrays or {}).get(split))
+            write_split(tmp / split, meta, {"all": arrays}, (example_arrays or {}).get(split),
+                        build_args if split == "train" else None)
         write_identifiers(tmp, ["<blank>"])
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)

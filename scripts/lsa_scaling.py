@@ -14,7 +14,7 @@ dataset there must be LSA of that n. The budget is the config's (`train.max_trai
 the script sets n, the run name and the runs folder itself (use --sizes, --prefix, --runs-dir).
 Training refuses run names that exist and an `--out` that holds an earlier sweep's report or
 logs; `--report-only` rewrites the report there from the runs. Writes `scaling.json`,
-`scaling.md`, `scaling.png` (all or none) and one log per run (`n<n>.log`) into `--out`. The
+`scaling.md`, `scaling.png` (an earlier report stays whole if writing fails) and one log per run (`n<n>.log`) into `--out`. The
 runs start in the current folder, like pretrain.py, with absolute paths. A SIGTERM or Ctrl-C
 is passed on to the runs once, which write a checkpoint and stop; the script then exits
 128 + the signal. On a CPU config, `--gpus` only sets how many sizes run at once.
@@ -40,7 +40,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
     exit_on_signals()
 
-from dataset.common import DatasetError, InputError, Interrupted, plain_parser, run_cli  # noqa: E402
+from dataset.common import DatasetError, InputError, plain_parser, run_cli  # noqa: E402
 from training.runs import headline_metric, read_json, read_metrics  # noqa: E402
 
 DEFAULT_SIZES = "4,6,9,12"
@@ -166,6 +166,12 @@ class Plan:
         except DatasetError as exc:
             raise InputError(f"--sizes: n={n} is not a valid LSA size ({exc})") from None
         check_dataset_size(Path(data_path), n)
+        from training.setup import build_differences
+
+        differences = build_differences(self.cfg)
+        if differences:
+            raise InputError(f"{data_path} holds the n={n} dataset built with {', '.join(differences)}; move it, or "
+                             "give another data.path")
         self.run_dir = runs_dir / self.cfg.logging.project / self.name
         self.command = [sys.executable, str(REPO / "pretrain.py"), "--config-name", config_name, *self.overrides]
 
@@ -183,14 +189,15 @@ def run_all(plans: list[Plan], gpus: list[str], out: Path) -> dict[int, int]:
     returns each size's exit code."""
     waiting, running, codes = list(plans), {}, {}
     slots = gpus or [None]
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     try:
         while waiting or running:
             free = [slot for slot in slots if slot not in running.values()]
             while waiting and free:
                 plan, slot = waiting.pop(0), free.pop(0)
                 env = dict(os.environ)
-                if slot is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = slot
+                if slot is not None:  # an index among the GPUs this process sees
+                    env["CUDA_VISIBLE_DEVICES"] = visible[int(slot)] if visible else slot
                 log = open(out / f"n{plan.n}.log", "w")
                 print(f"n={plan.n}: {shlex.join(plan.command)}" + (f"  (GPU {slot})" if slot else ""), flush=True)
                 # Its own session: a Ctrl-C at the terminal reaches this script alone, which passes
@@ -205,7 +212,7 @@ def run_all(plans: list[Plan], gpus: list[str], out: Path) -> dict[int, int]:
                 codes[proc.plan.n] = proc.returncode  # type: ignore[attr-defined]
                 print(f"n={proc.plan.n}: exit {proc.returncode} (log {out / f'n{proc.plan.n}.log'})", flush=True)
                 del running[proc]
-    except Interrupted:
+    except BaseException:  # a signal, or anything else: no run is left training unwatched
         for proc in running:  # each run writes a checkpoint and stops (pretrain.py's first signal)
             proc.send_signal(signal.SIGTERM)
         for proc in running:
@@ -244,10 +251,14 @@ def collect(plans: list[Plan]) -> list[dict[str, Any]]:
             raise InputError(f"no run {plan.name} in {plan.run_dir.parent} (run names are <--prefix>-n<n>; check "
                              "--prefix, --runs-dir and the config's logging.project)")
         config = read_json(plan.run_dir / "config.json")
-        if (config.get("data") or {}).get("build_args", {}).get("n") != plan.n:
+        for part in ("data", "train"):
+            if not isinstance(config.get(part), dict):
+                raise InputError(f"{plan.run_dir}/config.json: {part} is not a mapping")
+        build_args = config["data"].get("build_args")
+        if not isinstance(build_args, dict) or build_args.get("n") != plan.n:
             raise InputError(f"{plan.run_dir}/config.json: data.build_args.n is not {plan.n}; this is not the n={plan.n} "
                              "run of this sweep")
-        evals = [r for r in read_metrics(plan.run_dir) if "eval/examples" in r]
+        evals = [r for r in read_metrics(plan.run_dir) if "eval/examples" in r and "step" in r]
         if not evals:
             raise InputError(f"{plan.run_dir}/metrics.jsonl: no evaluation yet (did the n={plan.n} run finish? its "
                              "log is n<n>.log in --out)")
@@ -259,7 +270,7 @@ def collect(plans: list[Plan]) -> list[dict[str, Any]]:
             "train_seconds": number(last["train/seconds"], f"{where}: train/seconds") if "train/seconds" in last else None,
             "test_examples": number(last["eval/examples"], f"{where}: eval/examples"),
             **{key: number(last[key], f"{where}: {key}") for key, _ in METRICS if key in last},
-            "train": {k: (config.get("train") or {}).get(k) for k in ("max_train_seconds", "max_steps")},
+            "train": {k: config["train"].get(k) for k in ("max_train_seconds", "max_steps")},
         })
     return rows
 
@@ -332,7 +343,8 @@ def budget_of(rows: list[dict[str, Any]]) -> str:
 
 
 def write_report(out: Path, report: dict[str, Any], table: str, title: str) -> None:
-    """All three files, or none: each is written beside its target first, then moved into place."""
+    """Each file is written beside its target first and moved into place only when all three
+    are written, so a failure while writing leaves the earlier report as it was."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = {name: out / f".{name}.tmp" for name in REPORT_FILES}
     try:

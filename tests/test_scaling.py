@@ -109,13 +109,18 @@ def test_command_line_contract(tmp_path):
 def test_build_data_builds_what_pretrain_would_use_once(tmp_path, capsys):
     build = load_script("build_data").main
     data = tmp_path / "lsa-5x5"
-    build(["--config-name", "cfg_lsa_cpu", f"data.path={data}", "data.build_args.n=5", "data.build_args.num_train=20",
-           "data.build_args.num_test=5", "logging.progress=false"])
+    args = ["--config-name", "cfg_lsa_cpu", f"data.path={data}", "data.build_args.n=5", "data.build_args.num_train=20",
+            "data.build_args.num_test=5"]
+    build([*args, "logging.progress=false"])
     meta = json.loads((data / "train" / "dataset.json").read_text())
-    assert meta["seq_len"] >= 25 and "built in" in capsys.readouterr().out
+    assert meta["seq_len"] == 25 and "built in" in capsys.readouterr().out
+    assert meta["build_args"] == {"n": 5, "max_cost": 9, "num_train": 20, "num_test": 5, "num_aug": 10, "seed": 0,
+                                  "unique_optimum": False, "unique_optimum_train": False, "transpose": True}
     before = sorted((p.name, p.stat().st_mtime_ns) for p in data.rglob("*"))
-    build(["--config-name", "cfg_lsa_cpu", f"data.path={data}", "data.build_args.n=5"])
+    build(args)
     assert "present; nothing to build" in capsys.readouterr().out
+    with pytest.raises(InputError, match=r"built with num_train=20 \(the config: 2000\), num_test=5 \(the config: 1000\)"):
+        build(args[:4])  # the config's own num_train and num_test
     assert sorted((p.name, p.stat().st_mtime_ns) for p in data.rglob("*")) == before
     bad = run_module("scripts/build_data.py", "--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'bad'}",
                      "data.build_args.n=1")
@@ -270,7 +275,7 @@ def test_build_data_refuses_a_dataset_of_other_arguments_or_a_broken_one(tmp_pat
     before = sorted((p.name, p.stat().st_mtime_ns) for p in data.rglob("*"))
     result = run_module("scripts/build_data.py", "--config-name", "cfg_lsa_cpu", f"data.path={data}",
                         "data.build_args.n=5")
-    assert_one_line_error(result, f"data.path={data}", "n=4 (data.build_args.n=5)")
+    assert_one_line_error(result, f"data.path={data}", "n=4 (the config: 5)")
     (tmp_path / "fake" / "train").mkdir(parents=True)
     (tmp_path / "fake" / "test").mkdir()
     for split in ("train", "test"):
@@ -288,5 +293,79 @@ def test_pretrain_says_when_its_data_was_built_with_other_arguments(tmp_path):
                                            "train.global_batch_size=16", "train.eval_interval=1"))
     assert result.returncode == 0, result.stderr
     note = next(line for line in result.stdout.splitlines() if line.startswith("note: "))
-    assert note.startswith(f"note: {data} was built with n=4 (data.build_args.n=5), ")  # then num_aug etc.
+    assert note.startswith(f"note: {data} was built with n=4 (the config: 5), ")  # then num_train etc.
     assert note.endswith("; training on it as it is")
+
+
+def test_an_existing_size_dataset_built_with_other_arguments_is_refused(tmp_path):
+    from conftest import build_lsa
+
+    build_lsa(tmp_path / "data" / "lsa-3x3-tiny", n=3, max_cost=20, num_train=30, num_test=12, num_aug=1)
+    with pytest.raises(InputError, match=r"holds the n=3 dataset built with max_cost=20 \(the config: 9\)"):
+        load_script("lsa_scaling").main(argv(tmp_path, "--sizes", "3"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failure_while_writing_the_report_leaves_the_old_one(sweep, tmp_path, monkeypatch):
+    scaling = load_script("lsa_scaling")
+    out = tmp_path / "out"
+    shutil.copytree(sweep / "out", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken_plot(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(scaling, "plot", broken_plot)
+    with pytest.raises(OSError, match="No space left"):
+        scaling.main(["--config-name", "cfg_lsa_cpu", "--out", str(out), "--runs-dir", str(sweep / "runs"), "--sizes", "3",
+                      f"data.path={sweep / 'data' / 'lsa-4x4-tiny'}", *TINY, "--report-only"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary file left either
+
+
+@pytest.mark.parametrize("damage, culprit", [
+    (lambda c: c["data"].__setitem__("build_args", None), "this is not the n=3 run"),
+    (lambda c: c.__setitem__("train", [1]), "config.json: train is not a mapping"),
+])
+def test_report_only_over_odd_run_configs(sweep, tmp_path, damage, culprit):
+    runs = tmp_path / "runs"
+    shutil.copytree(sweep / "runs", runs)
+    config_file = runs / CPU_PROJECT / "scaling-n3" / "config.json"
+    config = json.loads(config_file.read_text())
+    damage(config)
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(InputError, match=culprit):
+        load_script("lsa_scaling").main(["--config-name", "cfg_lsa_cpu", "--out", str(tmp_path / "out"), "--runs-dir",
+                                         str(runs), "--sizes", "3", f"data.path={sweep / 'data' / 'lsa-4x4-tiny'}",
+                                         *TINY, "--report-only"])
+
+
+def test_gpu_indices_are_those_this_process_sees(tmp_path, monkeypatch):
+    """--gpus 1 under CUDA_VISIBLE_DEVICES=5,7 is physical GPU 7 for the run."""
+    scaling = load_script("lsa_scaling")
+    seen = []
+
+    def fake_popen(command, env, **kwargs):
+        seen.append(env.get("CUDA_VISIBLE_DEVICES"))
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    monkeypatch.setattr(scaling.subprocess, "Popen", fake_popen)
+    with pytest.raises(OSError):
+        scaling.main(argv(tmp_path, "--sizes", "3", "--gpus", "1"))
+    assert seen == ["7"]
+
+
+def test_no_run_is_left_running_when_starting_another_fails(tmp_path, monkeypatch):
+    scaling = load_script("lsa_scaling")
+    real_popen, started = scaling.subprocess.Popen, []
+
+    def second_fails(*args, **kwargs):
+        if started:
+            raise OSError(24, "Too many open files")
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(scaling.subprocess, "Popen", second_fails)
+    with pytest.raises(OSError, match="Too many open files"):
+        scaling.main(argv(tmp_path, "--sizes", "3,4", "--gpus", "0,1", "train.max_steps=100000"))
+    assert started and started[0].poll() is not None  # stopped and waited for, not left training

@@ -13,7 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dataset import build_dataset, builder_config
-from dataset.common import MARKER, MARKER_FIELD, DatasetError, build_lock, dataset_exists, read_metadata
+from dataset.common import MARKER, MARKER_FIELD, DatasetError, build_lock, build_record, dataset_exists, read_metadata
 from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
 from models import build_model
 from models.losses import ACTLossHead
@@ -50,21 +50,30 @@ def seed_everything(seed: int) -> None:
 
 
 def build_differences(cfg: Config) -> list[str]:
-    """Builder arguments that the dataset at data.path records with other values than
-    data.build_args gives ('n=3 (data.build_args.n=4)'); empty for data this project's
-    builders did not write, or when nothing differs."""
+    """How the dataset at data.path was built differently from what the config's builder
+    and data.build_args (defaults included) would build now: ['n=3 (the config: 4)', ...].
+    Empty when nothing differs, and for data this project's builders did not write. Datasets
+    from before `build_args` was recorded are compared on the arguments they record by name."""
     meta_file = Path(cfg.data.path) / "train" / "dataset.json"
-    recorded = read_metadata(meta_file).model_dump() if meta_file.is_file() else {}
+    if cfg.data.builder is None or not meta_file.is_file():
+        return []
+    recorded = read_metadata(meta_file).model_dump()
     if recorded.get(MARKER_FIELD) != MARKER:
         return []
-    return [f"{key}={recorded[key]!r} (data.build_args.{key}={value!r})" for key, value in cfg.data.build_args.items()
-            if key in recorded and recorded[key] != value]
+    wanted = build_record(builder_config(cfg.data.builder, cfg.data.build_args, cfg.data.path))
+    if isinstance(recorded.get("build_args"), dict):
+        have, keys = recorded["build_args"], list(wanted)
+    else:
+        have, keys = recorded, [key for key in cfg.data.build_args if key in recorded and key in wanted]
+    return [f"{key}={have.get(key)!r} (the config: {wanted[key]!r})" for key in keys if have.get(key) != wanted[key]]
 
 
 def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
     """Load the dataset, building it first when the config names a builder and it is missing.
-    Runs that need the same missing dataset wait for one builder (a lock beside it)."""
+    Runs that need the same missing dataset wait for one builder (a lock beside it). Data
+    that was built with other arguments than the config's is used as it is, with a note."""
     path = Path(cfg.data.path)
+    built = False
     if not dataset_exists(path):
         if cfg.data.builder is None:
             raise DatasetError(f"data.path={path}: no dataset there (and data.builder is not set to build one)")
@@ -76,7 +85,8 @@ def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
                                        "remove it to rebuild")
                 print(f"Building dataset {path} (builder {cfg.data.builder!r})", flush=True)
                 build_dataset(cfg.data.builder, cfg.data.build_args, path, progress=progress)
-    elif cfg.data.builder is not None:
+                built = True
+    if not built:
         differences = build_differences(cfg)
         if differences:  # e.g. data.build_args.n changed but data.path did not: say which data this is
             print(f"note: {path} was built with {', '.join(differences)}; training on it as it is", flush=True)
