@@ -284,7 +284,8 @@ def compose_config(config_name: str, overrides: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", config_name or "") or ".." in config_name:
+    segment = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"  # a name, or a path inside config/ (no .., not absolute)
+    if not re.fullmatch(rf"{segment}(/{segment})*", config_name or "") or ".." in config_name:
         raise ConfigError(f"--config-name {config_name!r}: the name of a config in {CONFIG_DIR} (e.g. cfg_lsa), not a "
                           "path; for configs elsewhere use Hydra's --config-dir")
     try:
