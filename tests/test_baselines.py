@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from models import MODELS, build_model, count_parameters, validate_arch
 from models.losses import ACTLossHead
-from test_model import META, assert_noncontiguous_step_matches, batch
+from test_model import META, assert_noncontiguous_step_matches, batch, graph_size
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = dict(hidden_size=32, num_heads=4, puzzle_emb_len=2, forward_dtype="float32")
@@ -112,17 +112,6 @@ def test_hrm_one_step_gradient_matches_the_detached_reference():
             assert all(same.values()), [n for n, ok in same.items() if not ok]
         else:  # full BPTT reaches the low module through earlier updates too
             assert not all(same[n] for n in names if n.startswith("low_blocks"))
-
-
-def graph_size(loss):
-    seen, stack = set(), [loss.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        stack.extend(f for f, _ in fn.next_functions)
-    return len(seen)
 
 
 def test_hrm_backward_graph_does_not_grow_with_the_cycles():
