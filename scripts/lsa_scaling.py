@@ -138,23 +138,31 @@ def check_dataset_size(path: Path, n: int) -> None:
                          f"LSA n={n}; move it, or give another data.path")
 
 
+def base_config(config_name: str, overrides: list[str]) -> Any:
+    """The recipe as given, checked once: an LSA config whose builder arguments are valid."""
+    from dataset import builder_config
+    from training.config import compose_config, validate_config
+
+    base = validate_config(compose_config(config_name, overrides))
+    if base.data.builder != "lsa":
+        raise InputError(f"--config-name {config_name}: data.builder is {base.data.builder!r}; the scaling "
+                         "sweep changes the LSA builder's n, so it needs an LSA config (e.g. cfg_lsa_400s)")
+    builder_config("lsa", base.data.build_args, Path(base.data.path))  # the arguments, before any size
+    return base
+
+
 class Plan:
     """What one size runs: its overrides, dataset and run directory, checked before anything runs."""
 
-    def __init__(self, config_name: str, overrides: list[str], n: int, prefix: str, runs_dir: Path):
+    def __init__(self, config_name: str, overrides: list[str], base: Any, n: int, prefix: str, runs_dir: Path):
         from dataset import builder_config
         from training.config import compose_config, validate_config
+        from training.setup import build_differences
 
-        base = validate_config(compose_config(config_name, overrides))
-        if base.data.builder != "lsa":
-            raise InputError(f"--config-name {config_name}: data.builder is {base.data.builder!r}; the scaling "
-                             "sweep changes the LSA builder's n, so it needs an LSA config (e.g. cfg_lsa_400s)")
-        builder_config("lsa", base.data.build_args, Path(base.data.path))  # the arguments, before any size
-        base_n = int(base.data.build_args.get("n", 9))
         self.n = n
         self.name = f"{prefix}-n{n}"
         runs_dir = Path(os.path.abspath(runs_dir))
-        data_path = data_path_for(base.data.path, base_n, n)
+        data_path = data_path_for(base.data.path, int(base.data.build_args.get("n", 9)), n)
         self.overrides = [*overrides, f"data.build_args.n={n}", f"data.path={quoted(data_path)}",
                           f"logging.runs_dir={quoted(str(runs_dir))}", f"logging.run_name={self.name}"]
         try:
@@ -166,8 +174,6 @@ class Plan:
         except DatasetError as exc:
             raise InputError(f"--sizes: n={n} is not a valid LSA size ({exc})") from None
         check_dataset_size(Path(data_path), n)
-        from training.setup import build_differences
-
         differences = build_differences(self.cfg)
         if differences:
             raise InputError(f"{data_path} holds the n={n} dataset built with {', '.join(differences)}; move it, or "
@@ -375,7 +381,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         raise InputError(f"--prefix {args.prefix!r}: letters, digits, '.', '_' and '-' only")
     check_overrides(args.overrides)
     check_out(args.out, sizes, args.report_only)
-    plans = [Plan(args.config_name, args.overrides, n, args.prefix, args.runs_dir) for n in sizes]
+    base = base_config(args.config_name, args.overrides)
+    plans = [Plan(args.config_name, args.overrides, base, n, args.prefix, args.runs_dir) for n in sizes]
     if not args.report_only:
         check_gpus(gpus, plans[0].cfg.train.device)
         taken = [str(p.run_dir) for p in plans if p.run_dir.exists()]
