@@ -473,7 +473,7 @@ def _split_arrays(inputs: np.ndarray, labels: np.ndarray, group_sizes: np.ndarra
 
 def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
     """Draw, solve, encode and write the dataset; returns the output directory."""
-    check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
+    checked = check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     test_range = check_arguments(cfg)
     layout = ArithLayout.for_task(cfg.op, cfg.base, max(cfg.max_digits, test_range[1]))
     width = layout.operand_width
@@ -505,7 +505,7 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
 
     return write_dataset(cfg.output_dir, cfg.overwrite, {"train": (train_meta, train), "test": (test_meta, test)},
                          {VOCAB_FILE: json.dumps(vocab_document(layout), indent=2) + "\n"},
-                         build_args=build_record(cfg))
+                         build_args=build_record(cfg), checked=checked)
 
 
 cli = CLI(name="build_arith_dataset", description=__doc__.split("\n\n")[0])

@@ -254,7 +254,7 @@ def _split_arrays(costs: np.ndarray, cols: np.ndarray, puzzles_per_group: int, d
 
 def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
     """Generate, solve, augment and write the dataset; returns the output directory."""
-    check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
+    checked = check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     # Augmentation holds int64 costs, their permuted copies and the labels: ~24 bytes a cell.
     check_memory("--num-train/--num-aug/--n", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * cfg.n**2 * 24)
     if cfg.max_cost + 2 > MAX_TABLE_ROWS:
@@ -286,7 +286,7 @@ def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
     test_meta = _metadata(cfg, cfg.num_test, cfg.num_test, {"originals_with_tied_optima": test_ties})
 
     return write_dataset(cfg.output_dir, cfg.overwrite, {"train": (train_meta, train), "test": (test_meta, test)},
-                         build_args=build_record(cfg))
+                         build_args=build_record(cfg), checked=checked)
 
 
 cli = CLI(name="build_lsa_dataset", description=__doc__.split("\n\n")[0])

@@ -446,7 +446,7 @@ def _split_arrays(puzzles: np.ndarray, solutions: np.ndarray, puzzles_per_group:
 
 def build_sudoku_dataset(cfg: SudokuBuildConfig) -> Path:
     """Generate or import, augment and write the dataset; returns the output directory."""
-    check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
+    checked = check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     # uint8 puzzles and solutions, their augmented copies and the written arrays: ~6 bytes a cell.
     check_memory("--num-train/--num-aug", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * 81 * 6)
     splits = import_splits(cfg) if cfg.source_csv is not None else generate_splits(cfg)
@@ -465,7 +465,7 @@ def build_sudoku_dataset(cfg: SudokuBuildConfig) -> Path:
     return write_dataset(cfg.output_dir, cfg.overwrite,
                          {"train": (train_meta, train_arrays), "test": (test_meta, test_arrays)},
                          example_arrays={"test": {RATINGS_FIELD: test["ratings"].astype(np.int64)}},
-                         build_args=build_record(cfg))
+                         build_args=build_record(cfg), checked=checked)
 
 
 cli = CLI(name="build_sudoku_dataset", description=__doc__.split("\n\n")[0])

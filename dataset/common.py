@@ -12,22 +12,23 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import stat
 import sys
-import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 import pydantic
 from argdantic import ArgParser
 
 from dataset.early_signals import STOP_SIGNALS
+
+if TYPE_CHECKING:
+    from dataset.replace_guard import Checked
 
 ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 SPLITS = ("train", "test")
@@ -50,8 +51,8 @@ class DatasetError(InputError):
 # Upper bound on vocab_size and num_puzzle_identifiers: each is a row count of an embedding
 # table, so a corrupt claim would otherwise surface as an allocation failure deep in the model.
 MAX_TABLE_ROWS = 1 << 24
-# Builders stamp this into both splits' dataset.json; `--overwrite` replaces only directories
-# that carry it (see check_output_dir).
+# Builders stamp this into both splits' dataset.json (exports into config.json); `--overwrite`
+# replaces only directories that carry it (see dataset/replace_guard.py).
 MARKER_FIELD, MARKER = "written_by", "tinyrecursion"
 # Builder options that do not change what is written; every other one is recorded in
 # dataset.json as `build_args`, so that a dataset can be matched against a config.
@@ -166,129 +167,27 @@ SPLIT_FILE = re.compile(rf"^(dataset\.json|{SET_NAME}__[a-z_]+\.npy)$")
 LEGACY_TASKS = ("lsa", "sudoku", "arith")  # datasets this project wrote before the marker
 
 
-def _protected_dirs() -> dict[Path, str]:
-    """Directories --overwrite never replaces: /, home, the current directory, this project's
-    own directory, and every ancestor of these -> why."""
-    roots = {"the current directory": Path.cwd(), "this project's directory": Path(__file__).resolve().parents[1],
-             "the home directory": Path.home(), "/": Path("/")}
-    protected: dict[Path, str] = {}
-    for what, root in roots.items():
-        root = root.resolve()
-        for ancestor in root.parents:
-            protected.setdefault(ancestor, f"an ancestor of {what}")
-        protected[root] = what if what != "/" else "the root directory"
-    return protected
-
-
-def not_replaceable(output_dir: Path) -> Optional[str]:
-    """Why `--overwrite` must not replace `output_dir` (None: it is a dataset this project built)."""
-    if output_dir.is_symlink():
-        return "it is a symbolic link (give the directory it points to)"
-    protected = _protected_dirs().get(output_dir.resolve())
-    if protected is not None:
-        return f"it is {protected}"
-    for split in SPLITS:
-        path = output_dir / split / "dataset.json"
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError, RecursionError):
-            return f"it holds no readable {split}/dataset.json, so it is not a dataset this project built"
-        if not isinstance(record, dict) or not (
-            record.get(MARKER_FIELD) == MARKER or (record.get("task") in LEGACY_TASKS and "seed" in record)
-        ):
-            return f"{split}/dataset.json does not say it was written by this project's builders"
-    for entry in output_dir.iterdir():
-        if entry.name in SPLITS and entry.is_dir() and not entry.is_symlink():
-            for item in entry.iterdir():
-                if not (SPLIT_FILE.match(item.name) and item.is_file() and not item.is_symlink()):
-                    return f"it holds {item}, which the builders do not write"
-        elif not (entry.name in TOP_LEVEL_FILES and entry.is_file() and not entry.is_symlink()):
-            return f"it holds {entry}, which the builders do not write"
-    return None
-
-
-def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+def check_output_dir(output_dir: Path, overwrite: bool) -> Checked:
     """Refuse to write into a non-empty directory unless asked to overwrite it, and refuse to
-    overwrite anything but a dataset this project's builders wrote."""
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise DatasetError(f"--output-dir {output_dir}: exists and is not a directory")
-    if not output_dir.is_dir() or not any(output_dir.iterdir()):
-        return
-    if not overwrite:
-        raise DatasetError(f"--output-dir {output_dir}: directory is not empty (pass --overwrite to replace a "
-                           "dataset built by this project)")
-    reason = not_replaceable(output_dir)
-    if reason is not None:
-        raise DatasetError(f"--output-dir {output_dir}: --overwrite refused: {reason}; nothing was touched")
+    overwrite anything but a dataset this project's builders wrote, in a safe place (the rules:
+    dataset/replace_guard.py). Pass the result to `write_dataset`, which checks again before the swap."""
+    from dataset.replace_guard import DATASET, check_target
+
+    return check_target(output_dir, DATASET, overwrite)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    import ctypes
-    import errno
-
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def swap_directories(new: Path, target: Path) -> None:
-    """Put `new` at `target` and the old `target` at `new`'s name, with no moment at which
-    `target` is missing (an atomic exchange), or, where the system has none, with signals held
-    back between the two renames (only kill -9 could then land between them)."""
-    if _exchange(new, target):
-        return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if hasattr(signal, "pthread_sigmask") else None
-    try:
-        parked = new.with_name(new.name + ".old")
-        os.replace(target, parked)
-        os.replace(new, target)
-        os.replace(parked, new)
-    finally:
-        if held is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def write_dataset_atomically(output_dir: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
+def write_dataset_atomically(output_dir: Path, overwrite: bool, write: Callable[[Path], None],
+                             checked: Optional[Checked] = None) -> None:
     """Run `write(tmp_dir)` and move the result into place only once it is complete.
 
     The old directory (with --overwrite) survives until the new one is fully written, so an
     interrupted build (a signal, a full disk) never leaves a half-written dataset behind at
-    `output_dir`, and its temporary directory is removed.
+    `output_dir`, and its temporary directory is removed. `checked`: the builder's first
+    `check_output_dir`, so that the swap replaces only the directory checked then.
     """
-    output_dir = Path(output_dir)
-    check_output_dir(output_dir, overwrite)
-    try:
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    except OSError as exc:
-        raise DatasetError(f"--output-dir {output_dir}: cannot create it ({exc.strerror or exc})") from exc
-    try:
-        os.chmod(tmp_dir, 0o777 & ~_umask())  # mkdtemp makes it 0700
-        write(tmp_dir)
-        if not overwrite and output_dir.is_dir() and any(output_dir.iterdir()):
-            raise DatasetError(f"--output-dir {output_dir}: another process wrote there while this build ran; "
-                               "its files were left as they are")
-        if output_dir.exists():
-            swap_directories(tmp_dir, output_dir)
-            shutil.rmtree(tmp_dir)  # the old dataset, now at the temporary name
-        else:
-            os.replace(tmp_dir, output_dir)
-    except OSError as exc:
-        raise DatasetError(f"--output-dir {output_dir}: cannot write the dataset ({exc.strerror or exc}); "
-                           "nothing was changed there") from exc
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+    from dataset.replace_guard import write_atomically
+
+    write_atomically(checked or check_output_dir(Path(output_dir), overwrite), write)
 
 
 def write_dataset(
@@ -298,12 +197,14 @@ def write_dataset(
     extra_files: Optional[dict[str, str]] = None,
     example_arrays: Optional[dict[str, dict[str, np.ndarray]]] = None,
     build_args: Optional[dict] = None,
+    checked: Optional[Checked] = None,
 ) -> Path:
     """Write a whole dataset atomically: each split's arrays and dataset.json (set "all"),
     identifiers.json, any extra top-level text files (e.g. vocab.json), and per split any
     extra per-example arrays (`example_arrays[split][field]` -> `all__<field>.npy`).
     `build_args` (the builder's `build_record`) goes into train/dataset.json only, so that
-    the test split stays the same file whatever the training split's size."""
+    the test split stays the same file whatever the training split's size. `checked`: the
+    builder's `check_output_dir` result."""
     unknown = set(extra_files or {}) - set(TOP_LEVEL_FILES)
     if unknown:
         raise ValueError(f"write_dataset: extra files {sorted(unknown)} must be listed in TOP_LEVEL_FILES")
@@ -316,7 +217,7 @@ def write_dataset(
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
 
-    write_dataset_atomically(Path(output_dir), overwrite, write)
+    write_dataset_atomically(Path(output_dir), overwrite, write, checked)
     return Path(output_dir)
 
 
