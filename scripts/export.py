@@ -31,7 +31,7 @@ class ExportArgs(BaseModel):
     checkpoint: Path = Field(description="a checkpoint directory, or a run directory (its latest checkpoint)")
     out: Path = Field(description="the directory to write (model.safetensors, config.json)")
     ema: bool = Field(True, description="export the EMA weights (what evaluation uses) when the checkpoint has them")
-    overwrite: bool = Field(False, description="replace a non-empty --out directory")
+    overwrite: bool = Field(False, description="replace an export this project wrote at --out (nothing else)")
 
 
 cli = CLI(name="export", description="Export a checkpoint as safetensors weights + config.json; prints one JSON object last.")

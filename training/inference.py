@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -24,15 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataset.common import InputError
+from dataset.common import MARKER, MARKER_FIELD, InputError, _umask
 from dataset.loader import IGNORE_LABEL_ID
+from dataset.replace_guard import EXPORT, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, check_target, write_atomically
 from models import build_model, validate_arch
 from training.checkpoint import CheckpointError, load_config, load_meta, load_weights, resolve_checkpoint
 
-EXPORT_FORMAT = "tinyrecursion-export"
 EXPORT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+WEIGHTS_FILE, CONFIG_FILE = EXPORT_WEIGHTS, EXPORT_CONFIG
 # dataset.json fields a model's tokens are read and written by (beyond its shape facts).
 TASK_FIELDS = ("task", "n", "max_cost", "layout", "pad_id", "ignore_label_id", "blank_identifier_id")
 SHAPE_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
@@ -217,12 +214,11 @@ def load_model(path: Path | str, device: str | torch.device = "cpu", halting: Op
 
 def export_model(checkpoint: Path | str, out: Path | str, ema: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Write `out`/model.safetensors and `out`/config.json from a checkpoint; returns the config.
-    The directory appears complete or not at all (written aside, then renamed)."""
+    The directory appears complete or not at all (written aside, then swapped in), and
+    `overwrite` replaces only an export this project wrote (dataset/replace_guard.py)."""
     from safetensors.torch import save_file
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise InputError(f"--out {out}: exists and is not empty (pass --overwrite to replace it)")
+    checked = check_target(out, EXPORT, overwrite)  # before the slow part, and again before the swap
     ready = load_checkpoint_model(checkpoint, "cpu", ema=ema)
     ckpt = resolve_checkpoint(checkpoint)
     cfg, meta = load_config(ckpt), load_meta(ckpt)
@@ -230,6 +226,7 @@ def export_model(checkpoint: Path | str, out: Path | str, ema: bool = True, over
     config = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
+        MARKER_FIELD: MARKER,
         "arch": cfg["arch"],
         "data": ready.facts,
         "eval_halting": ready.halting,
@@ -238,19 +235,12 @@ def export_model(checkpoint: Path | str, out: Path | str, ema: bool = True, over
         "source": {"checkpoint": str(ckpt), "step": meta.get("step"), "run": ckpt.parent.parent.name},
         "metrics": meta.get("metrics", {}),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "arch": str(cfg["arch"].get("name"))})
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        for path, mode in ((tmp, 0o777), (tmp / WEIGHTS_FILE, 0o666), (tmp / CONFIG_FILE, 0o666)):
-            os.chmod(path, mode & ~umask)  # mkdtemp made them private
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for path in (tmp / WEIGHTS_FILE, tmp / CONFIG_FILE):
+            os.chmod(path, 0o666 & ~_umask())
+
+    write_atomically(checked, write)
     return config
