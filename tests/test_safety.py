@@ -272,26 +272,46 @@ def test_a_second_process_with_the_same_run_name_is_refused(world, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
 
 
-def test_overwrite_swap_without_an_atomic_exchange_holds_signals(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sent_to", ["this thread", "the process", "another thread"])
+def test_overwrite_swap_without_an_atomic_exchange_holds_signals(tmp_path, monkeypatch, sent_to):
     """Where the system cannot exchange two directories in one step, a signal that arrives
-    between the two renames is held back until the new dataset is in place."""
-    import dataset.common as common
+    between the two renames is held back until the new dataset is in place, whichever thread
+    the system hands it to (a SIGTERM may land on any thread, e.g. one of OpenBLAS's). The
+    signal is sent from inside the first rename, so this needs no timing and no thread count."""
+    import threading
+
+    import dataset.replace_guard as guard
 
     out = tmp_path / "ds"
     build_lsa(out, n=3, num_train=10, num_test=4, num_aug=1)
-    monkeypatch.setattr(common, "_exchange", lambda a, b: False)
-    real_replace, calls = os.replace, []
+    monkeypatch.setattr(guard, "_exchange", lambda a, b: False)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)  # started now, so it does not inherit a signal mask set later
+    other.start()
+    real_replace, sent = os.replace, []
 
     def replace(src, dst):
-        calls.append(dst)
-        if len(calls) == 1:  # the old dataset has just been moved aside
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_replace(src, dst)
+        real_replace(src, dst)
+        if str(dst).endswith(guard.PARKED) and not sent:  # the old dataset has just been moved aside
+            sent.append(sent_to)
+            if sent_to == "this thread":
+                signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+            elif sent_to == "the process":  # the system picks the thread
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                signal.pthread_kill(other.ident, signal.SIGTERM)
+                release.set()
+                other.join()  # the other thread has taken the signal: its handler is due now
 
-    monkeypatch.setattr(common.os, "replace", replace)
-    result = run_in_process("-m", "dataset.build_lsa_dataset", "--output-dir", str(out), "--overwrite", "--no-progress",
-                            "--n", "3", "--num-train", "12", "--num-test", "4", "--num-aug", "1")
-    assert result.returncode == 128 + signal.SIGTERM  # the signal still ends the build, after the swap
+    monkeypatch.setattr(guard.os, "replace", replace)
+    try:
+        result = run_in_process("-m", "dataset.build_lsa_dataset", "--output-dir", str(out), "--overwrite",
+                                "--no-progress", "--n", "3", "--num-train", "12", "--num-test", "4", "--num-aug", "1")
+    finally:
+        release.set()
+        other.join()
+    assert sent == [sent_to]
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr  # the signal still ends the build, after the swap
     assert json.loads((out / "train" / "dataset.json").read_text())["total_groups"] == 12  # the new one, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
