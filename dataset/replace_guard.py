@@ -84,7 +84,9 @@ def export_refusal(path: Path) -> Optional[str]:
     record = _read_record(path / EXPORT_CONFIG)
     if record is None:
         return f"it holds no readable {EXPORT_CONFIG}, so it is not an export this project wrote"
-    if not isinstance(record, dict) or not (record.get(MARKER_FIELD) == MARKER or record.get("format") == EXPORT_FORMAT):
+    if not isinstance(record, dict) or not (
+        record.get(MARKER_FIELD) == MARKER or record.get("format") == EXPORT_FORMAT
+    ):
         return f"{EXPORT_CONFIG} does not say it was written by this project's export"
     for entry in path.iterdir():
         if not (entry.name in (EXPORT_WEIGHTS, EXPORT_CONFIG) and _regular(entry)):
@@ -194,7 +196,10 @@ def check_target(target: Path | str, kind: OutputKind, overwrite: bool, recover:
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        return Checked(target, Path(os.path.realpath(target)), None, kind, overwrite)
+        real = Path(os.path.realpath(target))
+        if os.path.lexists(real):  # e.g. missing/.. : the kernel finds nothing, the path names an existing place
+            raise kind.error(f"{where}: does not exist, yet it spells {real}, which does; give that path") from None
+        return Checked(target, real, None, kind, overwrite)
     except OSError as exc:
         raise kind.error(f"{where}: cannot read it ({exc.strerror or exc})") from exc
     refused = f"{where}: {'--overwrite ' if overwrite else ''}refused"

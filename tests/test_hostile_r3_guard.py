@@ -155,6 +155,8 @@ CASES = {
     "export --out an export plus a user file": (case(export_plus_notes), "notes.txt"),
     "export --out an unmarked export-like folder": (case(unmarked_export), "does not say it was written"),
     "export --out a file": (case(a_file), "not a directory"),
+    "export --out missing/.. (spells the cwd)": (case(lambda w, t: "missing/..", cwd=lambda t: empty_dir(t)),
+                                                 "does not exist, yet it spells"),
     "export --out an export, without --overwrite": (case(copy_export, overwrite=False), "--overwrite"),
     "export --out . without --overwrite (an empty cwd)": (case(lambda w, t: ".", overwrite=False,
                                                                cwd=lambda t: empty_dir(t)), "the current directory"),
@@ -284,7 +286,8 @@ def test_builder_overwrite_rechecks_the_target_before_the_swap(world, tmp_path, 
     target, aside = tmp_path / "data", tmp_path / "aside"
     if change != "appeared":
         copy_data(world, tmp_path)
-    act = {"notes": lambda: add_notes(target), "another dataset": lambda: swap_for_another_dataset(world, target, aside),
+    act = {"notes": lambda: add_notes(target),
+           "another dataset": lambda: swap_for_another_dataset(world, target, aside),
            "symlink": lambda: swap_for_a_symlink(target, aside),
            "appeared": lambda: lambda: unrelated_files(world, tmp_path).rename(target)}[change]()
     during(monkeypatch, common, "write_identifiers", act)
