@@ -441,6 +441,10 @@ def run_cli(main: Callable[[], None]) -> None:
     try:
         with interrupt_on_signals():
             main()
+            sys.stdout.flush()  # here, so that a reader who went away is seen below, not at exit
+    except BrokenPipeError:  # `... | head`: the reader has all it wants; leave quietly, as SIGPIPE would
+        _silence_stdout()
+        sys.exit(128 + signal.SIGPIPE)
     except (ReportedError, pydantic.ValidationError) as exc:
         print(f"error: {one_line(exc, flags=True)}", file=sys.stderr)
         sys.exit(2)
@@ -450,6 +454,17 @@ def run_cli(main: Callable[[], None]) -> None:
     except Interrupted as exc:
         print(f"error: {exc}; nothing half-written was left behind", file=sys.stderr)
         sys.exit(128 + exc.signum)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's StringIO)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def os_error_line(exc: OSError) -> str:
