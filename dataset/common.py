@@ -470,7 +470,14 @@ def _silence_stdout() -> None:
 def os_error_line(exc: OSError) -> str:
     """'<file>: <reason>' for an OSError that reached an entry point."""
     where = f"{exc.filename}: " if exc.filename else ""
-    return f"{where}{exc.strerror or exc}".replace("\n", " ")
+    return printable_line(f"{where}{exc.strerror or exc}")
+
+
+def printable_line(text: str) -> str:
+    """`text` as one printable line: newlines become spaces, every other control or unprintable
+    character (a carriage return, an escape sequence, a file name's undecodable byte) is escaped,
+    so that a name quoted in a message can neither forge a line nor fail to print."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text.replace("\n", " "))
 
 
 def one_line(exc: Exception, flags: bool = False) -> str:
@@ -489,8 +496,8 @@ def one_line(exc: Exception, flags: bool = False) -> str:
             if flags:
                 loc = "--" + loc.replace("_", "-")
             parts.append(f"{loc}: {msg}{shown}")
-        return "; ".join(parts)
-    return str(exc).replace("\n", " ")
+        return printable_line("; ".join(parts))
+    return printable_line(str(exc))
 
 
 # ---------------------------------------------------------------------------------------------

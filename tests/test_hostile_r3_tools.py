@@ -314,6 +314,10 @@ CASES = {
         lambda s: s[first_float(s)].view(-1).__setitem__(0, math.nan)), "NaN")),
     "export integer weights": (case_tampered_export(edit_weights(
         lambda s: s.__setitem__(first_float(s), s[first_float(s)].to(torch.int32))), "dtype torch.int32")),
+    "export config.json 5000-digit number": (case_tampered_export(lambda e: (e / "config.json").write_text(
+        '{"format": ' + "9" * 5000 + "}"), "config.json: cannot read JSON")),
+    "export config.json not UTF-8": (case_tampered_export(lambda e: (e / "config.json").write_bytes(b'{"\xff": 1}'),
+                                                          "config.json: not UTF-8")),
     "export data a list": (case_tampered_export(lambda e: edit_json(
         e / "config.json", lambda c: c.__setitem__("data", [])), "field 'data'")),
     # --- list_runs.py: one damaged run among good ones ------------------------------------------------

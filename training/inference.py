@@ -211,13 +211,12 @@ def load_checkpoint_model(path: Path | str, device: str | torch.device = "cpu", 
 
 
 def read_export_config(directory: Path) -> dict[str, Any]:
+    from training.runs import MAX_JSON_BYTES, decode_json, read_limited
+
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise InputError(f"{path}: file not found (not an exported model directory)")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    config = decode_json(read_limited(path, MAX_JSON_BYTES), str(path))  # bounded; bad UTF-8/JSON: one line
     if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
         raise InputError(f"{path}: not a {EXPORT_FORMAT} config (format={config.get('format')!r})"
                          if isinstance(config, dict) else f"{path}: expected a JSON object")
