@@ -186,6 +186,15 @@ def prepend_metrics(line: bytes):
     return in_run("metrics.jsonl", lambda old: line + b"\n" + old)
 
 
+def dataset_json_damaged(runs: Path):
+    """Run alpha without checkpoints, its data.path naming a dataset whose dataset.json is not UTF-8."""
+    alpha = runs / "trm-lsa-cpu" / "alpha"
+    shutil.rmtree(alpha / "checkpoints")
+    (runs.parent / "dd" / "train").mkdir(parents=True)
+    (runs.parent / "dd" / "train" / "dataset.json").write_bytes(b"\xff")
+    edit_json(alpha / "config.json", lambda c: c["data"].__setitem__("path", str(runs.parent / "dd")))
+
+
 def rename_run(new_name: str):
     def damage(runs: Path):
         (runs / "trm-lsa-cpu" / "alpha").rename(runs / "trm-lsa-cpu" / new_name)
@@ -350,6 +359,8 @@ CASES = {
                                                extra=("--json",))),
     "compare config nested too deeply": (case_list(in_run("config.json", b'{"a": ' * 900 + b"1" + b"}" * 900),
                                                    "config.json", tool="compare_runs")),
+    "compare a run whose dataset.json is damaged": (case_list(dataset_json_damaged, "dataset.json: not UTF-8",
+                                                              tool="compare_runs")),
     "plot with one damaged run": (case_list(prepend_metrics(b"\xff"), "metrics.jsonl:1", tool="plot_run")),
     "plot NaN, infinite and huge values": (case_list(prepend_metrics(
         b'{"step": 1, "train/lm_loss": NaN, "eval/lm_loss": Infinity, "train/accuracy": ' + b"9" * 400 + b"}"),

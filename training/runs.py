@@ -169,7 +169,8 @@ def read_each(run_dirs: list[Path], read: Callable[[Path], T], what: str) -> lis
         try:
             results.append(read(run_dir))
         except InputError as exc:
-            print(f"skipped: {printable(exc)}", file=sys.stderr)
+            named = str(exc) if str(exc).startswith(str(run_dir)) else f"{run_dir}: {exc}"
+            print(f"skipped: {printable(named)}", file=sys.stderr)
     if run_dirs and not results:
         raise InputError(f"{what}: none of the {len(run_dirs)} run(s) could be read (each one is named above)")
     return results
