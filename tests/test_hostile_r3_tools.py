@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, dir_digest, load_script
+from conftest import REPO, load_script
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +50,22 @@ def run_tool(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
 
 
+def entry_digest(p: Path):
+    if p.is_symlink():
+        return ("link", os.readlink(p))
+    if p.is_file():
+        try:
+            return p.read_bytes()
+        except PermissionError:  # a case made it unreadable: its mode stands for it
+            return ("mode", p.stat().st_mode)
+    return ("dir" if p.is_dir() else "other", p.exists())
+
+
 def digest(path: Path):
-    if path.is_symlink():
-        return ("link", os.readlink(path))
-    return dir_digest(path) if path.is_dir() else (path.read_bytes() if path.exists() else None)
+    """Every entry below `path` (names as bytes: some are not UTF-8): file bytes, link targets, kinds."""
+    if path.is_dir() and not path.is_symlink():
+        return sorted((os.fsencode(p.relative_to(path)), entry_digest(p)) for p in path.rglob("*"))
+    return entry_digest(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +191,14 @@ def dir_instead(relative: str):
         path = runs / "trm-lsa-cpu" / "alpha" / relative
         path.unlink()
         path.mkdir()
+    return damage
+
+
+def link_instead(relative: str, target: str):
+    def damage(runs: Path):
+        path = runs / "trm-lsa-cpu" / "alpha" / relative
+        path.unlink()
+        path.symlink_to(target)
     return damage
 
 
@@ -349,6 +369,13 @@ CASES = {
                                            "run.json: cannot read")),
     "list name with a newline and escapes": (case_list(rename_run("evil\nname\x1b[2J\r"), None, expect="ok",
                                                        check=listed("evil\\nname\\x1b[2J\\r", "beta", "sud"))),
+    "list name with undecodable bytes": (case_list(rename_run(os.fsdecode(b"bad\xff\xfe")), None, expect="ok",
+                                                   check=listed("bad\\udcff\\udcfe", "beta", "sud"))),
+    "list config.json a link to /dev/zero": (case_list(link_instead("config.json", "/dev/zero"),
+                                                       "config.json: is not a regular file")),
+    "list metrics.jsonl a FIFO": (case_list(lambda runs: (os.unlink(runs / "trm-lsa-cpu" / "alpha" / "metrics.jsonl"),
+                                                          os.mkfifo(runs / "trm-lsa-cpu" / "alpha" / "metrics.jsonl")),
+                                            "metrics.jsonl: is not a regular file")),
     "list NaN and string times": (case_list(prepend_metrics(b'{"step": 1, "train/seconds": NaN, "time": "x", '
                                                             b'"eval/lm_loss": Infinity}'), None, expect="ok",
                                             check=listed("alpha", "beta", "sud"))),
