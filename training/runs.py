@@ -81,14 +81,14 @@ def read_limited(path: Path, limit: int) -> bytes:
     return data
 
 
-def decode_json(data: bytes, where: str) -> Any:
+def decode_json(data: bytes, where: str, problem: str = "cannot read JSON") -> Any:
     """JSON from bytes; bad UTF-8, bad JSON, over-long integers, absurd nesting -> InputError."""
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InputError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except (ValueError, RecursionError) as exc:
-        raise InputError(f"{where}: cannot read JSON ({str(exc)[:200]})") from exc
+        raise InputError(f"{where}: {problem} ({str(exc)[:200]})") from exc
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -135,9 +135,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            record = decode_json(line, f"{path}:{number}")
+            record = decode_json(line, f"{path}:{number}", "not a JSON line")
         except InputError:
-            if number == len(lines) and not line.endswith(b"\n"):  # the last line, cut short by a crash
+            if number == len(lines):  # the last line, cut short by a crash
                 break
             raise
         step = record.get("step", 0) if isinstance(record, dict) else None
