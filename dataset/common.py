@@ -342,6 +342,10 @@ def run_cli(main: Callable[[], None]) -> None:
     try:
         with interrupt_on_signals():
             main()
+            sys.stdout.flush()  # here, so that a reader who went away is seen below, not at exit
+    except BrokenPipeError:  # `... | head`: the reader has all it wants; leave quietly, as SIGPIPE would
+        _silence_stdout()
+        sys.exit(128 + signal.SIGPIPE)
     except (ReportedError, pydantic.ValidationError) as exc:
         print(f"error: {one_line(exc, flags=True)}", file=sys.stderr)
         sys.exit(2)
@@ -353,10 +357,28 @@ def run_cli(main: Callable[[], None]) -> None:
         sys.exit(128 + exc.signum)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's StringIO)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def os_error_line(exc: OSError) -> str:
     """'<file>: <reason>' for an OSError that reached an entry point."""
     where = f"{exc.filename}: " if exc.filename else ""
-    return f"{where}{exc.strerror or exc}".replace("\n", " ")
+    return printable_line(f"{where}{exc.strerror or exc}")
+
+
+def printable_line(text: str) -> str:
+    """`text` as one printable line: newlines become spaces, every other control or unprintable
+    character (a carriage return, an escape sequence, a file name's undecodable byte) is escaped,
+    so that a name quoted in a message can neither forge a line nor fail to print."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text.replace("\n", " "))
 
 
 def one_line(exc: Exception, flags: bool = False) -> str:
@@ -375,8 +397,8 @@ def one_line(exc: Exception, flags: bool = False) -> str:
             if flags:
                 loc = "--" + loc.replace("_", "-")
             parts.append(f"{loc}: {msg}{shown}")
-        return "; ".join(parts)
-    return str(exc).replace("\n", " ")
+        return printable_line("; ".join(parts))
+    return printable_line(str(exc))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,10 +8,14 @@ matplotlib is imported here only, with the Agg backend (files, no display).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+
+from dataset.common import InputError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,9 +33,41 @@ def _figure(width: float, height: float) -> "Figure":
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def save(fig: "Figure", path: Path | str) -> Path:
+def check_new_output(path: Path, overwrite: bool, flag: str = "--out") -> None:
+    """An output file may replace only a regular file, and only with `overwrite` (`flag` names the
+    option in the message)."""
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise InputError(f"{flag} {path}: exists (pass --overwrite to replace it)")
+    if path.is_symlink() or not path.is_file():
+        raise InputError(f"{flag} {path}: exists and is not a regular file (a symbolic link, a directory, ...); "
+                         "not replaced")
+
+
+def save(fig: "Figure", path: Path | str, overwrite: bool = False) -> Path:
+    """Write the PNG beside `path`, then move it into place: a reader never sees half a file, and
+    an existing `path` (a symbolic link included) is replaced, never written through; without
+    `overwrite` an existing file is an InputError (os.link refuses it atomically)."""
     path = Path(path)
-    fig.savefig(path)
+    check_new_output(path, overwrite)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".png", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError as exc:
+                raise InputError(f"--out {path}: exists (pass --overwrite to replace it)") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -7,7 +7,8 @@ accuracy per million parameters, and the config keys that differ.
 Parameters are counted by building each run's model from the registry (models/__init__.py) on
 PyTorch's meta device (no memory, no weights read), the puzzle embedding included.
 "Per M params" is the task's headline metric (LSA: optimal cost rate; best evaluation) divided
-by the parameters in millions: accuracy bought per parameter.
+by the parameters in millions: accuracy bought per parameter. A damaged run is one `skipped: ...`
+line on stderr and the others are compared (exit 0; exit 2 when none can be read).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import torch  # noqa: E402
 from dataset.common import InputError, plain_parser, run_cli  # noqa: E402
 from training.config import flatten  # noqa: E402
 from training.inference import SHAPE_FIELDS, build_from_facts  # noqa: E402
-from training.runs import find_run, read_json, summarize  # noqa: E402
+from training.runs import (  # noqa: E402
+    config_section, find_run, printable, read_each, read_json, read_pointer_name, summarize,
+)
 
 ARCH_KEYS = ("hidden_size", "num_layers", "H_cycles", "L_cycles", "mixer", "halt_max_steps")
 IGNORED_DIFFERENCES = ("logging.run_name",)
@@ -36,13 +39,17 @@ IGNORED_DIFFERENCES = ("logging.run_name",)
 
 def shape_facts(run_dir: Path, config: dict[str, Any]) -> Optional[dict[str, Any]]:
     """vocab_size, seq_len, num_puzzle_identifiers: from the latest checkpoint, else the dataset."""
-    pointer = run_dir / "checkpoints" / "latest"
-    if pointer.is_file() and (run_dir / "checkpoints" / pointer.read_text().strip() / "meta.json").is_file():
-        facts = read_json(run_dir / "checkpoints" / pointer.read_text().strip() / "meta.json").get("dataset", {})
+    latest = read_pointer_name(run_dir / "checkpoints" / "latest")
+    meta = run_dir / "checkpoints" / latest / "meta.json" if latest else None
+    if meta is not None and meta.is_file():
+        facts = config_section(read_json(meta), "dataset", meta)
         if all(f in facts for f in SHAPE_FIELDS):
             return facts
-    dataset_json = Path(config.get("data", {}).get("path", "")) / "train" / "dataset.json"
-    return read_json(dataset_json) if dataset_json.is_file() else None
+    data_path = config_section(config, "data", run_dir / "config.json").get("path") or ""
+    if not isinstance(data_path, str):
+        raise InputError(f"{run_dir / 'config.json'}: field 'data.path' is {type(data_path).__name__}, expected a string")
+    dataset_json = Path(data_path) / "train" / "dataset.json"
+    return read_json(dataset_json) if data_path and dataset_json.is_file() else None
 
 
 def count_parameters(run_dir: Path, config: dict[str, Any]) -> dict[str, Optional[int]]:
@@ -50,7 +57,7 @@ def count_parameters(run_dir: Path, config: dict[str, Any]) -> dict[str, Optiona
     if facts is None:
         return {"parameters": None, "puzzle_embedding_parameters": None}
     try:
-        model = build_from_facts(config["arch"], facts, torch.device("meta"), run_dir / "config.json")
+        model = build_from_facts(config_section(config, "arch"), facts, torch.device("meta"), run_dir / "config.json")
     except InputError:  # a model this checkout does not know (another branch's arch)
         return {"parameters": None, "puzzle_embedding_parameters": None}
     named = list(model.named_parameters())
@@ -58,26 +65,36 @@ def count_parameters(run_dir: Path, config: dict[str, Any]) -> dict[str, Optiona
             "puzzle_embedding_parameters": sum(p.numel() for n, p in named if "puzzle_emb" in n)}
 
 
+def compare_entry(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One run's column and its flattened config; a damaged run is an InputError naming it."""
+    config = read_json(run_dir / "config.json")
+    arch = config_section(config, "arch", run_dir / "config.json")
+    summary = summarize(run_dir)
+    counts = count_parameters(run_dir, config)
+    headline = summary.best.get(summary.headline)
+    per_million = None
+    if headline is not None and counts["parameters"]:
+        per_million = headline["value"] / (counts["parameters"] / 1e6)
+    entry = {
+        "name": summary.name, "path": summary.path, "task": summary.task, "arch": arch.get("name"),
+        **{k: arch[k] for k in ARCH_KEYS if k in arch},
+        **counts,
+        "steps": summary.step, "train_seconds": summary.train_seconds, "wall_seconds": summary.wall_seconds,
+        "headline": summary.headline, "headline_best": headline["value"] if headline else None,
+        "headline_best_step": headline["step"] if headline else None, "headline_per_million_params": per_million,
+        "best": {k: v["value"] for k, v in summary.best.items()},
+    }
+    try:
+        flat = flatten(config)
+    except RecursionError as exc:
+        raise InputError(f"{run_dir / 'config.json'}: nested too deeply to compare") from exc
+    return entry, flat
+
+
 def compare(run_dirs: list[Path]) -> dict[str, Any]:
-    runs, configs = [], []
-    for run_dir in run_dirs:
-        config = read_json(run_dir / "config.json")
-        summary = summarize(run_dir)
-        counts = count_parameters(run_dir, config)
-        headline = summary.best.get(summary.headline)
-        per_million = None
-        if headline is not None and counts["parameters"]:
-            per_million = headline["value"] / (counts["parameters"] / 1e6)
-        runs.append({
-            "name": summary.name, "path": summary.path, "task": summary.task, "arch": config["arch"].get("name"),
-            **{k: config["arch"][k] for k in ARCH_KEYS if k in config["arch"]},
-            **counts,
-            "steps": summary.step, "train_seconds": summary.train_seconds, "wall_seconds": summary.wall_seconds,
-            "headline": summary.headline, "headline_best": headline["value"] if headline else None,
-            "headline_best_step": headline["step"] if headline else None, "headline_per_million_params": per_million,
-            "best": {k: v["value"] for k, v in summary.best.items()},
-        })
-        configs.append(flatten(config))
+    """The runs side by side; damaged ones are skipped with one line each (training.runs.read_each)."""
+    read = read_each(run_dirs, compare_entry, "compare_runs")
+    runs, configs = [entry for entry, _ in read], [flat for _, flat in read]
     keys = sorted(set().union(*configs))
     differ = {k: [c.get(k) for c in configs] for k in keys
               if k not in IGNORED_DIFFERENCES and len({json.dumps(c.get(k)) for c in configs}) > 1}
@@ -89,14 +106,14 @@ def fmt(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
-    if isinstance(value, int) and abs(value) >= 10000:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10000:
         return f"{value:,}"
-    return str(value)
+    return printable(value)
 
 
 def table(result: dict[str, Any]) -> str:
     runs = result["runs"]
-    rows = [("", *[r["name"] for r in runs])]
+    rows = [("", *[printable(r["name"]) for r in runs])]
     for key in ("task", "arch", *ARCH_KEYS, "parameters", "puzzle_embedding_parameters", "steps", "train_seconds",
                 "headline", "headline_best", "headline_best_step", "headline_per_million_params"):
         if any(key in r for r in runs):
@@ -104,9 +121,9 @@ def table(result: dict[str, Any]) -> str:
                          *[fmt(r.get(key)) for r in runs]))
     metrics = sorted(set().union(*(r["best"] for r in runs)))
     rows.append(("best evaluation:", *[""] * len(runs)))
-    rows += [(f"  {m}", *[fmt(r["best"].get(m)) for r in runs]) for m in metrics]
+    rows += [(f"  {printable(m)}", *[fmt(r["best"].get(m)) for r in runs]) for m in metrics]
     rows.append(("config keys that differ:", *[""] * len(runs)))
-    rows += [(f"  {k}", *[fmt(v) for v in values]) for k, values in result["config_differences"].items()]
+    rows += [(f"  {printable(k)}", *[fmt(v) for v in values]) for k, values in result["config_differences"].items()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 

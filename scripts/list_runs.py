@@ -6,7 +6,9 @@
     python scripts/list_runs.py --project trm-lsa-cpu --json      # one JSON array
 
 A run's name or wandb id (or a unique prefix of either) is what `train.resume=...`,
-`compare_runs.py` and `plot_run.py` accept.
+`compare_runs.py` and `plot_run.py` accept. A damaged run (unreadable or malformed files) is one
+`skipped: ...` line on stderr naming it, and the others are listed (exit 0); exit code 2 only
+when every run found is damaged. Names and fields are printed with control characters escaped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
     exit_on_signals()
 
 from dataset.common import InputError, plain_parser, run_cli  # noqa: E402
-from training.runs import RunSummary, better, run_dirs, summarize  # noqa: E402
+from training.runs import RunSummary, better, printable, read_each, run_dirs, summarize  # noqa: E402
 
 
 def metric_key(name: str, runs: list[RunSummary]) -> str:
@@ -37,8 +39,8 @@ def metric_key(name: str, runs: list[RunSummary]) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise InputError(f"--sort {name}: not date, step or a metric these runs logged; metrics: {', '.join(known) or 'none'}")
-    raise InputError(f"--sort {name}: ambiguous, matches {', '.join(matches)}")
+        raise InputError(f"--sort {name}: not date, step or a metric these runs logged; metrics: {printable(', '.join(known)) or 'none'}")
+    raise InputError(f"--sort {name}: ambiguous, matches {printable(', '.join(matches))}")
 
 
 def sort_runs(runs: list[RunSummary], key: str) -> list[RunSummary]:
@@ -67,7 +69,7 @@ def table(runs: list[RunSummary], metric: Optional[str]) -> str:
     for r in runs:
         shown = metric or r.headline
         best = r.best.get(shown)
-        rows.append((
+        rows.append(tuple(printable(cell) for cell in (
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
             f"{r.project}/{r.name}",
             r.task,
@@ -77,7 +79,7 @@ def table(runs: list[RunSummary], metric: Optional[str]) -> str:
             f"{shown.rsplit('/', 1)[-1]}={best['value']:.4g} @{best['step']}" if best else "-",
             r.wandb_id or "-",
             r.checkpoint or "-",
-        ))
+        )))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -91,12 +93,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     if not Path(args.runs_dir).is_dir():
         raise InputError(f"--runs-dir {args.runs_dir}: no such directory")
-    runs = [summarize(d) for d in run_dirs(args.runs_dir) if args.project in (None, d.parent.name)]
+    found = [d for d in run_dirs(args.runs_dir) if args.project in (None, d.parent.name)]
+    runs = read_each(found, summarize, f"--runs-dir {args.runs_dir}")
     runs = sort_runs(runs, args.sort)
     if args.json:
         print(json.dumps([r.to_dict() for r in runs]))
     elif not runs:
-        print(f"no runs under {args.runs_dir}" + (f" in project {args.project}" if args.project else ""))
+        print(f"no runs under {printable(args.runs_dir)}" + (f" in project {printable(args.project)}" if args.project else ""))
     else:
         print(table(runs, None if args.sort in ("date", "step") else metric_key(args.sort, runs)))
 

@@ -6,6 +6,9 @@
 
 Default panels: training loss and accuracy, evaluation loss, exact accuracy and each task's
 headline metric (LSA: optimal cost rate). Reads metrics.jsonl only; works while a run trains.
+A damaged run is one `skipped: ...` line on stderr and the others are plotted (exit 2 when none
+can be read). An existing --out is replaced only with --overwrite, and never written through: the
+PNG is written beside it and renamed into place (a symbolic link there is refused).
 """
 
 from __future__ import annotations
@@ -22,37 +25,57 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
     exit_on_signals()
 
 from dataset.common import InputError, plain_parser, run_cli  # noqa: E402
-from training.runs import find_run, headline_metric, read_json, read_metrics  # noqa: E402
+from evaluators.render import check_new_output, save  # noqa: E402
+from training.runs import (  # noqa: E402
+    config_section, finite_number, find_run, headline_metric, printable, read_each, read_json, read_metrics,
+)
 
 DEFAULT_PANELS = ("train/lm_loss", "train/accuracy", "eval/lm_loss", "eval/exact_accuracy")
 LOG_SCALE = ("loss",)
 
 
 def series(records: list[dict[str, Any]], metric: str, x: str) -> tuple[list[float], list[float]]:
-    points = [(r.get(x), r[metric]) for r in records if isinstance(r.get(metric), (int, float))]
-    points = [(a, b) for a, b in points if isinstance(a, (int, float))]
+    """The finite (x, value) points of `metric` (NaN, infinities and non-numbers are left out)."""
+    points = [(finite_number(r.get(x)), finite_number(r.get(metric))) for r in records]
+    points = [(a, b) for a, b in points if a is not None and b is not None]
     return [a for a, _ in points], [b for _, b in points]
 
 
-def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = None, x: str = "step") -> list[str]:
-    """Draw each metric in its own panel, one line per run; returns the panels drawn."""
+def plain_text(text: str) -> str:
+    """A name drawn as plain text: escaped control characters, and no '$' mathtext."""
+    return printable(text).replace("$", r"\$")
+
+
+def read_run(run_dir: Path) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]:
+    config = read_json(run_dir / "config.json")
+    config_section(config, "data", run_dir / "config.json")  # headline_metric reads it
+    return run_dir, read_metrics(run_dir), config
+
+
+def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = None, x: str = "step",
+              overwrite: bool = False) -> list[str]:
+    """Draw each metric in its own panel, one line per run; returns the panels drawn. Damaged runs
+    are skipped with one line each (training.runs.read_each)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    runs = [(d, read_metrics(d), read_json(d / "config.json")) for d in run_dirs]
+    check_new_output(out, overwrite)
+    runs = read_each(run_dirs, read_run, "plot_run")
     available = sorted({k for _, records, _ in runs for r in records for k in r if "/" in k})
     if metrics:
         missing = [m for m in metrics if m not in available]
         if missing:
-            raise InputError(f"--metrics {missing[0]}: not logged by these runs; logged: {', '.join(available)}")
+            raise InputError(f"--metrics {printable(missing[0])}: not logged by these runs; "
+                             f"logged: {printable(', '.join(available))}")
         panels = metrics
     else:
         headlines = [headline_metric(config) for _, _, config in runs]
         panels = [m for m in dict.fromkeys([*DEFAULT_PANELS, *headlines]) if m in available]
     if not panels:
-        raise InputError(f"{', '.join(str(d) for d in run_dirs)}: no metrics logged yet (metrics.jsonl is empty)")
+        raise InputError(f"{printable(', '.join(str(d) for d, _, _ in runs))}: no metrics logged yet "
+                         "(metrics.jsonl is empty)")
 
     columns = 2 if len(panels) > 1 else 1
     rows = -(-len(panels) // columns)
@@ -66,10 +89,10 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = No
                 continue
             dots = metric.startswith("eval/") or len(xs) == 1
             style = dict(marker="o", markersize=3) if dots else dict(linewidth=1.2)
-            ax.plot(xs, ys, color=colors[i % len(colors)], label=run_dir.name, **style)
+            ax.plot(xs, ys, color=colors[i % len(colors)], label=plain_text(run_dir.name), **style)
         if any(word in metric for word in LOG_SCALE) and ax.lines and all(min(line.get_ydata()) > 0 for line in ax.lines):
             ax.set_yscale("log")
-        ax.set_title(metric, fontsize=10)
+        ax.set_title(plain_text(metric), fontsize=10)
         ax.set_xlabel("step" if x == "step" else "seconds (wall clock, summed over resumes)")
         ax.grid(alpha=0.3)
     for ax in axes[len(panels):]:
@@ -82,7 +105,7 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = No
                 labels.append(label)
     fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4), fontsize=9)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    save(fig, out, overwrite)
     return panels
 
 
@@ -93,12 +116,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--runs-dir", default="runs", help="where names are looked up (default: runs)")
     parser.add_argument("--metrics", help="comma-separated metric names (default: losses, accuracies, the task's headline)")
     parser.add_argument("--x", choices=("step", "time"), default="step", help="the x axis (default: step)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
     if args.out.suffix.lower() != ".png":
         raise InputError(f"--out {args.out}: expected a .png file name")
     run_dirs = [find_run(key, args.runs_dir) for key in args.runs]
-    panels = plot_runs(run_dirs, args.out, args.metrics.split(",") if args.metrics else None, args.x)
-    print(f"wrote {args.out}")
+    panels = plot_runs(run_dirs, args.out, args.metrics.split(",") if args.metrics else None, args.x, args.overwrite)
+    print(f"wrote {printable(args.out)}")
     print(json.dumps({"out": str(args.out), "runs": [str(d) for d in run_dirs], "panels": panels}))
 
 

@@ -13,12 +13,14 @@ The task comes from the checkpoint (or exported directory, scripts/export.py). I
 Each answer is printed readably; the last line is one JSON object: the answers, whether each is
 valid, the ACT steps used, and for LSA the cost, scipy's optimal cost and the gap. Input that
 does not fit the checkpoint is one line on stderr, exit code 2. Lines starting with '#' are skipped.
+Input is read up to 16 MiB (a larger file, or an endless one such as /dev/zero, is refused).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -35,6 +37,11 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 from dataset.common import CLI, InputError, run_cli  # noqa: E402
 from training.inference import ReadyModel, load_model  # noqa: E402
+
+MAX_INPUT_BYTES = 16 << 20  # far more instances than one call should hold; never an unbounded read
+MAX_NPY_HEADER = 10_000  # numpy's own default limit
+# One CSV field: a decimal number (integers expected; '3.0' and '3e1' are read, checked below).
+NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 class SolveArgs(BaseModel):
@@ -61,10 +68,7 @@ def parse_lsa(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
     if not isinstance(n, int) or not isinstance(max_cost, int):
         raise InputError(f"--checkpoint: its LSA facts need integer n and max_cost, got n={n!r}, max_cost={max_cost!r}")
     if raw.startswith(b"\x93NUMPY"):
-        try:
-            costs = np.load(io.BytesIO(raw), allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"{where}: cannot read .npy ({exc})") from exc
+        costs = read_npy(raw, where)
         costs = costs[None] if costs.ndim == 2 else costs
         if costs.ndim != 3:
             raise InputError(f"{where}: expected an array of shape (n, n) or (N, n, n), got {costs.shape}")
@@ -81,10 +85,7 @@ def parse_lsa(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
                 block = []
         matrices = []
         for rows in blocks:
-            try:
-                values = [[float(v) for v in re.split(r"[,\s]+", line.strip().strip(","))] for _, line in rows]
-            except ValueError as exc:
-                raise InputError(f"{where}: line {rows[0][0]}-{rows[-1][0]}: not numbers ({exc})") from exc
+            values = [csv_row(line, number, where) for number, line in rows]
             if len({len(v) for v in values}) != 1:
                 raise InputError(f"{where}: lines {rows[0][0]}-{rows[-1][0]}: rows of different lengths")
             matrices.append((f"matrix at line {rows[0][0]}", np.array(values)))
@@ -93,12 +94,55 @@ def parse_lsa(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
     for name, m in matrices:
         if m.shape != (n, n):
             raise InputError(f"{where}: {name} is {'x'.join(map(str, m.shape))}; the checkpoint was trained on {n}x{n}")
-        if not np.all(np.isfinite(m)) or np.any(m != np.round(m)):
-            raise InputError(f"{where}: {name}: costs must be integers (tokens), got {m[m != np.round(m)][:1]}")
+        bad = ~np.isfinite(m) | (m != np.round(m)) if m.dtype.kind == "f" else np.zeros(m.shape, bool)
+        if bad.any():
+            raise InputError(f"{where}: {name}: costs must be integers (tokens), got {m[bad][0]:g}")
         if m.min() < 1 or m.max() > max_cost:
             bad = m.min() if m.min() < 1 else m.max()
             raise InputError(f"{where}: {name}: cost {bad:g} is outside the trained range 1..{max_cost}")
     return np.stack([m for _, m in matrices]).astype(np.int64)
+
+
+def csv_row(line: str, number: int, where: str) -> list[float]:
+    """One CSV row: comma-separated fields (spaces around them allowed), or whitespace-separated
+    ones when the line has no comma. An empty field (`1,,2`) is an error naming line and column."""
+    text = line.strip()
+    fields = text.split(",") if "," in text else text.split()
+    values = []
+    for column, field in enumerate(fields, 1):
+        field = field.strip()
+        if not field:
+            raise InputError(f"{where}: line {number}, column {column}: empty field")
+        if not NUMBER.fullmatch(field):
+            raise InputError(f"{where}: line {number}, column {column}: {field[:20]!r} is not a number")
+        values.append(float(field))
+    return values
+
+
+def read_npy(raw: bytes, where: str) -> np.ndarray:
+    """A .npy of integers or real numbers, its header checked before anything is allocated: the
+    data must be exactly what the header claims (no huge shape over a small file)."""
+    f = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=MAX_NPY_HEADER)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=MAX_NPY_HEADER)
+        else:
+            raise InputError(f"{where}: .npy format version {version}; expected 1.0 or 2.0")
+    except ValueError as exc:  # a bad magic, a header too long or not a dict
+        raise InputError(f"{where}: cannot read .npy ({str(exc)[:200]})") from exc
+    if dtype.kind not in "iuf" or dtype.hasobject:
+        raise InputError(f"{where}: .npy of dtype {dtype}; costs are integers")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed != len(raw) - f.tell():
+        raise InputError(f"{where}: the .npy header claims shape {shape} ({claimed} bytes of data), "
+                         f"the file holds {len(raw) - f.tell()}")
+    try:
+        return np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise InputError(f"{where}: cannot read .npy ({str(exc)[:200]})") from exc
 
 
 def solve_lsa(model: ReadyModel, costs: np.ndarray) -> list[dict[str, Any]]:
@@ -270,16 +314,39 @@ def show_arith(problem: tuple[str, int, int], answer: dict[str, Any], base: int,
 
 
 def read_input(name: str) -> tuple[bytes, str]:
+    """The input's bytes, read up to MAX_INPUT_BYTES (a FIFO or device is read the same way)."""
+    where = "<stdin>" if name == "-" else f"--input {name}"
     if name == "-":
-        return sys.stdin.buffer.read(), "<stdin>"
-    path = Path(name)
-    if not path.is_file():
-        raise InputError(f"--input {name}: file not found")
-    return path.read_bytes(), f"--input {name}"
+        raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    else:
+        path = Path(name)
+        if not path.exists():
+            raise InputError(f"--input {name}: file not found")
+        if path.is_dir():
+            raise InputError(f"--input {name}: is a directory")
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_INPUT_BYTES + 1)
+        except OSError as exc:
+            raise InputError(f"--input {name}: cannot read ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_INPUT_BYTES:
+        raise InputError(f"{where}: more than {MAX_INPUT_BYTES} bytes; give the instances in smaller files")
+    return raw, where
+
+
+def check_device(name: str) -> str:
+    """--device as a device this machine has (cuda without CUDA is one line, not a traceback)."""
+    from training.config import ConfigError
+    from training.setup import resolve_device
+
+    try:
+        return str(resolve_device(name))
+    except ConfigError as exc:
+        raise InputError(f"--device {name}: {str(exc).split(': ', 1)[-1]}") from exc
 
 
 def solve(args: SolveArgs) -> dict[str, Any]:
-    model = load_model(args.checkpoint, args.device, args.halting)
+    model = load_model(args.checkpoint, check_device(args.device), args.halting)
     task = model.facts.get("task")
     raw, where = read_input(args.input)
     if task == "lsa":

@@ -5,7 +5,9 @@
 
 LSA: the cost matrix as a heat map, the optimal assignment boxed. Sudoku: the givens in bold on
 grey, the solution in blue. Arithmetic: the problem written in columns, as on paper. Files are
-named <split>_<index>.png; the last line printed is one JSON object listing them.
+named <split>_<index>.png; the last line printed is one JSON object listing them. Existing
+pictures are replaced only with --overwrite (checked for all before the first is drawn), each
+written beside its name and renamed into place, never through a symbolic link.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 from dataset.common import CLI, DatasetError, load_split, run_cli  # noqa: E402
 from dataset.loader import concat_sets  # noqa: E402
-from evaluators.render import render_example, save  # noqa: E402
-from training.inference import task_facts  # noqa: E402
+from evaluators.render import check_new_output, render_example, save  # noqa: E402
+from training.inference import check_task_facts, task_facts  # noqa: E402
 
 
 class VisualizeArgs(BaseModel):
@@ -35,6 +37,7 @@ class VisualizeArgs(BaseModel):
     count: int = Field(4, ge=1, le=1000, description="how many examples")
     start: int = Field(0, ge=0, description="index of the first example")
     split: Literal["train", "test"] = "test"
+    overwrite: bool = Field(False, description="replace pictures that already exist")
 
 
 def visualize(args: VisualizeArgs) -> list[Path]:
@@ -42,18 +45,25 @@ def visualize(args: VisualizeArgs) -> list[Path]:
     arrays = concat_sets(sets)
     if args.start >= arrays.num_examples:
         raise DatasetError(f"--start {args.start}: the {args.split} split has {arrays.num_examples} examples")
-    facts = task_facts(meta) | {"seq_len": meta.seq_len, "vocab_size": meta.vocab_size}
+    facts = task_facts(meta) | {"seq_len": meta.seq_len, "vocab_size": meta.vocab_size,
+                                "num_puzzle_identifiers": meta.num_puzzle_identifiers}
+    where = args.data / args.split / "dataset.json"
+    check_task_facts(facts, where)  # facts that contradict the arrays' shape: one line, not a traceback
     try:
         from evaluators.render import task_of
 
         task = task_of(facts)
     except ValueError as exc:
-        raise DatasetError(f"{args.data / args.split / 'dataset.json'}: {exc}") from exc
+        raise DatasetError(f"{where}: {exc}") from exc
+    indices = range(args.start, min(args.start + args.count, arrays.num_examples))
+    targets = [args.out / f"{args.split}_{index:05d}.png" for index in indices]
+    for target in targets:  # before any is written: all or nothing is refused
+        check_new_output(target, args.overwrite)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
-    for index in range(args.start, min(args.start + args.count, arrays.num_examples)):
+    for index, target in zip(indices, targets):
         fig = render_example(facts, arrays.inputs[index], arrays.labels[index], title=f"{task} {args.split} #{index}")
-        written.append(save(fig, args.out / f"{args.split}_{index:05d}.png"))
+        written.append(save(fig, target, args.overwrite))
         print(f"wrote {written[-1]}")
     return written
 

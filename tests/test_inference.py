@@ -57,7 +57,7 @@ def test_export_refuses_to_overwrite_and_bad_exports_are_one_line(runs_zoo, expo
     (bad / "model.safetensors").write_bytes((exported / "model.safetensors").read_bytes())
     config = json.loads((exported / "config.json").read_text())
     for change, culprit in (({"arch": {**config["arch"], "name": "gpt"}}, "unknown model name 'gpt'"),
-                            ({"arch": {**config["arch"], "hidden_size": 64}}, "does not fit"),
+                            ({"arch": {**config["arch"], "hidden_size": 64}}, "has shape"),
                             ({"data": {**config["data"], "seq_len": "16"}}, "data.seq_len"),
                             ({"format": "other"}, "format='other'")):
         (bad / "config.json").write_text(json.dumps({**config, **change}))
@@ -144,7 +144,7 @@ def test_solve_lsa_matches_the_evaluation_and_scipy(runs_zoo, tmp_path, solved):
     ("1,2,3,4\n1,2,3,4\n1,2,3,4\n1,2,3,0\n", "cost 0 is outside"),
     ("1,2,3,4\n1,2,3,4\n1,2,3,4\n1,2,3,2.5\n", "integers"),
     ("1,2,3,4\n1,2,3,4\n1,2,3,4\n1,2,3\n", "rows of different lengths"),
-    ("1,2,x,4\n", "not numbers"),
+    ("1,2,x,4\n", "line 1, column 3: 'x' is not a number"),
     ("", "no cost matrix"),
 ])
 def test_solve_lsa_refuses_input_that_does_not_fit(solve_script, text, culprit):

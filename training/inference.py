@@ -13,6 +13,7 @@ chooses code: `arch.name` picks a class from the registry in models/__init__.py.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,11 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataset.common import MARKER, MARKER_FIELD, InputError, _umask
+from dataset.common import MARKER, MARKER_FIELD, MAX_TABLE_ROWS, InputError, _umask, one_line
 from dataset.loader import IGNORE_LABEL_ID
 from dataset.replace_guard import EXPORT, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, check_target, write_atomically
 from models import build_model, validate_arch
-from training.checkpoint import CheckpointError, load_config, load_meta, load_weights, resolve_checkpoint
+from training.checkpoint import (
+    CheckpointError, check_tensors, load_config, load_meta, load_weights, resolve_checkpoint,
+)
 
 EXPORT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE = EXPORT_WEIGHTS, EXPORT_CONFIG
@@ -39,6 +42,50 @@ def task_facts(metadata: Any) -> dict[str, Any]:
     """The task's encoding facts from a dataset's metadata (a DatasetMetadata or a dict)."""
     raw = metadata if isinstance(metadata, dict) else metadata.model_dump()
     return {k: raw[k] for k in TASK_FIELDS if raw.get(k) is not None}
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_task_facts(facts: dict[str, Any], where: Path | str, prefix: str = "") -> None:
+    """The encoding facts a model or a dataset declares must agree with each other and with its
+    shape (LSA: n x n costs, each a token below vocab_size; Sudoku: 81 cells; arithmetic: the
+    builder's own layout), or answers are read from the wrong cells. `where` names the file,
+    `prefix` the object holding the facts in it ("data." in an export's config.json)."""
+    for field in SHAPE_FIELDS:
+        value = facts.get(field)
+        if not _integer(value) or not 1 <= value <= MAX_TABLE_ROWS:
+            raise InputError(f"{where}: {prefix}{field}={value!r}: expected an integer in 1..{MAX_TABLE_ROWS}")
+    seq_len, vocab_size = facts["seq_len"], facts["vocab_size"]
+    blank = facts.get("blank_identifier_id", 0)
+    if not _integer(blank) or not 0 <= blank < facts["num_puzzle_identifiers"]:
+        raise InputError(f"{where}: {prefix}blank_identifier_id={blank!r} is not a puzzle identifier "
+                         f"(num_puzzle_identifiers={facts['num_puzzle_identifiers']})")
+    task = facts.get("task")
+    if task == "lsa":
+        n = facts.get("n", math.isqrt(seq_len))
+        if not _integer(n) or n < 1 or n * n != seq_len:
+            raise InputError(f"{where}: {prefix}n={n!r} and seq_len={seq_len} do not describe n x n cost matrices")
+        max_cost = facts.get("max_cost", vocab_size - 2)
+        if not _integer(max_cost) or not 1 <= max_cost < vocab_size:
+            raise InputError(f"{where}: {prefix}max_cost={max_cost!r}: costs are tokens, expected an integer "
+                             f"in 1..{vocab_size - 1}")
+    elif task == "sudoku":
+        if seq_len != 81 or vocab_size < 11:
+            raise InputError(f"{where}: a Sudoku has 81 cells of tokens 0..10, got {prefix}seq_len={seq_len}, "
+                             f"{prefix}vocab_size={vocab_size}")
+    elif task == "arith":
+        from dataset.build_arith_dataset import DIGIT_CHARS, ArithLayout
+
+        try:
+            layout = ArithLayout.from_metadata(SimpleNamespace(**facts))
+        except ValueError as exc:  # pydantic's ValidationError included
+            raise InputError(f"{where}: {prefix}{one_line(exc).removeprefix('dataset.json: ')}") from exc
+        if not 2 <= layout.base <= len(DIGIT_CHARS):
+            raise InputError(f"{where}: {prefix}layout.base={layout.base}: expected 2..{len(DIGIT_CHARS)}")
+    elif task is not None and not isinstance(task, str):
+        raise InputError(f"{where}: {prefix}task={task!r}: expected a task name")
 
 
 def facts_from_config(cfg: Any) -> dict[str, Any]:
@@ -137,8 +184,8 @@ def build_from_facts(arch_raw: dict[str, Any], facts: dict[str, Any], device: to
     except ValueError as exc:
         raise InputError(f"{where}: arch: {exc}") from exc
     for field in SHAPE_FIELDS:
-        if not isinstance(facts.get(field), int) or facts[field] < 1:
-            raise InputError(f"{where}: data.{field} must be a positive integer, got {facts.get(field)!r}")
+        if not _integer(facts.get(field)) or not 1 <= facts[field] <= MAX_TABLE_ROWS:
+            raise InputError(f"{where}: data.{field} must be an integer in 1..{MAX_TABLE_ROWS}, got {facts.get(field)!r}")
     return build_model(arch, SimpleNamespace(**{f: facts[f] for f in SHAPE_FIELDS}), device)
 
 
@@ -154,19 +201,19 @@ def load_checkpoint_model(path: Path | str, device: str | torch.device = "cpu", 
     missing = [f for f in SHAPE_FIELDS if f not in facts]
     if missing:
         raise CheckpointError(f"{ckpt / 'meta.json'}: lacks the dataset facts {missing}")
+    check_task_facts(facts, ckpt / "meta.json", "dataset.")
     model = build_from_facts(cfg.arch.model_dump(), facts, torch.device(device), ckpt)
     which = load_weights(model, ckpt, use_ema=ema)
     return ReadyModel(model, facts, halting or cfg.train.eval_halting, str(ckpt), which)
 
 
 def read_export_config(directory: Path) -> dict[str, Any]:
+    from training.runs import MAX_JSON_BYTES, decode_json, read_limited
+
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise InputError(f"{path}: file not found (not an exported model directory)")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    config = decode_json(read_limited(path, MAX_JSON_BYTES), str(path))  # bounded; bad UTF-8/JSON: one line
     if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
         raise InputError(f"{path}: not a {EXPORT_FORMAT} config (format={config.get('format')!r})"
                          if isinstance(config, dict) else f"{path}: expected a JSON object")
@@ -182,22 +229,28 @@ def load_exported(directory: Path | str, device: str | torch.device = "cpu", hal
 
     directory = Path(directory)
     config = read_export_config(directory)
-    model = build_from_facts(config.get("arch") or {}, config.get("data") or {}, torch.device(device),
-                             directory / CONFIG_FILE)
+    facts = config.get("data")
+    if not isinstance(facts, dict):
+        raise InputError(f"{directory / CONFIG_FILE}: field 'data' is {type(facts).__name__}, expected an object")
+    check_task_facts(facts, directory / CONFIG_FILE, "data.")
+    arch = config.get("arch")
+    if not isinstance(arch, dict):
+        raise InputError(f"{directory / CONFIG_FILE}: field 'arch' is {type(arch).__name__}, expected an object")
+    halting = halting or config.get("eval_halting", "max_steps")
+    if halting not in ("max_steps", "q_head"):
+        raise InputError(f"{directory / CONFIG_FILE}: eval_halting={halting!r}: expected max_steps or q_head")
+    model = build_from_facts(arch, facts, torch.device(device), directory / CONFIG_FILE)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise InputError(f"{weights}: file not found")
     try:
-        state = load_file(str(weights), device=str(torch.device(device)))
+        state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise InputError(f"{weights}: cannot read safetensors ({exc})") from exc
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        detail = "; ".join(line.strip() for line in str(exc).strip().splitlines()[1:3])
-        raise InputError(f"{weights}: does not fit the model in {CONFIG_FILE} ({detail})") from exc
-    return ReadyModel(model, config["data"], halting or config.get("eval_halting", "max_steps"), str(directory),
-                      str(config.get("weights", "?")))
+    # The checkpoint loader's checks: this model's names, shapes and dtypes, and finite values.
+    check_tensors(state, {name: t.detach() for name, t in model.state_dict().items()}, weights, "model")
+    model.load_state_dict(state, strict=True)
+    return ReadyModel(model, facts, halting, str(directory), str(config.get("weights", "?")))
 
 
 def load_model(path: Path | str, device: str | torch.device = "cpu", halting: Optional[str] = None) -> ReadyModel:

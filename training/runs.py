@@ -8,11 +8,15 @@ comparing runs never needs the dataset or a GPU, and works while a run is writin
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import stat
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from dataset.common import InputError
 
@@ -28,6 +32,13 @@ FALLBACK_HEADLINE = "eval/exact_accuracy"
 LOWER_IS_BETTER = ("loss", "cost_difference")
 NOT_A_SCORE = ("eval/steps", "eval/halt_steps", "eval/examples")
 WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9]+)$")
+# What the run tools read at most: a damaged or hostile file is an error, never unbounded memory.
+MAX_JSON_BYTES = 16 << 20  # config.json, run.json, meta.json
+MAX_METRICS_BYTES = 1 << 30  # metrics.jsonl
+MAX_METRICS_LINE = 1 << 20
+MAX_POINTER_BYTES = 4096
+LATEST_DATE = 253402300799.0  # 9999-12-31: what time.localtime can show
+T = TypeVar("T")
 
 
 class RunNotFound(InputError):
@@ -39,58 +50,164 @@ def run_dirs(runs_dir: Path | str) -> list[Path]:
     return sorted(p.parent for p in Path(runs_dir).glob("*/*/config.json"))
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def printable(text: Any) -> str:
+    """`text` with every control or unprintable character escaped (\\n, \\x1b, \\udcff): a run's name
+    or a field read from its files can then never forge or garble a line of the tools' output."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
+
+
+def open_regular(path: Path):
+    """A binary file object for a regular file; anything else (a directory, a FIFO, a device,
+    an unreadable file) is an InputError naming it. Opening never blocks (O_NONBLOCK)."""
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise InputError(f"{path}: cannot read JSON ({str(exc)[:200]})") from exc
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, refused (InputError) beyond `limit` bytes."""
+    with open_regular(path) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if len(data) > limit:
+        raise InputError(f"{path}: larger than {limit} bytes; not a file this project writes")
+    return data
+
+
+def decode_json(data: bytes, where: str, problem: str = "cannot read JSON") -> Any:
+    """JSON from bytes; bad UTF-8, bad JSON, over-long integers, absurd nesting -> InputError."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{where}: {problem} ({str(exc)[:200]})") from exc
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    value = decode_json(read_limited(path, MAX_JSON_BYTES), str(path))
     if not isinstance(value, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
 
 
+def finite_number(value: Any) -> Optional[float]:
+    """`value` as a float when it is a finite real number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float
+        return None
+    return number if math.isfinite(number) else None
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """metrics.jsonl as records. A crash can cut the last line short: that one is skipped;
-    a broken line anywhere else is an error naming the line."""
+    a broken line anywhere else is an error naming the line. Steps are integers 0..2^63-1."""
     path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
-    lines = path.read_text().splitlines()
+    lines, total = [], 0
+    with open_regular(path) as f:
+        while True:
+            try:
+                line = f.readline(MAX_METRICS_LINE + 1)
+            except OSError as exc:
+                raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+            if not line:
+                break
+            if len(line) > MAX_METRICS_LINE:
+                raise InputError(f"{path}:{len(lines) + 1}: a line longer than {MAX_METRICS_LINE} bytes")
+            total += len(line)
+            if total > MAX_METRICS_BYTES:
+                raise InputError(f"{path}: larger than {MAX_METRICS_BYTES} bytes")
+            lines.append(line)
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            if number == len(lines) and isinstance(exc, json.JSONDecodeError):
+            record = decode_json(line, f"{path}:{number}", "not a JSON line")
+        except InputError:
+            if number == len(lines):  # the last line, cut short by a crash
                 break
-            raise InputError(f"{path}:{number}: not a JSON line ({str(exc)[:200]})") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("step", 0), int) or isinstance(record.get("step"), bool):
-            raise InputError(f"{path}:{number}: expected an object with an integer 'step', got {line[:80]!r}")
+            raise
+        step = record.get("step", 0) if isinstance(record, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**63:
+            raise InputError(f"{path}:{number}: expected an object with an integer 'step' >= 0, "
+                             f"got {printable(line[:80].decode(errors='replace'))!r}")
         records.append(record)
     return records
+
+
+def read_pointer_name(pointer: Path) -> Optional[str]:
+    """The checkpoint directory name a `latest` pointer holds (None without a pointer)."""
+    from training.checkpoint import POINTER_TARGET
+
+    if not os.path.lexists(pointer):
+        return None
+    name = read_limited(pointer, MAX_POINTER_BYTES).decode(errors="replace").strip()
+    if not POINTER_TARGET.fullmatch(name):
+        raise InputError(f"{pointer}: names {printable(name[:80])!r}, not a checkpoint directory (step_NNNNNNN)")
+    return name
+
+
+def read_each(run_dirs: list[Path], read: Callable[[Path], T], what: str) -> list[T]:
+    """`read(run_dir)` for each run. A damaged run (an InputError) is one line on stderr naming
+    it, and the others go on: the listing never dies of one run. When every run given is
+    damaged, that is an InputError (exit 2); with at least one readable run the tool succeeds."""
+    results = []
+    for run_dir in run_dirs:
+        try:
+            results.append(read(run_dir))
+        except InputError as exc:
+            named = str(exc) if str(exc).startswith(str(run_dir)) else f"{run_dir}: {exc}"
+            print(f"skipped: {printable(named)}", file=sys.stderr)
+    if run_dirs and not results:
+        raise InputError(f"{what}: none of the {len(run_dirs)} run(s) could be read (each one is named above)")
+    return results
 
 
 def wandb_id_of(run_dir: Path) -> Optional[str]:
     """The run's wandb id: from run.json, else from the newest wandb/ run directory name."""
     run_file = Path(run_dir) / RUN_FILE
-    if run_file.is_file():
+    if os.path.lexists(run_file):
         wandb_id = read_json(run_file).get("wandb_id")
+        if wandb_id is not None and not isinstance(wandb_id, str):
+            raise InputError(f"{run_file}: field 'wandb_id' is {type(wandb_id).__name__}, expected a string")
         if wandb_id:
-            return str(wandb_id)
+            return wandb_id
     names = sorted(p.name for p in (Path(run_dir) / "wandb").glob("*run-*") if p.is_dir())
     ids = [m.group("id") for m in map(WANDB_RUN_DIR.match, names) if m]
     return ids[-1] if ids else None
 
 
+def config_section(config: dict[str, Any], key: str, path: Path | str = "config.json") -> dict[str, Any]:
+    """config[key] as a mapping ({} when absent); anything else is an InputError naming it."""
+    value = config.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: field '{key}' is {type(value).__name__}, expected an object")
+    return value
+
+
 def task_of(config: dict[str, Any]) -> str:
     """The run's task: its dataset builder, else its first evaluator, else '?'."""
-    builder = (config.get("data") or {}).get("builder")
+    builder = config_section(config, "data").get("builder")
     if builder:
         return str(builder)
-    evaluators = config.get("evaluators") or []
-    return str(evaluators[0].get("name")) if evaluators and isinstance(evaluators[0], dict) else "?"
+    evaluators = config.get("evaluators")
+    first = evaluators[0] if isinstance(evaluators, list) and evaluators else None
+    return str(first.get("name")) if isinstance(first, dict) else "?"
 
 
 def headline_metric(config: dict[str, Any]) -> str:
@@ -110,8 +227,9 @@ def best_metrics(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """{metric: {"value", "step"}}: each evaluation metric at its best evaluation."""
     best: dict[str, dict[str, float]] = {}
     for record in records:
-        for key, value in record.items():
-            if not is_score(key) or not isinstance(value, (int, float)):
+        for key, raw in record.items():
+            value = finite_number(raw)
+            if not is_score(key) or value is None:  # NaN and infinities are no one's best
                 continue
             if key not in best or better(key, value, best[key]["value"]):
                 best[key] = {"value": value, "step": record.get("step", 0)}
@@ -139,31 +257,58 @@ class RunSummary:
         return asdict(self)
 
 
+def created_of(run_dir: Path, run_file: dict[str, Any]) -> float:
+    """run.json's `created` (a date time.localtime can show), else config.json's mtime."""
+    raw = run_file.get("created")
+    if raw is None:
+        try:
+            return (run_dir / "config.json").stat().st_mtime
+        except OSError as exc:
+            raise InputError(f"{run_dir / 'config.json'}: cannot read ({exc.strerror or exc})") from exc
+    created = finite_number(raw)
+    if created is None or not 0 <= created <= LATEST_DATE:
+        raise InputError(f"{run_dir / RUN_FILE}: field 'created' is {printable(repr(raw)[:40])}, expected a unix time")
+    return created
+
+
 def summarize(run_dir: Path | str) -> RunSummary:
+    """One run's summary; anything damaged in its files is an InputError naming the file."""
     run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json")
+    config_path = run_dir / "config.json"
+    config = read_json(config_path)
+    arch = config_section(config, "arch", config_path)
+    config_section(config, "data", config_path)  # checked here, where the error can name the file
+    task = task_of(config)
     records = read_metrics(run_dir)
-    run_file = read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).is_file() else {}
+    run_file = read_json(run_dir / RUN_FILE) if os.path.lexists(run_dir / RUN_FILE) else {}
     evals = [r for r in records if any(is_score(k) for k in r)]
-    seconds = [r["train/seconds"] for r in records if isinstance(r.get("train/seconds"), (int, float))]
-    pointer = run_dir / "checkpoints" / "latest"
-    arch = config.get("arch") or {}
+    seconds = [finite_number(r["train/seconds"]) for r in records if finite_number(r.get("train/seconds")) is not None]
     return RunSummary(
         project=run_dir.parent.name,
         name=run_dir.name,
         path=str(run_dir),
-        created=float(run_file.get("created") or (run_dir / "config.json").stat().st_mtime),
-        task=task_of(config),
+        created=created_of(run_dir, run_file),
+        task=task,
         arch=str(arch.get("name", "?")) + (f"/{arch['mixer']}" if arch.get("mixer") else ""),
         step=max((int(r.get("step", 0)) for r in records), default=0),
         train_seconds=seconds[-1] if seconds else None,
-        wall_seconds=records[-1].get("time") if records else None,
-        checkpoint=pointer.read_text().strip() if pointer.is_file() else None,
+        wall_seconds=finite_number(records[-1].get("time")) if records else None,
+        checkpoint=read_pointer_name(run_dir / "checkpoints" / "latest"),
         wandb_id=wandb_id_of(run_dir),
         headline=headline_metric(config),
-        last_eval={k: v for k, v in evals[-1].items() if k.startswith("eval/")} if evals else {},
+        last_eval={k: v for k, v in evals[-1].items() if k.startswith("eval/") and finite_number(v) is not None}
+        if evals else {},
         best=best_metrics(evals),
     )
+
+
+def wandb_id_or_none(run_dir: Path) -> Optional[str]:
+    """For look-ups only: a run whose run.json is damaged is still found by its name (the tool
+    that then reads it reports the damage); its wandb id is unknown."""
+    try:
+        return wandb_id_of(run_dir)
+    except InputError:
+        return None
 
 
 def find_run(key: str, runs_dir: Path | str, project: Optional[str] = None) -> Path:
@@ -172,7 +317,7 @@ def find_run(key: str, runs_dir: Path | str, project: Optional[str] = None) -> P
     if Path(key).is_dir():
         return Path(key)
     runs = run_dirs(runs_dir)
-    ids = {run: wandb_id_of(run) for run in runs}
+    ids = {run: wandb_id_or_none(run) for run in runs}
 
     def pick(matches: list[Path], how: str) -> Optional[Path]:
         if project is not None and len(matches) > 1:
