@@ -28,6 +28,7 @@ from dataset.common import InputError
 from dataset.loader import IGNORE_LABEL_ID
 from models import build_model, validate_arch
 from training.checkpoint import CheckpointError, load_config, load_meta, load_weights, resolve_checkpoint
+from training.evaluation import EVAL_HALTING
 
 EXPORT_FORMAT = "tinyrecursion-export"
 EXPORT_VERSION = 1
@@ -79,6 +80,8 @@ class ReadyModel(nn.Module):
 
     def __init__(self, model: nn.Module, facts: dict[str, Any], halting: str, source: str, weights: str):
         super().__init__()
+        if halting not in EVAL_HALTING:
+            raise InputError(f"halting={halting!r}; expected one of {', '.join(EVAL_HALTING)}")
         self.model = model.eval()
         # vocab_size, seq_len, num_puzzle_identifiers, task, n, max_cost, layout, ...
         self.facts = {k: facts[k] for k in SHAPE_FIELDS + TASK_FIELDS if k in facts}
@@ -142,16 +145,22 @@ def build_from_facts(arch_raw: dict[str, Any], facts: dict[str, Any], device: to
     for field in SHAPE_FIELDS:
         if not isinstance(facts.get(field), int) or facts[field] < 1:
             raise InputError(f"{where}: data.{field} must be a positive integer, got {facts.get(field)!r}")
-    return build_model(arch, SimpleNamespace(**{f: facts[f] for f in SHAPE_FIELDS}), device)
+    try:
+        return build_model(arch, SimpleNamespace(**{f: facts[f] for f in SHAPE_FIELDS}), device)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from exc
 
 
 def load_checkpoint_model(path: Path | str, device: str | torch.device = "cpu", ema: bool = True,
                           halting: Optional[str] = None) -> ReadyModel:
     """A run or checkpoint directory -> ReadyModel (EMA weights when present and `ema`)."""
-    from training.config import validate_config
+    from training.config import ConfigError, validate_config
 
     ckpt = resolve_checkpoint(path)
-    cfg = validate_config(load_config(ckpt))
+    try:
+        cfg = validate_config(load_config(ckpt))
+    except ConfigError as exc:
+        raise CheckpointError(f"{ckpt / 'config.json'}: {str(exc).removeprefix('config: ')}") from exc
     recorded = load_meta(ckpt).get("dataset", {})
     facts = {**facts_from_config(cfg), **recorded} if "task" not in recorded else dict(recorded)
     missing = [f for f in SHAPE_FIELDS if f not in facts]
@@ -185,6 +194,9 @@ def load_exported(directory: Path | str, device: str | torch.device = "cpu", hal
 
     directory = Path(directory)
     config = read_export_config(directory)
+    policy = config.get("eval_halting", "max_steps")
+    if policy not in EVAL_HALTING:
+        raise InputError(f"{directory / CONFIG_FILE}: eval_halting={policy!r}; expected one of {', '.join(EVAL_HALTING)}")
     model = build_from_facts(config.get("arch") or {}, config.get("data") or {}, torch.device(device),
                              directory / CONFIG_FILE)
     weights = directory / WEIGHTS_FILE
@@ -199,7 +211,7 @@ def load_exported(directory: Path | str, device: str | torch.device = "cpu", hal
     except RuntimeError as exc:
         detail = "; ".join(line.strip() for line in str(exc).strip().splitlines()[1:3])
         raise InputError(f"{weights}: does not fit the model in {CONFIG_FILE} ({detail})") from exc
-    return ReadyModel(model, config["data"], halting or config.get("eval_halting", "max_steps"), str(directory),
+    return ReadyModel(model, config["data"], halting or policy, str(directory),
                       str(config.get("weights", "?")))
 
 
