@@ -148,10 +148,11 @@ def model_cost(cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ident
 def check_model_cost(cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_identifiers: int) -> None:
     """Refuse (ValueError naming the fields and the bound) a model that would not fit in memory
     or would take too long per example: checked before it is built, wherever its config came from."""
-    for name, value, bound in (("vocab_size", vocab_size, MAX_VOCAB_SIZE), ("seq_len", seq_len, MAX_SEQ_LEN),
-                               ("num_puzzle_identifiers", num_puzzle_identifiers, MAX_PUZZLE_IDENTIFIERS)):
+    for name, value, bound, constant in (
+            ("vocab_size", vocab_size, MAX_VOCAB_SIZE, "MAX_VOCAB_SIZE"), ("seq_len", seq_len, MAX_SEQ_LEN, "MAX_SEQ_LEN"),
+            ("num_puzzle_identifiers", num_puzzle_identifiers, MAX_PUZZLE_IDENTIFIERS, "MAX_PUZZLE_IDENTIFIERS")):
         if value > bound:
-            raise ValueError(f"data.{name}={value} is more than {bound} (models/act.py: MAX_{name.upper()})")
+            raise ValueError(f"data.{name}={value} is more than {bound} (models/act.py: {constant})")
     parameters, step = model_cost(cfg, vocab_size, seq_len, num_puzzle_identifiers)
     shape = f"hidden_size={cfg.hidden_size}, vocab_size={vocab_size}, seq_len={seq_len}"
     if parameters > MAX_PARAMETERS:
