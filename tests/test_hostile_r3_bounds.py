@@ -277,6 +277,22 @@ def test_sigterm_during_evaluation_stops_it_and_a_resume_redoes_it_first(world, 
     assert not json.loads((ckpt_of(run) / "meta.json").read_text()).get("eval_pending")
 
 
+def test_a_stop_in_a_step_with_an_evaluation_due_leaves_it_pending(world, tmp_path, monkeypatch):
+    """The signal arrives during step 3, whose evaluation is due: the loop checkpoints without
+    evaluating, and the resume evaluates step 3 before training on."""
+    from conftest import sigterm_after_step
+    from training.loop import train
+
+    common = ["train.max_steps=6", "train.eval_interval=3", "logging.run_name=due", "train.global_batch_size=32"]
+    with sigterm_after_step(monkeypatch, 3):
+        first = train(tiny_config(tmp_path, *common, data=world["data"]))
+    run = tmp_path / "runs" / PROJECT / "due"
+    assert first["preempted"] and first["step"] == 3
+    assert json.loads((ckpt_of(run) / "meta.json").read_text())["eval_pending"] is True
+    train(tiny_config(tmp_path, *common, "train.resume=true", data=world["data"]))
+    assert [r["step"] for r in records(run) if "eval/examples" in r] == [3, 6]
+
+
 def test_evaluate_script_interrupted_leaves_no_predictions(world, tmp_path, monkeypatch):
     from models.losses import ACTLossHead
 
@@ -296,6 +312,13 @@ def test_evaluate_script_interrupted_leaves_no_predictions(world, tmp_path, monk
     assert result.returncode == 128 + signal.SIGTERM and len(lines) == 1 and "SIGTERM" in lines[0], result.stderr
     assert not out.exists() and not list(tmp_path.glob(".predictions.tmp-*"))
     assert digest(run) == before
+
+    monkeypatch.setattr(ACTLossHead, "forward", original)  # uninterrupted, the files land in place
+    result = run_in_process("scripts/evaluate.py", "--no-progress", "--checkpoint", str(run),
+                            "--save-predictions", str(out))
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in out.iterdir()] == ["lsa_predictions.npz"]
+    assert not list(tmp_path.glob(".predictions.tmp-*"))
 
 
 # ---------------------------------------------------------------------------------------------
