@@ -111,7 +111,8 @@ def evaluate(
         ev.begin_eval()
     sums = None
     batch_size = even_batch_size(num_examples, batch_size, world_size)
-    num_batches = -(-(-(-num_examples // world_size)) // batch_size)
+    per_rank = -(-num_examples // world_size)
+    num_batches = -(-per_rank // batch_size)  # on every rank the same (eval_batches)
 
     def stop_now(device: torch.device) -> bool:
         if world_size == 1:
