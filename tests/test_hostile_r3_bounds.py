@@ -354,3 +354,53 @@ def test_eval_batches_give_every_rank_the_same_number_of_batches(world):
         for shard in shards:
             for batch, valid in shard:
                 assert batch["inputs"].shape[0] == size and (batch["labels"][valid:] == -100).all()
+
+
+# Run by torchrun in place of pretrain.py: rank 1 sends itself SIGTERM from inside its first
+# evaluation step, then pretrain.py runs as usual.
+SIGNAL_RANK_ONE = '''
+import os, runpy, signal, sys
+sys.path.insert(0, {repo!r})
+import training.loop as loop
+original, fired = loop.evaluate, []
+def evaluate(step_fn, *args, **kwargs):
+    def step(carry, batch):
+        if os.environ.get("RANK") == "1" and not fired:
+            fired.append(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step_fn(carry, batch)
+    return original(step, *args, **kwargs)
+loop.evaluate = evaluate
+sys.argv[0] = {pretrain!r}
+runpy.run_path({pretrain!r}, run_name="__main__")
+'''
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_during_evaluation_stops_every_rank_at_the_next_batch(world, tmp_path):
+    """The ranks agree on a stop before every evaluation batch: rank 1 alone is signalled, both
+    leave the evaluation at the next batch, write one checkpoint marked eval_pending and exit
+    0; a resume on 2 ranks redoes that evaluation first."""
+    import subprocess
+    import sys
+
+    from test_distributed import COMMON, PROJECT as DDP_PROJECT, env, evals, launch
+
+    wrapper = tmp_path / "signal_rank_one.py"
+    wrapper.write_text(SIGNAL_RANK_ONE.format(repo=str(REPO), pretrain=str(REPO / "pretrain.py")))
+    runs = tmp_path / "runs"
+    # 20 test examples, 10 per rank, 4 per batch: 3 batches on each rank.
+    extra = ["logging.run_name=sig", "train.max_steps=4", "train.eval_interval=2", "train.eval_batch_size=8"]
+    first = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                            str(wrapper), "--config-name", "cfg_lsa_cpu", f"data.path={world['data']}",
+                            f"logging.runs_dir={runs}", *COMMON, *extra], cwd=REPO, env=env(), capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "during evaluation" in first.stdout, first.stdout[-2000:]
+    run = runs / DDP_PROJECT / "sig"
+    meta = json.loads((ckpt_of(run) / "meta.json").read_text())
+    assert meta["step"] == 2 and meta["eval_pending"] is True and meta["world_size"] == 2
+    assert evals(run) == []
+    resumed = launch(2, world["data"], runs, *extra, "train.resume=true", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["step"] for r in evals(run)] == [2, 4] and all(r["eval/examples"] == 20 for r in evals(run))
