@@ -53,6 +53,8 @@ from tqdm import tqdm
 
 from dataset.common import (
     CLI,
+    MAX_AUGMENTATIONS,
+    MAX_INSTANCES,
     DatasetError,
     DatasetMetadata,
     SplitArrays,
@@ -86,8 +88,8 @@ class ArithBuildConfig(BaseModel):
                                            "(default: --min-digits)")
     test_max_digits: Optional[int] = Field(None, ge=1, le=MAX_DIGITS, description="test operands' most digits "
                                            "(default: --max-digits); seq_len fits the larger range")
-    num_train: int = Field(10000, ge=1, description="original training problems (groups)")
-    num_test: int = Field(1000, ge=1, description="test problems (not augmented)")
+    num_train: int = Field(10000, ge=1, le=MAX_INSTANCES, description="original training problems (groups)")
+    num_test: int = Field(1000, ge=1, le=MAX_INSTANCES, description="test problems (not augmented)")
     num_aug: int = Field(1, ge=0, le=1, description="1: add the operand-swapped copy (b op a) to each group")
     seed: int = Field(0, ge=0, description="random seed; same arguments give byte-identical files")
     overwrite: bool = Field(False, description="replace a non-empty output directory")

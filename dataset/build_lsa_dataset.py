@@ -28,6 +28,8 @@ from tqdm import tqdm
 
 from dataset.common import (
     CLI,
+    MAX_AUGMENTATIONS,
+    MAX_INSTANCES,
     MAX_TABLE_ROWS,
     DatasetError,
     DatasetMetadata,
@@ -52,10 +54,10 @@ class LSABuildConfig(BaseModel):
 
     output_dir: Path = Field(description="where to write the dataset (train/, test/, identifiers.json)")
     n: int = Field(9, ge=2, le=64, description="matrix size n (n x n costs)")
-    max_cost: int = Field(100, ge=1, description="costs are drawn uniformly from 1..max_cost")
-    num_train: int = Field(10000, ge=1, description="original training instances (groups)")
-    num_test: int = Field(1000, ge=1, description="test instances (not augmented)")
-    num_aug: int = Field(10, ge=0, description="augmented copies per training instance")
+    max_cost: int = Field(100, ge=1, le=MAX_TABLE_ROWS - 2, description="costs are drawn uniformly from 1..max_cost")
+    num_train: int = Field(10000, ge=1, le=MAX_INSTANCES, description="original training instances (groups)")
+    num_test: int = Field(1000, ge=1, le=MAX_INSTANCES, description="test instances (not augmented)")
+    num_aug: int = Field(10, ge=0, le=MAX_AUGMENTATIONS, description="augmented copies per training instance")
     seed: int = Field(0, ge=0, description="random seed; same arguments give byte-identical files")
     unique_optimum: bool = Field(False, description="drop instances with more than one optimal assignment")
     unique_optimum_train: bool = Field(

@@ -60,6 +60,8 @@ from tqdm import tqdm
 
 from dataset.common import (
     CLI,
+    MAX_AUGMENTATIONS,
+    MAX_INSTANCES,
     DatasetError,
     DatasetMetadata,
     SplitArrays,
@@ -89,10 +91,10 @@ class SudokuBuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt data.build_args key must fail, not vanish
 
     output_dir: Path = Field(description="where to write the dataset (train/, test/, identifiers.json)")
-    num_train: int = Field(1000, ge=1, description="generated training puzzles (groups)")
-    num_test: int = Field(1000, ge=0, description="test puzzles: generated, held out of --source-csv, or sampled "
+    num_train: int = Field(1000, ge=1, le=MAX_INSTANCES, description="generated training puzzles (groups)")
+    num_test: int = Field(1000, ge=0, le=MAX_INSTANCES, description="test puzzles: generated, held out of --source-csv, or sampled "
                           "from --source-test-csv (0 = all of its rows)")
-    num_aug: int = Field(100, ge=0, description="augmented copies per training puzzle")
+    num_aug: int = Field(100, ge=0, le=MAX_AUGMENTATIONS, description="augmented copies per training puzzle")
     seed: int = Field(0, ge=0, description="random seed; same arguments give byte-identical files")
     min_clues: Optional[int] = Field(None, ge=0, le=81, description=f"fewest givens (generation: {DEFAULT_MIN_CLUES}; "
                                      "import: no bound)")
@@ -104,10 +106,10 @@ class SudokuBuildConfig(BaseModel):
                               "number of givens exactly before taking the try that came closest (fewest givens); "
                               "low targets are rare (22 givens: ~1 try in 50 at --min-rating 2), so more tries "
                               "spread the counts more evenly and cost more time")
-    min_rating: int = Field(0, ge=0, description="keep puzzles rated at least this (backtracks; imports: the CSV rating)")
+    min_rating: int = Field(0, ge=0, le=MAX_INSTANCES, description="keep puzzles rated at least this (backtracks; imports: the CSV rating)")
     source_csv: Optional[Path] = Field(None, description="import training puzzles from this sudoku-extreme CSV")
     source_test_csv: Optional[Path] = Field(None, description="import test puzzles from this CSV (needs --source-csv)")
-    subsample_size: Optional[int] = Field(None, ge=1, description="use a seeded random subset of this many "
+    subsample_size: Optional[int] = Field(None, ge=1, le=MAX_INSTANCES, description="use a seeded random subset of this many "
                                           "--source-csv training puzzles")
     skip_invalid: bool = Field(False, description="skip and count bad CSV rows instead of failing on the first")
     workers: int = Field(2, ge=1, le=256, description="generator processes (the output does not depend on it)")

@@ -51,6 +51,11 @@ class DatasetError(InputError):
 # Upper bound on vocab_size and num_puzzle_identifiers: each is a row count of an embedding
 # table, so a corrupt claim would otherwise surface as an allocation failure deep in the model.
 MAX_TABLE_ROWS = 1 << 24
+# Builder arguments: instances per split and augmented copies per instance (a build of 10^12
+# instances would run for days before failing); generous beside the published setups (Sudoku:
+# 1000 puzzles x 1000 copies).
+MAX_INSTANCES = 1 << 24
+MAX_AUGMENTATIONS = 1 << 16
 # Builders stamp this into both splits' dataset.json (exports into config.json); `--overwrite`
 # replaces only directories that carry it (see dataset/replace_guard.py).
 MARKER_FIELD, MARKER = "written_by", "tinyrecursion"

@@ -182,15 +182,17 @@ def eval_batches(
 ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
     """Every example of a split once, in order, as (batch, num_valid); the last batch is padded
     to full size (padding rows carry no labels) so compiled shapes stay fixed. With several
-    ranks each takes a contiguous shard."""
+    ranks each takes a contiguous shard, and every rank yields the same number of batches (a
+    rank whose shard is short or empty, e.g. 1 example on 2 ranks, yields batches of padding
+    only, num_valid 0): the ranks then meet in every per-batch collective and in the gather."""
     per_rank = -(-num_examples // world_size)
     lo, hi = rank * per_rank, min(num_examples, (rank + 1) * per_rank)
-    for start in range(lo, hi, batch_size):
+    for start in range(lo, lo + per_rank, batch_size):
         stop = min(start + batch_size, hi)
-        index = np.arange(start, stop)
-        valid = stop - start
+        valid = max(0, stop - start)
+        index = np.arange(start, start + valid)
         if valid < batch_size:
-            index = np.concatenate([index, np.full(batch_size - valid, index[0])])
+            index = np.concatenate([index, np.full(batch_size - valid, index[0] if valid else 0)])
         batch = data.gather(index)
         if valid < batch_size:
             for key, pad in data.pad.items():

@@ -11,7 +11,7 @@ from torch import nn
 
 from dataset.common import InputError, one_line
 
-from models.act import resolve_dtype
+from models.act import check_model_cost, resolve_dtype
 from models.hrm import HRM, HRMConfig
 from models.transformer import Transformer, TransformerConfig
 from models.trm import TRM, TRMConfig
@@ -38,8 +38,13 @@ def validate_arch(raw: dict[str, Any]) -> pydantic.BaseModel:
 
 
 def build_model(arch: pydantic.BaseModel, metadata, device: torch.device) -> nn.Module:
-    """Instantiate on `device` from a validated arch config and the dataset's metadata."""
+    """Instantiate on `device` from a validated arch config and the dataset's metadata, after
+    checking that its size and cost per example are within the bounds (models/act.py)."""
     _, model_cls = MODELS[arch.name]
+    try:
+        check_model_cost(arch, metadata.vocab_size, metadata.seq_len, metadata.num_puzzle_identifiers)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
     dtype = resolve_dtype(arch.forward_dtype, device)
     try:
         with torch.device(device):

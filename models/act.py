@@ -5,7 +5,8 @@ counting. ACTLossHead (models/losses.py) and training/evaluation.py see only thi
 
 A family subclasses `ACTModel`: it names its carried latent states in `STATES`, builds its
 blocks in `build_core`, and implements `core(states, x) -> (states, answer)`, one ACT step's
-computation (keeping gradients only where the family wants them), and `block_applications`.
+computation (keeping gradients only where the family wants them); its config says how many
+block applications one step makes (`block_applications`, for FLOP counts and the bounds below).
 """
 
 from __future__ import annotations
@@ -17,9 +18,35 @@ import pydantic
 import torch
 from torch import nn
 
-from models.layers import Block, CastedEmbedding, CastedLinear, RotaryEmbedding, trunc_normal_
+from models.layers import Block, CastedEmbedding, CastedLinear, RotaryEmbedding, find_multiple, trunc_normal_
 
 Carry = dict[str, torch.Tensor]
+
+# Bounds that keep one step finite in time and memory, whatever a config, a checkpoint's
+# config.json or an export's config.json says (`halt_max_steps: 1e9` would spin for days).
+# Generous: 10-100x beyond the published setups (TRM: hidden 512, 2 layers, H 3, L 6, 16 steps).
+MAX_HIDDEN_SIZE = 16384
+MAX_NUM_HEADS = 1024
+MAX_LAYERS = 256  # blocks in one stack: num_layers, H_layers, L_layers
+MAX_CYCLES = 1024  # H_cycles, L_cycles
+MAX_HALT_STEPS = 1024  # halt_max_steps: ACT steps to answer one example
+MAX_PUZZLE_EMB_LEN = 1024  # prefix positions
+MAX_SEQ_MLP_ALIGN = 1024
+MAX_ROPE_THETA = 1e12
+MAX_Q_LOSS_WEIGHT = 1e3
+# Block applications to answer one example (per ACT step x halt_max_steps); TRM's setup: 42 x 16 = 672.
+MAX_BLOCK_APPLICATIONS = 1 << 17
+# The dataset facts a model is shaped by (from dataset.json, a checkpoint's meta.json or an export).
+MAX_VOCAB_SIZE = 1 << 20
+MAX_SEQ_LEN = 1 << 16
+MAX_PUZZLE_IDENTIFIERS = 1 << 28
+MAX_PARAMETERS = 1 << 33  # 32 GiB of float32 weights
+# Matrix FLOPs to answer one example (halt_max_steps forward ACT steps): about a second of an H200
+# at its peak; TRM's Sudoku setup needs 4e11, a 30x30 maze 5e12.
+MAX_EXAMPLE_FLOPS = 1e15
+# Matrix FLOPs of one ACT step over a whole batch (training: with its backward; evaluation: the
+# eval batch): about 100 s of an H200 at its peak; TRM's reference training step is 3.7e13.
+MAX_STEP_FLOPS = 1e17
 DATA_KEYS = ("inputs", "labels", "puzzle_identifiers")
 Rotary = Optional[tuple[torch.Tensor, torch.Tensor]]
 
@@ -30,18 +57,18 @@ class ModelConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     name: str
-    hidden_size: int = pydantic.Field(512, ge=1)
-    num_heads: int = pydantic.Field(8, ge=1)
+    hidden_size: int = pydantic.Field(512, ge=1, le=MAX_HIDDEN_SIZE)
+    num_heads: int = pydantic.Field(8, ge=1, le=MAX_NUM_HEADS)
     expansion: float = pydantic.Field(4.0, gt=0, le=64)
     mixer: Literal["attention", "mlp"] = "attention"
     seq_mlp_align: int = pydantic.Field(
-        8, ge=1, description="mlp mixer: zero-pad the sequence inside the sequence MLP to a multiple of this "
+        8, ge=1, le=MAX_SEQ_MLP_ALIGN, description="mlp mixer: zero-pad the sequence inside the sequence MLP to a multiple of this "
         "(same sums; aligned GEMM rows on GPUs); 1 = no padding")
     pos_encodings: Literal["rope", "learned", "none"] = "rope"
-    rope_theta: float = pydantic.Field(10000.0, gt=0)
-    puzzle_emb_ndim: Optional[int] = pydantic.Field(None, ge=0, description="None = hidden_size; 0 = no puzzle embedding")
-    puzzle_emb_len: int = pydantic.Field(16, ge=0, description="prefix positions for the puzzle embedding (0 = derive)")
-    halt_max_steps: int = pydantic.Field(16, ge=1)
+    rope_theta: float = pydantic.Field(10000.0, gt=0, le=MAX_ROPE_THETA)
+    puzzle_emb_ndim: Optional[int] = pydantic.Field(None, ge=0, le=MAX_PUZZLE_EMB_LEN * MAX_HIDDEN_SIZE, description="None = hidden_size; 0 = no puzzle embedding")
+    puzzle_emb_len: int = pydantic.Field(16, ge=0, le=MAX_PUZZLE_EMB_LEN, description="prefix positions for the puzzle embedding (0 = derive)")
+    halt_max_steps: int = pydantic.Field(16, ge=1, le=MAX_HALT_STEPS)
     halt_exploration_prob: float = pydantic.Field(0.1, ge=0, le=1)
     no_act_continue: bool = pydantic.Field(
         True, description="true: halt on sigmoid(q_halt) > 0.5 alone (TRM); false: halt when q_halt > q_continue "
@@ -52,7 +79,7 @@ class ModelConfig(pydantic.BaseModel):
     forward_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     rms_norm_eps: float = pydantic.Field(1e-5, gt=0, lt=1)
     loss: Literal["stablemax", "softmax"] = "stablemax"
-    q_loss_weight: float = 0.5
+    q_loss_weight: float = pydantic.Field(0.5, ge=0, le=MAX_Q_LOSS_WEIGHT)
 
     @pydantic.model_validator(mode="after")
     def _check_shapes(self) -> "ModelConfig":
@@ -66,7 +93,24 @@ class ModelConfig(pydantic.BaseModel):
             raise ValueError(
                 f"puzzle_emb_ndim={self.emb_ndim} does not fit in puzzle_emb_len={self.puzzle_emb_len} x hidden_size={self.hidden_size}"
             )
+        forward = self.block_applications()[0] if type(self).block_applications is not ModelConfig.block_applications else 0
+        if forward * self.halt_max_steps > MAX_BLOCK_APPLICATIONS:
+            raise ValueError(f"{self.depth_text()} x halt_max_steps={self.halt_max_steps} = "
+                             f"{forward * self.halt_max_steps} block applications per example, more than "
+                             f"{MAX_BLOCK_APPLICATIONS} (models/act.py: MAX_BLOCK_APPLICATIONS)")
         return self
+
+    def block_applications(self) -> tuple[int, int]:
+        """Block applications in one ACT step: (forward, of which with gradients)."""
+        raise NotImplementedError
+
+    def num_blocks(self) -> int:
+        """Blocks the family builds (for the parameter count before building)."""
+        raise NotImplementedError
+
+    def depth_text(self) -> str:
+        """The fields behind block_applications, for messages ("H_cycles=3 x ...")."""
+        raise NotImplementedError
 
     @property
     def emb_ndim(self) -> int:
@@ -77,6 +121,63 @@ class ModelConfig(pydantic.BaseModel):
         if self.emb_ndim == 0:
             return 0
         return self.puzzle_emb_len or -(-self.emb_ndim // self.hidden_size)
+
+
+def block_flops(cfg: ModelConfig, total_len: int) -> int:
+    """Matrix FLOPs of one block application to one example of `total_len` positions (the
+    formula of ACTModel.step_flops)."""
+    dim, inter = cfg.hidden_size, find_multiple(cfg.expansion * cfg.hidden_size * 2 / 3, 256)
+    flops = 2 * total_len * 3 * dim * inter
+    if cfg.mixer == "attention":
+        return flops + 2 * total_len * 4 * dim * dim + 4 * total_len * total_len * dim
+    return flops + 2 * dim * 3 * total_len * find_multiple(cfg.expansion * total_len * 2 / 3, 256)
+
+
+def model_cost(cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_identifiers: int) -> tuple[int, float]:
+    """(parameters, forward matrix FLOPs of one ACT step for one example), from the config and
+    the dataset facts alone, before anything is built; the parameters roughly (matrices only)."""
+    dim, total_len = cfg.hidden_size, cfg.prefix_len + seq_len
+    inter = find_multiple(cfg.expansion * dim * 2 / 3, 256)
+    per_block = 3 * dim * inter + (4 * dim * dim if cfg.mixer == "attention" else
+                                   3 * total_len * find_multiple(cfg.expansion * total_len * 2 / 3, 256))
+    parameters = cfg.num_blocks() * per_block + 2 * vocab_size * dim + num_puzzle_identifiers * cfg.emb_ndim
+    forward = cfg.block_applications()[0] * block_flops(cfg, total_len) + 2 * seq_len * dim * vocab_size
+    return parameters, float(forward)
+
+
+def check_model_cost(cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_identifiers: int) -> None:
+    """Refuse (ValueError naming the fields and the bound) a model that would not fit in memory
+    or would take too long per example: checked before it is built, wherever its config came from."""
+    for name, value, bound, constant in (
+            ("vocab_size", vocab_size, MAX_VOCAB_SIZE, "MAX_VOCAB_SIZE"), ("seq_len", seq_len, MAX_SEQ_LEN, "MAX_SEQ_LEN"),
+            ("num_puzzle_identifiers", num_puzzle_identifiers, MAX_PUZZLE_IDENTIFIERS, "MAX_PUZZLE_IDENTIFIERS")):
+        if value > bound:
+            raise ValueError(f"data.{name}={value} is more than {bound} (models/act.py: {constant})")
+    parameters, step = model_cost(cfg, vocab_size, seq_len, num_puzzle_identifiers)
+    shape = f"hidden_size={cfg.hidden_size}, vocab_size={vocab_size}, seq_len={seq_len}"
+    if parameters > MAX_PARAMETERS:
+        raise ValueError(f"arch ({shape}, num_puzzle_identifiers={num_puzzle_identifiers}, puzzle_emb_ndim="
+                         f"{cfg.emb_ndim}): about {parameters:.3g} parameters, more than {MAX_PARAMETERS:.3g} "
+                         "(models/act.py: MAX_PARAMETERS)")
+    if step * cfg.halt_max_steps > MAX_EXAMPLE_FLOPS:
+        raise ValueError(f"arch ({shape}, {cfg.depth_text()}, halt_max_steps={cfg.halt_max_steps}): "
+                         f"{step * cfg.halt_max_steps:.3g} FLOPs to answer one example, more than "
+                         f"{MAX_EXAMPLE_FLOPS:.3g} (models/act.py: MAX_EXAMPLE_FLOPS)")
+
+
+def check_step_cost(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int, training: bool, what: str) -> None:
+    """Refuse a batch whose one ACT step (training: with its backward) would take longer than
+    MAX_STEP_FLOPS allows; `what` names the batch size's field in the message."""
+    forward, with_grad = cfg.block_applications()
+    total_len = cfg.prefix_len + seq_len
+    bootstrap = not cfg.no_act_continue and cfg.act_halting and cfg.halt_max_steps > 1
+    applications = forward + (2 * with_grad + (forward if bootstrap else 0) if training else 0)
+    head = 2 * seq_len * cfg.hidden_size * vocab_size * (3 if training else 1)
+    flops = float(batch_size) * (applications * block_flops(cfg, total_len) + head)
+    if flops > MAX_STEP_FLOPS:
+        raise ValueError(f"{what} with arch (hidden_size={cfg.hidden_size}, {cfg.depth_text()}) and seq_len={seq_len}: "
+                         f"{flops:.3g} FLOPs per {'training' if training else 'evaluation'} step, more than "
+                         f"{MAX_STEP_FLOPS:.3g} (models/act.py: MAX_STEP_FLOPS)")
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -142,7 +243,7 @@ class ACTModel(nn.Module):
 
     def block_applications(self) -> tuple[int, int]:
         """Block applications in one ACT step: (forward, of which with gradients)."""
-        raise NotImplementedError
+        return self.cfg.block_applications()
 
     # ----- shared pieces --------------------------------------------------------------------
 
@@ -184,21 +285,12 @@ class ACTModel(nn.Module):
         The LM head adds 2TDV (times 3 with its backward). TRM's reference setup (B 768,
         P+L 97, D 512, 2 blocks, H 3, L 6) comes to 3.66e13, the 70 block-applications quoted for it.
         """
-        cfg = self.cfg
-        tokens = batch_size * self.total_len
-        dim = cfg.hidden_size
-        block = next(m for m in self.modules() if isinstance(m, Block))
-        per_block = 2 * tokens * 3 * dim * block.mlp.inter
-        if cfg.mixer == "attention":
-            per_block += 2 * tokens * 4 * dim * dim + 4 * batch_size * self.total_len * self.total_len * dim
-        else:
-            per_block += 2 * batch_size * dim * 3 * self.total_len * block.seq_mlp.inter
         forward, with_grad = self.block_applications()
         applications = forward
         if training:
             applications += 2 * with_grad + (forward if self.bootstraps_q_continue else 0)
-        head = 2 * batch_size * self.seq_len * dim * self.lm_head.weight.shape[0] * (3 if training else 1)
-        return float(per_block * applications + head)
+        head = 2 * self.seq_len * self.cfg.hidden_size * self.lm_head.weight.shape[0] * (3 if training else 1)
+        return float(batch_size * (block_flops(self.cfg, self.total_len) * applications + head))
 
     # ----- ACT ----------------------------------------------------------------------------
 

@@ -21,18 +21,28 @@ from typing import Literal
 import pydantic
 import torch
 
-from models.act import ACTModel, ModelConfig, run_blocks
+from models.act import MAX_CYCLES, MAX_LAYERS, ACTModel, ModelConfig, run_blocks
 
 
 class HRMConfig(ModelConfig):
     name: Literal["hrm"] = "hrm"
-    H_layers: int = pydantic.Field(4, ge=1, description="blocks in the high-level module")
-    L_layers: int = pydantic.Field(4, ge=1, description="blocks in the low-level module")
-    H_cycles: int = pydantic.Field(2, ge=1, description="high-level updates per ACT step (N in the paper)")
-    L_cycles: int = pydantic.Field(2, ge=1, description="low-level updates per high-level update (T in the paper)")
+    H_layers: int = pydantic.Field(4, ge=1, le=MAX_LAYERS, description="blocks in the high-level module")
+    L_layers: int = pydantic.Field(4, ge=1, le=MAX_LAYERS, description="blocks in the low-level module")
+    H_cycles: int = pydantic.Field(2, ge=1, le=MAX_CYCLES, description="high-level updates per ACT step (N in the paper)")
+    L_cycles: int = pydantic.Field(2, ge=1, le=MAX_CYCLES, description="low-level updates per high-level update (T in the paper)")
     no_act_continue: bool = pydantic.Field(
         False, description="false (HRM): halt when q_halt > q_continue, q_continue trained towards the next "
         "step's value; true: halt on sigmoid(q_halt) > 0.5 alone (TRM)")
+
+    def block_applications(self) -> tuple[int, int]:
+        return self.H_cycles * (self.L_cycles * self.L_layers + self.H_layers), self.L_layers + self.H_layers
+
+    def num_blocks(self) -> int:
+        return self.H_layers + self.L_layers
+
+    def depth_text(self) -> str:
+        return (f"H_cycles={self.H_cycles} x (L_cycles={self.L_cycles} x L_layers={self.L_layers} + "
+                f"H_layers={self.H_layers})")
 
 
 class HRM(ACTModel):
@@ -63,8 +73,3 @@ class HRM(ACTModel):
         z_low = self.low(z_low, z_high, x)
         z_high = self.high(z_high, z_low)
         return (z_high, z_low), z_high
-
-    def block_applications(self) -> tuple[int, int]:
-        cfg = self.cfg
-        forward = cfg.H_cycles * (cfg.L_cycles * cfg.L_layers + cfg.H_layers)
-        return forward, cfg.L_layers + cfg.H_layers

@@ -15,13 +15,13 @@ from typing import Any, Literal
 
 import pydantic
 
-from models.act import ACTModel, ModelConfig, run_blocks
+from models.act import MAX_HALT_STEPS, MAX_LAYERS, ACTModel, ModelConfig, run_blocks
 
 
 class TransformerConfig(ModelConfig):
     name: Literal["transformer"] = "transformer"
-    num_layers: int = pydantic.Field(23, ge=1, description="blocks, applied once (23: TRM's training FLOPs per step)")
-    halt_max_steps: int = pydantic.Field(1, ge=1, description="1: one pass per example (no state is carried)")
+    num_layers: int = pydantic.Field(23, ge=1, le=MAX_LAYERS, description="blocks, applied once (23: TRM's training FLOPs per step)")
+    halt_max_steps: int = pydantic.Field(1, ge=1, le=MAX_HALT_STEPS, description="1: one pass per example (no state is carried)")
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -34,6 +34,15 @@ class TransformerConfig(ModelConfig):
                     f"(drop a task preset's TRM sizes with {' '.join('~arch.' + k for k in foreign)})")
         return raw
 
+    def block_applications(self) -> tuple[int, int]:
+        return self.num_layers, self.num_layers
+
+    def num_blocks(self) -> int:
+        return self.num_layers
+
+    def depth_text(self) -> str:
+        return f"num_layers={self.num_layers}"
+
 
 class Transformer(ACTModel):
     """No carried states: core() is one pass of the blocks over the embedded input."""
@@ -45,6 +54,3 @@ class Transformer(ACTModel):
 
     def core(self, states, x):
         return (), run_blocks(self.blocks, x, self.rotary_tables())  # (B, P+L, D)
-
-    def block_applications(self) -> tuple[int, int]:
-        return self.cfg.num_layers, self.cfg.num_layers

@@ -15,16 +15,25 @@ from typing import Literal
 import pydantic
 import torch
 
-from models.act import ACTModel, ModelConfig, resolve_dtype, run_blocks
+from models.act import MAX_CYCLES, MAX_LAYERS, ACTModel, ModelConfig, resolve_dtype, run_blocks
 
 __all__ = ["TRM", "TRMConfig", "resolve_dtype"]
 
 
 class TRMConfig(ModelConfig):
     name: Literal["trm"] = "trm"
-    num_layers: int = pydantic.Field(2, ge=1, description="blocks in the shared network (L_layers)")
-    H_cycles: int = pydantic.Field(3, ge=1, description="answer refinements per ACT step")
-    L_cycles: int = pydantic.Field(6, ge=1, description="latent refinements per answer refinement")
+    num_layers: int = pydantic.Field(2, ge=1, le=MAX_LAYERS, description="blocks in the shared network (L_layers)")
+    H_cycles: int = pydantic.Field(3, ge=1, le=MAX_CYCLES, description="answer refinements per ACT step")
+    L_cycles: int = pydantic.Field(6, ge=1, le=MAX_CYCLES, description="latent refinements per answer refinement")
+
+    def block_applications(self) -> tuple[int, int]:
+        return self.H_cycles * (self.L_cycles + 1) * self.num_layers, (self.L_cycles + 1) * self.num_layers
+
+    def num_blocks(self) -> int:
+        return self.num_layers
+
+    def depth_text(self) -> str:
+        return f"H_cycles={self.H_cycles} x (L_cycles={self.L_cycles} + 1) x num_layers={self.num_layers}"
 
 
 class TRM(ACTModel):
@@ -55,7 +64,3 @@ class TRM(ACTModel):
     def core(self, states, x):
         z_answer, z_latent = self.recurse(*states, x)
         return (z_answer, z_latent), z_answer
-
-    def block_applications(self) -> tuple[int, int]:
-        cfg = self.cfg
-        return cfg.H_cycles * (cfg.L_cycles + 1) * cfg.num_layers, (cfg.L_cycles + 1) * cfg.num_layers

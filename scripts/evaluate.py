@@ -10,7 +10,10 @@ training's evaluation). The last line printed is one JSON object of metrics.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -23,15 +26,16 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 import torch  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from dataset.common import CLI, run_cli  # noqa: E402
+from dataset.common import CLI, InputError, run_cli  # noqa: E402
 from dataset.loader import DeviceArrays, PuzzleDataset  # noqa: E402
 from evaluators import build_evaluators  # noqa: E402
 from models import build_model  # noqa: E402
+from models.act import check_step_cost  # noqa: E402
 from models.losses import ACTLossHead  # noqa: E402
 from training.checkpoint import (  # noqa: E402
     CheckpointError, check_data_compatible, load_config, load_meta, load_weights, resolve_checkpoint,
 )
-from training.config import ConfigError, check_inductor_options, validate_config  # noqa: E402
+from training.config import MAX_BATCH_SIZE, ConfigError, check_inductor_options, validate_config  # noqa: E402
 from training.evaluation import evaluate  # noqa: E402
 from training.setup import apply_inductor_options, resolve_device  # noqa: E402
 
@@ -41,7 +45,7 @@ class EvaluateArgs(BaseModel):
     data: Optional[Path] = Field(None, description="dataset directory (default: the one the run trained on)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     ema: bool = Field(True, description="use the EMA weights when the checkpoint has them")
-    batch_size: Optional[int] = Field(None, ge=1, description="default: the run's eval batch size")
+    batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH_SIZE, description="default: the run's eval batch size")
     compile: bool = Field(False, description="torch.compile the model (worth it for large test sets on a GPU)")
     inductor: Optional[str] = Field(
         None, description="with --compile: Inductor tuning options, e.g. coordinate_descent_tuning=true,max_fusion_size=32 "
@@ -84,8 +88,14 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
     data = PuzzleDataset.load(data_path)
     check_data_compatible(ckpt, load_meta(ckpt), data.meta, data_path)
     evaluators = build_evaluators(cfg.evaluators, data)  # each fits this dataset, checked before the model runs
+    batch_size = args.batch_size or cfg.train.eval_batch_size or cfg.train.global_batch_size
     device = resolve_device(args.device)
-    model = build_model(cfg.arch, data.meta, device)
+    try:
+        check_step_cost(cfg.arch, data.meta.vocab_size, data.meta.seq_len, batch_size, False,
+                        f"--batch-size {args.batch_size}" if args.batch_size else f"the run's eval batch size {batch_size}")
+        model = build_model(cfg.arch, data.meta, device)
+    except (ValueError, InputError) as exc:
+        raise CheckpointError(f"{ckpt / 'config.json'}: {exc}") from exc
     weights = load_weights(model, ckpt, use_ema=args.ema)
     step_fn = ACTLossHead(model)
     if args.compile:
@@ -95,9 +105,22 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
         apply_inductor_options(options)
         step_fn = torch.compile(step_fn, dynamic=False)
     arrays = DeviceArrays(data.test, data.test_meta, device, resident=True)
-    metrics = evaluate(step_fn, model, arrays, data.test.num_examples, args.batch_size or cfg.train.eval_batch_size
-                       or cfg.train.global_batch_size, evaluators, save_path=args.save_predictions, progress=args.progress,
-                       halting=args.halting or cfg.train.eval_halting)
+    # Prediction files are written aside and renamed into place at the end: an evaluation that
+    # fails or is interrupted (SIGTERM, Ctrl-C) leaves no partial result behind.
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)) if out is not None else None
+    try:
+        metrics = evaluate(step_fn, model, arrays, data.test.num_examples, batch_size, evaluators, save_path=aside,
+                           progress=args.progress, halting=args.halting or cfg.train.eval_halting)
+        if out is not None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(aside, 0o777 & ~umask)  # mkdtemp made it private
+            os.replace(aside, out)  # `out` is absent or an empty directory
+    finally:
+        if aside is not None and aside.exists():
+            shutil.rmtree(aside)
     return {**metrics, "checkpoint": str(ckpt), "weights": weights, "data": str(data_path)}
 
 

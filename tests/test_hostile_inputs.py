@@ -501,7 +501,7 @@ CASES = {
                                           pretrain(t / "nodata", t, "data.build_args={n: 3, max_cost: 9, num_train: 40, "
                                                    "num_test: 8, num_aug: 1, seed: 0}"))[1:] + ([], [t / "nodata"]),
                             ".nodata.lock"),
-    "model far too large": (case_config("arch.hidden_size=1000000000", "arch.num_heads=1"), "does not fit"),
+    "model far too large": (case_config("arch.hidden_size=1000000000", "arch.num_heads=1"), "arch.hidden_size"),
     "npy header claiming a huge shape": (case_data(lambda d: (d / "train" / "all__inputs.npy").write_bytes(
         b"\x93NUMPY\x01\x00v\x00{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000000, 16), }" + b" " * 43
         + b"\n")), "all__inputs.npy"),

@@ -293,6 +293,8 @@ def load_meta(ckpt: Path) -> dict[str, Any]:
         check_field(value is None or (isinstance(value, int) and not isinstance(value, bool)), path,
                     f"dataset.{field}", f"is {value!r}, expected an integer")
     check_field(isinstance(meta.get("metrics", {}), dict), path, "metrics", "is not an object")
+    check_field(isinstance(meta.get("eval_pending", False), bool), path, "eval_pending",
+                f"is {meta.get('eval_pending')!r}, expected true or false")
     step = meta.get("step", 0)
     check_field(isinstance(step, int) and not isinstance(step, bool) and step >= 0, path, "step",
                 f"is {step!r}, expected an integer >= 0")

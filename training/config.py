@@ -77,6 +77,20 @@ def inductor_option(name: str) -> Optional[tuple[Any, str]]:
     return (target, leaf) if target is not None and hasattr(target, leaf) else None
 
 
+# Bounds on the run's counts and sizes (the model's own are in models/act.py): generous, but finite,
+# so that no value read from a config or a checkpoint's config.json makes a step or a loop endless.
+MAX_BATCH_SIZE = 1 << 20
+MAX_EXAMPLES = 10**12  # eval_max_examples
+MAX_STEPS = 10**12  # max_steps, lr_warmup_steps, eval_interval, log_every
+MAX_EPOCHS = 1e9
+MAX_SECONDS = 1e9  # max_train_seconds (~30 years)
+MAX_DIST_TIMEOUT_S = 7 * 86400.0
+MAX_THREADS = 4096
+MAX_COUNT = 10**6  # keep_checkpoints, max_bad_steps, max_rollbacks
+MAX_WANDB_EXAMPLES = 256
+MAX_GRAD_CLIP = 1e9
+
+
 class ConfigError(InputError):
     """Invalid configuration; the message names the field."""
 
@@ -96,42 +110,42 @@ class DataConfig(Strict):
 class OptimConfig(Strict):
     lr: float = Field(1e-4, gt=0, le=10)
     lr_min_ratio: float = Field(1.0, ge=0, le=1)
-    lr_warmup_steps: int = Field(2000, ge=0)
+    lr_warmup_steps: int = Field(2000, ge=0, le=MAX_STEPS)
     weight_decay: float = Field(1.0, ge=0, le=1e3)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
     puzzle_emb_lr: float = Field(1e-4, ge=0, le=10)
     puzzle_emb_weight_decay: float = Field(1.0, ge=0, le=1e3)
-    grad_clip: Optional[float] = Field(1.0, gt=0, description="max global gradient norm; null = no clipping")
+    grad_clip: Optional[float] = Field(1.0, gt=0, le=MAX_GRAD_CLIP, description="max global gradient norm; null = no clipping")
 
 
 class TrainConfig(Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy and torch take seeds in 0..2**32-1")
-    global_batch_size: int = Field(768, ge=1)
+    global_batch_size: int = Field(768, ge=1, le=MAX_BATCH_SIZE)
     eval_batch_size: Optional[int] = Field(
-        None, ge=1, description="largest evaluation batch (default: global_batch_size); batches are evened out")
-    epochs: Optional[float] = Field(None, gt=0, description="length in epochs (one group visit each)")
-    max_steps: Optional[int] = Field(None, ge=1, description="length in optimizer steps (overrides epochs)")
-    max_train_seconds: Optional[float] = Field(None, gt=0, description="stop after this much training wall time")
-    eval_interval: int = Field(1000, ge=1, description="evaluate (and checkpoint) every N steps and at the end")
+        None, ge=1, le=MAX_BATCH_SIZE, description="largest evaluation batch (default: global_batch_size); batches are evened out")
+    epochs: Optional[float] = Field(None, gt=0, le=MAX_EPOCHS, description="length in epochs (one group visit each)")
+    max_steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="length in optimizer steps (overrides epochs)")
+    max_train_seconds: Optional[float] = Field(None, gt=0, le=MAX_SECONDS, description="stop after this much training wall time")
+    eval_interval: int = Field(1000, ge=1, le=MAX_STEPS, description="evaluate (and checkpoint) every N steps and at the end")
     eval_at_start: bool = False
     eval_max_examples: Optional[int] = Field(
-        None, ge=1, description="score only the first N test examples (null: all); for quick runs")
+        None, ge=1, le=MAX_EXAMPLES, description="score only the first N test examples (null: all); for quick runs")
     eval_halting: Literal["max_steps", "q_head"] = Field(
         "max_steps", description="which answer counts: the last of halt_max_steps steps, or the one where the Q head halts")
-    log_every: int = Field(50, ge=1, description="read metrics back from the device every N steps")
+    log_every: int = Field(50, ge=1, le=MAX_STEPS, description="read metrics back from the device every N steps")
     ema: bool = True
     ema_rate: float = Field(0.999, ge=0, lt=1)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     num_threads: Optional[int] = Field(
-        None, ge=1, description="CPU threads for torch (null: torch's default); 1 avoids slow-downs on a busy machine")
+        None, ge=1, le=MAX_THREADS, description="CPU threads for torch (null: torch's default); 1 avoids slow-downs on a busy machine")
     compile: Literal["auto", "on", "off"] = "auto"
     compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(
         "default", description="torch.compile mode for the model step (the CUDA-graph modes are refused: see below)")
     inductor: dict[str, Any] = Field(
         default_factory=dict, description="torch._inductor.config options set before compiling, "
         "e.g. {coordinate_descent_tuning: true}; dotted names reach nested ones (triton.cudagraphs)")
-    keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept")
+    keep_checkpoints: int = Field(2, ge=1, le=MAX_COUNT, description="most recent checkpoints kept")
     save_checkpoints: bool = True
     best_metric: Optional[str] = Field(None, description="eval metric whose best checkpoint is kept, e.g. eval/lsa/optimal_cost_rate")
     best_mode: Literal["max", "min"] = "max"
@@ -140,11 +154,11 @@ class TrainConfig(Strict):
         "checkpoint path, a run name or a wandb id (scripts/list_runs.py lists them)")
     load_checkpoint: Optional[str] = Field(
         None, description="start a new run from this checkpoint's weights (its EMA weights when present)")
-    max_bad_steps: int = Field(20, ge=1, description="non-finite steps in a row before rolling back to the last checkpoint")
+    max_bad_steps: int = Field(20, ge=1, le=MAX_COUNT, description="non-finite steps in a row before rolling back to the last checkpoint")
     rollback_lr_factor: float = Field(0.5, gt=0, le=1, description="LR multiplier applied at each rollback")
-    max_rollbacks: int = Field(3, ge=0, description="rollbacks before giving up with an error")
+    max_rollbacks: int = Field(3, ge=0, le=MAX_COUNT, description="rollbacks before giving up with an error")
     dist_timeout_s: float = Field(
-        600.0, gt=0, description="under torchrun: how long a collective waits for a rank before the run fails")
+        600.0, gt=0, le=MAX_DIST_TIMEOUT_S, description="under torchrun: how long a collective waits for a rank before the run fails")
 
     @pydantic.model_validator(mode="after")
     def _length(self) -> "TrainConfig":
@@ -195,7 +209,7 @@ class LoggingConfig(Strict):
     )
     progress: bool = True
     wandb_examples: int = Field(
-        4, ge=0, description="test examples shown in wandb at each evaluation (a table and pictures); 0 = none")
+        4, ge=0, le=MAX_WANDB_EXAMPLES, description="test examples shown in wandb at each evaluation (a table and pictures); 0 = none")
 
     _names = pydantic.field_validator("project", "run_name")(check_path_component)
 

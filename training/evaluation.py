@@ -95,6 +95,11 @@ def evaluate(
     `batch_size` is the largest batch; see even_batch_size. Sums stay on the device until the
     end: one host sync per evaluation in max_steps mode (q_head mode also reads one flag per
     step to stop a batch early).
+
+    `should_stop` is asked before every batch and, in one process, after every ACT step: when it
+    says yes, EvaluationInterrupted is raised and nothing is scored. With several ranks the
+    ranks agree on it before every batch (one small all-reduce: a rank that was signalled stops
+    them all at the same batch, and every rank runs the same number of batches).
     """
     if halting not in EVAL_HALTING:
         raise ValueError(f"train.eval_halting={halting!r}: expected one of {', '.join(EVAL_HALTING)}")
@@ -106,13 +111,22 @@ def evaluate(
         ev.begin_eval()
     sums = None
     batch_size = even_batch_size(num_examples, batch_size, world_size)
-    num_batches = -(-num_examples // (batch_size * world_size))
+    per_rank = -(-num_examples // world_size)
+    num_batches = -(-per_rank // batch_size)  # on every rank the same (eval_batches)
+
+    def stop_now(device: torch.device) -> bool:
+        if world_size == 1:
+            return should_stop()
+        flag = torch.tensor([float(should_stop())], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
     try:
         for batch, valid in tqdm(
             eval_batches(arrays, num_examples, batch_size, rank, world_size),
             total=num_batches, desc="eval", leave=False, disable=not progress,
         ):
-            if should_stop():
+            if stop_now(batch["labels"].device):
                 raise EvaluationInterrupted("evaluation interrupted by a stop request")
             carry = model.initial_carry(batch)
             labels = batch["labels"]
@@ -124,6 +138,8 @@ def evaluate(
             at_halt = None
             for step in range(1, max_steps + 1):
                 carry, _, _, outputs = step_fn(carry, batch)
+                if world_size == 1 and step < max_steps and should_stop():
+                    raise EvaluationInterrupted("evaluation interrupted by a stop request")
                 # (q_continue_logits too where the model has them: halt_decision may compare the two.)
                 outputs = {k: outputs[k] for k in keep | ({"q_continue_logits"} & outputs.keys())}
                 now = (model.halt_decision(outputs) | (step == max_steps)) & ~halted

@@ -30,6 +30,7 @@ from models import build_model, validate_arch
 from training.checkpoint import (
     CheckpointError, check_tensors, load_config, load_meta, load_weights, resolve_checkpoint,
 )
+from training.evaluation import EVAL_HALTING
 
 EXPORT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE = EXPORT_WEIGHTS, EXPORT_CONFIG
@@ -123,6 +124,8 @@ class ReadyModel(nn.Module):
 
     def __init__(self, model: nn.Module, facts: dict[str, Any], halting: str, source: str, weights: str):
         super().__init__()
+        if halting not in EVAL_HALTING:
+            raise InputError(f"halting={halting!r}; expected one of {', '.join(EVAL_HALTING)}")
         self.model = model.eval()
         # vocab_size, seq_len, num_puzzle_identifiers, task, n, max_cost, layout, ...
         self.facts = {k: facts[k] for k in SHAPE_FIELDS + TASK_FIELDS if k in facts}
@@ -186,16 +189,22 @@ def build_from_facts(arch_raw: dict[str, Any], facts: dict[str, Any], device: to
     for field in SHAPE_FIELDS:
         if not _integer(facts.get(field)) or not 1 <= facts[field] <= MAX_TABLE_ROWS:
             raise InputError(f"{where}: data.{field} must be an integer in 1..{MAX_TABLE_ROWS}, got {facts.get(field)!r}")
-    return build_model(arch, SimpleNamespace(**{f: facts[f] for f in SHAPE_FIELDS}), device)
+    try:
+        return build_model(arch, SimpleNamespace(**{f: facts[f] for f in SHAPE_FIELDS}), device)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from exc
 
 
 def load_checkpoint_model(path: Path | str, device: str | torch.device = "cpu", ema: bool = True,
                           halting: Optional[str] = None) -> ReadyModel:
     """A run or checkpoint directory -> ReadyModel (EMA weights when present and `ema`)."""
-    from training.config import validate_config
+    from training.config import ConfigError, validate_config
 
     ckpt = resolve_checkpoint(path)
-    cfg = validate_config(load_config(ckpt))
+    try:
+        cfg = validate_config(load_config(ckpt))
+    except ConfigError as exc:
+        raise CheckpointError(f"{ckpt / 'config.json'}: {str(exc).removeprefix('config: ')}") from exc
     recorded = load_meta(ckpt).get("dataset", {})
     facts = {**facts_from_config(cfg), **recorded} if "task" not in recorded else dict(recorded)
     missing = [f for f in SHAPE_FIELDS if f not in facts]
@@ -236,9 +245,10 @@ def load_exported(directory: Path | str, device: str | torch.device = "cpu", hal
     arch = config.get("arch")
     if not isinstance(arch, dict):
         raise InputError(f"{directory / CONFIG_FILE}: field 'arch' is {type(arch).__name__}, expected an object")
-    halting = halting or config.get("eval_halting", "max_steps")
-    if halting not in ("max_steps", "q_head"):
-        raise InputError(f"{directory / CONFIG_FILE}: eval_halting={halting!r}: expected max_steps or q_head")
+    policy = config.get("eval_halting", "max_steps")
+    if policy not in EVAL_HALTING:
+        raise InputError(f"{directory / CONFIG_FILE}: eval_halting={policy!r}; expected one of {', '.join(EVAL_HALTING)}")
+    halting = halting or policy
     model = build_from_facts(arch, facts, torch.device(device), directory / CONFIG_FILE)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from dataset.common import Interrupted, ReportedError
 from evaluators import build_evaluator
+from training.checkpoint import load_meta
 from training.config import Config
 from training.evaluation import EvaluationInterrupted, evaluate
 from training.distributed import (World, all_reduce_, check_same_everywhere, close_world, init_world, lost_peer,
@@ -96,7 +97,8 @@ def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool 
                    should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
     """Evaluate with the EMA weights swapped in (the model's own come back afterwards). With
     several ranks each scores a contiguous shard (every example once) and the results are
-    reduced; a stop request then waits for the next log step (all ranks stop together)."""
+    reduced; `should_stop` ends it early (EvaluationInterrupted; with several ranks all stop at
+    the same batch)."""
     cfg, world = state.cfg, state.world
     evaluators = [build_evaluator(spec, state.data.test_meta) for spec in cfg.evaluators]
     batch_size = -(-(cfg.train.eval_batch_size or cfg.train.global_batch_size) // world.world_size)
@@ -104,7 +106,7 @@ def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool 
         return evaluate(state.step_fn, state.model, state.test_arrays, eval_examples(cfg, state.data.test.num_examples),
                         batch_size, evaluators, save_path=save_path, rank=world.rank, world_size=world.world_size,
                         progress=progress and world.is_main,
-                        should_stop=should_stop if not world.distributed else (lambda: False),
+                        should_stop=should_stop,
                         halting=cfg.train.eval_halting)
 
 
@@ -268,6 +270,10 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
     try:
         if cfg.train.eval_at_start and run.plan.resume_from is None:
             last_eval = evaluate_and_save(run, stop)
+        elif run.plan.resume_from is not None and load_meta(run.plan.resume_from).get("eval_pending"):
+            # A stop cut this step's evaluation short (or came before it): redo it before training on.
+            tqdm.write(f"step {state.step}: redoing the evaluation that a stop interrupted", file=sys.stdout)
+            last_eval = evaluate_and_save(run, stop)
         while state.step < state.total_steps:
             t0 = time.perf_counter()
             stacked = train_step(state)
@@ -304,7 +310,8 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
 
             # ----- pre-emption: checkpoint now and stop ----------------------------------------
             if stop_now:
-                run.checkpoints.save(state, last_eval, preempted=True)
+                # An evaluation due at this step has not run: the checkpoint says so, and a resume runs it first.
+                run.checkpoints.save(state, last_eval, preempted=True, eval_pending=run.checkpoints.due(state.step, finished))
                 preempted = True
                 tqdm.write(f"stopped at step {state.step}: checkpoint written; continue with train.resume=true "
                            f"logging.run_name={run.dir.name}", file=sys.stdout)
@@ -315,9 +322,11 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
                 try:
                     last_eval = evaluate_and_save(run, stop)
                 except EvaluationInterrupted:
-                    run.checkpoints.save(state, last_eval, preempted=True)
+                    run.checkpoints.save(state, last_eval, preempted=True, eval_pending=True)
                     preempted = True
-                    tqdm.write(f"stopped at step {state.step} during evaluation: checkpoint written", file=sys.stdout)
+                    tqdm.write(f"stopped at step {state.step} during evaluation: checkpoint written (its evaluation "
+                               f"runs first when you continue with train.resume=true logging.run_name={run.dir.name})",
+                               file=sys.stdout)
                     break
                 window_start = time.perf_counter()
             if out_of_time:

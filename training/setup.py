@@ -16,6 +16,7 @@ from dataset import build_dataset, builder_config
 from dataset.common import MARKER, MARKER_FIELD, DatasetError, build_lock, build_record, dataset_exists, read_metadata
 from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
 from models import build_model
+from models.act import check_model_cost, check_step_cost
 from models.losses import ACTLossHead
 from training.config import Config, ConfigError, check_inductor_options, inductor_option
 from training.ema import EMA
@@ -119,6 +120,22 @@ def rank_device(name: str, world: World) -> str:
     return f"cuda:{world.local_rank}" if torch.cuda.is_available() else "cpu"
 
 
+def check_batch_costs(cfg: Config, meta: Any, world: World) -> None:
+    """Each rank's training and evaluation batch within MAX_STEP_FLOPS (models/act.py), before
+    the model is built: a config whose sizes are each legal can still make one step take hours."""
+    train_batch = cfg.train.global_batch_size // world.world_size
+    eval_size = cfg.train.eval_batch_size or cfg.train.global_batch_size
+    eval_field = "train.eval_batch_size" if cfg.train.eval_batch_size else "train.global_batch_size"
+    try:
+        check_model_cost(cfg.arch, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
+        check_step_cost(cfg.arch, meta.vocab_size, meta.seq_len, train_batch, True,
+                        f"train.global_batch_size={cfg.train.global_batch_size}")
+        check_step_cost(cfg.arch, meta.vocab_size, meta.seq_len, -(-eval_size // world.world_size), False,
+                        f"{eval_field}={eval_size}")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def build_train_state(cfg: Config, progress: bool = True, world: World = World()) -> TrainState:
     """A fresh state. With several ranks the model is wrapped in DistributedDataParallel for
     training (`train_fn`); evaluation runs the unwrapped (compiled) step on each rank's shard."""
@@ -139,6 +156,7 @@ def build_train_state(cfg: Config, progress: bool = True, world: World = World()
     resident = {"always": True, "never": False}.get(cfg.data.device_resident)
     if resident is None:
         resident = fits_on_device(data.train, device)
+    check_batch_costs(cfg, data.meta, world)
     model = build_model(cfg.arch, data.meta, device)
     o = cfg.optim
     weights = [p for name, p in model.named_parameters() if name != "puzzle_emb"]

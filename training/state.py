@@ -251,9 +251,22 @@ def check_rng(rng: Any, path: Path) -> None:
            and n["keys"].shape == (624,) and bool(((n["keys"] >= 0) & (n["keys"] < 2**32)).all())
            and _int(n.get("pos"), 0, 624) and _int(n.get("has_gauss"), 0, 1) and _float(n.get("cached_gaussian"), -math.inf),
            path, "rng.numpy", "is not a numpy MT19937 state")
-    reference = torch.get_rng_state()
-    _check(isinstance(rng["torch"], torch.Tensor) and rng["torch"].dtype == torch.uint8
-           and rng["torch"].shape == reference.shape, path, "rng.torch", "is not a torch CPU generator state")
+    # An all-zero Mersenne Twister key is a degenerate generator (python and numpy then draw 0.0
+    # forever); torch refuses it ("Invalid mt19937 state").
+    _check(any(python[1][:624]), path, "rng.python", "is all zeros (not a usable random state)")
+    _check(bool(n["keys"].any()), path, "rng.numpy", "is all zeros (not a usable random state)")
+    _check(usable_torch_rng(rng["torch"]), path, "rng.torch", "is not a usable torch CPU generator state")
+
+
+def usable_torch_rng(state: Any) -> bool:
+    """Whether `state` is a torch CPU generator state that torch accepts (tried on a new generator)."""
+    if not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.shape == torch.get_rng_state().shape):
+        return False
+    try:
+        torch.Generator().set_state(state)
+    except RuntimeError:
+        return False
+    return True
 
 
 def check_rank_rngs(rank_rngs: Any, world: World, path: Path) -> Optional[str]:
@@ -262,10 +275,9 @@ def check_rank_rngs(rank_rngs: Any, world: World, path: Path) -> Optional[str]:
     if rank_rngs is None:
         return None if not world.distributed else (
             f"the checkpoint was written by one process: the {world.world_size} ranks' random streams start from its one")
-    reference = torch.get_rng_state()
     _check(isinstance(rank_rngs, list) and rank_rngs and all(
-        isinstance(r, dict) and isinstance(r.get("torch"), torch.Tensor) and r["torch"].dtype == torch.uint8
-        and r["torch"].shape == reference.shape for r in rank_rngs), path, "rank_rngs", "is not a list of torch RNG states")
+        isinstance(r, dict) and usable_torch_rng(r.get("torch")) for r in rank_rngs), path, "rank_rngs",
+        "is not a list of usable torch RNG states")
     if len(rank_rngs) != world.world_size:
         return (f"the checkpoint was written by {len(rank_rngs)} ranks, this run has {world.world_size}: the random "
                 "streams (halting exploration) restart from rank 0's, so the run continues, but not bit for bit")
