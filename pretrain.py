@@ -32,13 +32,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dataset.common import Interrupted, ReportedError, interrupt_on_signals, one_line, os_error_line
 from training.config import CONFIG_DIR, ConfigError, compose_config, validate_config
+
+if TYPE_CHECKING:
+    from training.hydra_guard import ConfigSearch
 
 # Hydra's flags that take a value (`--cfg job`); the hydra path re-reads argv with Hydra's own parser.
 VALUE_FLAGS = ("--config-name", "-cn", "--cfg", "-c", "-p", "--package", "-cp", "--config-path", "-cd",
@@ -129,7 +132,7 @@ def precheck(argv: list[str]) -> None:
     from hydra.types import RunMode
 
     from training.hydra_guard import (
-        ConfigSearch, check_override, compose, parse_overrides, plan_sweep, project_part, sweeper_params,
+        REFUSED, ConfigSearch, check_override, compose, parse_overrides, plan_sweep, project_part, sweeper_params,
     )
 
     args = hydra_args(argv)
@@ -144,6 +147,8 @@ def precheck(argv: list[str]) -> None:
     search = ConfigSearch.from_flags(args.config_path, args.config_dir)
     name = args.config_name or "cfg_lsa"
     if args.shell_completion:  # its arguments (install=bash) are not overrides; the config is still checked
+        if "searchpath" in os.environ.get("COMP_LINE", ""):  # a completion query composes the line it completes
+            raise ConfigError(f"--shell-completion: COMP_LINE sets hydra.searchpath: {REFUSED['hydra.searchpath']}")
         compose(search, name, [])
         return
     parsed = parse_overrides(args.overrides, search)
@@ -157,14 +162,27 @@ def precheck(argv: list[str]) -> None:
         if sweeps:
             raise ConfigError(f"{sweeps[0].input_line}: a sweep; add -m to run one job per value (or write "
                               f"{sweeps[0].get_key_element()}=[a,b] for a list)")
-        validate_config(project_part(cfg))
+        validated(project_part(cfg), search, name)
         return
     params = sweeper_params(cfg)
     for override in parse_overrides(params, search):
         check_override(override, where=f"config {name}: hydra.sweeper.params")
     _, columns = plan_sweep(parse_overrides(params + args.overrides, search))
-    for job in itertools.product(*columns):  # lazily: at most MAX_SWEEP_JOBS, each composed and validated
-        validate_config(project_part(compose(search, name, list(job))))
+    for number, job in enumerate(itertools.product(*columns)):  # lazily: at most MAX_SWEEP_JOBS, each checked
+        validated(project_part(compose(search, name, list(job))), search, name, f"-m job {number} ({' '.join(job)})")
+
+
+def validated(raw: dict, search: "ConfigSearch", name: str, job: str = "") -> None:
+    """validate_config, its one line prefixed with the sweep job and the --config-dir config it came from."""
+    where = [job] if job else []
+    if search.extra_dir is not None or search.main_dir != CONFIG_DIR:
+        where.append(f"config {name} from {search.where()}")
+    try:
+        validate_config(raw)
+    except ConfigError as exc:
+        if not where:
+            raise
+        raise ConfigError(f"{', '.join(where)}: {exc}") from exc
 
 
 def check(argv: list[str]) -> None:

@@ -130,7 +130,7 @@ CASES = {
     "sweep glob not a group": (plain("-m", "train.seed=glob(*)"), ["train.seed=glob(*)", "no jobs", "config group"]),
     "sweep range step 0": (plain("-m", "train.seed=range(0,10,0)"), ["train.seed=range(0,10,0)", "step 0"]),
     "sweep without -m": (plain("--cfg", "job", "train.seed=1,2"), ["train.seed=1,2", "add -m"]),
-    "sweep job invalid": (plain("-m", "optim.lr=1e-3,-1"), ["optim.lr"]),
+    "sweep job invalid": (plain("-m", "optim.lr=1e-3,-1"), ["-m job 1 (optim.lr=-1)", "optim.lr"]),
     # files in a --config-dir
     "file callback": (with_dir(CALLBACK), ["confs/evil.yaml", "hydra.callbacks.x._target_"]),
     "file logging factory": (with_dir(LOG_FACTORY), ["confs/evil.yaml", "hydra.job_logging.handlers.x.()"]),
@@ -147,7 +147,7 @@ CASES = {
                                                          "  - _self_\n",
                                                   **{"hydra/launcher/evil": "_target_: os.makedirs\nname: @MARKER@\n"})),
                    "--config-name", "mine", "-m", "train.seed=1,2"],
-        ["hydra.launcher", "basic launcher"]),
+        ["confs/hydra/launcher/evil.yaml", "hydra.launcher", "basic launcher"]),
     "file nested target in the sweeper": (with_dir("hydra:\n  sweeper:\n    x: {_target_: os.makedirs, name: @MARKER@}\n"),
                                           ["In 'evil'", "Key 'x' not in 'BasicSweeperConf'", "hydra.sweeper.x"]),
     "file search path": (with_dir("hydra:\n  searchpath: [pkg://antigravity]\n"),
@@ -156,8 +156,8 @@ CASES = {
                      ["confs/evil.yaml", "hydra.job.env_set", "LD_PRELOAD"]),
     "file _target_ in a project section": (with_dir("data:\n  build_args:\n    _target_: os.system\n"),
                                            ["confs/evil.yaml", "data.build_args._target_"]),
-    "file project check": (with_dir("train:\n  lrr: 1\n"), ["train.lrr", "did you mean optim.lr"]),
-    "file project check under --cfg": (with_dir("optim:\n  lr: -1\n", "--cfg", "job"), ["optim.lr"]),
+    "file project check": (with_dir("train:\n  lrr: 1\n"), ["config evil from", "confs", "train.lrr", "did you mean optim.lr"]),
+    "file project check under --cfg": (with_dir("optim:\n  lr: -1\n", "--cfg", "job"), ["confs", "optim.lr"]),
     "file sweep hidden in the config": (
         with_dir("hydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n      train.seed: range(0,100000000)\n"),
         ["train.seed=range(0,100000000)", "100000000 jobs"]),
@@ -235,3 +235,12 @@ def test_hydra_door_is_refused_on_the_command_line(tmp_path, name):
     result = run_module(str(REPO / "pretrain.py"), *argv, cwd=tmp_path, timeout=120)
     assert_one_line_error(result, *culprits)
     assert not (tmp_path / MARKER).exists() and tree(tmp_path) == before
+
+
+def test_shell_completion_checks_the_line_it_completes(tmp_path, monkeypatch):
+    """A completion query composes COMP_LINE's words: a search path there would import a package."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMP_LINE", "python pretrain.py hydra.searchpath=[pkg://antigravity] train.")
+    result = run_in_process("pretrain.py", "-sc", "query=bash")
+    assert_one_line_error(result, "COMP_LINE", "hydra.searchpath")
+    assert not any(tmp_path.iterdir())

@@ -299,6 +299,8 @@ def source_of(search: ConfigSearch, config_name: str, overrides: list[Any], path
         if loaded is None or loaded.provider == "hydra":
             continue
         package = default.package or ""
+        if package and bare == package:  # the file is the whole node (a group option placed there)
+            return f"{loaded.path.split('://', 1)[-1]}/{default.config_path}.yaml"
         if package and not bare.startswith(package + "."):
             continue
         if has_path(OmegaConf.to_container(loaded.config, resolve=False), bare[len(package) + 1:] if package else bare):
@@ -325,7 +327,8 @@ def compose(search: ConfigSearch, config_name: str, overrides: list[str]) -> Any
     for override in parsed:
         check_override(override)
     primary = search.primary(config_name)
-    if OmegaConf.is_dict(primary.config) and OmegaConf.select(primary.config, "hydra.searchpath", default=None):
+    written = OmegaConf.to_container(primary.config, resolve=False) if OmegaConf.is_dict(primary.config) else {}
+    if isinstance(written.get("hydra"), dict) and written["hydra"].get("searchpath"):
         raise ConfigError(f"{primary.path.split('://', 1)[-1]}/{config_name}.yaml: hydra.searchpath: "
                           f"{REFUSED['hydra.searchpath']}")
     try:
