@@ -103,9 +103,9 @@ def run(config_name: str, overrides: list[str]) -> int:
 def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     """`-m` sweeps (`optim.lr=1e-3,3e-3`, `range(...)`, `choice(...)`) as one override list per job
     (at most training.hydra_guard.MAX_SWEEP_JOBS; glob() needs a config group: see precheck)."""
-    from training.hydra_guard import plan_sweep, parse_overrides
+    from training.hydra_guard import ConfigSearch, plan_sweep, parse_overrides
 
-    _, columns = plan_sweep(parse_overrides(overrides))
+    _, columns = plan_sweep(parse_overrides(overrides, ConfigSearch()))
     return [list(job) for job in itertools.product(*columns)]
 
 

@@ -128,6 +128,8 @@ CASES = {
     "sweep shuffled 1e8": (plain("-m", "train.seed=shuffle(range(0,100000000))"), ["100000000 jobs"]),
     "sweep interval": (plain("-m", "optim.lr=interval(0,1)"), ["optim.lr=interval(0,1)", "basic sweeper"]),
     "sweep glob not a group": (plain("-m", "train.seed=glob(*)"), ["train.seed=glob(*)", "no jobs", "config group"]),
+    "sweep range to infinity": (plain("-m", "train.seed=range(0,inf)"), ["train.seed=range(0,inf)", "finite"]),
+    "sweep float range too fine": (plain("-m", "optim.lr=range(0,1e300,1e-300)"), ["optim.lr=range(0,1e300,1e-300)"]),
     "sweep range step 0": (plain("-m", "train.seed=range(0,10,0)"), ["train.seed=range(0,10,0)", "step 0"]),
     "sweep without -m": (plain("--cfg", "job", "train.seed=1,2"), ["train.seed=1,2", "add -m"]),
     "sweep job invalid": (plain("-m", "optim.lr=1e-3,-1"), ["-m job 1 (optim.lr=-1)", "optim.lr"]),

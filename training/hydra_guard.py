@@ -184,7 +184,10 @@ def count_jobs(override: Any) -> int:
     if isinstance(value, RangeSweep):
         if not value.step:
             raise ConfigError(f"-m {override.input_line}: a range with step 0 never ends")
-        estimate = max(0, math.ceil((value.stop - value.start) / value.step))
+        span = (value.stop - value.start) / value.step
+        if not math.isfinite(span):
+            raise ConfigError(f"-m {override.input_line}: a range without a finite number of values")
+        estimate = max(0, math.ceil(span))
         return estimate if estimate > MAX_SWEEP_JOBS else sum(1 for _ in override.sweep_string_iterator())
     if isinstance(value, Glob):
         return sum(1 for _ in override.sweep_string_iterator())
@@ -195,7 +198,7 @@ def count_jobs(override: Any) -> int:
                       "(use a,b,c, range(), choice() or glob() over a config group)")
 
 
-def plan_sweep(parsed: list[Any], params: Optional[dict] = None) -> tuple[int, list[list[str]]]:
+def plan_sweep(parsed: list[Any]) -> tuple[int, list[list[str]]]:
     """(number of jobs, each sweep's override strings), Hydra's basic sweeper's way: the config's
     hydra.sweeper.params first, then the command line, one entry per key (the last wins).
     More than MAX_SWEEP_JOBS jobs, or none, is refused before any job is composed."""
