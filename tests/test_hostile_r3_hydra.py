@@ -120,6 +120,10 @@ CASES = {
     "flag config dir missing": (lambda t: ["--config-dir", str(t / "nope"), "--cfg", "job"], ["--config-dir", "no such directory"]),
     "flag config name path in a config dir": (with_dir("", "--config-name", "../../etc/passwd"), ["--config-name", "not a path"]),
     "flag config name unknown in a config dir": (with_dir("", "--config-name", "cfg_nope"), ["cfg_nope", "evil"]),
+    "flag check with a config dir file": (with_dir(CALLBACK, "--check"), ["confs/evil.yaml", "hydra.callbacks.x._target_"]),
+    "flag config path file": (
+        lambda t: ["--config-path", str(config_dir(t, alone=CALLBACK)), "--config-name", "alone", "--cfg", "job"],
+        ["confs/alone.yaml", "hydra.callbacks.x._target_"]),
     # sweeps
     "sweep of 1e8 jobs": (plain("-m", "train.seed=range(0,100000000)"),
                           ["train.seed=range(0,100000000)", "100000000 jobs", "at most 1000"]),
