@@ -26,12 +26,13 @@ if __name__ == "__main__":  # first of all: a signal while the imports below run
     exit_on_signals()
     faulthandler.enable()  # a crash below Python (SIGSEGV, SIGABRT) prints where each thread was
 
+import argparse
 import itertools
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -39,12 +40,12 @@ from omegaconf import DictConfig, OmegaConf
 from dataset.common import Interrupted, ReportedError, interrupt_on_signals, one_line, os_error_line
 from training.config import CONFIG_DIR, ConfigError, compose_config, validate_config
 
-# Hydra's flags that take a value (`--cfg job`), and those after which we check nothing:
-# another config directory, or no config at all.
+if TYPE_CHECKING:
+    from training.hydra_guard import ConfigSearch
+
+# Hydra's flags that take a value (`--cfg job`); the hydra path re-reads argv with Hydra's own parser.
 VALUE_FLAGS = ("--config-name", "-cn", "--cfg", "-c", "-p", "--package", "-cp", "--config-path", "-cd",
                "--config-dir", "--experimental-rerun")
-UNCHECKED_FLAGS = ("--hydra-help", "--version", "-sc", "--shell-completion", "-cp", "--config-path", "-cd",
-                   "--config-dir", "--experimental-rerun")
 INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 
 
@@ -100,39 +101,101 @@ def run(config_name: str, overrides: list[str]) -> int:
 
 
 def expand_sweeps(overrides: list[str]) -> list[list[str]]:
-    """`-m` sweeps (`optim.lr=1e-3,3e-3`, `range(...)`, `choice(...)`) as one override list per job."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
+    """`-m` sweeps (`optim.lr=1e-3,3e-3`, `range(...)`, `choice(...)`) as one override list per job
+    (at most training.hydra_guard.MAX_SWEEP_JOBS; glob() needs a config group: see precheck)."""
+    from training.hydra_guard import ConfigSearch, plan_sweep, parse_overrides
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as exc:
-        raise ConfigError(f"config: {str(exc).strip().splitlines()[0]}") from exc
-    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-               else [o.input_line] for o in parsed]
-    return [list(job) for job in itertools.product(*choices)]
+    _, columns = plan_sweep(parse_overrides(overrides, ConfigSearch()))
+    return [list(job) for job in itertools.product(*columns)]
+
+
+def hydra_args(argv: list[str]) -> argparse.Namespace:
+    """argv as @hydra.main will read it (its own parser: abbreviations such as --experimental-r
+    included); a usage error is one line."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def error(message: str) -> NoReturn:
+        raise ConfigError(f"pretrain.py: {message}")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser.parse_args(argv)
 
 
 def precheck(argv: list[str]) -> None:
-    """Compose and validate before Hydra does, so that an unknown key, a bad value or a missing
-    config name is reported on one line (Hydra's own report spans several) whatever the flags:
-    a plain run, `--cfg job`, `--info`, and every job of a `-m` sweep."""
-    config_name, overrides, flags = parse_argv(argv)
-    if flags & set(UNCHECKED_FLAGS):
+    """Everything Hydra would act on, checked before it does (training/hydra_guard.py): flags that
+    run code (--experimental-rerun), the config directories, every override and the composed
+    config of every job (hydra section included: callbacks, launcher, sweeper, logging, search
+    path), then the project's own validation. A `-m` sweep is counted from its overrides before
+    any job is composed, then each job is composed and validated before the first one runs."""
+    from hydra.types import RunMode
+
+    from training.hydra_guard import (
+        REFUSED, ConfigSearch, check_override, compose, parse_overrides, plan_sweep, project_part, sweeper_params,
+    )
+
+    args = hydra_args(argv)
+    if args.experimental_rerun is not None:
+        raise ConfigError(f"--experimental-rerun {args.experimental_rerun}: refused (it unpickles the file, which can "
+                          "run any code); run the command line again instead")
+    commands = [name for name, given in (("--run", args.run), ("--multirun", args.multirun), ("--cfg", args.cfg),
+                                         ("--info", args.info), ("--shell-completion", args.shell_completion)) if given]
+    if len(commands) > 1:
+        raise ConfigError(f"{' and '.join(commands)}: give only one of --run, --multirun, --cfg, --info and "
+                          "--shell-completion")
+    search = ConfigSearch.from_flags(args.config_path, args.config_dir)
+    name = args.config_name or "cfg_lsa"
+    if args.shell_completion:  # its arguments (install=bash) are not overrides; the config is still checked
+        if "searchpath" in os.environ.get("COMP_LINE", ""):  # a completion query composes the line it completes
+            raise ConfigError(f"--shell-completion: COMP_LINE sets hydra.searchpath: {REFUSED['hydra.searchpath']}")
+        compose(search, name, [])
         return
-    overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]  # Hydra's own settings
-    sweep = flags & {"-m", "--multirun"}
-    for job in expand_sweeps(overrides) if sweep else [overrides]:
-        validate_config(compose_config(config_name, job))
+    parsed = parse_overrides(args.overrides, search)
+    for override in parsed:
+        check_override(override)
+    if args.multirun:
+        plan_sweep(parsed)  # counted before anything is composed
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    cfg = compose(search, name, [o.input_line for o in parsed if not o.is_sweep_override()])
+    if not (args.multirun or cfg.hydra.mode == RunMode.MULTIRUN):
+        if sweeps:
+            raise ConfigError(f"{sweeps[0].input_line}: a sweep; add -m to run one job per value (or write "
+                              f"{sweeps[0].get_key_element()}=[a,b] for a list)")
+        validated(project_part(cfg), search, name)
+        return
+    params = sweeper_params(cfg)
+    for override in parse_overrides(params, search):
+        check_override(override, where=f"config {name}: hydra.sweeper.params")
+    _, columns = plan_sweep(parse_overrides(params + args.overrides, search))
+    for number, job in enumerate(itertools.product(*columns)):  # lazily: at most MAX_SWEEP_JOBS, each checked
+        validated(project_part(compose(search, name, list(job))), search, name, f"-m job {number} ({' '.join(job)})")
+
+
+def validated(raw: dict, search: "ConfigSearch", name: str, job: str = "") -> None:
+    """validate_config, its one line prefixed with the sweep job and the --config-dir config it came from."""
+    where = [job] if job else []
+    if search.extra_dir is not None or search.main_dir != CONFIG_DIR:
+        where.append(f"config {name} from {search.where()}")
+    try:
+        validate_config(raw)
+    except ConfigError as exc:
+        if not where:
+            raise
+        raise ConfigError(f"{', '.join(where)}: {exc}") from exc
 
 
 def check(argv: list[str]) -> None:
     """--check: validate the config and what the run directory and data allow; start nothing.
     Prints the run directory the run would write (train_lsa.sh reads it)."""
+    from training.hydra_guard import ConfigSearch
     from training.runs import preflight
 
-    config_name, overrides, _ = parse_argv([a for a in argv if a != "--check"])
-    print(preflight(validate_config(compose_config(config_name, overrides))))
+    args = hydra_args([a for a in argv if a != "--check"])
+    if args.experimental_rerun is not None or args.multirun:
+        raise ConfigError("--check: checks one run; give no -m or --experimental-rerun")
+    search = ConfigSearch.from_flags(args.config_path, args.config_dir)
+    print(preflight(validate_config(compose_config(args.config_name or "cfg_lsa", args.overrides, search))))
 
 
 def print_help() -> None:

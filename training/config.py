@@ -289,45 +289,44 @@ def validate_config(raw: dict[str, Any]) -> Config:
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
 
-def compose_config(config_name: str, overrides: list[str]) -> dict[str, Any]:
-    """Compose config/<config_name>.yaml with Hydra overrides into a plain dict; Hydra's
-    composition errors (unknown key, missing config, bad override syntax) become one-line
-    ConfigErrors."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+def compose_config(config_name: str, overrides: list[str], search: Optional[Any] = None) -> dict[str, Any]:
+    """Compose <config_name>.yaml (from config/, or `search`: a training.hydra_guard.ConfigSearch for
+    --config-path/--config-dir) with Hydra overrides into a plain dict, after refusing what would
+    make Hydra run code (training/hydra_guard.py); Hydra's composition errors (unknown key, missing
+    config, bad override syntax) become one-line ConfigErrors."""
+    from training.hydra_guard import ConfigSearch, compose, project_part
 
-    segment = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"  # a name, or a path inside config/ (no .., not absolute)
-    if not re.fullmatch(rf"{segment}(/{segment})*", config_name or "") or ".." in config_name:
-        raise ConfigError(f"--config-name {config_name!r}: the name of a config in {CONFIG_DIR} (e.g. cfg_lsa), not a "
-                          "path; for configs elsewhere use Hydra's --config-dir")
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            return OmegaConf.to_container(compose(config_name, overrides=overrides), resolve=True)
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        message = lines[0]
-        if "Cannot find primary config" in message:
-            names = sorted(p.stem for p in CONFIG_DIR.glob("cfg_*.yaml"))
-            message = f"--config-name {config_name}: no such config; available: {', '.join(names)}"
-        elif "Available options" in str(exc):
-            group = message.split("'")[-2].split("/")[0] if "'" in message else ""
-            options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")) if group else []
-            message = f"{message}; available: {', '.join(options)}"
-        elif message.startswith("Could not override"):
-            key = message.split("'")[1]
-            try:
-                known = _flat_keys(compose_config(config_name, []))
-            except ConfigError:
-                known = []
-            message = f"{key}: no such config key{did_you_mean(key, known)} (to add a new key, write +{key}=...)"
-        elif len(lines) > 1 and lines[0].startswith("Error parsing override"):
-            message = f"{lines[0]}: {lines[1]}"
-        elif "Config group override" in message:  # e.g. arch=null
-            groups = [o.split("=", 1)[0].lstrip("+~") for o in overrides if o.split("=", 1)[0].lstrip("+~") in
-                      {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}]
-            for group in groups[:1]:
-                options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-                message = f"{group}: {message}; choose one of {', '.join(options)}"
-        raise ConfigError(f"config: {message}") from exc
+    return project_part(compose(search or ConfigSearch(), config_name, overrides))
+
+
+def composition_error(exc: Exception, config_name: str, overrides: list[str], search: Optional[Any]) -> ConfigError:
+    """Hydra's (several-line) composition error as one line naming the config, key or group."""
+    dirs = search.dirs if search is not None else [CONFIG_DIR]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = lines[0] if lines else type(exc).__name__
+    if "Cannot find primary config" in message:
+        names = sorted({p.stem for d in dirs for p in d.glob("cfg_*.yaml")})
+        message = f"--config-name {config_name}: no such config; available: {', '.join(names)}"
+    elif "Available options" in str(exc):
+        group = message.split("'")[-2].split("/")[0] if "'" in message else ""
+        options = sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")}) if group else []
+        message = f"{message}; available: {', '.join(options)}"
+    elif message.startswith("Could not override"):
+        key = message.split("'")[1]
+        try:
+            known = _flat_keys(compose_config(config_name, [], search))
+        except ConfigError:
+            known = []
+        message = f"{key}: no such config key{did_you_mean(key, known)} (to add a new key, write +{key}=...)"
+    elif len(lines) > 1 and lines[0].startswith("Error parsing override"):
+        message = f"{lines[0]}: {lines[1]}"
+    elif message.endswith(":") and len(lines) > 1:  # "In 'cfg': ConfigKeyError raised while composing config:"
+        full_key = [line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")]
+        message = f"{message} {lines[1]}" + (f" (key {full_key[0]})" if full_key else "")
+    elif "Config group override" in message:  # e.g. arch=null
+        group_dirs = {p.name for d in dirs for p in d.iterdir() if p.is_dir()}
+        groups = [o.split("=", 1)[0].lstrip("+~") for o in overrides if o.split("=", 1)[0].lstrip("+~") in group_dirs]
+        for group in groups[:1]:
+            options = sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
+            message = f"{group}: {message}; choose one of {', '.join(options)}"
+    return ConfigError(f"config: {message}")

@@ -1,0 +1,361 @@
+"""What Hydra may do for pretrain.py, checked before Hydra acts on a config.
+
+Hydra runs code that a config names: `_target_` nodes (`hydra.callbacks`, nested launcher and
+sweeper arguments), logging dictConfig (`()` factories, `class:` handlers, `ext://` imports),
+search paths (`pkg://` imports a package), `hydra.job.env_set` (the environment of the
+compiler's subprocesses: CXX, LD_PRELOAD) and `--experimental-rerun` (unpickles a file).
+Training needs none of it, so each is refused with one line naming the override or file and
+the key, before Hydra composes anything itself: this module composes with Hydra's own loader and
+the same search path as `@hydra.main`, and a `-m` sweep is counted before any job is composed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from training.config import CONFIG_DIR, ConfigError
+
+# Keys that make hydra.utils.instantiate call something; no config of this project needs them.
+CODE_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
+CODE_KEY_WHY = "names code for Hydra to instantiate; pretrain.py refuses it"
+# The only launcher and sweeper: Hydra's basic ones (jobs run one after another in this process).
+LAUNCHER = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}
+SWEEPER_TARGET = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+SWEEPER_KEYS = frozenset({"_target_", "max_batch_size", "params"})
+# Logging configs (hydra.job_logging, hydra.hydra_logging) may name only these classes and streams.
+LOGGING_CLASSES = frozenset({"logging.StreamHandler", "logging.FileHandler", "logging.NullHandler", "logging.Formatter"})
+LOGGING_STREAMS = frozenset({"ext://sys.stdout", "ext://sys.stderr"})
+LOGGING_INTERPOLATION = re.compile(r"\$\{hydra[.:](runtime|job)\.[A-Za-z0-9_.]+\}")  # Hydra's default log file name
+BASIC_ONLY = "pretrain.py runs sweeps with Hydra's basic launcher and sweeper only (their classes are fixed)"
+REFUSED = {  # override keys (and config groups) that are refused, with why
+    "hydra.callbacks": "Hydra instantiates callbacks from their _target_ (code named by a config); refused",
+    "hydra/callbacks": "Hydra instantiates callbacks from their _target_ (code named by a config); refused",
+    "hydra.launcher": BASIC_ONLY, "hydra/launcher": BASIC_ONLY,
+    "hydra.sweeper": BASIC_ONLY, "hydra/sweeper": BASIC_ONLY,
+    "hydra.searchpath": "a search path can import a package (pkg://); put your configs in one --config-dir",
+    "hydra.job.env_set": "it sets environment variables that choose programs to run (CXX, LD_PRELOAD); "
+                         "set them in the shell if you mean it",
+}
+MAX_SWEEP_JOBS = 1000  # a larger -m sweep is refused before any job is composed
+CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")  # a name or a path inside the dir
+
+
+@dataclass
+class ConfigSearch:
+    """Where configs come from: the main directory (config/, or --config-path) and an extra one
+    (--config-dir), searched in the order @hydra.main searches them."""
+
+    main_dir: Path = CONFIG_DIR
+    extra_dir: Optional[Path] = None
+    _loader: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_flags(cls, config_path: Optional[str], config_dir: Optional[str]) -> "ConfigSearch":
+        """--config-path is a directory (absolute, or relative to pretrain.py); --config-dir one
+        relative to the working directory. A package (pkg://) would be imported: refused."""
+        main = CONFIG_DIR
+        if config_path is not None:
+            if "://" in config_path:
+                raise ConfigError(f"--config-path {config_path}: give a directory; a package or URL path "
+                                  "(pkg://) would import code")
+            main = (CONFIG_DIR.parent / config_path).resolve()
+            if not main.is_dir():
+                raise ConfigError(f"--config-path {config_path}: no such directory ({main})")
+        extra = None
+        if config_dir is not None:
+            if "://" in config_dir:
+                raise ConfigError(f"--config-dir {config_dir}: give a directory, not a URL")
+            extra = Path(os.path.abspath(config_dir))
+            if not extra.is_dir():
+                raise ConfigError(f"--config-dir {config_dir}: no such directory ({extra})")
+        return cls(main, extra)
+
+    @property
+    def dirs(self) -> list[Path]:
+        return [self.main_dir] + ([self.extra_dir] if self.extra_dir is not None else [])
+
+    def where(self) -> str:
+        return " or ".join(str(d) for d in self.dirs)
+
+    @property
+    def loader(self) -> Any:
+        """Hydra's config loader on this search path (the one @hydra.main builds, no plugins' pkg:// sources
+        beyond Hydra's own)."""
+        if self._loader is None:
+            from hydra._internal.config_loader_impl import ConfigLoaderImpl
+            from hydra._internal.utils import create_config_search_path
+            from hydra.core.config_search_path import SearchPathQuery
+
+            search_path = create_config_search_path(str(self.main_dir))
+            if self.extra_dir is not None:  # where _run_hydra puts --config-dir
+                search_path.prepend(provider="command-line", path=f"file://{self.extra_dir}",
+                                    anchor=SearchPathQuery(provider="schema"))
+            self._loader = ConfigLoaderImpl(config_search_path=search_path)
+        return self._loader
+
+    def config_names(self) -> list[str]:
+        return sorted({p.stem for d in self.dirs for p in d.glob("*.yaml") if p.stem != "base"})
+
+    def check_name(self, config_name: str) -> None:
+        """A config name names a config in the search path; a path elsewhere is refused."""
+        if not CONFIG_NAME.fullmatch(config_name or "") or ".." in config_name:
+            raise ConfigError(f"--config-name {config_name!r}: the name of a config in {self.where()} (e.g. cfg_lsa), "
+                              "not a path; for configs elsewhere use --config-dir")
+
+    def primary(self, config_name: str) -> Any:
+        """The primary config file as written (before its defaults), or a one-line error naming the dirs."""
+        self.check_name(config_name)
+        loaded = self.loader.repository.load_config(config_name)
+        if loaded is None:
+            raise ConfigError(f"--config-name {config_name}: no such config in {self.where()}; available: "
+                              f"{', '.join(self.config_names())}")
+        return loaded
+
+
+def parse_overrides(overrides: list[str], search: Optional[ConfigSearch] = None) -> list[Any]:
+    """Hydra's parsed overrides (sweep objects included); a syntax error is one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create(config_loader=search.loader if search else None).parse_overrides(overrides)
+    except HydraException as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise ConfigError(f"config: {': '.join(lines[:2]) if lines else type(exc).__name__}") from exc
+
+
+def key_paths(value: Any, prefix: str) -> Iterator[str]:
+    """Every dotted key path inside a value (dicts within lists included), starting with `prefix`."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from key_paths(item, f"{prefix}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from key_paths(item, prefix)
+
+
+def refused_key(path: str) -> Optional[str]:
+    """Why a key path (dotted, or a config group with /) may not be set, or None."""
+    path = path.lstrip("+~")
+    for part in re.split(r"[./@]", path):
+        if part in CODE_KEYS or part == "()":
+            return f"{part} {CODE_KEY_WHY}"
+    for prefix, why in REFUSED.items():
+        if path == prefix or path.startswith((prefix + ".", prefix + "/")):
+            return why
+    return None
+
+
+def override_values(override: Any) -> list[Any]:
+    """The values an override sets: the one value, or each of a choice sweep."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    value = override.value()
+    return list(value.list) if isinstance(value, ChoiceSweep) else [value]
+
+
+def check_override(override: Any, where: str = "override") -> None:
+    """Refuse an override that sets a key or value which names code (at any depth), a Hydra
+    door listed in REFUSED, or a package (`@`) that puts a group there."""
+    key = override.key_or_group
+    paths = [p for v in override_values(override) for p in key_paths(v, key)]
+    if override.package:
+        paths.append(override.package)
+    # the deepest first: a _target_ inside hydra.callbacks.x is named as such
+    for path in sorted(paths, key=lambda p: -p.count(".")):
+        why = refused_key(path)
+        if why:
+            raise ConfigError(f"{where} {override.input_line}: {path.lstrip('+~')}: {why}")
+
+
+def count_jobs(override: Any) -> int:
+    """How many values a sweep override gives, without listing a range (10**8 values cost nothing)."""
+    from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, RangeSweep
+
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        return len(value.list)
+    if isinstance(value, RangeSweep):
+        if not value.step:
+            raise ConfigError(f"-m {override.input_line}: a range with step 0 never ends")
+        span = (value.stop - value.start) / value.step
+        if not math.isfinite(span):
+            raise ConfigError(f"-m {override.input_line}: a range without a finite number of values")
+        estimate = max(0, math.ceil(span))
+        return estimate if estimate > MAX_SWEEP_JOBS else sum(1 for _ in override.sweep_string_iterator())
+    if isinstance(value, Glob):
+        return sum(1 for _ in override.sweep_string_iterator())
+    if isinstance(value, IntervalSweep):
+        raise ConfigError(f"-m {override.input_line}: interval() is a continuous range, which Hydra's basic sweeper "
+                          "(the one pretrain.py uses) cannot run; list values (a,b,c) or use range() or choice()")
+    raise ConfigError(f"-m {override.input_line}: {type(value).__name__} sweeps are not supported "
+                      "(use a,b,c, range(), choice() or glob() over a config group)")
+
+
+def plan_sweep(parsed: list[Any]) -> tuple[int, list[list[str]]]:
+    """(number of jobs, each sweep's override strings), Hydra's basic sweeper's way: the config's
+    hydra.sweeper.params first, then the command line, one entry per key (the last wins).
+    More than MAX_SWEEP_JOBS jobs, or none, is refused before any job is composed."""
+    by_key: dict[str, Any] = {}
+    for override in parsed:
+        by_key[override.get_key_element()] = override
+    counts = {key: count_jobs(o) if o.is_sweep_override() else 1 for key, o in by_key.items()}
+    total = math.prod(counts.values())
+    if total == 0:
+        key = min(counts, key=counts.get)
+        hint = " (glob() picks among the options of a config group, such as arch)" if "glob(" in by_key[key].input_line else ""
+        raise ConfigError(f"-m {by_key[key].input_line}: gives no values, so the sweep has no jobs{hint}")
+    if total > MAX_SWEEP_JOBS:
+        key = max(counts, key=counts.get)
+        raise ConfigError(f"-m: the sweep has {total} jobs ({by_key[key].input_line} gives {counts[key]}); at most "
+                          f"{MAX_SWEEP_JOBS} are allowed (MAX_SWEEP_JOBS in training/hydra_guard.py)")
+    columns = [[f"{key}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+               for key, o in by_key.items()]
+    return total, columns
+
+
+def sweeper_params(cfg: Any) -> list[str]:
+    """hydra.sweeper.params of a composed config as override strings (Hydra's basic sweeper adds them)."""
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.select(cfg, "hydra.sweeper.params")
+    if not params:
+        return []
+    return [f"{k}={v}" for k, v in OmegaConf.to_container(params, resolve=False).items()]
+
+
+def walk(node: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:
+    """(path, key, value) for every key under a plain container."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            yield path, key, value
+            yield from walk(value, path)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from walk(value, f"{prefix}[{i}]")
+
+
+def composed_problem(raw: dict) -> Optional[tuple[str, str]]:
+    """(key path, why) for the first thing in a composed config (hydra section included, not
+    resolved) that would make Hydra run code, or None."""
+    hydra = raw.get("hydra") or {}
+    pinned = {"hydra.launcher._target_", "hydra.sweeper._target_"}
+    for path, key, value in walk(raw, ""):
+        if (key in CODE_KEYS or key == "()") and path not in pinned:
+            return path, f"{key} {CODE_KEY_WHY}"
+    if hydra.get("launcher") not in (None, LAUNCHER):
+        return "hydra.launcher", f"{hydra['launcher']}: {BASIC_ONLY}"
+    sweeper = hydra.get("sweeper") or {}
+    if sweeper and (sweeper.get("_target_") != SWEEPER_TARGET or set(sweeper) - SWEEPER_KEYS):
+        return "hydra.sweeper", f"{sweeper}: {BASIC_ONLY}"
+    for key in ("callbacks", "searchpath"):
+        if hydra.get(key):
+            return f"hydra.{key}", f"{hydra[key]}: {REFUSED['hydra.' + key]}"
+    if (hydra.get("job") or {}).get("env_set"):
+        return "hydra.job.env_set", f"{hydra['job']['env_set']}: {REFUSED['hydra.job.env_set']}"
+    for section in ("job_logging", "hydra_logging"):
+        for path, key, value in walk(hydra.get(section) or {}, f"hydra.{section}"):
+            if key == ".":
+                return path, "sets attributes on logging objects; refused"
+            if key == "class" and value not in LOGGING_CLASSES:
+                return path, f"{value!r}: a logging class may be one of {', '.join(sorted(LOGGING_CLASSES))}"
+            if isinstance(value, str) and "ext://" in value and value not in LOGGING_STREAMS:
+                return path, f"{value!r}: ext:// imports a module; only {', '.join(sorted(LOGGING_STREAMS))} are allowed"
+            if isinstance(value, str) and "${" in value and LOGGING_INTERPOLATION.sub("", value).count("${"):
+                return path, (f"{value!r}: interpolations in a logging config may refer only to hydra.runtime or "
+                              "hydra.job (another value could name a module to import)")
+    return None
+
+
+def has_path(node: Any, dotted: str) -> bool:
+    """Whether a plain container holds the dotted key path."""
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def source_of(search: ConfigSearch, config_name: str, overrides: list[Any], path: str) -> str:
+    """The override or the config file that set `path` (for the one-line error)."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    bare = path.split("[")[0]
+    for override in overrides:
+        key = (override.package or override.key_or_group).lstrip("+~").replace("/", ".")
+        if bare == key or bare.startswith(key + ".") or key.startswith(bare + "."):
+            return f"override {override.input_line}"
+    try:
+        defaults = search.loader.compute_defaults_list(config_name, [o.input_line for o in overrides], _run_mode())
+    except HydraException:  # composition succeeded a moment ago; should this fail, name the config alone
+        return f"config {config_name}"
+    for default in reversed(defaults.defaults):
+        loaded = search.loader.repository.load_config(default.config_path) if default.config_path else None
+        if loaded is None or loaded.provider == "hydra":
+            continue
+        package = default.package or ""
+        if package and bare == package:  # the file is the whole node (a group option placed there)
+            return f"{loaded.path.split('://', 1)[-1]}/{default.config_path}.yaml"
+        if package and not bare.startswith(package + "."):
+            continue
+        if has_path(OmegaConf.to_container(loaded.config, resolve=False), bare[len(package) + 1:] if package else bare):
+            return f"{loaded.path.split('://', 1)[-1]}/{default.config_path}.yaml"
+    return f"config {config_name}"
+
+
+def _run_mode() -> Any:
+    from hydra.types import RunMode
+
+    return RunMode.RUN
+
+
+def compose(search: ConfigSearch, config_name: str, overrides: list[str]) -> Any:
+    """Compose one job with Hydra's loader (hydra section included) after refusing every door:
+    the overrides, the primary file's search path, then the composed result. Returns the DictConfig."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from training.config import composition_error
+
+    parsed = parse_overrides(overrides, search)
+    for override in parsed:
+        check_override(override)
+    primary = search.primary(config_name)
+    written = OmegaConf.to_container(primary.config, resolve=False) if OmegaConf.is_dict(primary.config) else {}
+    if isinstance(written.get("hydra"), dict) and written["hydra"].get("searchpath"):
+        raise ConfigError(f"{primary.path.split('://', 1)[-1]}/{config_name}.yaml: hydra.searchpath: "
+                          f"{REFUSED['hydra.searchpath']}")
+    try:
+        cfg = search.loader.load_configuration(config_name, overrides, run_mode=_run_mode(), from_shell=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise composition_error(exc, config_name, overrides, search) from exc
+    problem = composed_problem(OmegaConf.to_container(cfg, resolve=False))
+    if problem:
+        path, why = problem
+        raise ConfigError(f"{source_of(search, config_name, parsed, path)}: {path}: {why}")
+    return cfg
+
+
+def project_part(cfg: Any) -> dict[str, Any]:
+    """The composed config without Hydra's own section, resolved (what validate_config takes)."""
+    from omegaconf import OmegaConf, open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    from training.config import composition_error
+
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise composition_error(exc, "", [], None) from exc
