@@ -306,6 +306,32 @@ def test_a_run_that_appears_between_planning_and_owning_is_not_written_into(worl
     assert (run / "checkpoints" / "latest").read_text() == "step_0000003"
 
 
+def test_a_resume_whose_latest_moved_before_it_owned_the_run_is_refused(world, tmp_path, monkeypatch):
+    """Launch A plans to resume `base` from step 6; launch B resumes it to step 9 before A owns
+    it: A refuses instead of rewinding B's work (pruning step 9, moving `latest` back)."""
+    import training.loop as loop
+    import training.run as run_module
+
+    run = copy_run(world, tmp_path)
+    original, launched = run_module.plan_run, []
+
+    def plan_then_b_continues(cfg):
+        plan = original(cfg)
+        if not launched:
+            launched.append("b")
+            b = run_in_process(*pretrain(world, tmp_path, "logging.run_name=base", "train.resume=true",
+                                         "train.max_steps=9", "train.eval_interval=3"))
+            assert b.returncode == 0, b.stderr
+        return plan
+
+    for module in (loop, run_module):
+        monkeypatch.setattr(module, "plan_run", plan_then_b_continues, raising=False)
+    result = run_in_process(*pretrain(world, tmp_path, "logging.run_name=base", "train.resume=true",
+                                      "train.max_steps=12", "train.keep_checkpoints=1"))
+    assert_one_line_error(result, "logging.run_name=base", "step_0000006 -> step_0000009")
+    assert (run / "checkpoints" / "latest").read_text() == "step_0000009" and metrics_steps(run)[-1] == 9
+
+
 def test_a_refused_launch_leaves_no_run_directory(world, tmp_path):
     """Owning comes first, so a launch refused later (a bad evaluator metric) removes the empty
     directory it made, and only that."""

@@ -363,8 +363,8 @@ def own_run(plan: RunPlan) -> RunLock:
         if not plan.in_place:
             _refuse_if_taken(run_dir)
         else:
-            now = latest_of(run_dir)
-            if plan.latest is None or now is None or now.resolve() != plan.latest.resolve():
+            now = latest_of(run_dir)  # None for both: a rewind that repairs a broken `latest`
+            if (now and now.resolve()) != (plan.latest and plan.latest.resolve()):
                 raise ConfigError(f"logging.run_name={run_dir.name}: the latest checkpoint of {run_dir} changed "
                                   f"while this launch started ({plan.latest.name if plan.latest else 'none'} -> "
                                   f"{now.name if now else 'none'}); start it again")
