@@ -175,6 +175,7 @@ class TrainSampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.offset, self.seed = int(state["epoch"]), int(state["offset"]), int(state["seed"])
+        self._cached_epoch = -1  # the cached order may be another seed's
 
 
 def eval_batches(

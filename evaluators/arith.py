@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dataset.build_arith_dataset import DIGIT_TOKEN_OFFSET, ArithLayout, operand_digit_counts
-from evaluators.base import Evaluator, gather_arrays
+from evaluators.base import Evaluator, gather_arrays, save_predictions
 
 
 def _as_rows(name: str, array: np.ndarray, num: int, layout: ArithLayout) -> np.ndarray:
@@ -106,6 +106,5 @@ class ArithEvaluator(Evaluator):
         arrays = gather_arrays(arrays, world_size, group)
         metrics = score_arith(arrays["inputs"], arrays["preds"], arrays["labels"], self.layout)
         if save_path is not None and rank == 0:
-            save_path.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(save_path / "arith_predictions.npz", **arrays)
+            save_predictions(save_path / "arith_predictions.npz", **arrays)
         return {k: v for k, v in metrics.items() if v is not None}

@@ -84,6 +84,15 @@ class Evaluator:
         raise NotImplementedError
 
 
+def save_predictions(path: Path, **arrays: np.ndarray) -> None:
+    """An evaluator's prediction file, written as a new file renamed into place: a hard-linked
+    backup of the run (`cp -al`) keeps its own copy when a step is evaluated again."""
+    from training.files import replace_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_file(path, lambda f: np.savez_compressed(f, **arrays))
+
+
 def gather_arrays(arrays: dict, world_size: int, group: Any) -> dict:
     """Concatenate per-rank numpy arrays on every rank (identity on a single process)."""
     if world_size == 1:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from evaluators.base import Evaluator, gather_arrays
+from evaluators.base import Evaluator, gather_arrays, save_predictions
 
 LABEL_UNASSIGNED, LABEL_ASSIGNED = 1, 2
 
@@ -131,6 +131,5 @@ class LSAEvaluator(Evaluator):
         metrics["projected_optimal_cost_rate"] = projected_metrics["optimal_cost_rate"]
         metrics["projected_exact_accuracy"] = projected_metrics["exact_accuracy"]
         if save_path is not None and rank == 0:
-            save_path.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(save_path / "lsa_predictions.npz", projected=projected, **arrays)
+            save_predictions(save_path / "lsa_predictions.npz", projected=projected, **arrays)
         return {k: v for k, v in metrics.items() if v is not None}

@@ -23,7 +23,7 @@ import torch
 
 from dataset.common import read_example_array
 from dataset.sudoku_solver import UNITS
-from evaluators.base import Evaluator, gather_arrays
+from evaluators.base import Evaluator, gather_arrays, save_predictions
 
 BLANK_TOKEN, FIRST_DIGIT_TOKEN, LAST_DIGIT_TOKEN = 1, 2, 10
 RATINGS_FIELD = "ratings"  # the test split's optional per-puzzle ratings array
@@ -168,7 +168,6 @@ class SudokuEvaluator(Evaluator):
         ratings = read_example_array(self.metadata, RATINGS_FIELD, arrays["inputs"].shape[0])
         metrics.update(score_by_bucket(arrays["inputs"], arrays["preds"], arrays["labels"], ratings, self.givens_bucket))
         if save_path is not None and rank == 0:
-            save_path.mkdir(parents=True, exist_ok=True)
             extra = {"ratings": ratings} if ratings is not None else {}
-            np.savez_compressed(save_path / "sudoku_predictions.npz", **arrays, **extra)
+            save_predictions(save_path / "sudoku_predictions.npz", **arrays, **extra)
         return {k: v for k, v in metrics.items() if v is not None}

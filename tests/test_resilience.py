@@ -168,7 +168,9 @@ def point(name):
         threading.Event().wait()  # here until SIGKILL
 
 write_file, replace, set_pointer, prune = checkpoint._write_file, checkpoint.os.replace, checkpoint._set_pointer, checkpoint._prune
+replace_file = checkpoint.replace_file
 checkpoint._write_file = lambda path, fn: (point("write " + os.path.basename(path)), write_file(path, fn))[1]
+checkpoint.replace_file = lambda path, content: (point("replace " + os.path.basename(path)), replace_file(path, content))[1]
 checkpoint._set_pointer = lambda root, name, target: (point("pointer " + name), set_pointer(root, name, target))[1]
 checkpoint._prune = lambda root, keep: (point("prune"), prune(root, keep))[1]
 big = {{"w": torch.randn(1_000_000)}}
@@ -180,7 +182,7 @@ while True:
     point("saved")
 """
 KILL_POINTS = ["write model.pt", "write ema.pt", "write optim.pt", "write state.pt", "write config.json",
-               "write meta.json", "pointer latest", "prune", "write .latest.tmp"]
+               "write meta.json", "pointer latest", "prune", "replace latest"]
 
 
 def test_kill_9_during_saves_never_breaks_latest(tmp_path):

@@ -9,8 +9,11 @@ A save writes into a temporary directory, fsyncs, renames it into place, and onl
 replaces `latest` (itself via a temporary file and os.replace). A checkpoint directory is
 never overwritten (a second save of the same step gets a suffix) and the ones the pointers
 name are never pruned, so a crash at any moment, `kill -9` included, leaves `latest` naming
-a complete checkpoint, or no `latest` at all. Leftover temporary directories of a crashed
-save are removed by the next save.
+a complete checkpoint, or no `latest` at all (then `resolve_checkpoint` takes the newest
+complete checkpoint directory). Leftover temporary directories of a crashed save are removed
+by the next save: only those holding this project's marker file (`TMP_MARKER`), never another
+folder that happens to be called `.tmp-*`. Pointers are replaced, never written into, so a
+hard-linked backup of the run (`cp -al`) keeps its own.
 """
 
 from __future__ import annotations
@@ -27,21 +30,18 @@ import torch
 
 from dataset.common import InputError, Interrupted
 from training.distributed import World, barrier
+from training.files import fsync_dir as _fsync_dir
+from training.files import replace_file
 
 CHECKPOINT_FILES = ("model.pt", "ema.pt", "optim.pt", "state.pt")
 POINTER_TARGET = re.compile(r"step_\d+(-\d+)?")  # the only names a checkpoint directory (and a pointer) may have
+TMP_MARKER = ".tinyrecursion-partial-save"  # inside a save's temporary directory: it is ours to remove
+SAVE_TMP = re.compile(r"\.tmp-step_\d+(-\d+)?-[A-Za-z0-9_]+")  # mkdtemp's names for a save
+POINTER_TMP = re.compile(r"\.(latest|best)\.tmp-[A-Za-z0-9_]+")  # replace_file's temporary pointer files
 
 
 class CheckpointError(InputError):
     """A checkpoint that is missing, truncated, unsafe or incompatible; names the file."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, write) -> None:
@@ -70,8 +70,7 @@ def save_checkpoint(
     the previous checkpoints and pointers are untouched then."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    for stale in ckpt_root.glob(".tmp-*"):  # left by a save that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temporaries(ckpt_root)
     final = ckpt_root / f"step_{step:07d}"
     for n in range(1, 1000):  # never overwrite: `latest` may name the old one
         if not final.exists():
@@ -79,10 +78,12 @@ def save_checkpoint(
         final = ckpt_root / f"step_{step:07d}-{n}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=ckpt_root))
     try:
+        _write_file(tmp / TMP_MARKER, lambda f: None)
         for name, obj in payload.items():
             _write_file(tmp / f"{name}.pt", lambda f, obj=obj: _torch_save(obj, f))
         _write_file(tmp / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
         _write_file(tmp / "meta.json", lambda f: f.write(json.dumps({"step": step, **meta}, indent=2).encode()))
+        os.unlink(tmp / TMP_MARKER)
         _fsync_dir(tmp)
         os.replace(tmp, final)
         _fsync_dir(ckpt_root)
@@ -148,11 +149,24 @@ def load_checkpoint_files(ckpt: Path) -> dict[str, Any]:
     return {part: load_file(ckpt / f"{part}.pt") for part in ("model", "ema", "optim", "state")}
 
 
+def remove_stale_temporaries(ckpt_root: Path) -> None:
+    """What a killed save left: `.tmp-*` directories holding our marker (not links, not a
+    user's folder of that name) and temporary pointer files naming a checkpoint."""
+    for stale in ckpt_root.glob(".tmp-*"):
+        if stale.is_dir() and not stale.is_symlink():
+            if (stale / TMP_MARKER).is_file():
+                shutil.rmtree(stale)
+            elif SAVE_TMP.fullmatch(stale.name) and not any(stale.iterdir()):
+                stale.rmdir()  # killed before its marker was written: empty
+    for stale in ckpt_root.glob(".*.tmp-*"):
+        if POINTER_TMP.fullmatch(stale.name) and stale.is_file() and not stale.is_symlink() \
+                and os.lstat(stale).st_nlink == 1 and stale.stat().st_size <= 64 \
+                and POINTER_TARGET.fullmatch(stale.read_text(errors="replace").strip()):
+            stale.unlink()
+
+
 def _set_pointer(ckpt_root: Path, name: str, target: str) -> None:
-    pointer_tmp = ckpt_root / f".{name}.tmp"
-    _write_file(pointer_tmp, lambda f: f.write(target.encode()))
-    os.replace(pointer_tmp, ckpt_root / name)
-    _fsync_dir(ckpt_root)
+    replace_file(ckpt_root / name, target)
 
 
 def _read_pointer(ckpt_root: Path, name: str) -> str | None:
@@ -172,6 +186,34 @@ def _prune(ckpt_root: Path, keep: int) -> None:
     for old in steps[:-keep]:
         if old.name not in pinned:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def set_aside_after(run_dir: Path, ckpt: Path) -> list[Path]:
+    """A rewind to `ckpt`: move the checkpoints after it (with a `best` pointer naming one of
+    them) to checkpoints/rewound-<time>/, and their evaluation outputs to eval/rewound-<time>/,
+    where they are kept; `latest` then names `ckpt`. Nothing is deleted. Returns the folders."""
+    import time
+
+    root, step = Path(run_dir) / "checkpoints", _step_key(ckpt)
+    later = [p for p in list_checkpoints(run_dir) if _step_key(p) > step]
+    evals = [p for p in (Path(run_dir) / "eval").glob("step_*")
+             if POINTER_TARGET.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and _step_key(p)[0] > step[0]]
+    stamp = int(time.time())
+    kept = []
+    for folder, moved in ((root, later), (Path(run_dir) / "eval", evals)):
+        if not moved:
+            continue
+        aside, n = folder / f"rewound-{stamp}", 1
+        while aside.exists() or aside.is_symlink():
+            aside, n = folder / f"rewound-{stamp}-{n}", n + 1
+        aside.mkdir()
+        for path in moved:
+            os.replace(path, aside / path.name)
+        if folder == root and _read_pointer(root, "best") in {p.name for p in later}:
+            os.replace(root / "best", aside / "best")
+        kept.append(aside)
+    _set_pointer(root, "latest", ckpt.name)
+    return kept
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -207,9 +249,33 @@ def resolve_checkpoint(path: Path | str) -> Path:
             return follow_pointer(root / "latest")
     if (path / "model.pt").is_file() or (path / "meta.json").is_file():
         return path
+    run_dir = path.parent if path.name == "checkpoints" else path
+    found = list_checkpoints(run_dir)
+    if found:  # a save killed before it wrote the first `latest`: the newest complete one
+        for ckpt in reversed(found):
+            if is_complete(ckpt):
+                return ckpt
+        raise CheckpointError(f"{run_dir / 'checkpoints'}: no `latest` and no complete checkpoint among "
+                              f"{', '.join(p.name for p in found[-5:])}")
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
     raise CheckpointError(f"{path}: not a checkpoint (no model.pt) and no checkpoints/latest inside")
+
+
+def is_complete(ckpt: Path) -> bool:
+    """Every file a save writes is there, each .pt a whole zip archive, meta.json an object
+    whose step is the directory's: what a save that got as far as its rename leaves."""
+    import zipfile
+
+    if ckpt.is_symlink() or not all((ckpt / f).is_file() for f in (*CHECKPOINT_FILES, "config.json", "meta.json")):
+        return False
+    if not all(zipfile.is_zipfile(ckpt / f) for f in CHECKPOINT_FILES):
+        return False
+    try:
+        meta = _load_json_object(ckpt / "meta.json")
+    except CheckpointError:
+        return False
+    return meta.get("step") == _step_key(ckpt)[0]
 
 
 def check_field(ok: bool, path: Path, field: str, problem: str) -> None:

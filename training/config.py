@@ -152,6 +152,12 @@ class TrainConfig(Strict):
     resume: Union[bool, str] = Field(
         False, description="true: continue the run logging.run_name from its latest checkpoint; or a run or "
         "checkpoint path, a run name or a wandb id (scripts/list_runs.py lists them)")
+    rewind: bool = Field(
+        False, description="train.resume names an older checkpoint of a run: continue that run from it, its later "
+        "checkpoints moved aside (default: a new run, a fork, continues from it)")
+    allow_seed_change: bool = Field(
+        False, description="resume with a train.seed other than the checkpoint's: the sampler then draws another "
+        "order from the next step on (examples revisited and skipped)")
     load_checkpoint: Optional[str] = Field(
         None, description="start a new run from this checkpoint's weights (its EMA weights when present)")
     max_bad_steps: int = Field(20, ge=1, le=MAX_COUNT, description="non-finite steps in a row before rolling back to the last checkpoint")
@@ -166,6 +172,8 @@ class TrainConfig(Strict):
             raise ValueError("set train.epochs or train.max_steps")
         if self.resume is not False and self.load_checkpoint is not None:
             raise ValueError("set train.resume or train.load_checkpoint, not both")
+        if self.rewind and self.resume is False:
+            raise ValueError("train.rewind=true needs train.resume (the checkpoint of the run to rewind to)")
         return self
 
     @pydantic.field_validator("best_metric")
@@ -212,6 +220,13 @@ class LoggingConfig(Strict):
         4, ge=0, le=MAX_WANDB_EXAMPLES, description="test examples shown in wandb at each evaluation (a table and pictures); 0 = none")
 
     _names = pydantic.field_validator("project", "run_name")(check_path_component)
+
+    @pydantic.field_validator("runs_dir")
+    @classmethod
+    def _runs_dir(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty; name the folder that holds the runs (default: runs), not the current directory")
+        return value
 
 
 class Config(Strict):

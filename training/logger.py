@@ -4,6 +4,10 @@
 run continues from the last logged value, so the gap while it was stopped is not counted).
 wandb runs are grouped by task and architecture (`group` = "<task>-<arch>") and tagged with
 both, so a project's dashboard can filter and compare like with like.
+
+Every file here is written by replacing it (training/files.py), and metrics.jsonl, which is
+appended to, is first copied when it has other hard links: a `cp -al` backup of the run keeps
+its content.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from dataset.common import InputError
+from training.files import own_file, replace_file
 from training.runs import task_of, write_run_file
 
 
@@ -52,8 +57,9 @@ class RunIOError(InputError):
 
 
 def write_text(path: Path, text: str) -> None:
+    """`path` replaced by a new file holding `text` (never written into: see the module note)."""
     try:
-        path.write_text(text)
+        replace_file(path, text)
     except OSError as exc:
         raise RunIOError(f"{path}: cannot write ({exc.strerror or exc}); earlier checkpoints are intact") from exc
 
@@ -104,7 +110,7 @@ def wandb_grouping(config: dict) -> dict[str, Any]:
 
 class RunLogger:
     def __init__(self, run_dir: Path, project: str, run_name: str, config: dict, wandb_mode: str,
-                 wandb_id: Optional[str] = None, enabled: bool = True):
+                 wandb_id: Optional[str] = None, enabled: bool = True, parent: Optional[dict] = None):
         self.enabled = enabled
         self.run_dir = run_dir
         self.wandb_run = None
@@ -114,11 +120,17 @@ class RunLogger:
         self.start -= logged_seconds(run_dir)
         # Unbuffered: each record is one write, so a failed write (full disk) leaves nothing
         # pending that close() would try, and fail, to write again.
-        self.jsonl = open(run_dir / "metrics.jsonl", "ab", buffering=0)
+        path = run_dir / "metrics.jsonl"
+        try:
+            own_file(path)  # a hard-linked backup keeps its lines
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            raise RunIOError(f"{path}: cannot open for appending ({exc.strerror or exc})") from exc
+        self.jsonl = os.fdopen(fd, "ab", buffering=0)
         mode = resolve_wandb_mode(wandb_mode)
         if mode != "disabled":
             self.wandb_run = self._init_wandb(mode, project, run_name, config, wandb_id)
-        write_run_file(run_dir, run_name, project, self.wandb_id, mode)
+        write_run_file(run_dir, run_name, project, self.wandb_id, mode, parent)
 
     def _init_wandb(self, mode: str, project: str, run_name: str, config: dict, wandb_id: Optional[str]):
         # wandb keeps caches and debug logs under ~/.cache unless told otherwise: keep them in the
@@ -177,8 +189,11 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
     for line, record in metric_records(path):
         (keep if record is not None and record["step"] <= step else stale).append(line)
     if stale:
-        write_text(run_dir / f"metrics.stale-{int(time.time())}.jsonl", "\n".join(stale) + "\n")
-        tmp = path.with_name("metrics.jsonl.tmp")
-        write_text(tmp, "".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        aside = run_dir / f"metrics.stale-{int(time.time())}.jsonl"
+        for n in range(1, 1000):  # an earlier file of that second stays as it is
+            if not aside.exists() and not aside.is_symlink():
+                break
+            aside = run_dir / f"metrics.stale-{int(time.time())}-{n}.jsonl"
+        write_text(aside, "\n".join(stale) + "\n")
+        write_text(path, "".join(line + "\n" for line in keep))
     return len(stale)

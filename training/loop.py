@@ -32,12 +32,11 @@ from evaluators import build_evaluator
 from training.checkpoint import load_meta
 from training.config import Config
 from training.evaluation import EvaluationInterrupted, evaluate
-from training.distributed import (World, all_reduce_, check_same_everywhere, close_world, init_world, lost_peer,
-                                  on_rank_zero)
+from training.distributed import World, all_reduce_, check_same_everywhere, close_world, init_world, lost_peer
 from training.examples import log_eval_examples
 from training.optim import lr_at, set_lr
 from training.preemption import StopSignal
-from training.run import Run, has_checkpoint, open_run, plan_run, restore
+from training.run import Run, has_checkpoint, open_run, plan_and_own, restore
 from training.state import TrainState
 
 TRAIN_METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss",
@@ -197,8 +196,8 @@ def train_in_world(cfg: Config, world: World) -> dict[str, Any]:
             plan = None
             try:
                 check_same_everywhere("the config", cfg.to_dict(), world)
-                plan = on_rank_zero(lambda: plan_run(cfg), world)  # one run name for all ranks
-                run = open_run(cfg, plan, world)
+                plan, lock = plan_and_own(cfg, world)  # one run name for all ranks, owned before any work
+                run = open_run(cfg, plan, world, lock)
                 try:
                     return run_loop(run, stop)
                 finally:

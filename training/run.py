@@ -7,13 +7,21 @@ components, checked by the config). The cases:
                     checkpoint is refused, one without (a run stopped before its first save) is
                     started again, its old metrics moved aside;
   train.resume=true continue `logging.run_name` in place from its latest checkpoint;
-  train.resume=PATH read the checkpoint at PATH; if it belongs to the configured run directory
-                    the run continues in place, otherwise the continued run is written to the
-                    configured (or a fresh) run directory, never beside the checkpoint;
+  train.resume=PATH read the checkpoint at PATH; the latest checkpoint of a run in this project
+                    continues that run in place; an older one starts a new run, a fork
+                    (`<run>-from-<step>`, its run.json names the parent), unless
+                    train.rewind=true continues the run from it with its later checkpoints
+                    moved aside (kept); a checkpoint elsewhere, or with another
+                    logging.run_name, is continued in the configured (or a fresh) run
+                    directory, never beside the checkpoint;
   load_checkpoint   a new run whose weights start from a checkpoint (read only).
-`open_run` then builds the train state, checks what needs the data (evaluators, best_metric,
-the batch), restores or warm-starts it, and only then creates the run directory, its
-config.json and its logger.
+A run is owned before any work (`plan_and_own`, rank 0): its directory created (a real
+directory: no symbolic link at or below the runs dir), its lock taken, and the plan checked
+again under the lock (a run that appeared, or a `latest` that moved, since planning is refused).
+`open_run` then builds the train state (the dataset included), checks what needs the data
+(evaluators, best_metric, the batch), restores or warm-starts it, and only then writes the
+run's config.json and starts its logger; a launch refused before that removes the empty
+directories it made, and only those.
 """
 
 from __future__ import annotations
@@ -31,10 +39,11 @@ from dataset.common import open_lock_file
 from evaluators import build_evaluators
 from training.checkpoint import (
     MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,
-    load_config, load_meta, load_weights, resolve_checkpoint,
+    load_config, load_meta, load_weights, resolve_checkpoint, set_aside_after,
 )
-from training.config import Config, ConfigError, did_you_mean, flatten
-from training.distributed import World
+from training.config import PATH_COMPONENT, Config, ConfigError, did_you_mean, flatten
+from training.distributed import World, on_rank_zero
+from training.files import replace_file
 from training.ema import EMA
 from training.evaluation import METRIC_NAMES as EVAL_METRICS
 from training.inference import task_facts
@@ -55,6 +64,10 @@ class RunPlan:
     in_place: bool = False  # resume_from belongs to run_dir: keep its metrics and wandb run
     warm_start: Optional[Path] = None  # checkpoint whose (EMA) weights start a new run
     changes: list[str] = field(default_factory=list)  # settings that differ from the checkpoint's
+    latest: Optional[Path] = None  # in place: the run's latest checkpoint when planned (checked again once owned)
+    rewind: bool = False  # in place from an older checkpoint: the later ones are moved aside first
+    parent: Optional[dict[str, Any]] = None  # not in place: the run and checkpoint it continues (run.json)
+    fork: bool = False  # an older checkpoint of a run, continued as a new run
 
 
 def new_run_name(project_dir: Path) -> str:
@@ -77,6 +90,35 @@ def _refuse_if_taken(run_dir: Path) -> None:
                           "or continue it with train.resume=true")
 
 
+def fork_name(project_dir: Path, source: str, ckpt: str) -> str:
+    """`<run>-from-<checkpoint>` (then -2, -3, ...): a fork's name says where it came from."""
+    base = f"{source}-from-{ckpt}"
+    for n in range(1, 1000):
+        name = base if n == 1 else f"{base}-{n}"
+        if PATH_COMPONENT.fullmatch(name) and not (project_dir / name).exists() and not (project_dir / name).is_symlink():
+            return name
+    return new_run_name(project_dir)
+
+
+def latest_of(run_dir: Path) -> Optional[Path]:
+    """The run's latest checkpoint; None when it has none or its `latest` cannot be followed."""
+    if not has_checkpoint(run_dir):
+        return None
+    try:
+        return resolve_checkpoint(run_dir)
+    except CheckpointError:
+        return None
+
+
+def check_steps_left(cfg: Config, ckpt: Path) -> None:
+    """A resume with train.max_steps at or below the checkpoint's step has nothing to train:
+    said before any work, instead of an exit 0 that did nothing."""
+    step = load_meta(ckpt).get("step", 0)
+    if cfg.train.max_steps is not None and cfg.train.max_steps <= step:
+        raise ConfigError(f"train.max_steps={cfg.train.max_steps} is not above the step of the checkpoint it resumes "
+                          f"from ({ckpt}, step {step}): nothing is left to train; set train.max_steps above {step}")
+
+
 def plan_run(cfg: Config) -> RunPlan:
     """Decide the run directory and starting point; nothing is written here."""
     project_dir = Path(cfg.logging.runs_dir) / cfg.logging.project
@@ -96,19 +138,47 @@ def plan_run(cfg: Config) -> RunPlan:
             raise ConfigError(f"train.resume=true: {run_dir} has no checkpoint (it stopped before its first save); "
                               "start it again without train.resume")
         ckpt = resolve_checkpoint(run_dir)
-        return RunPlan(run_dir, resume_from=ckpt, in_place=True, changes=check_resume_config(cfg, ckpt))
+        changes = check_resume_config(cfg, ckpt)
+        check_steps_left(cfg, ckpt)
+        return RunPlan(run_dir, resume_from=ckpt, in_place=True, changes=changes, latest=ckpt)
     ckpt = resolve_checkpoint(locate_run(resume, cfg.logging.runs_dir, cfg.logging.project))  # path, name or wandb id
     source_run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
-    if name is None and source_run is not None and source_run.parent.resolve() == project_dir.resolve():
-        name = source_run.name  # a checkpoint of a run in this project continues that run
+    in_project = source_run is not None and source_run.parent.resolve() == project_dir.resolve()
+    latest = latest_of(source_run) if source_run is not None else None
+    older = source_run is not None and (latest is None or latest.resolve() != ckpt.resolve())
+    changes = check_resume_config(cfg, ckpt)
+    check_steps_left(cfg, ckpt)
+    fork = False
+    if cfg.train.rewind:
+        if not in_project or (name is not None and name != source_run.name):
+            raise ConfigError(f"train.rewind=true: {ckpt} is not a checkpoint of the run logging.run_name="
+                              f"{name or '(unset)'} in {project_dir}; a rewind continues the checkpoint's own run "
+                              "(leave train.rewind out to continue it as another run)")
+        return RunPlan(project_dir / source_run.name, resume_from=ckpt, in_place=True, changes=changes, latest=latest,
+                       rewind=older)
+    if in_project and older:
+        if name == source_run.name:
+            raise ConfigError(f"train.resume={resume}: {ckpt.name} is not the latest checkpoint of run {name} "
+                              f"({latest.name if latest else 'unknown'}); add train.rewind=true to continue {name} from "
+                              "it (its later checkpoints are moved aside, not deleted), or leave logging.run_name unset "
+                              "to continue it as a new run (a fork)")
+        if name is None:
+            name, fork = fork_name(project_dir, source_run.name, ckpt.name), True
+    elif name is None and in_project:
+        name = source_run.name  # the latest checkpoint of a run in this project continues that run
     run_dir = project_dir / (name or new_run_name(project_dir))
     in_place = source_run is not None and run_dir.resolve() == source_run.resolve()
+    parent = None
     if not in_place:
         if run_dir.resolve() == ckpt.resolve() or run_dir.resolve() in ckpt.resolve().parents:
             raise CheckpointError(f"train.resume={resume}: the checkpoint lies inside the run directory {run_dir}, "
                                   "which is not its run; copy it elsewhere first")
         _refuse_if_taken(run_dir)
-    return RunPlan(run_dir, resume_from=ckpt, in_place=in_place, changes=check_resume_config(cfg, ckpt))
+        step = load_meta(ckpt).get("step", 0)
+        parent = ({"run": str(source_run), "checkpoint": ckpt.name, "step": step} if source_run is not None
+                  else {"checkpoint": str(ckpt), "step": step})
+    return RunPlan(run_dir, resume_from=ckpt, in_place=in_place, changes=changes, latest=latest if in_place else None,
+                   parent=parent, fork=fork)
 
 
 def check_resume_config(cfg: Config, ckpt: Path) -> list[str]:
@@ -121,7 +191,12 @@ def check_resume_config(cfg: Config, ckpt: Path) -> list[str]:
         k = fixed[0]
         raise ConfigError(f"train.resume: {k}={current.get(k)!r} differs from the checkpoint's {saved.get(k)!r} "
                           f"({ckpt}); the model settings must match to resume")
-    ignored = {"train.resume", "train.load_checkpoint", "logging.run_name"}
+    if "train.seed" in changed and not cfg.train.allow_seed_change:
+        raise ConfigError(f"train.resume: train.seed={current.get('train.seed')!r} differs from the checkpoint's "
+                          f"{saved.get('train.seed')!r} ({ckpt}): the sampler would draw another order mid-epoch, "
+                          "revisiting some examples and skipping others; keep the seed, or set "
+                          "train.allow_seed_change=true")
+    ignored = {"train.resume", "train.load_checkpoint", "logging.run_name", "train.rewind", "train.allow_seed_change"}
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed if k not in ignored]
 
 
@@ -176,26 +251,141 @@ def check_run_dir(run_dir: Path) -> None:
 
 
 class RunLock:
-    """An exclusive lock on a run directory, held while a run writes there: a second process
-    with the same run name (a new run or a resume) is refused instead of interleaving its
-    metrics and checkpoints with the first's."""
+    """An exclusive lock on a run directory, held from before any work (the dataset build
+    included) until the run ends: a second process with the same run name (a new run or a
+    resume) is refused instead of interleaving its metrics and checkpoints with the first's.
+    `made`: the directories this launch created, removed again (when still empty) by
+    `release(abandon=True)` if it is refused before writing anything."""
 
-    def __init__(self, run_dir: Path):
-        import fcntl
-
-        self.fd = open_lock_file(run_dir / ".lock")
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip()
-            os.close(self.fd)
-            raise ConfigError(f"logging.run_name={run_dir.name}: another process (pid {holder or '?'}) is writing "
-                              f"{run_dir}; wait for it or choose another name") from None
+    def __init__(self, run_dir: Path, made: tuple[Path, ...] = ()):
+        self.path, self.made = run_dir / ".lock", made
+        self.fd = self._take(open_lock_file(self.path))
+        if os.fstat(self.fd).st_nlink > 1:
+            # A `cp -al` backup shares this file: lock a file of our own instead (taken while
+            # still holding the shared one, so that exactly one launch wins), and never write
+            # our pid into the backup's.
+            shared = self.fd
+            try:
+                replace_file(self.path, b"")
+                self.fd = self._take(open_lock_file(self.path))
+            finally:
+                os.close(shared)
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
-    def release(self) -> None:
-        os.close(self.fd)  # closing drops the lock
+    def _take(self, fd: int) -> int:
+        import fcntl
+
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            run_dir = self.path.parent
+            raise ConfigError(f"logging.run_name={run_dir.name}: another process (pid {holder or '?'}) is writing "
+                              f"{run_dir}; wait for it or choose another name") from None
+        return fd
+
+    def release(self, abandon: bool = False) -> None:
+        """Drop the lock; with `abandon`, first remove the directories this launch made, if
+        nothing but the lock file was written there."""
+        try:
+            if abandon and self.made:
+                if os.fstat(self.fd).st_ino == os.lstat(self.path).st_ino:
+                    os.unlink(self.path)
+                remove_made_dirs(self.made)
+        except OSError:
+            pass  # not empty (another launch came in), or already gone: left as it is
+        finally:
+            os.close(self.fd)  # closing drops the lock
+
+
+def remove_made_dirs(made: tuple[Path, ...]) -> None:
+    for path in reversed(made):
+        os.rmdir(path)  # only an empty directory; OSError otherwise
+
+
+def check_real_dirs(run_dir: Path) -> None:
+    """The project and run directories must be real directories (or not exist yet): a symbolic
+    link there would send every write, and every pruning, into the folder it names."""
+    for path in (run_dir.parent, run_dir):
+        if path.is_symlink():
+            raise ConfigError(f"{path}: is a symbolic link; a run writes only into a real directory inside "
+                              "logging.runs_dir")
+
+
+def make_run_dir(run_dir: Path) -> tuple[Path, ...]:
+    """Create the run directory (and missing parents); returns the ones created, outermost first."""
+    check_real_dirs(run_dir)
+    missing = []
+    for path in (run_dir, *run_dir.parents):
+        if path.exists() or path.is_symlink():
+            break
+        missing.append(path)
+    made = []
+    try:
+        for path in reversed(missing):
+            path.mkdir()
+            made.append(path)
+    except FileExistsError:
+        pass  # another launch made it meanwhile: the lock decides
+    except OSError as exc:
+        raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({exc.strerror or exc})") from exc
+    for path in (run_dir.parent, run_dir):
+        if path.is_symlink() or not path.is_dir():
+            remove_made_dirs_quietly(tuple(made))
+            raise ConfigError(f"{path}: is {'a symbolic link' if path.is_symlink() else 'not a directory'}; a run "
+                              "writes only into a real directory inside logging.runs_dir")
+    return tuple(made)
+
+
+def remove_made_dirs_quietly(made: tuple[Path, ...]) -> None:
+    try:
+        remove_made_dirs(made)
+    except OSError:
+        pass  # another launch wrote there meanwhile: it is theirs now
+
+
+def own_run(plan: RunPlan) -> RunLock:
+    """Rank 0, before any work: make the run directory, take its lock, check what is inside,
+    and check the plan again now that no other launch can change the run: a new run (or a
+    fork) whose name a finished run took meanwhile, or an in-place resume whose `latest`
+    moved, is refused instead of written into."""
+    run_dir = plan.run_dir
+    made = make_run_dir(run_dir)
+    try:
+        lock = RunLock(run_dir, made)
+    except BaseException:
+        remove_made_dirs_quietly(made)
+        raise
+    try:
+        check_run_dir(run_dir)
+        if not plan.in_place:
+            _refuse_if_taken(run_dir)
+        else:
+            now = latest_of(run_dir)  # None for both: a rewind that repairs a broken `latest`
+            if (now and now.resolve()) != (plan.latest and plan.latest.resolve()):
+                raise ConfigError(f"logging.run_name={run_dir.name}: the latest checkpoint of {run_dir} changed "
+                                  f"while this launch started ({plan.latest.name if plan.latest else 'none'} -> "
+                                  f"{now.name if now else 'none'}); start it again")
+    except BaseException:
+        lock.release(abandon=True)
+        raise
+    return lock
+
+
+def plan_and_own(cfg: Config, world: World) -> tuple[RunPlan, Optional[RunLock]]:
+    """Plan the run and own it on rank 0, before anything is built; every rank gets the plan
+    (or rank 0's one-line error). Returns rank 0's lock (None on the other ranks)."""
+    held: list[RunLock] = []
+
+    def plan_and_lock() -> RunPlan:
+        plan = plan_run(cfg)
+        held.append(own_run(plan))
+        return plan
+
+    plan = on_rank_zero(plan_and_lock, world)
+    return plan, (held[0] if held else None)
 
 
 @dataclass
@@ -219,39 +409,71 @@ class Run:
 
 
 def restore(state: TrainState, ckpt: Path) -> list[str]:
-    """Load checkpoint `ckpt` into `state` (every field checked first); returns log notes."""
+    """Load checkpoint `ckpt` into `state` (every field checked first); returns log notes.
+    With train.allow_seed_change the sampler continues with the configured seed."""
     check_data_compatible(ckpt, load_meta(ckpt), state.data.meta, state.data.path)
-    return state.load_state_dict(load_checkpoint_files(ckpt), source=ckpt)
+    notes = state.load_state_dict(load_checkpoint_files(ckpt), source=ckpt)
+    seed = state.cfg.train.seed
+    if state.cfg.train.allow_seed_change and state.sampler.seed != seed:
+        notes.append(f"train.seed changed ({state.sampler.seed} -> {seed}): the sampler draws a new order from here "
+                     "(train.allow_seed_change)")
+        state.sampler.load_state_dict({**state.sampler.state_dict(), "seed": seed})
+    return notes
 
 
 def _start_writing(cfg: Config, plan: RunPlan, state: TrainState, config: dict[str, Any]) -> RunLogger:
     """Rank 0, holding the run's lock: set earlier metrics aside, write config.json, start the logger."""
     run_dir = plan.run_dir
+    if plan.rewind:
+        kept = set_aside_after(run_dir, plan.resume_from)
+        print(f"rewinding run {run_dir.name} to {plan.resume_from.name} (train.rewind): its later checkpoints and "
+              f"evaluation outputs were moved to {', '.join(str(k) for k in kept)}", flush=True)
     # In place: lines a crashed run logged past the checkpoint go aside. A new run in a directory
     # without a checkpoint (one stopped before its first save) moves its old lines aside.
     stale = truncate_metrics(run_dir, state.step if plan.in_place else -1)
     if stale:
         print(f"moved {stale} metric lines of an earlier attempt aside ({run_dir}/metrics.stale-*.jsonl)", flush=True)
     write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
-    logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config, cfg.logging.wandb_mode, state.wandb_id)
+    logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config, cfg.logging.wandb_mode, state.wandb_id,
+                       parent=plan.parent)
     state.wandb_id = logger.wandb_id
     return logger
 
 
-def open_run(cfg: Config, plan: RunPlan, world: World = World()) -> Run:
-    """Every rank builds, checks and restores its state; rank 0 alone creates the run
-    directory, writes config.json and logs."""
-    if world.is_main:
-        check_run_dir(plan.run_dir)  # cheap: before the dataset and the model are built
+def open_run(cfg: Config, plan: RunPlan, world: World = World(), lock: Optional[RunLock] = None) -> Run:
+    """Every rank builds, checks and restores its state; rank 0, which owns the run already
+    (`lock`, from `plan_and_own`), alone writes config.json and logs. If this fails, the
+    directories the launch made are removed again when nothing was written there."""
+    try:
+        return _open_run(cfg, plan, world, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release(abandon=True)
+        raise
+
+
+def _open_run(cfg: Config, plan: RunPlan, world: World, lock: Optional[RunLock]) -> Run:
+    if world.is_main and lock is None:
+        raise RuntimeError("open_run: rank 0 must own the run first (plan_and_own)")
     state = build_train_state(cfg, cfg.logging.progress and world.is_main, world)
     check_before_training(state)
     run_dir = plan.run_dir
     if plan.resume_from is not None:
         notes = restore(state, plan.resume_from)
+        if state.step >= state.total_steps:  # train.epochs (train.max_steps was checked when planning)
+            field = "train.max_steps" if cfg.train.max_steps is not None else "train.epochs"
+            value = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs
+            raise ConfigError(f"{field}={value} ends at step {state.total_steps}, not after the step of the checkpoint "
+                              f"it resumes from ({plan.resume_from}, step {state.step}): nothing is left to train")
         if not plan.in_place:
             state.wandb_id = None  # a new run directory gets its own wandb run
-        where = (f"resuming {run_dir} from {plan.resume_from.name}" if plan.in_place
-                 else f"continuing {plan.resume_from} as run {run_dir}")
+        if plan.in_place:
+            where = f"resuming {run_dir} from {plan.resume_from.name}"
+        elif plan.fork:
+            where = (f"fork: {plan.resume_from} is not the latest checkpoint of its run, so it continues as the new "
+                     f"run {run_dir} (train.rewind=true would continue the run itself)")
+        else:
+            where = f"continuing {plan.resume_from} as run {run_dir}"
         print(f"{where} (step {state.step})" + "".join(f"\n  changed: {c}" for c in plan.changes)
               + "".join(f"\n  note: {n}" for n in notes), flush=True)
     elif plan.warm_start is not None:
@@ -260,7 +482,7 @@ def open_run(cfg: Config, plan: RunPlan, world: World = World()) -> Run:
             state.ema = EMA(state.model, cfg.train.ema_rate, compile_update=state.compiled)
         print(f"initialised from {plan.warm_start} ({which} weights)", flush=True)
 
-    # ----- only now, with everything checked: the run directory (rank 0) -----------------------
+    # ----- only now, with everything checked: the run's files (rank 0, which owns the run) -----
     config = cfg.to_dict()
     data = state.data
     dataset_facts = {f: getattr(data.meta, f) for f in MODEL_DATA_FIELDS} | {"path": str(data.path)}
@@ -269,16 +491,8 @@ def open_run(cfg: Config, plan: RunPlan, world: World = World()) -> Run:
     if not world.is_main:
         return Run(plan, state, RunLogger(run_dir, cfg.logging.project, run_dir.name, config, "disabled",
                                           enabled=False), checkpoints)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({exc.strerror or exc})") from exc
-    lock = RunLock(run_dir)
-    try:
-        logger = _start_writing(cfg, plan, state, config)
-    except BaseException:
-        lock.release()
-        raise
+    logger = _start_writing(cfg, plan, state, config)
+    lock.made = ()  # the run has written its files: a later failure keeps its directory
     print(
         f"run {run_dir.name}: {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f}M params on {state.device}"
         f"{' (compiled)' if state.compiled else ''}, {data.train.num_examples} train / {data.test.num_examples} test "

@@ -345,16 +345,21 @@ def locate_run(value: str, runs_dir: Path | str, project: Optional[str] = None) 
     return path if path.exists() else find_run(value, runs_dir, project)
 
 
-def write_run_file(run_dir: Path, name: str, project: str, wandb_id: Optional[str], wandb_mode: str) -> None:
-    """Record the run's identity; `created` is kept from the first start across resumes."""
+def write_run_file(run_dir: Path, name: str, project: str, wandb_id: Optional[str], wandb_mode: str,
+                   parent: Optional[dict] = None) -> None:
+    """Record the run's identity; `created` is kept from the first start across resumes, and
+    `parent` (the run and checkpoint a fork started from) from the start that set it. The file
+    is replaced, never written into (a hard-linked backup keeps its own)."""
+    from training.files import replace_file
+
     path = Path(run_dir) / RUN_FILE
     old = read_json(path) if path.is_file() else {}
     record = {"name": name, "project": project, "created": old.get("created", round(time.time(), 3)),
               "wandb_id": wandb_id or old.get("wandb_id"), "wandb_mode": wandb_mode,
               "starts": old.get("starts", 0) + 1}
-    tmp = path.with_name(RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    if parent or old.get("parent"):
+        record["parent"] = parent or old.get("parent")
+    replace_file(path, json.dumps(record, indent=2) + "\n")
 
 
 def preflight(cfg: Any) -> Path:
@@ -362,10 +367,13 @@ def preflight(cfg: Any) -> Path:
     starts (train_lsa.sh calls this through `pretrain.py --check` before it opens a screen
     session): the same planning `train` does. Returns the run directory the run will write."""
     from dataset.common import DatasetError, dataset_exists
-    from training.run import plan_run
+    from training.run import check_real_dirs, plan_run
 
     if not dataset_exists(cfg.data.path) and cfg.data.builder is None:
         raise DatasetError(f"data.path={cfg.data.path}: no dataset there (and data.builder is not set to build one)")
     if cfg.train.resume is False and not cfg.logging.run_name:
-        return Path(cfg.logging.runs_dir) / cfg.logging.project / "<generated name>"
-    return plan_run(cfg).run_dir
+        run_dir = Path(cfg.logging.runs_dir) / cfg.logging.project / "<generated name>"
+    else:
+        run_dir = plan_run(cfg).run_dir
+    check_real_dirs(run_dir)  # a symbolic link as the project or run directory
+    return run_dir
