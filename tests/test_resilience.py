@@ -174,7 +174,7 @@ checkpoint.replace_file = lambda path, content: (point("replace " + os.path.base
 checkpoint._set_pointer = lambda root, name, target: (point("pointer " + name), set_pointer(root, name, target))[1]
 checkpoint._prune = lambda root, keep: (point("prune"), prune(root, keep))[1]
 big = {{"w": torch.randn(1_000_000)}}
-while True:
+while save < kill_save:  # bounded: a kill point that is never reached ends the script (the test fails, not hangs)
     save += 1
     big["w"] += 1
     checkpoint.save_checkpoint(run_dir, save, {{"model": big, "ema": big, "optim": {{}}, "state": {{"step": save}}}},

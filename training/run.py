@@ -110,11 +110,19 @@ def latest_of(run_dir: Path) -> Optional[Path]:
         return None
 
 
+def work_left(step: int, total_steps: int, meta: dict) -> bool:
+    """True when a resume at `step` of a run that ends at `total_steps` has work left: steps to
+    train, or the final step's evaluation that a stop interrupted (meta.json's eval_pending)."""
+    return step < total_steps or (step == total_steps and bool(meta.get("eval_pending")))
+
+
 def check_steps_left(cfg: Config, ckpt: Path) -> None:
     """A resume with train.max_steps at or below the checkpoint's step has nothing to train:
-    said before any work, instead of an exit 0 that did nothing."""
-    step = load_meta(ckpt).get("step", 0)
-    if cfg.train.max_steps is not None and cfg.train.max_steps <= step:
+    said before any work, instead of an exit 0 that did nothing. A checkpoint whose evaluation a
+    stop cut short may resume at its own step: that evaluation is what is left to do."""
+    meta = load_meta(ckpt)
+    step = meta.get("step", 0)
+    if cfg.train.max_steps is not None and not work_left(step, cfg.train.max_steps, meta):
         raise ConfigError(f"train.max_steps={cfg.train.max_steps} is not above the step of the checkpoint it resumes "
                           f"from ({ckpt}, step {step}): nothing is left to train; set train.max_steps above {step}")
 
@@ -460,7 +468,7 @@ def _open_run(cfg: Config, plan: RunPlan, world: World, lock: Optional[RunLock])
     run_dir = plan.run_dir
     if plan.resume_from is not None:
         notes = restore(state, plan.resume_from)
-        if state.step >= state.total_steps:  # train.epochs (train.max_steps was checked when planning)
+        if not work_left(state.step, state.total_steps, load_meta(plan.resume_from)):  # train.epochs (train.max_steps was checked when planning)
             field = "train.max_steps" if cfg.train.max_steps is not None else "train.epochs"
             value = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs
             raise ConfigError(f"{field}={value} ends at step {state.total_steps}, not after the step of the checkpoint "
