@@ -172,6 +172,15 @@ def lsa_world(root: Path, max_steps: int = 6, eval_interval: int = 3) -> dict[st
     return {"root": root, "data": data, "run": root / "runs" / CPU_PROJECT / "base"}
 
 
+def lsa_world_with_export(root: Path) -> dict[str, Path]:
+    """`lsa_world` plus an export of its run at `root/export`."""
+    from training.inference import export_model
+
+    world = lsa_world(root)
+    export_model(world["run"], root / "export")
+    return {**world, "export": root / "export"}
+
+
 @pytest.fixture(scope="session")
 def lsa_small(tmp_path_factory) -> Path:
     """A small 4x4 LSA dataset (40 x 4 train, 10 test), built once per session."""

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CPU_PROJECT, REPO, lsa_world, run_in_process, run_module, tiny_config
+from conftest import CPU_PROJECT, REPO, lsa_world_with_export, run_in_process, run_module, tiny_config
 from test_hostile_inputs import (
-    check_case, ckpt_of, copy_data, copy_run, digest, edit_json, edit_pt, never_touch_real_places, pretrain,
+    case_config, check_case, ckpt_of, copy_data, copy_run, digest, edit_json, edit_pt, never_touch_real_places, pretrain,
 )
 
 PROJECT = CPU_PROJECT
@@ -27,23 +27,14 @@ PROJECT = CPU_PROJECT
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A dataset, a finished tiny run with checkpoints, and an export of it, built once."""
-    root = tmp_path_factory.mktemp("hostile-r3")
-    world = lsa_world(root)
-    from training.inference import export_model
-
-    export_model(world["run"], root / "export")
-    return {**world, "export": root / "export"}
+    return lsa_world_with_export(tmp_path_factory.mktemp("hostile-r3"))
 
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks: each setup(world, tmp_path) -> (argv, watched paths, paths that must not exist)
 
 
-def case_override(*extra):
-    def setup(w, t):
-        data = copy_data(w, t)
-        return pretrain(data, t, *extra), [data], [t / "runs" / PROJECT / "new"]
-    return setup
+case_override = case_config  # a run of the shared dataset with these overrides
 
 
 def case_build(*extra):

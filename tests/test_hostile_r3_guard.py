@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, build_lsa, dir_digest, lsa_world, run_in_process
+from conftest import REPO, assert_one_line_error, build_lsa, dir_digest, lsa_world_with_export, run_in_process
 from test_hostile_inputs import check_case, digest, fake_home, never_touch_real_places, unrelated_files, workdir
 
 PROJECT = "trm-lsa-cpu"
@@ -22,12 +22,7 @@ PROJECT = "trm-lsa-cpu"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A dataset, a finished run and an export of it, built once."""
-    from training.inference import export_model
-
-    root = tmp_path_factory.mktemp("guard")
-    world = lsa_world(root)
-    export_model(world["run"], root / "export")
-    return {**world, "export": root / "export"}
+    return lsa_world_with_export(tmp_path_factory.mktemp("guard"))
 
 
 # ---------------------------------------------------------------------------------------------
