@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from models.act import ACTModel, ModelConfig, run_blocks
+from models.act import ACTModel, ModelConfig
 
 
 class TransformerConfig(ModelConfig):
@@ -44,7 +44,7 @@ class Transformer(ACTModel):
         self.blocks = self.make_blocks(self.cfg.num_layers)
 
     def core(self, states, x):
-        return (), run_blocks(self.blocks, x, self.rotary_tables())  # (B, P+L, D)
+        return (), self.run_blocks(self.blocks, x, self.rotary_tables())  # (B, P+L, D)
 
     def block_applications(self) -> tuple[int, int]:
         return self.cfg.num_layers, self.cfg.num_layers

@@ -127,15 +127,16 @@ def test_evaluate_compile_takes_inductor_options_from_the_user_only(tiny_run, tm
 def test_compiled_loop_does_not_recompile_as_batches_change(tmp_path, monkeypatch):
     """Once the training step and the evaluation are compiled, a changing batch composition
     (examples halting and being replaced at different ACT steps, the LR warming up, the padded
-    last evaluation batch, train/eval switches) must not trigger a recompile. Dynamo's eager
-    backend stands in for Inductor on the CPU: guards and recompiles are Dynamo's either way."""
+    last evaluation batch, train/eval switches) must not trigger a recompile. AOTAutograd with the
+    eager backend stands in for Inductor on the CPU (the block regions need AOTAutograd): guards
+    and recompiles are Dynamo's either way."""
     import torch
     import torch._dynamo
     from training.loop import run_evaluation, train_step
     from training.setup import build_train_state
 
     real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=kw.get("dynamic")))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="aot_eager", dynamic=kw.get("dynamic")))
     torch._dynamo.reset()
     cfg = tiny_config(tmp_path, "train.compile=on", "arch.halt_max_steps=3", "arch.halt_exploration_prob=0.5",
                       "optim.lr_warmup_steps=5",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from dataset import build_dataset, builder_config
 from dataset.common import MARKER, MARKER_FIELD, DatasetError, build_lock, build_record, dataset_exists, read_metadata
 from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
 from models import build_model
+from models.act import block_region
 from models.losses import ACTLossHead
 from training.config import Config, ConfigError, check_inductor_options, inductor_option
 from training.ema import EMA
@@ -109,6 +110,16 @@ def apply_inductor_options(options: dict[str, Any]) -> None:
         setattr(*inductor_option(name), value)
 
 
+def compile_step(loss_head: ACTLossHead, scope: str, mode: str = "default") -> Callable[..., Any]:
+    """torch.compile of the ACT step. With scope "region" each block application is a nested
+    compile region (models/act.py): one graph for the step as before, but the block is traced
+    and lowered once (twice: with and without gradients) instead of at all 42 of TRM's
+    applications, which is most of a cold compile. Torch < 2.8 has no such regions: the step is
+    then compiled unrolled, as with scope "step"."""
+    loss_head.model.block_regions = scope == "region" and block_region is not None
+    return torch.compile(loss_head, dynamic=False, mode=mode)
+
+
 def rank_device(name: str, world: World) -> str:
     """Under torchrun each rank takes the GPU of its local rank (or the CPU)."""
     if not world.distributed or name == "cpu":
@@ -147,7 +158,7 @@ def build_train_state(cfg: Config, progress: bool = True, world: World = World()
     if getattr(model, "puzzle_emb", None) is not None:
         sign = SignSGD([model.puzzle_emb], lr=0.0, weight_decay=o.puzzle_emb_weight_decay)
     loss_head = ACTLossHead(model)
-    step_fn = torch.compile(loss_head, dynamic=False, mode=cfg.train.compile_mode) if compiled else loss_head
+    step_fn = compile_step(loss_head, cfg.train.compile_scope, cfg.train.compile_mode) if compiled else loss_head
     train_fn = step_fn
     if world.distributed:  # the compiled module inside DDP, as PyTorch recommends
         # Buffers (initial states, rotary tables) never change: no need to sync them every step.
