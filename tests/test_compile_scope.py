@@ -1,6 +1,7 @@
-"""train.compile_scope: with "region" each block application is a nested compile region that
-torch.compile traces once; the step must compute what the eager step computes, and its graph
-must really hold the block as a reused subgraph (not 2 x H x L inlined copies). On the CPU,
+"""train.compile_scope: "blocks" compiles each block alone (one graph per gradient mode, reused
+by every block), "region" makes each block application a nested compile region of the step's
+one graph; either step must compute what the eager step computes, and the block must really be
+compiled once and reused (not 2 x H x L inlined copies). On the CPU,
 AOTAutograd with the eager backend stands in for Inductor: the tracing, regions and autograd
 are the same; only the kernels differ (the H200 check is tests/test_gpu.py)."""
 
@@ -13,7 +14,7 @@ from models import build_model, validate_arch
 from test_model import META, SMALL, batch
 from training.setup import compile_step
 
-pytestmark = pytest.mark.skipif(block_region is None, reason="torch < 2.8 has no nested_compile_region")
+NO_REGIONS = pytest.mark.skipif(block_region is None, reason="torch < 2.8 has no nested_compile_region")
 
 # Each family at test_model's tiny sizes; TRM's own fields are swapped for each family's.
 COMMON = {k: v for k, v in SMALL.items() if k not in ("name", "num_layers", "H_cycles", "L_cycles")}
@@ -39,7 +40,8 @@ def compiled_with(monkeypatch, head, scope):
         graphs.append(gm)
         return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
 
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=backend, dynamic=kw.get("dynamic")))
+    monkeypatch.setattr(torch, "compile", lambda fn, *args, **kw: real_compile(fn, backend=backend,
+                                                                                dynamic=kw.get("dynamic")))
     return compile_step(head, scope), graphs
 
 
@@ -55,22 +57,28 @@ def step_results(fn, model, seed=3):
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_region_compiled_step_matches_eager(name, monkeypatch):
+@pytest.mark.parametrize("scope", ["blocks", pytest.param("region", marks=NO_REGIONS)])
+def test_compiled_step_matches_eager(scope, name, monkeypatch):
     torch._dynamo.reset()
     model = family(name).train()
     eager = step_results(ACTLossHead(model), model)
-    fn, graphs = compiled_with(monkeypatch, ACTLossHead(model), "region")
+    fn, graphs = compiled_with(monkeypatch, ACTLossHead(model), scope)
     try:
         got = step_results(fn, model)
+        step_results(fn, model, seed=4)  # another batch and carry: no new graphs
     finally:
         torch._dynamo.reset()
-    assert model.block_regions
-    assert len(graphs) == 1  # one graph for the step: no graph break at the regions
-    regions = [n for n in graphs[0].graph.nodes if n.op == "call_function" and "invoke_subgraph" in str(n.target)]
-    applications = model.block_applications()[0] + (model.block_applications()[0] if model.bootstraps_q_continue else 0)
-    assert len(regions) == applications  # every block application goes through a region ...
-    subgraphs = {n.args[0].target for n in regions}
-    assert len(subgraphs) <= 2  # ... and at most two are traced: with and without gradients
+    forward, _ = model.block_applications()
+    if scope == "region":
+        assert model.block_regions
+        assert len(graphs) == 1  # one graph for the step: no graph break at the regions
+        regions = [n for n in graphs[0].graph.nodes if n.op == "call_function" and "invoke_subgraph" in str(n.target)]
+        assert len(regions) == forward * (2 if model.bootstraps_q_continue else 1)  # every application, once each
+        assert len({n.args[0].target for n in regions}) <= 2  # two traced: with and without gradients
+    else:  # one graph of one block per gradient mode, reused by every block and application
+        assert not model.block_regions
+        assert len(graphs) == (1 if name == "transformer" else 2)
+        assert all(not [n for n in g.graph.nodes if n.op == "call_module" and "blocks" in str(n.target)] for g in graphs)
     torch.testing.assert_close(got[1], eager[1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[2]["logits"], eager[2]["logits"], rtol=1e-5, atol=1e-5)
     for key in model.STATES:
@@ -96,7 +104,7 @@ def test_config_default_and_choices(tmp_path):
     from conftest import tiny_config
     from training.config import ConfigError
 
-    assert tiny_config(tmp_path).train.compile_scope == "region"
+    assert tiny_config(tmp_path).train.compile_scope == "blocks"
     assert tiny_config(tmp_path, "train.compile_scope=step").train.compile_scope == "step"
     with pytest.raises(ConfigError, match="compile_scope"):
-        tiny_config(tmp_path, "train.compile_scope=blocks")
+        tiny_config(tmp_path, "train.compile_scope=layers")

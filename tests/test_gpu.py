@@ -21,7 +21,7 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got - ref).norm() / ref.norm())
 
 
-def _outputs(model, carry, batch, compiled, scope="region"):
+def _outputs(model, carry, batch, compiled, scope="blocks"):
     from training.setup import compile_step
 
     head = ACTLossHead(model)
@@ -30,7 +30,7 @@ def _outputs(model, carry, batch, compiled, scope="region"):
     return loss, out["logits"].float()
 
 
-@pytest.mark.parametrize("scope", ["region", "step"])
+@pytest.mark.parametrize("scope", ["blocks", "region", "step"])
 @pytest.mark.parametrize("mixer", ["attention", "mlp"])
 def test_compiled_matches_eager_with_noncontiguous_inputs(mixer, scope):
     """Compiled (train.compile_scope) vs eager on non-contiguous carry and batch: float32 to

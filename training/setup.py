@@ -17,6 +17,7 @@ from dataset.common import MARKER, MARKER_FIELD, DatasetError, build_lock, build
 from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
 from models import build_model
 from models.act import block_region
+from models.layers import Block
 from models.losses import ACTLossHead
 from training.config import Config, ConfigError, check_inductor_options, inductor_option
 from training.ema import EMA
@@ -111,12 +112,20 @@ def apply_inductor_options(options: dict[str, Any]) -> None:
 
 
 def compile_step(loss_head: ACTLossHead, scope: str, mode: str = "default") -> Callable[..., Any]:
-    """torch.compile of the ACT step. With scope "region" each block application is a nested
-    compile region (models/act.py): one graph for the step as before, but the block is traced
-    and lowered once (twice: with and without gradients) instead of at all 42 of TRM's
-    applications, which is most of a cold compile. Torch < 2.8 has no such regions: the step is
-    then compiled unrolled, as with scope "step"."""
-    loss_head.model.block_regions = scope == "region" and block_region is not None
+    """The ACT step, compiled as train.compile_scope says. Cold compile on one H200 (TRM,
+    docs/BENCHMARKS.md, issue 18): "step" traces the recursion unrolled (42 block applications
+    in one graph; ~59 s, the fastest steps); "region" keeps one graph but makes each block
+    application a nested compile region (torch >= 2.8, else the same as "step"; ~47 s: the
+    tracing still visits every call site); "blocks" compiles each block module alone (one graph
+    per gradient mode, reused by every block and application) and runs the rest of the step
+    eagerly (~17 s, ~3% slower steps)."""
+    model = loss_head.model
+    model.block_regions = scope == "region" and block_region is not None
+    if scope == "blocks":
+        for module in model.modules():
+            if isinstance(module, Block):
+                module.compile(dynamic=False, mode=mode)
+        return loss_head
     return torch.compile(loss_head, dynamic=False, mode=mode)
 
 
