@@ -117,11 +117,13 @@ def test_evaluate_compile_takes_inductor_options_from_the_user_only(tiny_run, tm
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(inductor_config.coordinate_descent_tuning) or fn)
     with inductor_config.patch(coordinate_descent_tuning=False):  # torch's own way to restore it afterwards
         metrics = script.evaluate_checkpoint(script.EvaluateArgs(checkpoint=ckpt, compile=True, progress=False))
-        assert compiled == [False] and "pass --inductor" in capsys.readouterr().err
+        # one torch.compile per block (train.compile_scope=blocks), all without the stored options
+        assert compiled and set(compiled) == {False} and "pass --inductor" in capsys.readouterr().err
+        compiled.clear()
         assert metrics["eval/accuracy"] == pytest.approx(result["eval/accuracy"], abs=1e-6)
         script.evaluate_checkpoint(script.EvaluateArgs(checkpoint=ckpt, compile=True, progress=False,
                                                        inductor="coordinate_descent_tuning=true"))
-        assert compiled == [False, True]
+        assert compiled and set(compiled) == {True}
 
 
 def test_compiled_loop_does_not_recompile_as_batches_change(tmp_path, monkeypatch):
