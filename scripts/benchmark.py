@@ -17,8 +17,8 @@ Prints a table and, last, one JSON line.
 
 Compile time: by default (`--compile-cache fresh`) the measurement runs twice, each in its own
 process, with a new empty Inductor/Triton cache: first cold (the cache empty, as on a fresh
-machine), then warm (the cache the cold run wrote, as for a later run of the same config). The
-cold run skips evaluation; steps/s, memory and evaluation come from the warm run.
+machine), then warm (the cache the cold run wrote, as for a later run of the same config);
+steps/s, memory and evaluation come from the warm run (without compiling, the cold run alone).
 `--compile-cache as-found` runs once in this process with whatever cache the environment
 points to. Where the model is the reference's setup (TRM, hidden 512, 2 layers, H 3, L 6,
 batch 768, 97 positions), the reference's figures from DESIGN.md (one H200, measured
@@ -179,7 +179,7 @@ def run_child(argv: list[str], cache_dir: str) -> dict:
 def cold_and_warm(argv: list[str]) -> dict:
     """The warm run's result, with the cold run's first step (and steps/s) beside it."""
     with tempfile.TemporaryDirectory(prefix="benchmark-compile-cache-") as cache_dir:
-        cold = run_child([*argv, "--eval-passes", "0"], cache_dir)
+        cold = run_child(argv, cache_dir)
         if not cold["compiled"]:
             return {**cold, "first_step_seconds_cold": None, "first_step_seconds_warm": None}
         warm = run_child(argv, cache_dir)
