@@ -186,11 +186,16 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def run_blocks(blocks: nn.ModuleList, hidden: torch.Tensor, rotary: Rotary) -> torch.Tensor:
-    """A stack of blocks, (B, P+L, D) -> same."""
-    for block in blocks:
-        hidden = block(hidden, rotary)
-    return hidden
+def apply_block(block: nn.Module, hidden: torch.Tensor, rotary: Rotary) -> torch.Tensor:
+    return block(hidden, rotary)
+
+
+# One block application as a nested compile region (torch >= 2.8): torch.compile traces it once
+# and stamps the compiled code out at every call (both blocks, every recursion, with and without
+# gradients as two variants) instead of unrolling 42 copies into the step's graph. None on older
+# torch, where the step is compiled unrolled (training/setup.py: compile_step).
+block_region = (torch.compiler.nested_compile_region(apply_block)
+                if hasattr(torch, "compiler") and hasattr(torch.compiler, "nested_compile_region") else None)
 
 
 class ACTModel(nn.Module):
@@ -201,6 +206,8 @@ class ACTModel(nn.Module):
 
     # carry key of each latent state -> name of the buffer holding its initial value (D,)
     STATES: dict[str, str] = {}
+    # Apply each block as a nested compile region (set by training.setup.compile_step).
+    block_regions: bool = False
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_identifiers: int, dtype: torch.dtype):
         super().__init__()
@@ -254,6 +261,13 @@ class ACTModel(nn.Module):
                   cfg.seq_mlp_align)
             for _ in range(count)
         )
+
+    def run_blocks(self, blocks: nn.ModuleList, hidden: torch.Tensor, rotary: Rotary) -> torch.Tensor:
+        """A stack of blocks, (B, P+L, D) -> same."""
+        apply = block_region if self.block_regions and block_region is not None else apply_block
+        for block in blocks:
+            hidden = apply(block, hidden, rotary)
+        return hidden
 
     def rotary_tables(self) -> Rotary:
         return self.rotary() if self.rotary is not None else None

@@ -21,7 +21,7 @@ from typing import Literal
 import pydantic
 import torch
 
-from models.act import MAX_CYCLES, MAX_LAYERS, ACTModel, ModelConfig, run_blocks
+from models.act import MAX_CYCLES, MAX_LAYERS, ACTModel, ModelConfig
 
 
 class HRMConfig(ModelConfig):
@@ -55,10 +55,10 @@ class HRM(ACTModel):
         self.low_blocks = self.make_blocks(self.cfg.L_layers)
 
     def low(self, z_low: torch.Tensor, z_high: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return run_blocks(self.low_blocks, z_low + z_high + x, self.rotary_tables())  # (B, P+L, D)
+        return self.run_blocks(self.low_blocks, z_low + z_high + x, self.rotary_tables())  # (B, P+L, D)
 
     def high(self, z_high: torch.Tensor, z_low: torch.Tensor) -> torch.Tensor:
-        return run_blocks(self.high_blocks, z_high + z_low, self.rotary_tables())  # (B, P+L, D)
+        return self.run_blocks(self.high_blocks, z_high + z_low, self.rotary_tables())  # (B, P+L, D)
 
     def core(self, states, x):
         cfg = self.cfg

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from models.act import MAX_HALT_STEPS, MAX_LAYERS, ACTModel, ModelConfig, run_blocks
+from models.act import MAX_HALT_STEPS, MAX_LAYERS, ACTModel, ModelConfig
 
 
 class TransformerConfig(ModelConfig):
@@ -53,4 +53,4 @@ class Transformer(ACTModel):
         self.blocks = self.make_blocks(self.cfg.num_layers)
 
     def core(self, states, x):
-        return (), run_blocks(self.blocks, x, self.rotary_tables())  # (B, P+L, D)
+        return (), self.run_blocks(self.blocks, x, self.rotary_tables())  # (B, P+L, D)

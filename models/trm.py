@@ -15,7 +15,7 @@ from typing import Literal
 import pydantic
 import torch
 
-from models.act import MAX_CYCLES, MAX_LAYERS, ACTModel, ModelConfig, resolve_dtype, run_blocks
+from models.act import MAX_CYCLES, MAX_LAYERS, ACTModel, ModelConfig, resolve_dtype
 
 __all__ = ["TRM", "TRMConfig", "resolve_dtype"]
 
@@ -46,7 +46,7 @@ class TRM(ACTModel):
 
     def net(self, hidden: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
         """The one shared network: add the injection, then the blocks. (B, P+L, D) -> same."""
-        return run_blocks(self.blocks, hidden + injection, self.rotary_tables())
+        return self.run_blocks(self.blocks, hidden + injection, self.rotary_tables())
 
     def recurse(self, z_answer: torch.Tensor, z_latent: torch.Tensor, x: torch.Tensor):
         """H_cycles x (L_cycles latent updates + 1 answer update); gradients only in the last."""

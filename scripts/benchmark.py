@@ -14,6 +14,15 @@ predictions copied to the host per batch): a stand-in for the reference's own fi
 DESIGN.md does not give. FLOPs per step are counted by `step_flops` (models/act.py: matmuls and attention); MFU is that
 over `--peak-tflops` (default 790: the bf16 matrix rate measured on the H100/H200 here).
 Prints a table and, last, one JSON line.
+
+Compile time: by default (`--compile-cache fresh`) the measurement runs twice, each in its own
+process, with a new empty Inductor/Triton cache: first cold (the cache empty, as on a fresh
+machine), then warm (the cache the cold run wrote, as for a later run of the same config);
+steps/s, memory and evaluation come from the warm run (without compiling, the cold run alone).
+`--compile-cache as-found` runs once in this process with whatever cache the environment
+points to. Where the model is the reference's setup (TRM, hidden 512, 2 layers, H 3, L 6,
+batch 768, 97 positions), the reference's figures from DESIGN.md (one H200, measured
+alternately with ours on 2026-12-02) are printed beside ours.
 """
 
 from __future__ import annotations
@@ -21,8 +30,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +47,21 @@ from training.config import compose_config, validate_config  # noqa: E402
 from training.evaluation import even_batch_size  # noqa: E402
 from training.loop import run_evaluation, train_step
 from training.setup import build_train_state  # noqa: E402
+
+# The reference implementation on one H200, alternately with ours, 2026-12-02 (DESIGN.md).
+REFERENCE = {"attention": {"steps_per_sec": 9.81, "peak_memory_gib": 19.7},
+             "mlp": {"steps_per_sec": 7.33, "peak_memory_gib": 29.5}}
+REFERENCE_SETUP = {"name": "trm", "hidden_size": 512, "num_layers": 2, "H_cycles": 3, "L_cycles": 6}
+
+
+def reference_figures(model, batch_size: int) -> dict | None:
+    """The reference's figures for this model, when it is the reference's setup (else None)."""
+    arch = model.cfg.model_dump()
+    same = all(arch.get(k) == v for k, v in REFERENCE_SETUP.items())
+    if not same or batch_size != 768 or model.prefix_len + model.seq_len != 97:
+        return None
+    return REFERENCE[model.cfg.mixer]
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -130,8 +157,43 @@ def benchmark(config_name: str, overrides: list[str], steps: int, windows: int, 
         "eval_examples": num_test,
         "eval_batch_size": even_batch_size(num_test, cfg.train.eval_batch_size or batch),
         "halt_max_steps": model.cfg.halt_max_steps,
+        "compile_scope": cfg.train.compile_scope,
+        "reference": reference_figures(model, batch),
     }
     return result
+
+
+def run_child(argv: list[str], cache_dir: str) -> dict:
+    """This script with `argv` in a new process whose Inductor and Triton caches are under
+    `cache_dir`; its JSON line. Its table goes to this process's stderr."""
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache_dir, "inductor"),
+               TRITON_CACHE_DIR=os.path.join(cache_dir, "triton"))
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--compile-cache", "as-found"],
+                         env=env, stdout=subprocess.PIPE, text=True)
+    sys.stderr.write(out.stdout)
+    if out.returncode:
+        sys.exit(out.returncode)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cold_and_warm(argv: list[str]) -> dict:
+    """The warm run's result, with the cold run's first step (and steps/s) beside it."""
+    with tempfile.TemporaryDirectory(prefix="benchmark-compile-cache-") as cache_dir:
+        cold = run_child(argv, cache_dir)
+        if not cold["compiled"]:
+            return {**cold, "first_step_seconds_cold": None, "first_step_seconds_warm": None}
+        warm = run_child(argv, cache_dir)
+    return {**warm, "first_step_seconds_cold": cold["first_step_seconds"],
+            "first_step_seconds_warm": warm["first_step_seconds"], "steps_per_sec_cold_run": cold["steps_per_sec"]}
+
+
+def beside(value: float | None, fmt: str, reference: dict | None, key: str) -> str:
+    """`value`, and the reference's figure for `key` with the ratio when there is one."""
+    if value is None:
+        return "n/a"
+    if not reference:
+        return format(value, fmt)
+    return f"{value:{fmt}}  (reference {reference[key]:{fmt}}, {value / reference[key]:.2f}x)"
 
 
 def main() -> None:
@@ -144,23 +206,35 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=790.0)
     parser.add_argument("--reference-loop", action="store_true",
                         help="also time the reference's evaluation loop on this model")
+    parser.add_argument("--compile-cache", choices=("fresh", "as-found"), default="fresh",
+                        help="fresh: a cold then a warm run, each in its own process, in a new empty compile cache; "
+                        "as-found: one run here with the cache the environment points to")
     args, overrides = parser.parse_known_args()
     bad = [o for o in overrides if o.startswith("--")]
     if bad:
         parser.error(f"unknown option {bad[0]} (Hydra overrides look like key=value)")
-    try:
-        r = benchmark(args.config_name, overrides, args.steps, args.windows, args.warmup, args.peak_tflops, args.eval_passes,
-                      args.reference_loop)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    if args.compile_cache == "fresh":
+        r = cold_and_warm(sys.argv[1:])  # the children's own options come last: argparse keeps the last
+    else:
+        try:
+            r = benchmark(args.config_name, overrides, args.steps, args.windows, args.warmup, args.peak_tflops,
+                          args.eval_passes, args.reference_loop)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+    ref = r["reference"]
+    first = [("first step (compile) s", f"{r['first_step_seconds']:.1f}")]
+    if r.get("first_step_seconds_cold") is not None:
+        first = [("first step s, cold cache", f"{r['first_step_seconds_cold']:.1f}"),
+                 ("first step s, warm cache", f"{r['first_step_seconds_warm']:.1f}")]
     rows = [
-        ("device", r["device"]), ("compiled", r["compiled"]), ("batch x length", f"{r['global_batch_size']} x {r['sequence_length']}"),
-        ("first step (compile) s", f"{r['first_step_seconds']:.1f}"), ("train steps/s", f"{r['steps_per_sec']:.3f}"),
+        ("device", r["device"]), ("compiled", f"{r['compiled']} (scope {r['compile_scope']})"),
+        ("batch x length", f"{r['global_batch_size']} x {r['sequence_length']}"),
+        *first, ("train steps/s", beside(r["steps_per_sec"], ".3f", ref, "steps_per_sec")),
         ("train samples/s", f"{r['samples_per_sec']:.0f}"), ("train tokens/s", f"{r['tokens_per_sec']:.3g}"),
         ("FLOP/step", f"{r['flops_per_step']:.3g}"), ("achieved TFLOP/s", f"{r['achieved_tflops']:.1f}"),
         ("MFU", f"{100 * r['mfu']:.1f}%"),
-        ("peak memory GiB", "n/a" if r["peak_memory_gib"] is None else f"{r['peak_memory_gib']:.2f}"),
+        ("peak memory GiB", beside(r["peak_memory_gib"], ".2f", ref, "peak_memory_gib")),
         ("eval samples/s", "n/a" if r["eval_samples_per_sec"] is None else f"{r['eval_samples_per_sec']:.0f}"),
         ("eval batch (evened)", str(r["eval_batch_size"])),
     ]

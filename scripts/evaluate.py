@@ -37,7 +37,7 @@ from training.checkpoint import (  # noqa: E402
 )
 from training.config import MAX_BATCH_SIZE, ConfigError, check_inductor_options, validate_config  # noqa: E402
 from training.evaluation import evaluate  # noqa: E402
-from training.setup import apply_inductor_options, resolve_device  # noqa: E402
+from training.setup import apply_inductor_options, compile_step, resolve_device  # noqa: E402
 
 
 class EvaluateArgs(BaseModel):
@@ -103,7 +103,7 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
             print(f"note: the run trained with train.inductor={cfg.train.inductor}; options are not taken from a "
                   "checkpoint (pass --inductor to use them)", file=sys.stderr)
         apply_inductor_options(options)
-        step_fn = torch.compile(step_fn, dynamic=False)
+        step_fn = compile_step(step_fn, cfg.train.compile_scope)
     arrays = DeviceArrays(data.test, data.test_meta, device, resident=True)
     # Prediction files are written aside and renamed into place at the end: an evaluation that
     # fails or is interrupted (SIGTERM, Ctrl-C) leaves no partial result behind.

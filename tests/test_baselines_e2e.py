@@ -84,7 +84,7 @@ def test_hrm_stop_and_resume_is_bit_exact_on_cpu(tmp_path, data_dir, monkeypatch
 @pytest.mark.parametrize("arch", sorted(ARCH))
 def test_compiled_step_and_evaluation_do_not_recompile(arch, tmp_path, data_dir, monkeypatch):
     """torch.compile traces HRM's and the transformer's step whole and keeps one graph as the
-    batch composition and train/eval mode change (Dynamo's eager backend stands in for
+    batch composition and train/eval mode change (AOTAutograd's eager backend stands in for
     Inductor on the CPU, as in test_train_e2e.py)."""
     import torch
     import torch._dynamo
@@ -92,7 +92,7 @@ def test_compiled_step_and_evaluation_do_not_recompile(arch, tmp_path, data_dir,
     from training.setup import build_train_state
 
     real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=kw.get("dynamic")))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="aot_eager", dynamic=kw.get("dynamic")))
     torch._dynamo.reset()
     cfg = tiny_config(tmp_path, *ARCH[arch], "train.compile=on", "arch.halt_exploration_prob=0.5",
                       "train.eval_batch_size=48", "train.save_checkpoints=false", data=data_dir)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,6 +114,49 @@ def test_benchmark_timed_passes_counts_calls_and_zero_skips():
     assert len(calls) == 3 and len(rates) == 2 and all(r > 0 for r in rates)
     calls.clear()
     assert timed_passes(torch.device("cpu"), 0, 10, lambda: calls.append(1)) == [] and calls == []
+
+
+def test_benchmark_cold_then_warm_share_one_new_cache(monkeypatch):
+    """--compile-cache fresh: the cold and the warm run get the same new, empty cache directory,
+    and the result carries both first steps (the rest from the warm run)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark
+
+    seen = []
+
+    def child(argv, cache_dir):
+        seen.append((argv, cache_dir, sorted(Path(cache_dir).iterdir())))
+        Path(cache_dir, "written").touch()  # what the cold run leaves for the warm one
+        return {"compiled": True, "first_step_seconds": 30.0 if len(seen) == 1 else 3.0,
+                "steps_per_sec": 9.0 + len(seen)}
+
+    monkeypatch.setattr(benchmark, "run_child", child)
+    result = benchmark.cold_and_warm(["--config-name", "cfg_lsa"])
+    assert [s[0] for s in seen] == [["--config-name", "cfg_lsa"]] * 2 and seen[0][1] == seen[1][1]
+    assert seen[0][2] == [] and [p.name for p in seen[1][2]] == ["written"]
+    assert not Path(seen[0][1]).exists()  # removed afterwards
+    assert result["first_step_seconds_cold"] == 30.0 and result["first_step_seconds_warm"] == 3.0
+    assert result["steps_per_sec"] == 11.0 and result["steps_per_sec_cold_run"] == 10.0
+
+
+def test_benchmark_prints_the_reference_only_for_its_setup():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark
+    from dataset.common import DatasetMetadata
+    from models import build_model, validate_arch
+
+    meta = DatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=12, seq_len=81,
+                           num_puzzle_identifiers=3, total_groups=1, mean_puzzle_examples=1.0, total_puzzles=1,
+                           sets=["all"])
+    def build(**arch):
+        return build_model(validate_arch({"name": "trm", **arch}), meta, torch.device("meta"))
+
+    model, mlp, small = build(), build(mixer="mlp"), build(hidden_size=256)
+    assert benchmark.reference_figures(model, 768) == {"steps_per_sec": 9.81, "peak_memory_gib": 19.7}
+    assert benchmark.reference_figures(mlp, 768)["steps_per_sec"] == 7.33
+    assert benchmark.reference_figures(model, 256) is None and benchmark.reference_figures(small, 768) is None
+    assert benchmark.beside(10.0, ".2f", {"steps_per_sec": 8.0}, "steps_per_sec") == "10.00  (reference 8.00, 1.25x)"
+    assert benchmark.beside(None, ".2f", None, "steps_per_sec") == "n/a"
 
 
 def test_benchmark_script_on_cpu(tmp_path):

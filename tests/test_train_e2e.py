@@ -117,25 +117,28 @@ def test_evaluate_compile_takes_inductor_options_from_the_user_only(tiny_run, tm
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(inductor_config.coordinate_descent_tuning) or fn)
     with inductor_config.patch(coordinate_descent_tuning=False):  # torch's own way to restore it afterwards
         metrics = script.evaluate_checkpoint(script.EvaluateArgs(checkpoint=ckpt, compile=True, progress=False))
-        assert compiled == [False] and "pass --inductor" in capsys.readouterr().err
+        # one torch.compile per block (train.compile_scope=blocks), all without the stored options
+        assert compiled and set(compiled) == {False} and "pass --inductor" in capsys.readouterr().err
+        compiled.clear()
         assert metrics["eval/accuracy"] == pytest.approx(result["eval/accuracy"], abs=1e-6)
         script.evaluate_checkpoint(script.EvaluateArgs(checkpoint=ckpt, compile=True, progress=False,
                                                        inductor="coordinate_descent_tuning=true"))
-        assert compiled == [False, True]
+        assert compiled and set(compiled) == {True}
 
 
 def test_compiled_loop_does_not_recompile_as_batches_change(tmp_path, monkeypatch):
     """Once the training step and the evaluation are compiled, a changing batch composition
     (examples halting and being replaced at different ACT steps, the LR warming up, the padded
-    last evaluation batch, train/eval switches) must not trigger a recompile. Dynamo's eager
-    backend stands in for Inductor on the CPU: guards and recompiles are Dynamo's either way."""
+    last evaluation batch, train/eval switches) must not trigger a recompile. AOTAutograd with the
+    eager backend stands in for Inductor on the CPU (the block regions need AOTAutograd): guards
+    and recompiles are Dynamo's either way."""
     import torch
     import torch._dynamo
     from training.loop import run_evaluation, train_step
     from training.setup import build_train_state
 
     real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=kw.get("dynamic")))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="aot_eager", dynamic=kw.get("dynamic")))
     torch._dynamo.reset()
     cfg = tiny_config(tmp_path, "train.compile=on", "arch.halt_max_steps=3", "arch.halt_exploration_prob=0.5",
                       "optim.lr_warmup_steps=5",

@@ -140,6 +140,11 @@ class TrainConfig(Strict):
     num_threads: Optional[int] = Field(
         None, ge=1, le=MAX_THREADS, description="CPU threads for torch (null: torch's default); 1 avoids slow-downs on a busy machine")
     compile: Literal["auto", "on", "off"] = "auto"
+    compile_scope: Literal["blocks", "region", "step"] = Field(
+        "blocks", description="blocks: torch.compile on each block (compiled once, reused at every application), "
+        "the rest of the step eager: the fastest cold compile; region: the whole step in one graph, each block "
+        "application a nested compile region (torch >= 2.8; older torch compiles the step unrolled); step: the "
+        "step unrolled into one graph, every block application compiled anew: the slowest compile, the fastest steps")
     compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(
         "default", description="torch.compile mode for the model step (the CUDA-graph modes are refused: see below)")
     inductor: dict[str, Any] = Field(

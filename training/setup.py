@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -16,7 +16,8 @@ from dataset import build_dataset, builder_config
 from dataset.common import MARKER, MARKER_FIELD, DatasetError, build_lock, build_record, dataset_exists, read_metadata
 from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
 from models import build_model
-from models.act import check_model_cost, check_step_cost
+from models.act import block_region, check_model_cost, check_step_cost
+from models.layers import Block
 from models.losses import ACTLossHead
 from training.config import Config, ConfigError, check_inductor_options, inductor_option
 from training.ema import EMA
@@ -110,6 +111,24 @@ def apply_inductor_options(options: dict[str, Any]) -> None:
         setattr(*inductor_option(name), value)
 
 
+def compile_step(loss_head: ACTLossHead, scope: str, mode: str = "default") -> Callable[..., Any]:
+    """The ACT step, compiled as train.compile_scope says. Cold compile on one H200 (TRM,
+    docs/BENCHMARKS.md, issue 18): "step" traces the recursion unrolled (42 block applications
+    in one graph; ~59 s, the fastest steps); "region" keeps one graph but makes each block
+    application a nested compile region (torch >= 2.8, else the same as "step"; ~47 s: the
+    tracing still visits every call site); "blocks" compiles each block module alone (one graph
+    per gradient mode, reused by every block and application) and runs the rest of the step
+    eagerly (~17 s, ~3% slower steps)."""
+    model = loss_head.model
+    model.block_regions = scope == "region" and block_region is not None
+    if scope == "blocks":
+        for module in model.modules():
+            if isinstance(module, Block):
+                module.compile(dynamic=False, mode=mode)
+        return loss_head
+    return torch.compile(loss_head, dynamic=False, mode=mode)
+
+
 def rank_device(name: str, world: World) -> str:
     """Under torchrun each rank takes the GPU of its local rank (or the CPU)."""
     if not world.distributed or name == "cpu":
@@ -165,7 +184,7 @@ def build_train_state(cfg: Config, progress: bool = True, world: World = World()
     if getattr(model, "puzzle_emb", None) is not None:
         sign = SignSGD([model.puzzle_emb], lr=0.0, weight_decay=o.puzzle_emb_weight_decay)
     loss_head = ACTLossHead(model)
-    step_fn = torch.compile(loss_head, dynamic=False, mode=cfg.train.compile_mode) if compiled else loss_head
+    step_fn = compile_step(loss_head, cfg.train.compile_scope, cfg.train.compile_mode) if compiled else loss_head
     train_fn = step_fn
     if world.distributed:  # the compiled module inside DDP, as PyTorch recommends
         # Buffers (initial states, rotary tables) never change: no need to sync them every step.
