@@ -7,6 +7,7 @@ comparing runs never needs the dataset or a GPU, and works while a run is writin
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -335,14 +336,20 @@ def find_run(key: str, runs_dir: Path | str, project: Optional[str] = None) -> P
         found = pick(matches, how)
         if found is not None:
             return found
-    raise RunNotFound(f"{key}: no run directory, run name or wandb id under {runs_dir} "
-                      f"({len(runs)} runs there; python scripts/list_runs.py --runs-dir {runs_dir} lists them)")
+    known = sorted({r.name for r in runs} | {i for i in ids.values() if i})
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise RunNotFound(f"{key}: no run directory, run name or wandb id under {runs_dir} ({hint}{len(runs)} runs "
+                      f"there; python scripts/list_runs.py --runs-dir {runs_dir} lists them)")
 
 
-def locate_run(value: str, runs_dir: Path | str, project: Optional[str] = None) -> Path:
-    """train.resume=<value>: a run or checkpoint path as given, else a run's name or wandb id."""
+def locate_run(value: str | Path, runs_dir: Path | str = "runs", project: Optional[str] = None) -> Path:
+    """The one resolver every tool uses for a run argument (train.resume, --checkpoint, the run
+    tools): a run, checkpoint or export path as given, else a run's name or wandb id (or a
+    unique prefix of one) under `runs_dir`; an unknown or ambiguous one is one line naming the
+    candidates. A run found by name stands for its latest checkpoint where a checkpoint is read."""
     path = Path(value)
-    return path if path.exists() else find_run(value, runs_dir, project)
+    return path if path.exists() else find_run(str(value), runs_dir, project)
 
 
 def write_run_file(run_dir: Path, name: str, project: str, wandb_id: Optional[str], wandb_mode: str,
