@@ -370,14 +370,35 @@ def write_run_file(run_dir: Path, name: str, project: str, wandb_id: Optional[st
 
 
 def preflight(cfg: Any) -> Path:
-    """What `train` would refuse about the run directory and data, checked before anything
-    starts (train_lsa.sh calls this through `pretrain.py --check` before it opens a screen
-    session): the same planning `train` does. Returns the run directory the run will write."""
+    """What `train` would refuse before its first step, checked before anything starts
+    (train_lsa.sh calls this through `pretrain.py --check` before it opens a screen session),
+    through the run's own check functions: the device, the dataset (or the build it would
+    start), the batch and model cost bounds, the evaluators' dry run, best_metric, the batch
+    against the data, and the same planning `train` does. No model is built and nothing is
+    written. Returns the run directory the run will write."""
+    from dataset import builder_config
     from dataset.common import DatasetError, dataset_exists
-    from training.run import check_real_dirs, plan_run
+    from dataset.loader import PuzzleDataset
+    from training.distributed import World
+    from training.run import check_config_against_data, check_real_dirs, plan_run
+    from training.setup import check_batch_costs, resolve_device
 
-    if not dataset_exists(cfg.data.path) and cfg.data.builder is None:
+    if cfg.train.device != "auto":
+        resolve_device(cfg.train.device)
+    path = Path(cfg.data.path)
+    if dataset_exists(path):
+        data = PuzzleDataset.load(path)
+        check_batch_costs(cfg, data.meta, World())
+        check_config_against_data(cfg, data, World())
+    elif cfg.data.builder is None:
         raise DatasetError(f"data.path={cfg.data.path}: no dataset there (and data.builder is not set to build one)")
+    else:  # what the build would refuse; the checks that need the data run once it is built
+        builder_config(cfg.data.builder, cfg.data.build_args, path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; "
+                               "remove it to rebuild")
+        print(f"note: {path} will be built first (data.builder={cfg.data.builder}); the checks that need the data run "
+              "then, before the first step", file=sys.stderr)
     if cfg.train.resume is False and not cfg.logging.run_name:
         run_dir = Path(cfg.logging.runs_dir) / cfg.logging.project / "<generated name>"
     else:
