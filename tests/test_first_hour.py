@@ -103,6 +103,15 @@ def test_check_refuses_a_data_dir_the_build_would_refuse(tmp_path):
     assert (tmp_path / "data" / "notes.txt").read_text() == "mine\n" and not (tmp_path / "runs").exists()
 
 
+def test_check_reads_the_dataset_the_run_would_read(tmp_path):
+    data = build_lsa(tmp_path / "data")
+    (data / "train" / "all__inputs.npy").write_bytes(b"not numpy")
+    argv = pretrain_argv(data, tmp_path / "runs", "train.max_steps=2")
+    checked = run_in_process(argv[0], "--check", *argv[1:])
+    assert_one_line_error(checked, "all__inputs.npy")
+    assert checked.stderr == run_in_process(*argv).stderr and not (tmp_path / "runs").exists()
+
+
 def test_check_passes_a_good_config_and_writes_nothing(lsa_small, tmp_path):
     argv = pretrain_argv(lsa_small, tmp_path / "runs", "train.max_steps=2", "train.best_metric=eval/lsa/optimal_cost_rate",
                          "logging.run_name=ok")

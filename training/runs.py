@@ -380,7 +380,7 @@ def preflight(cfg: Any) -> Path:
     from dataset.common import DatasetError, dataset_exists
     from dataset.loader import PuzzleDataset
     from training.distributed import World
-    from training.run import check_config_against_data, check_real_dirs, plan_run
+    from training.run import check_config_against_data, check_real_dirs, check_run_dir, plan_run
     from training.setup import check_batch_costs, resolve_device
 
     if cfg.train.device != "auto":
@@ -397,11 +397,13 @@ def preflight(cfg: Any) -> Path:
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; "
                                "remove it to rebuild")
-        print(f"note: {path} will be built first (data.builder={cfg.data.builder}); the checks that need the data run "
-              "then, before the first step", file=sys.stderr)
     if cfg.train.resume is False and not cfg.logging.run_name:
         run_dir = Path(cfg.logging.runs_dir) / cfg.logging.project / "<generated name>"
     else:
         run_dir = plan_run(cfg).run_dir
     check_real_dirs(run_dir)  # a symbolic link as the project or run directory
+    check_run_dir(run_dir)  # what the run writes into is what it looks like (read only here)
+    if not dataset_exists(path):  # said once everything else passed: a refusal stays one line
+        print(f"note: {path} will be built first (data.builder={cfg.data.builder}); the checks that need the data run "
+              "then, before the first step", file=sys.stderr)
     return run_dir
