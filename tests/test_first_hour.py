@@ -158,15 +158,17 @@ def test_progress_lines_land_in_the_log(lsa_small, tmp_path, capsys):
     assert "ETA" not in capsys.readouterr().out
 
 
-def test_a_run_far_beyond_the_device_says_so_early(lsa_small, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("config", ["cfg_lsa", "cfg_lsa_cpu"])
+def test_a_run_far_beyond_the_device_says_so_early(lsa_small, tmp_path, capsys, monkeypatch, config):
     from training.loop import train
 
     with sigterm_after_step(monkeypatch, 20):
         result = train(tiny_config(tmp_path, "train.max_steps=1000000000000", "train.log_every=5",
-                                   "train.eval_interval=1000000", data=lsa_small))
+                                   "train.eval_interval=1000000", "train.device=cpu", data=lsa_small, name=config))
     assert result["preempted"] and result["step"] == 20
     warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
-    assert len(warning) == 1 and "h of training" in warning[0] and "--config-name cfg_lsa_cpu" in warning[0]
+    assert len(warning) == 1 and "h of training" in warning[0] and "lower train.epochs or train.max_steps" in warning[0]
+    assert ("--config-name cfg_lsa_cpu" in warning[0]) == (config == "cfg_lsa")  # the preset, unless it is this run
 
 
 def test_builder_eta_waits_for_enough_items():

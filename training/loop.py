@@ -178,16 +178,19 @@ def pace_warning(state: TrainState, rate: float) -> Optional[str]:
     if eta <= PACE_WARNING_SECONDS:
         return None
     cfg = state.cfg
-    hint = ""
+    hint = "lower train.epochs or train.max_steps"
     if state.device.type == "cpu":
+        import yaml
+
         from training.config import CONFIG_DIR
         from training.runs import task_of
 
         preset = f"cfg_{task_of(cfg.to_dict())}_cpu"
-        hint = (f"; on a CPU use the CPU preset (--config-name {preset})" if (Path(CONFIG_DIR) / f"{preset}.yaml").is_file()
-                else "; on a CPU lower train.epochs/train.max_steps or the model size")
+        path = Path(CONFIG_DIR) / f"{preset}.yaml"
+        if path.is_file() and (yaml.safe_load(path.read_text()) or {}).get("logging", {}).get("project") != cfg.logging.project:
+            hint = f"use the CPU preset (--config-name {preset}), {hint}"  # this run is not that preset already
     return (f"warning: {state.total_steps - state.step} steps left at {rate:.3g} steps/s on {state.device.type}: about "
-            f"{eta / 3600:.0f} h of training{hint}, or set train.max_train_seconds")
+            f"{eta / 3600:.0f} h of training; {hint}, or set train.max_train_seconds")
 
 
 def progress_line(state: TrainState, logged: dict[str, float], rate: float) -> str:
