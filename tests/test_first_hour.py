@@ -73,6 +73,17 @@ def test_unknown_or_ambiguous_run_is_one_line_with_candidates(named_runs, tmp_pa
     assert not (tmp_path / "e").exists()
 
 
+def test_load_checkpoint_takes_a_run_name(runs_zoo, tmp_path, capsys):
+    from training.loop import train
+
+    source = named_copy(runs_zoo["alpha"], tmp_path / "runs", "warmsrc", wandb_id="w4rm1d00")
+    data = runs_zoo["alpha"].parents[2] / "lsa4"
+    for key, name in (("warmsrc", "warm1"), ("w4rm1d00", "warm2")):
+        train(tiny_config(tmp_path, f"train.load_checkpoint={key}", "train.max_steps=2", f"logging.run_name={name}",
+                          data=data))
+        assert f"initialised from {resolve_checkpoint(source)} (ema weights)" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------------
 # 2b: --check fails where the run fails, with the same line
 

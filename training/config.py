@@ -165,7 +165,8 @@ class TrainConfig(Strict):
         False, description="resume with a train.seed other than the checkpoint's: the sampler then draws another "
         "order from the next step on (examples revisited and skipped)")
     load_checkpoint: Optional[str] = Field(
-        None, description="start a new run from this checkpoint's weights (its EMA weights when present)")
+        None, description="start a new run from this checkpoint's weights (its EMA weights when present): a run or "
+        "checkpoint path, a run name or a wandb id")
     max_bad_steps: int = Field(20, ge=1, le=MAX_COUNT, description="non-finite steps in a row before rolling back to the last checkpoint")
     rollback_lr_factor: float = Field(0.5, gt=0, le=1, description="LR multiplier applied at each rollback")
     max_rollbacks: int = Field(3, ge=0, le=MAX_COUNT, description="rollbacks before giving up with an error")

@@ -134,7 +134,8 @@ def plan_run(cfg: Config) -> RunPlan:
     if resume is False:
         run_dir = project_dir / (name or new_run_name(project_dir))
         _refuse_if_taken(run_dir)
-        warm = resolve_checkpoint(cfg.train.load_checkpoint) if cfg.train.load_checkpoint else None
+        warm = (resolve_checkpoint(locate_run(cfg.train.load_checkpoint, cfg.logging.runs_dir, cfg.logging.project))
+                if cfg.train.load_checkpoint else None)  # a path, a run name or a wandb id
         return RunPlan(run_dir, warm_start=warm)
     if resume is True:
         if not name:
