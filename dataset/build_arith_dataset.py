@@ -57,6 +57,7 @@ from dataset.common import (
     MAX_INSTANCES,
     DatasetError,
     DatasetMetadata,
+    ProgressBar,
     SplitArrays,
     build_indices,
     build_record,
@@ -483,7 +484,7 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
     check_memory("--num-train/--num-test", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * layout.seq_len * 32)
     train_seq, test_seq = np.random.SeedSequence(cfg.seed).spawn(2)
     pool = PairPool(cfg.base)
-    with tqdm(total=cfg.num_train + cfg.num_test, desc="arith problems", unit="prob", disable=not cfg.progress) as bar:
+    with ProgressBar(total=cfg.num_train + cfg.num_test, desc="arith problems", unit="prob", disable=not cfg.progress) as bar:
         train_a, train_b = draw_problems(np.random.default_rng(train_seq), cfg.num_train,
                                          (cfg.min_digits, cfg.max_digits), width, pool, bar)
         left = pool.left_in_range(*test_range)

@@ -33,6 +33,7 @@ from dataset.common import (
     MAX_TABLE_ROWS,
     DatasetError,
     DatasetMetadata,
+    ProgressBar,
     SplitArrays,
     build_indices,
     build_record,
@@ -264,7 +265,7 @@ def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
                            "tokens")
     train_seq, test_seq, aug_seq = np.random.SeedSequence(cfg.seed).spawn(3)
     seen: set[bytes] = set()
-    with tqdm(total=cfg.num_train + cfg.num_test, desc="LSA instances", unit="inst", disable=not cfg.progress) as bar:
+    with ProgressBar(total=cfg.num_train + cfg.num_test, desc="LSA instances", unit="inst", disable=not cfg.progress) as bar:
         train_costs, train_cols, train_ties = generate_instances(
             np.random.default_rng(train_seq), cfg.num_train, cfg, seen, bar, cfg.unique_optimum or cfg.unique_optimum_train)
         test_costs, test_cols, test_ties = generate_instances(

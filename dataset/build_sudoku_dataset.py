@@ -64,6 +64,7 @@ from dataset.common import (
     MAX_INSTANCES,
     DatasetError,
     DatasetMetadata,
+    ProgressBar,
     SplitArrays,
     build_indices,
     build_record,
@@ -253,7 +254,7 @@ def generate_split(cfg: SudokuBuildConfig, split_key: int, count: int, seen: set
 
 def generate_splits(cfg: SudokuBuildConfig) -> dict[str, dict]:
     seen: set[bytes] = set()
-    with tqdm(total=cfg.num_train + cfg.num_test, desc="Sudoku puzzles", unit="puzzle", disable=not cfg.progress) as bar:
+    with ProgressBar(total=cfg.num_train + cfg.num_test, desc="Sudoku puzzles", unit="puzzle", disable=not cfg.progress) as bar:
         pool = (multiprocessing.get_context("spawn").Pool(cfg.workers, initializer=ignore_sigint)
                 if cfg.workers > 1 else None)
         try:

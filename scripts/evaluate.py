@@ -1,6 +1,7 @@
 """Score a saved checkpoint on a dataset's test split.
 
     python scripts/evaluate.py --checkpoint runs/trm-lsa/<run>            # latest checkpoint of a run
+    python scripts/evaluate.py --checkpoint <run name or wandb id>        # the same, looked up under --runs-dir
     python scripts/evaluate.py --checkpoint runs/trm-lsa/<run>/checkpoints/step_0004000 --data data/other
 
 The config is read from the checkpoint; the EMA weights are used when present (as in
@@ -37,11 +38,13 @@ from training.checkpoint import (  # noqa: E402
 )
 from training.config import MAX_BATCH_SIZE, ConfigError, check_inductor_options, validate_config  # noqa: E402
 from training.evaluation import evaluate  # noqa: E402
+from training.runs import locate_run  # noqa: E402
 from training.setup import apply_inductor_options, compile_step, resolve_device  # noqa: E402
 
 
 class EvaluateArgs(BaseModel):
-    checkpoint: Path = Field(description="checkpoint directory, or a run directory (uses its latest checkpoint)")
+    checkpoint: Path = Field(description="checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
+    runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
     data: Optional[Path] = Field(None, description="dataset directory (default: the one the run trained on)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     ema: bool = Field(True, description="use the EMA weights when the checkpoint has them")
@@ -79,7 +82,7 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
     if out is not None and (out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir())))):
         raise ConfigError(f"--save-predictions {out}: exists and is not an empty directory; give a new one (nothing "
                           "is overwritten)")
-    ckpt = resolve_checkpoint(args.checkpoint)
+    ckpt = resolve_checkpoint(locate_run(args.checkpoint, args.runs_dir))  # a path, a run name or a wandb id
     try:
         cfg = validate_config(load_config(ckpt))
     except ConfigError as exc:

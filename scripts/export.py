@@ -25,10 +25,12 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 from dataset.common import CLI, run_cli  # noqa: E402
 from training.inference import CONFIG_FILE, WEIGHTS_FILE, export_model  # noqa: E402
+from training.runs import locate_run  # noqa: E402
 
 
 class ExportArgs(BaseModel):
-    checkpoint: Path = Field(description="a checkpoint directory, or a run directory (its latest checkpoint)")
+    checkpoint: Path = Field(description="a checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
+    runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
     out: Path = Field(description="the directory to write (model.safetensors, config.json)")
     ema: bool = Field(True, description="export the EMA weights (what evaluation uses) when the checkpoint has them")
     overwrite: bool = Field(False, description="replace an export this project wrote at --out (nothing else)")
@@ -39,7 +41,7 @@ cli = CLI(name="export", description="Export a checkpoint as safetensors weights
 
 @cli.command(singleton=True)
 def main(args: ExportArgs) -> None:
-    config = export_model(args.checkpoint, args.out, ema=args.ema, overwrite=args.overwrite)
+    config = export_model(locate_run(args.checkpoint, args.runs_dir), args.out, ema=args.ema, overwrite=args.overwrite)
     print(f"wrote {args.out / WEIGHTS_FILE} ({config['weights']} weights, {config['parameters']:,} parameters) "
           f"and {args.out / CONFIG_FILE} from {config['source']['checkpoint']}")
     print(json.dumps({"out": str(args.out), **{k: config[k] for k in ("weights", "parameters", "source", "data")}}))

@@ -45,7 +45,8 @@ NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 class SolveArgs(BaseModel):
-    checkpoint: Path = Field(description="a run, checkpoint or exported directory")
+    checkpoint: Path = Field(description="a run (directory, name or wandb id), checkpoint or exported directory")
+    runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
     input: str = Field(description="the instances: a file, or - for standard input")
     device: str = Field("cpu", description="cpu, cuda, cuda:N")
     halting: Optional[Literal["max_steps", "q_head"]] = Field(
@@ -346,7 +347,9 @@ def check_device(name: str) -> str:
 
 
 def solve(args: SolveArgs) -> dict[str, Any]:
-    model = load_model(args.checkpoint, check_device(args.device), args.halting)
+    from training.runs import locate_run
+
+    model = load_model(locate_run(args.checkpoint, args.runs_dir), check_device(args.device), args.halting)
     task = model.facts.get("task")
     raw, where = read_input(args.input)
     if task == "lsa":

@@ -100,18 +100,20 @@ def test_train_lsa_sh_checks_before_starting_screen(tmp_path, screen):
 
 
 def test_train_lsa_sh_reports_a_run_that_dies_at_start(tmp_path, screen):
-    """A dataset that exists but is broken passes the check; the run's own error reaches the
-    terminal and the script fails."""
-    data = build_lsa(tmp_path / "data")
-    (data / "train" / "all__inputs.npy").write_bytes(b"not numpy")
+    """Weights that cannot be loaded pass the check (it reads no weights: a broken dataset is
+    its business now); the run's own error reaches the terminal and the script fails."""
+    build_lsa(tmp_path / "data")
+    weights = tmp_path / "ckpt"
+    weights.mkdir()
+    (weights / "model.pt").write_bytes(b"not a checkpoint")
     name = f"trmtest-{uuid.uuid4().hex[:8]}"
     try:
-        result = launch(tmp_path, name)
+        result = launch(tmp_path, name, f"train.load_checkpoint={weights}")
     finally:
         if session_alive(screen, name):
             subprocess.run([screen, "-S", name, "-X", "quit"])
     assert result.returncode == 1
-    assert "stopped before training started" in result.stderr and "all__inputs.npy" in result.stderr
+    assert "stopped before training started" in result.stderr and "model.pt" in result.stderr
 
 
 def test_train_lsa_sh_without_screen_keeps_the_overrides():

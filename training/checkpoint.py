@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -101,17 +102,33 @@ def save_checkpoint(
 
 
 class CheckpointManager:
-    """The checkpoint policy of one run: when a save is due (every `train.eval_interval` steps
-    and at the end, after evaluation; on pre-emption), which metrics make a checkpoint the
-    best, how many to keep, what a rollback returns to. With several ranks every rank calls
-    `save` (the state dict gathers across ranks) and rank 0 alone writes."""
+    """The checkpoint policy of one run: when an evaluation and its save are due (every
+    `train.eval_interval` steps and at the end; on pre-emption), when a save is due between
+    evaluations (`save_due`: every `train.checkpoint_every` steps, or once
+    `train.checkpoint_every_minutes` passed since the last save), which metrics make a
+    checkpoint the best, how many to keep (the newest K, plus whatever `latest` and `best`
+    name), what a rollback returns to. With several ranks every rank calls `save` (the state
+    dict gathers across ranks) and rank 0 alone writes."""
 
     def __init__(self, run_dir: Path, train_cfg: Any, config: dict[str, Any], dataset_facts: dict[str, Any],
                  world: World = World()):
         self.run_dir, self.cfg, self.config, self.dataset_facts, self.world = run_dir, train_cfg, config, dataset_facts, world
+        self.last_save = time.monotonic()  # the run's start counts as a save: the first timed one comes a period later
 
     def due(self, step: int, finished: bool) -> bool:
+        """An evaluation (then a save) is due at this step."""
         return step % self.cfg.eval_interval == 0 or finished
+
+    def minutes_passed(self) -> bool:
+        """This rank's clock says a timed save is due (ranks agree on it through the loop's flags)."""
+        minutes = self.cfg.checkpoint_every_minutes
+        return bool(minutes) and time.monotonic() - self.last_save >= minutes * 60
+
+    def save_due(self, step: int, minutes_passed: bool = False) -> bool:
+        """A save without an evaluation is due at this step (`minutes_passed`: all ranks' verdict
+        of `minutes_passed()`). Steps where an evaluation saves anyway are not asked."""
+        every = self.cfg.checkpoint_every
+        return self.cfg.save_checkpoints and (bool(every and step % every == 0) or minutes_passed)
 
     def improves(self, metrics: dict[str, float], best: Optional[float]) -> bool:
         name = self.cfg.best_metric
@@ -137,6 +154,7 @@ class CheckpointManager:
                                    {"metrics": metrics, "dataset": self.dataset_facts, "world_size": self.world.world_size,
                                     **meta}, self.cfg.keep_checkpoints, is_best)
         barrier(self.world)  # no rank reads it (a rollback) before it is complete
+        self.last_save = time.monotonic()
         return path
 
     def rollback_target(self) -> Optional[Path]:

@@ -151,6 +151,12 @@ class TrainConfig(Strict):
         default_factory=dict, description="torch._inductor.config options set before compiling, "
         "e.g. {coordinate_descent_tuning: true}; dotted names reach nested ones (triton.cudagraphs)")
     keep_checkpoints: int = Field(2, ge=1, le=MAX_COUNT, description="most recent checkpoints kept")
+    checkpoint_every: int = Field(
+        0, ge=0, le=MAX_STEPS, description="also save a checkpoint every N steps, between evaluations (0: only at "
+        "evaluations, the end and a stop)")
+    checkpoint_every_minutes: float = Field(
+        15.0, ge=0, le=MAX_SECONDS / 60, description="also save a checkpoint when this many minutes of the run passed "
+        "since the last save (checked at log steps; 0: off): a crash or kill -9 loses at most that much")
     save_checkpoints: bool = True
     best_metric: Optional[str] = Field(None, description="eval metric whose best checkpoint is kept, e.g. eval/lsa/optimal_cost_rate")
     best_mode: Literal["max", "min"] = "max"
@@ -164,7 +170,8 @@ class TrainConfig(Strict):
         False, description="resume with a train.seed other than the checkpoint's: the sampler then draws another "
         "order from the next step on (examples revisited and skipped)")
     load_checkpoint: Optional[str] = Field(
-        None, description="start a new run from this checkpoint's weights (its EMA weights when present)")
+        None, description="start a new run from this checkpoint's weights (its EMA weights when present): a run or "
+        "checkpoint path, a run name or a wandb id")
     max_bad_steps: int = Field(20, ge=1, le=MAX_COUNT, description="non-finite steps in a row before rolling back to the last checkpoint")
     rollback_lr_factor: float = Field(0.5, gt=0, le=1, description="LR multiplier applied at each rollback")
     max_rollbacks: int = Field(3, ge=0, le=MAX_COUNT, description="rollbacks before giving up with an error")
@@ -221,6 +228,9 @@ class LoggingConfig(Strict):
         "auto", description="auto: WANDB_MODE if set, else online when logged in, else offline"
     )
     progress: bool = True
+    progress_every: int = Field(
+        500, ge=0, le=MAX_STEPS, description="print a progress line (step, loss, steps/s, ETA) into the log every N "
+        "steps; 0 = none")
     wandb_examples: int = Field(
         4, ge=0, le=MAX_WANDB_EXAMPLES, description="test examples shown in wandb at each evaluation (a table and pictures); 0 = none")
 

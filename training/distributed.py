@@ -155,13 +155,18 @@ def all_gather_object(obj: Any, world: World) -> list[Any]:
     return out
 
 
+# torch 2.13 deprecated all_gather_into_tensor (a FutureWarning on every rank) for all_gather_single,
+# which older torch (2.4 ..) lacks: the current name where it exists.
+all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
 def gather_rows(tensor: torch.Tensor, world: World) -> torch.Tensor:
     """Concatenate every rank's (b, ...) tensor in rank order: (world_size * b, ...)."""
     if not world.distributed:
         return tensor
     out = torch.empty((world.world_size * tensor.shape[0],) + tuple(tensor.shape[1:]), dtype=tensor.dtype,
                       device=tensor.device)
-    dist.all_gather_into_tensor(out, tensor.contiguous())
+    all_gather_single(out, tensor.contiguous())
     return out
 
 

@@ -109,19 +109,19 @@ def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool 
                         halting=cfg.train.eval_halting)
 
 
-def read_back(window: torch.Tensor, state: TrainState, out_of_time: bool, stop: bool
-              ) -> tuple[dict[str, float], float, tuple[bool, bool]]:
+def read_back(window: torch.Tensor, state: TrainState, out_of_time: bool, stop: bool, save_time: bool = False
+              ) -> tuple[dict[str, float], float, tuple[bool, bool, bool]]:
     """The window's metric sums (over all ranks), the non-finite streak, and whether any rank is
-    out of time or was asked to stop: one host sync (and, with several ranks, two small
-    all-reduces)."""
-    flags = torch.tensor([float(out_of_time), float(stop)], device=window.device)
+    out of time, was asked to stop, or finds a timed checkpoint due: one host sync (and, with
+    several ranks, two small all-reduces)."""
+    flags = torch.tensor([float(out_of_time), float(stop), float(save_time)], device=window.device)
     if state.world.distributed:
         window = all_reduce_(window.clone(), state.world)
         window[TRAIN_METRIC_KEYS.index("grad_norm"):] /= state.world.world_size  # the same on every rank
         all_reduce_(flags, state.world, "max")
-    *sums, bad_in_a_row, any_out_of_time, any_stop = torch.cat(
+    *sums, bad_in_a_row, any_out_of_time, any_stop, any_save_time = torch.cat(
         [window, state.bad_in_a_row.float().reshape(1), flags]).tolist()
-    return dict(zip(TRAIN_METRIC_KEYS, sums)), bad_in_a_row, (bool(any_out_of_time), bool(any_stop))
+    return dict(zip(TRAIN_METRIC_KEYS, sums)), bad_in_a_row, (bool(any_out_of_time), bool(any_stop), bool(any_save_time))
 
 
 def summarize_window(values: dict[str, float], steps: int, seconds: float, state: TrainState) -> dict[str, float]:
@@ -147,6 +147,57 @@ def summarize_window(values: dict[str, float], steps: int, seconds: float, state
 
 def format_metrics(metrics: dict[str, float], keys: tuple[str, ...]) -> str:
     return ", ".join(f"{k.split('/', 1)[-1]}={metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+def format_duration(seconds: float) -> str:
+    """4321.0 -> '1h 12m'; 75 -> '1m 15s'; 9.5 -> '10s'."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def seconds_left(state: TrainState, rate: float) -> float:
+    """Training time left at `rate` steps/s: the steps left, or train.max_train_seconds if sooner."""
+    left = (state.total_steps - state.step) / rate
+    limit = state.cfg.train.max_train_seconds
+    return min(left, max(0.0, limit - state.train_seconds)) if limit is not None else left
+
+
+# A run planned longer than this at the speed measured is far beyond the device: say so once.
+PACE_WARNING_SECONDS = 12 * 3600
+PACE_STEPS = 10  # timed steps (the first, which compiles, excluded) before the speed is judged
+
+
+def pace_warning(state: TrainState, rate: float) -> Optional[str]:
+    """One line when the run, at the speed its first steps showed, would take more than
+    PACE_WARNING_SECONDS (e.g. the GPU preset cfg_lsa on a CPU); on a CPU, the task's CPU preset."""
+    eta = seconds_left(state, rate)
+    if eta <= PACE_WARNING_SECONDS:
+        return None
+    cfg = state.cfg
+    hint = "lower train.epochs or train.max_steps"
+    if state.device.type == "cpu":
+        import yaml
+
+        from training.config import CONFIG_DIR
+        from training.runs import task_of
+
+        preset = f"cfg_{task_of(cfg.to_dict())}_cpu"
+        path = Path(CONFIG_DIR) / f"{preset}.yaml"
+        if path.is_file() and (yaml.safe_load(path.read_text()) or {}).get("logging", {}).get("project") != cfg.logging.project:
+            hint = f"use the CPU preset (--config-name {preset}), {hint}"  # this run is not that preset already
+    return (f"warning: {state.total_steps - state.step} steps left at {rate:.3g} steps/s on {state.device.type}: about "
+            f"{eta / 3600:.0f} h of training; {hint}, or set train.max_train_seconds")
+
+
+def progress_line(state: TrainState, logged: dict[str, float], rate: float) -> str:
+    """The log's line every logging.progress_every steps (train_lsa.sh's log shows no bar frames)."""
+    return (f"step {state.step}/{state.total_steps} ({100 * state.step / max(1, state.total_steps):.1f}%): "
+            f"loss {logged['train/lm_loss']:.4g}, accuracy {logged['train/accuracy']:.4g}, {rate:.3g} steps/s, "
+            f"ETA {format_duration(seconds_left(state, rate))} of training (evaluations not counted)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +313,11 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
     last_eval: dict[str, float] = {}
     window: Optional[torch.Tensor] = None
     window_steps, window_start, compile_seconds, preempted = 0, time.perf_counter(), None, False
+    # Progress lines and the pace check time training only (state.train_seconds), from after the first step.
+    progress_every = cfg.logging.progress_every
+    next_progress = (state.step // progress_every + 1) * progress_every if progress_every else None
+    pace_from: Optional[tuple[int, float]] = None  # (step, train seconds) after the first step
+    pace_checked = False
     max_seconds = cfg.train.max_train_seconds
     distributed = state.world.distributed
     bar = tqdm(total=state.total_steps, initial=state.step, desc=run.dir.name, unit="step", mininterval=1.0,
@@ -291,21 +347,36 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             local_out_of_time = max_seconds is not None and state.train_seconds + time.perf_counter() - t0 >= max_seconds
             out_of_time, stop_now = (False, False) if distributed else (local_out_of_time, stop.requested)
             finished = state.step >= state.total_steps or out_of_time
+            save_time = False  # a timed checkpoint: decided at log steps, by all ranks together
             if state.step % cfg.train.log_every == 0 or finished or stop_now:
-                values, bad_in_a_row, (out_of_time, stop_now) = read_back(window, state, local_out_of_time,
-                                                                          stop.requested)
+                values, bad_in_a_row, (out_of_time, stop_now, save_time) = read_back(
+                    window, state, local_out_of_time, stop.requested, run.checkpoints.minutes_passed())
                 finished = state.step >= state.total_steps or out_of_time
                 logged = summarize_window(values, window_steps, time.perf_counter() - window_start, state)
                 state.skipped_steps += int(values["skipped"])
                 logger.log(logged, state.step)
                 bar.set_postfix_str(format_metrics(logged, ("train/lm_loss", "train/accuracy", "train/exact_accuracy")))
                 window, window_steps, window_start = None, 0, time.perf_counter()
+                seconds = state.train_seconds + time.perf_counter() - t0
+                if pace_from is not None and seconds > pace_from[1] and state.step > pace_from[0]:  # not after a rollback
+                    rate = (state.step - pace_from[0]) / (seconds - pace_from[1])
+                    if not pace_checked and state.step - pace_from[0] >= PACE_STEPS:
+                        pace_checked = True
+                        warning = pace_warning(state, rate)
+                        if warning:
+                            tqdm.write(warning, file=sys.stdout)
+                    if next_progress is not None and state.step >= next_progress:
+                        tqdm.write(progress_line(state, logged, rate), file=sys.stdout)
+                if next_progress is not None and state.step >= next_progress:
+                    next_progress = (state.step // progress_every + 1) * progress_every
                 if bad_in_a_row >= cfg.train.max_bad_steps:
                     roll_back(run)
                     bar.reset(total=state.total_steps)
                     bar.update(state.step)
                     continue
             state.train_seconds += time.perf_counter() - t0
+            if pace_from is None:  # the first step compiles: speed is measured from after it
+                pace_from = (state.step, state.train_seconds)
 
             # ----- pre-emption: checkpoint now and stop ----------------------------------------
             if stop_now:
@@ -328,6 +399,8 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
                                file=sys.stdout)
                     break
                 window_start = time.perf_counter()
+            elif run.checkpoints.save_due(state.step, save_time):  # the run's own cadence, between evaluations
+                run.checkpoints.save(state, last_eval)
             if out_of_time:
                 tqdm.write(f"stopping: train.max_train_seconds={max_seconds} reached at step {state.step}", file=sys.stdout)
                 break

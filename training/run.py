@@ -134,7 +134,8 @@ def plan_run(cfg: Config) -> RunPlan:
     if resume is False:
         run_dir = project_dir / (name or new_run_name(project_dir))
         _refuse_if_taken(run_dir)
-        warm = resolve_checkpoint(cfg.train.load_checkpoint) if cfg.train.load_checkpoint else None
+        warm = (resolve_checkpoint(locate_run(cfg.train.load_checkpoint, cfg.logging.runs_dir, cfg.logging.project))
+                if cfg.train.load_checkpoint else None)  # a path, a run name or a wandb id
         return RunPlan(run_dir, warm_start=warm)
     if resume is True:
         if not name:
@@ -143,6 +144,10 @@ def plan_run(cfg: Config) -> RunPlan:
         if not run_dir.is_dir():
             raise ConfigError(f"train.resume=true: no run directory {run_dir}")
         if not has_checkpoint(run_dir):
+            holder = lock_holder(run_dir)
+            if holder is not None:  # still before its first save, and still running
+                raise ConfigError(f"train.resume=true: {run_dir} is in use by another process (pid {holder}), which "
+                                  "has not saved a checkpoint yet; wait for it to finish or stop it first")
             raise ConfigError(f"train.resume=true: {run_dir} has no checkpoint (it stopped before its first save); "
                               "start it again without train.resume")
         ckpt = resolve_checkpoint(run_dir)
@@ -209,17 +214,20 @@ def check_resume_config(cfg: Config, ckpt: Path) -> list[str]:
 
 
 def check_before_training(state: TrainState) -> None:
-    """Everything about the config that needs the data, checked before a run directory exists:
-    each evaluator fits the dataset, `best_metric` names a metric evaluation will report, the
-    batch fits the training split."""
-    cfg, data = state.cfg, state.data
+    """Everything about the config that needs the data, checked before a run directory exists."""
+    check_config_against_data(state.cfg, state.data, state.world)
+
+
+def check_config_against_data(cfg: Config, data: Any, world: World) -> None:
+    """Each evaluator fits the dataset (its task, and a dry run on the test labels), `best_metric`
+    names a metric evaluation will report, the batch fits the training split. The run calls
+    this through `check_before_training`, `pretrain.py --check` directly (training/runs.py preflight)."""
     evaluators = build_evaluators(cfg.evaluators, data)
     if cfg.train.best_metric is not None:
         names = {f"eval/{k}" for k in EVAL_METRICS} | {f"eval/{ev.name}/{m}" for ev in evaluators for m in ev.metric_names()}
         if cfg.train.best_metric not in names:
             raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not an evaluation metric of this run"
                               f"{did_you_mean(cfg.train.best_metric, sorted(names))}; available: {', '.join(sorted(names))}")
-    world = state.world
     if data.test.num_examples < world.world_size:
         raise ConfigError(f"{data.path}: {data.test.num_examples} test examples cannot be shared by {world.world_size} ranks")
     if cfg.train.global_batch_size > data.train.num_examples:
@@ -306,6 +314,24 @@ class RunLock:
             pass  # not empty (another launch came in), or already gone: left as it is
         finally:
             os.close(self.fd)  # closing drops the lock
+
+
+def lock_holder(run_dir: Path) -> Optional[str]:
+    """The pid (as its lock file says; '?' when unreadable) of the process that holds the run's
+    lock, None when no process does. Reads only: a missing lock file is not created."""
+    import fcntl
+
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # no lock file (or not one we can read): no run holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)  # closing drops the shared lock we may have taken
+    return None
 
 
 def remove_made_dirs(made: tuple[Path, ...]) -> None:

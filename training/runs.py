@@ -7,6 +7,7 @@ comparing runs never needs the dataset or a GPU, and works while a run is writin
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -335,14 +336,20 @@ def find_run(key: str, runs_dir: Path | str, project: Optional[str] = None) -> P
         found = pick(matches, how)
         if found is not None:
             return found
-    raise RunNotFound(f"{key}: no run directory, run name or wandb id under {runs_dir} "
-                      f"({len(runs)} runs there; python scripts/list_runs.py --runs-dir {runs_dir} lists them)")
+    known = sorted({r.name for r in runs} | {i for i in ids.values() if i})
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise RunNotFound(f"{key}: no run directory, run name or wandb id under {runs_dir} ({hint}{len(runs)} runs "
+                      f"there; python scripts/list_runs.py --runs-dir {runs_dir} lists them)")
 
 
-def locate_run(value: str, runs_dir: Path | str, project: Optional[str] = None) -> Path:
-    """train.resume=<value>: a run or checkpoint path as given, else a run's name or wandb id."""
+def locate_run(value: str | Path, runs_dir: Path | str = "runs", project: Optional[str] = None) -> Path:
+    """The one resolver every tool uses for a run argument (train.resume, --checkpoint, the run
+    tools): a run, checkpoint or export path as given, else a run's name or wandb id (or a
+    unique prefix of one) under `runs_dir`; an unknown or ambiguous one is one line naming the
+    candidates. A run found by name stands for its latest checkpoint where a checkpoint is read."""
     path = Path(value)
-    return path if path.exists() else find_run(value, runs_dir, project)
+    return path if path.exists() else find_run(str(value), runs_dir, project)
 
 
 def write_run_file(run_dir: Path, name: str, project: str, wandb_id: Optional[str], wandb_mode: str,
@@ -363,17 +370,40 @@ def write_run_file(run_dir: Path, name: str, project: str, wandb_id: Optional[st
 
 
 def preflight(cfg: Any) -> Path:
-    """What `train` would refuse about the run directory and data, checked before anything
-    starts (train_lsa.sh calls this through `pretrain.py --check` before it opens a screen
-    session): the same planning `train` does. Returns the run directory the run will write."""
+    """What `train` would refuse before its first step, checked before anything starts
+    (train_lsa.sh calls this through `pretrain.py --check` before it opens a screen session),
+    through the run's own check functions: the device, the dataset (or the build it would
+    start), the batch and model cost bounds, the evaluators' dry run, best_metric, the batch
+    against the data, and the same planning `train` does. No model is built and nothing is
+    written. Returns the run directory the run will write."""
+    from dataset import builder_config
     from dataset.common import DatasetError, dataset_exists
-    from training.run import check_real_dirs, plan_run
+    from dataset.loader import PuzzleDataset
+    from training.distributed import World
+    from training.run import check_config_against_data, check_real_dirs, check_run_dir, plan_run
+    from training.setup import check_batch_costs, resolve_device
 
-    if not dataset_exists(cfg.data.path) and cfg.data.builder is None:
+    if cfg.train.device != "auto":
+        resolve_device(cfg.train.device)
+    path = Path(cfg.data.path)
+    if dataset_exists(path):
+        data = PuzzleDataset.load(path)
+        check_batch_costs(cfg, data.meta, World())
+        check_config_against_data(cfg, data, World())
+    elif cfg.data.builder is None:
         raise DatasetError(f"data.path={cfg.data.path}: no dataset there (and data.builder is not set to build one)")
+    else:  # what the build would refuse; the checks that need the data run once it is built
+        builder_config(cfg.data.builder, cfg.data.build_args, path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; "
+                               "remove it to rebuild")
     if cfg.train.resume is False and not cfg.logging.run_name:
         run_dir = Path(cfg.logging.runs_dir) / cfg.logging.project / "<generated name>"
     else:
         run_dir = plan_run(cfg).run_dir
     check_real_dirs(run_dir)  # a symbolic link as the project or run directory
+    check_run_dir(run_dir)  # what the run writes into is what it looks like (read only here)
+    if not dataset_exists(path):  # said once everything else passed: a refusal stays one line
+        print(f"note: {path} will be built first (data.builder={cfg.data.builder}); the checks that need the data run "
+              "then, before the first step", file=sys.stderr)
     return run_dir
