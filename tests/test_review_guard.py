@@ -73,3 +73,19 @@ def test_a_config_dir_file_handler_does_not_empty_a_user_file(tmp_path, monkeypa
     assert_one_line_error(result, "confs/evil.yaml", "hydra.job_logging.handlers.file.filename", str(victim))
     assert victim.read_text() == "precious\n"
     assert tree(tmp_path) == before and sorted(p.name for p in REPO.iterdir()) == repo_before
+
+
+@pytest.mark.parametrize("value", [".", ".hydra", "../x"])
+def test_an_output_subdir_is_refused(value):
+    path, why = composed_problem({"hydra": {"output_subdir": value}})
+    assert path == "hydra.output_subdir" and "config.yaml" in why
+    assert composed_problem({"hydra": {"output_subdir": None}}) is None
+
+
+def test_an_output_subdir_override_is_refused_before_hydra_writes(tmp_path, monkeypatch):
+    (tmp_path / "config.yaml").write_text("mine\n")
+    before = tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = run_in_process("pretrain.py", "--config-name", "cfg_lsa_cpu", "hydra.output_subdir=.")
+    assert_one_line_error(result, "hydra.output_subdir=.", "hydra.output_subdir")
+    assert tree(tmp_path) == before

@@ -289,6 +289,9 @@ def composed_problem(raw: dict) -> Optional[tuple[str, str]]:
             return f"hydra.{key}", f"{hydra[key]}: {REFUSED['hydra.' + key]}"
     if (hydra.get("job") or {}).get("env_set"):
         return "hydra.job.env_set", f"{hydra['job']['env_set']}: {REFUSED['hydra.job.env_set']}"
+    if hydra.get("output_subdir") is not None:  # config/base.yaml sets null; training records config.json itself
+        return "hydra.output_subdir", (f"{hydra['output_subdir']!r}: Hydra would write config.yaml, hydra.yaml and "
+                                       "overrides.yaml there (over any files of those names); pretrain.py keeps it null")
     for section in ("job_logging", "hydra_logging"):
         problem = file_handler_problem(hydra, section)
         if problem:
