@@ -12,11 +12,13 @@ target and checks again right before the swap that the target is still the same 
 (device and inode) and still passes, so what changed meanwhile is never destroyed. The swap is
 an atomic exchange where the system has one; elsewhere two renames with the stop signals
 deferred at Python level (on every thread), and the next write restores or removes the parked
-`.old` that a process killed between the renames left behind.
+`.old` that a process killed between the renames left behind. That fallback swap and the recovery
+of one target hold one lock (`swap_lock`), so no recovery takes a `.old` that a live swap still needs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -41,6 +43,7 @@ EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
 # A run directory holds config.json and at least one of these (training/run.py writes them).
 RUN_MARKS = ("checkpoints", "run.json", "metrics.jsonl", ".lock")
 PARKED = ".old"  # the old directory's name suffix between the renames of a fallback swap
+SWAP_LOCK = ".swap-lock"  # `.<name>.swap-lock` beside a target: held around its fallback swap and recovery
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +195,11 @@ def check_target(target: Path | str, kind: OutputKind, overwrite: bool, recover:
     target = Path(target)
     where = f"{kind.flag} {target}"
     if recover and not os.path.islink(target):
-        recover_parked(target, kind)
+        try:
+            recover_parked(target, kind)
+        except OSError as exc:
+            raise kind.error(f"{where}: cannot finish an interrupted replacement there ({exc}); "
+                             "nothing else was touched") from exc
     try:
         st = os.lstat(target)
     except FileNotFoundError:
@@ -261,6 +268,9 @@ def write_atomically(checked: Checked, write: Callable[[Path], None]) -> None:
                 keep = True
                 raise kind.error(f"{where}: changed during the swap; what was there is now at {tmp}")
             shutil.rmtree(tmp)  # the old directory, now at the temporary name
+    except SwapUnfinished as exc:
+        raise kind.error(f"{where}: the new {kind.name} is in place, but the old one stays at {exc.parked} "
+                         f"({exc.__cause__.strerror or exc.__cause__}); the next write there removes it") from exc
     except OSError as exc:
         raise kind.error(f"{where}: cannot write the {kind.name} ({exc.strerror or exc}); "
                          "nothing was changed there") from exc
@@ -314,6 +324,48 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
+class SwapUnfinished(Exception):
+    """The fallback swap put the new directory in place but could not move the old one from
+    where it was parked (the cause says why)."""
+
+    def __init__(self, parked: Path):
+        super().__init__(f"the old directory stays at {parked}")
+        self.parked = parked
+
+
+@contextmanager
+def swap_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock for `target` across processes (flock on `.<name>.swap-lock` beside
+    it): its fallback swap and its recovery never run at once. The holder removes the file before
+    letting go, so a waiter that then holds a lock on a removed file opens the path again."""
+    import fcntl
+
+    path = target.with_name(f".{target.name}{SWAP_LOCK}")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                now = os.lstat(path)
+            except FileNotFoundError:
+                now = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # the previous holder removed it: lock the file now at the path
+    try:
+        yield
+    finally:
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        finally:
+            os.close(fd)
+
+
 def swap_directories(new: Path, target: Path) -> None:
     """Put `new` at `target` and the old `target` at `new`'s name, with no moment at which
     `target` is missing (an atomic exchange), or, where the system has none, by two renames
@@ -322,26 +374,42 @@ def swap_directories(new: Path, target: Path) -> None:
     if _exchange(new, target):
         return
     parked = new.with_name(new.name + PARKED)
-    with signals_deferred():
+    with swap_lock(target), signals_deferred():
         os.replace(target, parked)
         try:
             os.replace(new, target)
         except OSError:
             os.replace(parked, target)
             raise
-        os.replace(parked, new)
+        try:
+            os.replace(parked, new)
+        except OSError as exc:
+            raise SwapUnfinished(parked) from exc
 
 
 def recover_parked(target: Path, kind: OutputKind) -> None:
     """Finish a fallback swap that a process died in: beside `target`, a parked old directory
     (`.<name>.tmp-*.old`) of `kind`, marked as this project's, is moved back when `target` is
     missing (the new one beside it is removed), or removed when `target` is in place. Parked
-    directories that are not this project's output are left alone."""
+    directories that are not this project's output are left alone. A live swap of `target` holds
+    `swap_lock` while its `.old` is parked: this waits for it, then looks again."""
     real = Path(os.path.realpath(target))
+    if not _parked_ours(real, kind):
+        return
+    with swap_lock(real):
+        _recover_locked(target, real, _parked_ours(real, kind), kind)
+
+
+def _parked_ours(real: Path, kind: OutputKind) -> list[Path]:
+    """The parked directories of `kind` beside `real` that are this project's output."""
     parked = [Path(p) for p in sorted(glob.glob(os.path.join(glob.escape(str(real.parent)),
                                                             f".{glob.escape(real.name)}.tmp-*{PARKED}")))]
-    ours = [p for p in parked if p.is_dir() and not p.is_symlink() and kind.contents_refusal(p) is None]
-    if not ours:
+    return [p for p in parked if p.is_dir() and not p.is_symlink() and kind.contents_refusal(p) is None]
+
+
+def _recover_locked(target: Path, real: Path, ours: list[Path], kind: OutputKind) -> None:
+    """recover_parked's work, under the target's swap lock (`ours` was listed under it)."""
+    if not ours:  # the swap that parked it has finished
         return
     if os.path.lexists(real):
         for old in ours:

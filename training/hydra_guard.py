@@ -31,6 +31,12 @@ SWEEPER_KEYS = frozenset({"_target_", "max_batch_size", "params"})
 LOGGING_CLASSES = frozenset({"logging.StreamHandler", "logging.FileHandler", "logging.NullHandler", "logging.Formatter"})
 LOGGING_STREAMS = frozenset({"ext://sys.stdout", "ext://sys.stderr"})
 LOGGING_INTERPOLATION = re.compile(r"\$\{hydra[.:](runtime|job)\.[A-Za-z0-9_.]+\}")  # Hydra's default log file name
+# File handlers write (and with mode "w" empty) the file they name: only a .log file directly in Hydra's
+# output dir, appended to. hydra.job.name may appear in the name (Hydra's default: ${hydra.job.name}.log).
+FILE_HANDLERS = frozenset({"logging.FileHandler", "logging.handlers.RotatingFileHandler",
+                           "logging.handlers.TimedRotatingFileHandler", "logging.handlers.WatchedFileHandler"})
+LOG_FILE = re.compile(r"\$\{hydra[.:]runtime\.output_dir\}/(?:[A-Za-z0-9_.-]|\$\{hydra[.:]job\.name\})+\.log")
+JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 BASIC_ONLY = "pretrain.py runs sweeps with Hydra's basic launcher and sweeper only (their classes are fixed)"
 REFUSED = {  # override keys (and config groups) that are refused, with why
     "hydra.callbacks": "Hydra instantiates callbacks from their _target_ (code named by a config); refused",
@@ -242,6 +248,29 @@ def walk(node: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:
             yield from walk(value, f"{prefix}[{i}]")
 
 
+def file_handler_problem(hydra: dict, section: str) -> Optional[tuple[str, str]]:
+    """(key path, why) for a file handler in a logging section that could write outside Hydra's output
+    dir or empty a file (mode 'w'), or None. Hydra configures job logging before training starts."""
+    handlers = (hydra.get(section) or {}).get("handlers") or {}
+    if not isinstance(handlers, dict):
+        return None
+    for name, handler in handlers.items():
+        if not isinstance(handler, dict) or handler.get("class") not in FILE_HANDLERS:
+            continue
+        path = f"hydra.{section}.handlers.{name}"
+        filename = handler.get("filename")
+        if not isinstance(filename, str) or not LOG_FILE.fullmatch(filename) or ".." in filename:
+            return f"{path}.filename", (f"{filename!r}: a log file must be a .log file directly in Hydra's output dir, "
+                                        "written as ${hydra.runtime.output_dir}/<name>.log (no '..')")
+        if handler.get("mode", "a") != "a":
+            return f"{path}.mode", f"{handler['mode']!r}: a log file is only appended to (mode 'a' or none)"
+        job_name = (hydra.get("job") or {}).get("name")
+        if "job.name" in filename and job_name not in (None, "???") and (
+                not isinstance(job_name, str) or not JOB_NAME.fullmatch(job_name) or ".." in job_name):
+            return "hydra.job.name", f"{job_name!r}: it names the log file {filename}; give a plain name (no '/', no '..')"
+    return None
+
+
 def composed_problem(raw: dict) -> Optional[tuple[str, str]]:
     """(key path, why) for the first thing in a composed config (hydra section included, not
     resolved) that would make Hydra run code, or None."""
@@ -260,7 +289,13 @@ def composed_problem(raw: dict) -> Optional[tuple[str, str]]:
             return f"hydra.{key}", f"{hydra[key]}: {REFUSED['hydra.' + key]}"
     if (hydra.get("job") or {}).get("env_set"):
         return "hydra.job.env_set", f"{hydra['job']['env_set']}: {REFUSED['hydra.job.env_set']}"
+    if hydra.get("output_subdir") is not None:  # config/base.yaml sets null; training records config.json itself
+        return "hydra.output_subdir", (f"{hydra['output_subdir']!r}: Hydra would write config.yaml, hydra.yaml and "
+                                       "overrides.yaml there (over any files of those names); pretrain.py keeps it null")
     for section in ("job_logging", "hydra_logging"):
+        problem = file_handler_problem(hydra, section)
+        if problem:
+            return problem
         for path, key, value in walk(hydra.get(section) or {}, f"hydra.{section}"):
             if key == ".":
                 return path, "sets attributes on logging objects; refused"
