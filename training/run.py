@@ -275,7 +275,7 @@ class RunLock:
 
     def __init__(self, run_dir: Path, made: tuple[Path, ...] = ()):
         self.path, self.made = run_dir / ".lock", made
-        self.fd = self._take(open_lock_file(self.path))
+        self.fd = self._take()
         if os.fstat(self.fd).st_nlink > 1:
             # A `cp -al` backup shares this file: lock a file of our own instead (taken while
             # still holding the shared one, so that exactly one launch wins), and never write
@@ -283,24 +283,41 @@ class RunLock:
             shared = self.fd
             try:
                 replace_file(self.path, b"")
-                self.fd = self._take(open_lock_file(self.path))
+                self.fd = self._take()
             finally:
                 os.close(shared)
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
-    def _take(self, fd: int) -> int:
+    def _take(self, attempts: int = 5) -> int:
+        """Lock the file now at `.lock`. A lock taken on a file that another launch removed or
+        replaced meanwhile (an abandon, a `cp -al` swap) guards nothing: that one is dropped and
+        the file now there is locked instead, so two launches never both own the run."""
         import fcntl
 
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            run_dir = self.path.parent
-            raise ConfigError(f"logging.run_name={run_dir.name}: another process (pid {holder or '?'}) is writing "
-                              f"{run_dir}; wait for it or choose another name") from None
-        return fd
+        run_dir = self.path.parent
+        for _ in range(attempts):
+            fd = open_lock_file(self.path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise ConfigError(f"logging.run_name={run_dir.name}: another process (pid {holder or '?'}) is writing "
+                                  f"{run_dir}; wait for it or choose another name") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                now = os.lstat(self.path)
+            except FileNotFoundError:
+                now = None
+            held = os.fstat(fd)
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return fd
+            os.close(fd)  # the file was removed or replaced after we opened it: take the one there now
+        raise ConfigError(f"logging.run_name={run_dir.name}: {self.path} kept being removed or replaced by another "
+                          "launch; wait for it or choose another name")
 
     def release(self, abandon: bool = False) -> None:
         """Drop the lock; with `abandon`, first remove the directories this launch made, if
