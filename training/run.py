@@ -66,7 +66,7 @@ class RunPlan:
     changes: list[str] = field(default_factory=list)  # settings that differ from the checkpoint's
     latest: Optional[Path] = None  # in place: the run's latest checkpoint when planned (checked again once owned)
     rewind: bool = False  # in place from an older checkpoint: the later ones are moved aside first
-    parent: Optional[dict[str, Any]] = None  # not in place: the run and checkpoint it continues (run.json)
+    parent: Optional[dict[str, Any]] = None  # not in place, or a rewind: the run and checkpoint it continues (run.json)
     fork: bool = False  # an older checkpoint of a run, continued as a new run
 
 
@@ -167,8 +167,11 @@ def plan_run(cfg: Config) -> RunPlan:
             raise ConfigError(f"train.rewind=true: {ckpt} is not a checkpoint of the run logging.run_name="
                               f"{name or '(unset)'} in {project_dir}; a rewind continues the checkpoint's own run "
                               "(leave train.rewind out to continue it as another run)")
+        # wandb drops steps that do not increase: a rewind logs to a new wandb run, its parent recorded.
+        parent = {"run": str(source_run), "checkpoint": ckpt.name, "step": load_meta(ckpt).get("step", 0),
+                  "rewind": True} if older else None
         return RunPlan(project_dir / source_run.name, resume_from=ckpt, in_place=True, changes=changes, latest=latest,
-                       rewind=older)
+                       rewind=older, parent=parent)
     if in_project and older:
         if name == source_run.name:
             raise ConfigError(f"train.resume={resume}: {ckpt.name} is not the latest checkpoint of run {name} "
@@ -473,12 +476,10 @@ def restore(state: TrainState, ckpt: Path) -> list[str]:
 
 
 def _start_writing(cfg: Config, plan: RunPlan, state: TrainState, config: dict[str, Any]) -> RunLogger:
-    """Rank 0, holding the run's lock: set earlier metrics aside, write config.json, start the logger."""
+    """Rank 0, holding the run's lock: set earlier metrics aside, write config.json, start the
+    logger; a rewind moves the later checkpoints aside last, once everything that can refuse
+    the launch has passed (a failed launch leaves the run as it was)."""
     run_dir = plan.run_dir
-    if plan.rewind:
-        kept = set_aside_after(run_dir, plan.resume_from)
-        print(f"rewinding run {run_dir.name} to {plan.resume_from.name} (train.rewind): its later checkpoints and "
-              f"evaluation outputs were moved to {', '.join(str(k) for k in kept)}", flush=True)
     # In place: lines a crashed run logged past the checkpoint go aside. A new run in a directory
     # without a checkpoint (one stopped before its first save) moves its old lines aside.
     stale = truncate_metrics(run_dir, state.step if plan.in_place else -1)
@@ -487,6 +488,15 @@ def _start_writing(cfg: Config, plan: RunPlan, state: TrainState, config: dict[s
     write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
     logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config, cfg.logging.wandb_mode, state.wandb_id,
                        parent=plan.parent)
+    if plan.rewind:
+        try:
+            kept = set_aside_after(run_dir, plan.resume_from)
+        except BaseException:
+            logger.close()
+            raise
+        print(f"rewinding run {run_dir.name} to {plan.resume_from.name} (train.rewind): its later checkpoints and "
+              f"evaluation outputs were moved to {', '.join(str(k) for k in kept)}; it logs to a new wandb run "
+              "(wandb keeps only increasing steps), its parent recorded in run.json", flush=True)
     state.wandb_id = logger.wandb_id
     return logger
 
@@ -516,8 +526,8 @@ def _open_run(cfg: Config, plan: RunPlan, world: World, lock: Optional[RunLock])
             value = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs
             raise ConfigError(f"{field}={value} ends at step {state.total_steps}, not after the step of the checkpoint "
                               f"it resumes from ({plan.resume_from}, step {state.step}): nothing is left to train")
-        if not plan.in_place:
-            state.wandb_id = None  # a new run directory gets its own wandb run
+        if not plan.in_place or plan.rewind:
+            state.wandb_id = None  # a new run directory, or a rewound run, gets its own wandb run
         if plan.in_place:
             where = f"resuming {run_dir} from {plan.resume_from.name}"
         elif plan.fork:
