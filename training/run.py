@@ -48,7 +48,7 @@ from training.ema import EMA
 from training.evaluation import METRIC_NAMES as EVAL_METRICS
 from training.inference import task_facts
 from training.logger import RunLogger, truncate_metrics, write_text
-from training.runs import locate_run
+from training.runs import locate_run, read_run_file
 from training.setup import build_train_state
 from training.state import TrainState
 
@@ -260,6 +260,7 @@ def check_run_dir(run_dir: Path) -> None:
         path = run_dir / name
         if path.exists() and not path.is_file():
             raise ConfigError(f"{path}: is not a regular file (a run writes its {name} there)")
+    read_run_file(run_dir)  # a damaged run.json: one line now, before anything is written
     for name in RUN_DIRS:
         path = run_dir / name
         if path.exists() and not path.is_dir():
