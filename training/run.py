@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 import coolname
 
-from dataset.common import open_lock_file
+from dataset.common import open_lock_file, os_error_line
 from evaluators import build_evaluators
 from training.checkpoint import (
     MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,
@@ -435,8 +435,11 @@ def plan_and_own(cfg: Config, world: World) -> tuple[RunPlan, Optional[RunLock]]
     held: list[RunLock] = []
 
     def plan_and_lock() -> RunPlan:
-        plan = plan_run(cfg)
-        held.append(own_run(plan))
+        try:
+            plan = plan_run(cfg)
+            held.append(own_run(plan))
+        except OSError as exc:  # one line that every rank raises, not a traceback the others wait on
+            raise ConfigError(os_error_line(exc)) from exc
         return plan
 
     plan = on_rank_zero(plan_and_lock, world)

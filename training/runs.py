@@ -402,7 +402,7 @@ def preflight(cfg: Any) -> Path:
     from dataset.common import DatasetError, dataset_exists
     from dataset.loader import PuzzleDataset
     from training.distributed import World
-    from training.run import check_config_against_data, check_real_dirs, check_run_dir, plan_run
+    from training.run import check_config_against_data, check_real_dirs, check_run_dir, lock_holder, plan_run
     from training.setup import check_batch_costs, resolve_device
 
     if cfg.train.device != "auto":
@@ -423,6 +423,10 @@ def preflight(cfg: Any) -> Path:
         run_dir = Path(cfg.logging.runs_dir) / cfg.logging.project / "<generated name>"
     else:
         run_dir = plan_run(cfg).run_dir
+    holder = lock_holder(run_dir)
+    if holder is not None:  # the run would be refused when it takes the lock: say so now
+        raise InputError(f"logging.run_name={run_dir.name}: another process (pid {holder}) is writing {run_dir}; "
+                         "wait for it or choose another name")
     check_real_dirs(run_dir)  # a symbolic link as the project or run directory
     check_run_dir(run_dir)  # what the run writes into is what it looks like (read only here)
     if not dataset_exists(path):  # said once everything else passed: a refusal stays one line
