@@ -272,6 +272,9 @@ def cli(argv: list[str]) -> Optional[int]:
     except ReportedError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # --check reads the run directory: a refusal there is one line, as in a run
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     return None
 
 

@@ -150,7 +150,7 @@ def test_sigterm_before_the_first_step_leaves_a_restartable_run(world, tmp_path,
     run = tmp_path / "runs" / PROJECT / "r"
     monkeypatch.undo()
     if phase == "eval_at_start":  # no checkpoint: the same command starts it again
-        assert not (run / "checkpoints").exists() and "same command starts it again" in result.stderr
+        assert not (run / "checkpoints").exists() and "same command with logging.run_name=r starts it again" in result.stderr
         again = run_in_process(*argv)
     else:  # evaluation at start wrote a step-0 checkpoint: it resumes from there
         assert "train.resume=true" in result.stderr

@@ -268,12 +268,18 @@ def train_in_world(cfg: Config, world: World) -> dict[str, Any]:
                     detail = (" before the first training step finished; continue from its last checkpoint with "
                               f"train.resume=true logging.run_name={plan.run_dir.name}")
                 else:
-                    detail = (f" before the first training step finished; {plan.run_dir} has no checkpoint, so the "
-                              "same command starts it again")
+                    detail = restart_hint(plan.run_dir)
                 raise Interrupted(stop.signum, detail) from exc
     finally:
         if quiet is not None:
             quiet.close()
+
+
+def restart_hint(run_dir: Path) -> str:
+    """What starts a run stopped before its first checkpoint again: the same command with its
+    name given (a generated name, or a fork's, would otherwise pick a new directory)."""
+    return (f" before the first training step finished; {run_dir} has no checkpoint, so the same command with "
+            f"logging.run_name={run_dir.name} starts it again")
 
 
 def roll_back(run: Run) -> None:

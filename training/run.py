@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 import coolname
 
-from dataset.common import open_lock_file
+from dataset.common import open_lock_file, os_error_line
 from evaluators import build_evaluators
 from training.checkpoint import (
     MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,
@@ -48,7 +48,7 @@ from training.ema import EMA
 from training.evaluation import METRIC_NAMES as EVAL_METRICS
 from training.inference import task_facts
 from training.logger import RunLogger, truncate_metrics, write_text
-from training.runs import locate_run
+from training.runs import locate_run, read_run_file
 from training.setup import build_train_state
 from training.state import TrainState
 
@@ -66,7 +66,7 @@ class RunPlan:
     changes: list[str] = field(default_factory=list)  # settings that differ from the checkpoint's
     latest: Optional[Path] = None  # in place: the run's latest checkpoint when planned (checked again once owned)
     rewind: bool = False  # in place from an older checkpoint: the later ones are moved aside first
-    parent: Optional[dict[str, Any]] = None  # not in place: the run and checkpoint it continues (run.json)
+    parent: Optional[dict[str, Any]] = None  # not in place, or a rewind: the run and checkpoint it continues (run.json)
     fork: bool = False  # an older checkpoint of a run, continued as a new run
 
 
@@ -167,8 +167,11 @@ def plan_run(cfg: Config) -> RunPlan:
             raise ConfigError(f"train.rewind=true: {ckpt} is not a checkpoint of the run logging.run_name="
                               f"{name or '(unset)'} in {project_dir}; a rewind continues the checkpoint's own run "
                               "(leave train.rewind out to continue it as another run)")
+        # wandb drops steps that do not increase: a rewind logs to a new wandb run, its parent recorded.
+        parent = {"run": str(source_run), "checkpoint": ckpt.name, "step": load_meta(ckpt).get("step", 0),
+                  "rewind": True} if older else None
         return RunPlan(project_dir / source_run.name, resume_from=ckpt, in_place=True, changes=changes, latest=latest,
-                       rewind=older)
+                       rewind=older, parent=parent)
     if in_project and older:
         if name == source_run.name:
             raise ConfigError(f"train.resume={resume}: {ckpt.name} is not the latest checkpoint of run {name} "
@@ -257,6 +260,7 @@ def check_run_dir(run_dir: Path) -> None:
         path = run_dir / name
         if path.exists() and not path.is_file():
             raise ConfigError(f"{path}: is not a regular file (a run writes its {name} there)")
+    read_run_file(run_dir)  # a damaged run.json: one line now, before anything is written
     for name in RUN_DIRS:
         path = run_dir / name
         if path.exists() and not path.is_dir():
@@ -275,7 +279,7 @@ class RunLock:
 
     def __init__(self, run_dir: Path, made: tuple[Path, ...] = ()):
         self.path, self.made = run_dir / ".lock", made
-        self.fd = self._take(open_lock_file(self.path))
+        self.fd = self._take()
         if os.fstat(self.fd).st_nlink > 1:
             # A `cp -al` backup shares this file: lock a file of our own instead (taken while
             # still holding the shared one, so that exactly one launch wins), and never write
@@ -283,24 +287,41 @@ class RunLock:
             shared = self.fd
             try:
                 replace_file(self.path, b"")
-                self.fd = self._take(open_lock_file(self.path))
+                self.fd = self._take()
             finally:
                 os.close(shared)
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
-    def _take(self, fd: int) -> int:
+    def _take(self, attempts: int = 5) -> int:
+        """Lock the file now at `.lock`. A lock taken on a file that another launch removed or
+        replaced meanwhile (an abandon, a `cp -al` swap) guards nothing: that one is dropped and
+        the file now there is locked instead, so two launches never both own the run."""
         import fcntl
 
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            run_dir = self.path.parent
-            raise ConfigError(f"logging.run_name={run_dir.name}: another process (pid {holder or '?'}) is writing "
-                              f"{run_dir}; wait for it or choose another name") from None
-        return fd
+        run_dir = self.path.parent
+        for _ in range(attempts):
+            fd = open_lock_file(self.path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise ConfigError(f"logging.run_name={run_dir.name}: another process (pid {holder or '?'}) is writing "
+                                  f"{run_dir}; wait for it or choose another name") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                now = os.lstat(self.path)
+            except FileNotFoundError:
+                now = None
+            held = os.fstat(fd)
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return fd
+            os.close(fd)  # the file was removed or replaced after we opened it: take the one there now
+        raise ConfigError(f"logging.run_name={run_dir.name}: {self.path} kept being removed or replaced by another "
+                          "launch; wait for it or choose another name")
 
     def release(self, abandon: bool = False) -> None:
         """Drop the lock; with `abandon`, first remove the directories this launch made, if
@@ -414,8 +435,11 @@ def plan_and_own(cfg: Config, world: World) -> tuple[RunPlan, Optional[RunLock]]
     held: list[RunLock] = []
 
     def plan_and_lock() -> RunPlan:
-        plan = plan_run(cfg)
-        held.append(own_run(plan))
+        try:
+            plan = plan_run(cfg)
+            held.append(own_run(plan))
+        except OSError as exc:  # one line that every rank raises, not a traceback the others wait on
+            raise ConfigError(os_error_line(exc)) from exc
         return plan
 
     plan = on_rank_zero(plan_and_lock, world)
@@ -456,12 +480,10 @@ def restore(state: TrainState, ckpt: Path) -> list[str]:
 
 
 def _start_writing(cfg: Config, plan: RunPlan, state: TrainState, config: dict[str, Any]) -> RunLogger:
-    """Rank 0, holding the run's lock: set earlier metrics aside, write config.json, start the logger."""
+    """Rank 0, holding the run's lock: set earlier metrics aside, write config.json, start the
+    logger; a rewind moves the later checkpoints aside last, once everything that can refuse
+    the launch has passed (a failed launch leaves the run as it was)."""
     run_dir = plan.run_dir
-    if plan.rewind:
-        kept = set_aside_after(run_dir, plan.resume_from)
-        print(f"rewinding run {run_dir.name} to {plan.resume_from.name} (train.rewind): its later checkpoints and "
-              f"evaluation outputs were moved to {', '.join(str(k) for k in kept)}", flush=True)
     # In place: lines a crashed run logged past the checkpoint go aside. A new run in a directory
     # without a checkpoint (one stopped before its first save) moves its old lines aside.
     stale = truncate_metrics(run_dir, state.step if plan.in_place else -1)
@@ -470,6 +492,15 @@ def _start_writing(cfg: Config, plan: RunPlan, state: TrainState, config: dict[s
     write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
     logger = RunLogger(run_dir, cfg.logging.project, run_dir.name, config, cfg.logging.wandb_mode, state.wandb_id,
                        parent=plan.parent)
+    if plan.rewind:
+        try:
+            kept = set_aside_after(run_dir, plan.resume_from)
+        except BaseException:
+            logger.close()
+            raise
+        print(f"rewinding run {run_dir.name} to {plan.resume_from.name} (train.rewind): its later checkpoints and "
+              f"evaluation outputs were moved to {', '.join(str(k) for k in kept)}; it logs to a new wandb run "
+              "(wandb keeps only increasing steps), its parent recorded in run.json", flush=True)
     state.wandb_id = logger.wandb_id
     return logger
 
@@ -499,8 +530,8 @@ def _open_run(cfg: Config, plan: RunPlan, world: World, lock: Optional[RunLock])
             value = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs
             raise ConfigError(f"{field}={value} ends at step {state.total_steps}, not after the step of the checkpoint "
                               f"it resumes from ({plan.resume_from}, step {state.step}): nothing is left to train")
-        if not plan.in_place:
-            state.wandb_id = None  # a new run directory gets its own wandb run
+        if not plan.in_place or plan.rewind:
+            state.wandb_id = None  # a new run directory, or a rewound run, gets its own wandb run
         if plan.in_place:
             where = f"resuming {run_dir} from {plan.resume_from.name}"
         elif plan.fork:

@@ -352,6 +352,28 @@ def locate_run(value: str | Path, runs_dir: Path | str = "runs", project: Option
     return path if path.exists() else find_run(str(value), runs_dir, project)
 
 
+def read_run_file(run_dir: Path) -> dict[str, Any]:
+    """run.json ({} when absent) with the fields a start carries on checked: `created` a unix
+    time, `starts` a count, `parent` an object, `wandb_id` a string. The run checks this when
+    it owns the run, before it writes anything, so a damaged file is one line naming it."""
+    path = Path(run_dir) / RUN_FILE
+    if not os.path.lexists(path):
+        return {}
+    record = read_json(path)
+    if record.get("created") is not None:
+        created_of(Path(run_dir), record)
+    starts = record.get("starts", 0)
+    if isinstance(starts, bool) or not isinstance(starts, int) or not 0 <= starts < 2**63:
+        raise InputError(f"{path}: field 'starts' is {printable(repr(starts)[:40])}, expected a count of starts")
+    parent = record.get("parent")
+    if parent is not None and not isinstance(parent, dict):
+        raise InputError(f"{path}: field 'parent' is {type(parent).__name__}, expected an object")
+    wandb_id = record.get("wandb_id")
+    if wandb_id is not None and not isinstance(wandb_id, str):
+        raise InputError(f"{path}: field 'wandb_id' is {type(wandb_id).__name__}, expected a string")
+    return record
+
+
 def write_run_file(run_dir: Path, name: str, project: str, wandb_id: Optional[str], wandb_mode: str,
                    parent: Optional[dict] = None) -> None:
     """Record the run's identity; `created` is kept from the first start across resumes, and
@@ -360,7 +382,7 @@ def write_run_file(run_dir: Path, name: str, project: str, wandb_id: Optional[st
     from training.files import replace_file
 
     path = Path(run_dir) / RUN_FILE
-    old = read_json(path) if path.is_file() else {}
+    old = read_run_file(run_dir)
     record = {"name": name, "project": project, "created": old.get("created", round(time.time(), 3)),
               "wandb_id": wandb_id or old.get("wandb_id"), "wandb_mode": wandb_mode,
               "starts": old.get("starts", 0) + 1}
@@ -380,7 +402,7 @@ def preflight(cfg: Any) -> Path:
     from dataset.common import DatasetError, dataset_exists
     from dataset.loader import PuzzleDataset
     from training.distributed import World
-    from training.run import check_config_against_data, check_real_dirs, check_run_dir, plan_run
+    from training.run import check_config_against_data, check_real_dirs, check_run_dir, lock_holder, plan_run
     from training.setup import check_batch_costs, resolve_device
 
     if cfg.train.device != "auto":
@@ -401,6 +423,10 @@ def preflight(cfg: Any) -> Path:
         run_dir = Path(cfg.logging.runs_dir) / cfg.logging.project / "<generated name>"
     else:
         run_dir = plan_run(cfg).run_dir
+    holder = lock_holder(run_dir)
+    if holder is not None:  # the run would be refused when it takes the lock: say so now
+        raise InputError(f"logging.run_name={run_dir.name}: another process (pid {holder}) is writing {run_dir}; "
+                         "wait for it or choose another name")
     check_real_dirs(run_dir)  # a symbolic link as the project or run directory
     check_run_dir(run_dir)  # what the run writes into is what it looks like (read only here)
     if not dataset_exists(path):  # said once everything else passed: a refusal stays one line
