@@ -9,9 +9,9 @@ A save writes into a temporary directory, fsyncs, renames it into place, and onl
 replaces `latest` (itself via a temporary file and os.replace). A checkpoint directory is
 never overwritten (a second save of the same step gets a suffix) and the ones the pointers
 name (and the newest evaluated one) are never pruned, so a crash at any moment, `kill -9`
-included, leaves `latest` naming a complete checkpoint, or no `latest` at all (then `resolve_checkpoint` takes the newest
-complete checkpoint directory). Leftover temporary directories of a crashed save are removed
-by the next save: only those holding this project's marker file (`TMP_MARKER`), never another
+included, leaves `latest` naming a complete checkpoint, or no `latest` at all (then
+`resolve_checkpoint` takes the newest complete checkpoint directory). Leftover temporary
+directories of a crashed save are removed by the next save: only those holding this project's marker file (`TMP_MARKER`), never another
 folder that happens to be called `.tmp-*`. Pointers are replaced, never written into, so a
 hard-linked backup of the run (`cp -al`) keeps its own.
 """
