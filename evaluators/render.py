@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from dataset.common import InputError
+from dataset.common import InputError, _umask
+from training.files import replace_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -51,21 +52,19 @@ def save(fig: "Figure", path: Path | str, overwrite: bool = False) -> Path:
     `overwrite` an existing file is an InputError (os.link refuses it atomically)."""
     path = Path(path)
     check_new_output(path, overwrite)
+    if overwrite:
+        replace_file(path, lambda f: fig.savefig(f, format="png"))
+        return path
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".png", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError as exc:
-                raise InputError(f"--out {path}: exists (pass --overwrite to replace it)") from exc
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private
+        try:
+            os.link(tmp, path)  # unlike a rename, refuses a file that appeared meanwhile
+        except FileExistsError as exc:
+            raise InputError(f"--out {path}: exists (pass --overwrite to replace it)") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path

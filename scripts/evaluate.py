@@ -27,7 +27,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 import torch  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from dataset.common import CLI, InputError, run_cli  # noqa: E402
+from dataset.common import CLI, InputError, _umask, run_cli  # noqa: E402
 from dataset.loader import DeviceArrays, PuzzleDataset  # noqa: E402
 from evaluators import build_evaluators  # noqa: E402
 from models import build_model  # noqa: E402
@@ -117,9 +117,7 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
         metrics = evaluate(step_fn, model, arrays, data.test.num_examples, batch_size, evaluators, save_path=aside,
                            progress=args.progress, halting=args.halting or cfg.train.eval_halting)
         if out is not None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(aside, 0o777 & ~umask)  # mkdtemp made it private
+            os.chmod(aside, 0o777 & ~_umask())  # mkdtemp made it private
             os.replace(aside, out)  # `out` is absent or an empty directory
     finally:
         if aside is not None and aside.exists():

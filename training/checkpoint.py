@@ -8,10 +8,10 @@ Layout of `<run_dir>/checkpoints/`:
 A save writes into a temporary directory, fsyncs, renames it into place, and only then
 replaces `latest` (itself via a temporary file and os.replace). A checkpoint directory is
 never overwritten (a second save of the same step gets a suffix) and the ones the pointers
-name are never pruned, so a crash at any moment, `kill -9` included, leaves `latest` naming
-a complete checkpoint, or no `latest` at all (then `resolve_checkpoint` takes the newest
-complete checkpoint directory). Leftover temporary directories of a crashed save are removed
-by the next save: only those holding this project's marker file (`TMP_MARKER`), never another
+name (and the newest evaluated one) are never pruned, so a crash at any moment, `kill -9`
+included, leaves `latest` naming a complete checkpoint, or no `latest` at all (then
+`resolve_checkpoint` takes the newest complete checkpoint directory). Leftover temporary
+directories of a crashed save are removed by the next save: only those holding this project's marker file (`TMP_MARKER`), never another
 folder that happens to be called `.tmp-*`. Pointers are replaced, never written into, so a
 hard-linked backup of the run (`cp -al`) keeps its own.
 """
@@ -84,9 +84,10 @@ def save_checkpoint(
             _write_file(tmp / f"{name}.pt", lambda f, obj=obj: _torch_save(obj, f))
         _write_file(tmp / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
         _write_file(tmp / "meta.json", lambda f: f.write(json.dumps({"step": step, **meta}, indent=2).encode()))
-        os.unlink(tmp / TMP_MARKER)
         _fsync_dir(tmp)
-        os.replace(tmp, final)
+        os.replace(tmp, final)  # with its marker: a kill before this leaves a temporary folder that is ours
+        os.unlink(final / TMP_MARKER)
+        _fsync_dir(final)
         _fsync_dir(ckpt_root)
         _set_pointer(ckpt_root, "latest", final.name)
         if is_best:
@@ -107,13 +108,14 @@ class CheckpointManager:
     evaluations (`save_due`: every `train.checkpoint_every` steps, or once
     `train.checkpoint_every_minutes` passed since the last save), which metrics make a
     checkpoint the best, how many to keep (the newest K, plus whatever `latest` and `best`
-    name), what a rollback returns to. With several ranks every rank calls `save` (the state
-    dict gathers across ranks) and rank 0 alone writes."""
+    name, and the newest evaluated one), what a rollback returns to. With several ranks every
+    rank calls `save` (the state dict gathers across ranks) and rank 0 alone writes."""
 
     def __init__(self, run_dir: Path, train_cfg: Any, config: dict[str, Any], dataset_facts: dict[str, Any],
                  world: World = World()):
         self.run_dir, self.cfg, self.config, self.dataset_facts, self.world = run_dir, train_cfg, config, dataset_facts, world
         self.last_save = time.monotonic()  # the run's start counts as a save: the first timed one comes a period later
+        self.best_settled = False  # the restored best value is checked against this run's `best` at the first save
 
     def due(self, step: int, finished: bool) -> bool:
         """An evaluation (then a save) is due at this step."""
@@ -144,6 +146,9 @@ class CheckpointManager:
         """Save `state` (anything with `step`, `best_value` and `state_dict()`)."""
         if not self.cfg.save_checkpoints:
             return None
+        if not self.best_settled and self.world.is_main:  # rank 0 alone decides (and writes) `best`
+            state.best_value = settle_best(self.run_dir, self.cfg.best_metric, state.best_value)
+        self.best_settled = True
         is_best = self.improves(metrics, state.best_value)
         if is_best:
             state.best_value = metrics[self.cfg.best_metric]
@@ -197,10 +202,22 @@ def _step_key(path: Path) -> tuple[int, int]:
     return int(step), int(suffix or 0)
 
 
+def _evaluated_metrics(ckpt: Path) -> dict[str, Any]:
+    """The metrics an evaluation of these very weights gave ({} for a save between evaluations,
+    and for a meta.json that cannot be read: such a checkpoint is not pinned as evaluated)."""
+    try:
+        metrics = _load_json_object(ckpt / "meta.json").get("metrics")
+    except CheckpointError:
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
 def _prune(ckpt_root: Path, keep: int) -> None:
-    """Keep the newest `keep` checkpoints and whatever `latest` and `best` name."""
+    """Keep the newest `keep` checkpoints, whatever `latest` and `best` name, and the newest
+    evaluated checkpoint (saves between evaluations must not push out the last evaluated weights)."""
     pinned = {_read_pointer(ckpt_root, "latest"), _read_pointer(ckpt_root, "best")}
     steps = list_checkpoints(ckpt_root.parent)
+    pinned.add(next((p.name for p in reversed(steps) if _evaluated_metrics(p)), None))
     for old in steps[:-keep]:
         if old.name not in pinned:
             shutil.rmtree(old, ignore_errors=True)
@@ -209,9 +226,8 @@ def _prune(ckpt_root: Path, keep: int) -> None:
 def set_aside_after(run_dir: Path, ckpt: Path) -> list[Path]:
     """A rewind to `ckpt`: move the checkpoints after it (with a `best` pointer naming one of
     them) to checkpoints/rewound-<time>/, and their evaluation outputs to eval/rewound-<time>/,
-    where they are kept; `latest` then names `ckpt`. Nothing is deleted. Returns the folders."""
-    import time
-
+    where they are kept; `latest` then names `ckpt`. Nothing is deleted. Returns the folders.
+    The run's next save points `best` again (`settle_best`)."""
     root, step = Path(run_dir) / "checkpoints", _step_key(ckpt)
     later = [p for p in list_checkpoints(run_dir) if _step_key(p) > step]
     evals = [p for p in (Path(run_dir) / "eval").glob("step_*")
@@ -232,6 +248,21 @@ def set_aside_after(run_dir: Path, ckpt: Path) -> list[Path]:
         kept.append(aside)
     _set_pointer(root, "latest", ckpt.name)
     return kept
+
+
+def settle_best(run_dir: Path, metric: Optional[str], best_value: Optional[float]) -> Optional[float]:
+    """The best value a resumed run goes on from. Without a `best` pointer in this run (a rewind
+    set it aside, a fork or a new run has none) the restored value is kept only when one of the
+    run's checkpoints was evaluated at it: `best` then names that checkpoint (so it is pinned).
+    Otherwise it returns None, and the next evaluation becomes the best."""
+    root = Path(run_dir) / "checkpoints"
+    if best_value is None or not metric or _read_pointer(root, "best") is not None:
+        return best_value
+    for ckpt in list_checkpoints(run_dir):  # the first to reach it is the one that was best (improves() is strict)
+        if _evaluated_metrics(ckpt).get(metric) == best_value:
+            _set_pointer(root, "best", ckpt.name)
+            return best_value
+    return None
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

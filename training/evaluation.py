@@ -23,6 +23,7 @@ from tqdm import tqdm
 from dataset.loader import IGNORE_LABEL_ID, DeviceArrays, eval_batches
 from evaluators.base import Evaluator
 from models.losses import token_losses
+from training.distributed import World, all_reduce_
 
 EVAL_HALTING = ("max_steps", "q_head")
 
@@ -113,13 +114,13 @@ def evaluate(
     batch_size = even_batch_size(num_examples, batch_size, world_size)
     per_rank = -(-num_examples // world_size)
     num_batches = -(-per_rank // batch_size)  # on every rank the same (eval_batches)
+    world = World(rank, world_size)
 
     def stop_now(device: torch.device) -> bool:
         if world_size == 1:
             return should_stop()
         flag = torch.tensor([float(should_stop())], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+        return bool(all_reduce_(flag, world, "max").item())
 
     try:
         for batch, valid in tqdm(
@@ -166,8 +167,7 @@ def evaluate(
         model.train(was_training)
     if sums is None:
         raise ValueError("evaluation: the test split yielded no batches")
-    if world_size > 1:
-        torch.distributed.all_reduce(sums)
+    all_reduce_(sums, world)
     totals = dict(zip(METRIC_KEYS, sums.tolist()))
     count = max(totals["count"], 1.0)
     result = {

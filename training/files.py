@@ -16,11 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Union
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from dataset.common import _umask
 
 
 def fsync_dir(path: Path) -> None:

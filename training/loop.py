@@ -314,9 +314,17 @@ def evaluate_and_save(run: Run, stop: StopSignal) -> dict[str, float]:
     return metrics
 
 
+def save_unevaluated(run: Run, last_eval_step: Optional[int], **meta: Any) -> None:
+    """A save of weights no evaluation has seen (the cadence, a stop): its meta.json records no
+    metrics (export.py copies them, pruning pins the newest checkpoint that has them), only the
+    step of the evaluation before it."""
+    run.checkpoints.save(run.state, {}, **({} if last_eval_step is None else {"last_eval_step": last_eval_step}), **meta)
+
+
 def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
     state, logger, cfg = run.state, run.logger, run.state.cfg
     last_eval: dict[str, float] = {}
+    last_eval_step: Optional[int] = None  # the step of `last_eval`
     window: Optional[torch.Tensor] = None
     window_steps, window_start, compile_seconds, preempted = 0, time.perf_counter(), None, False
     # Progress lines and the pace check time training only (state.train_seconds), from after the first step.
@@ -330,11 +338,11 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
                disable=not (cfg.logging.progress and state.world.is_main))
     try:
         if cfg.train.eval_at_start and run.plan.resume_from is None:
-            last_eval = evaluate_and_save(run, stop)
+            last_eval, last_eval_step = evaluate_and_save(run, stop), state.step
         elif run.plan.resume_from is not None and load_meta(run.plan.resume_from).get("eval_pending"):
             # A stop cut this step's evaluation short (or came before it): redo it before training on.
             tqdm.write(f"step {state.step}: redoing the evaluation that a stop interrupted", file=sys.stdout)
-            last_eval = evaluate_and_save(run, stop)
+            last_eval, last_eval_step = evaluate_and_save(run, stop), state.step
         while state.step < state.total_steps:
             t0 = time.perf_counter()
             stacked = train_step(state)
@@ -387,7 +395,7 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             # ----- pre-emption: checkpoint now and stop ----------------------------------------
             if stop_now:
                 # An evaluation due at this step has not run: the checkpoint says so, and a resume runs it first.
-                run.checkpoints.save(state, last_eval, preempted=True, eval_pending=run.checkpoints.due(state.step, finished))
+                save_unevaluated(run, last_eval_step, preempted=True, eval_pending=run.checkpoints.due(state.step, finished))
                 preempted = True
                 tqdm.write(f"stopped at step {state.step}: checkpoint written; continue with train.resume=true "
                            f"logging.run_name={run.dir.name}", file=sys.stdout)
@@ -396,9 +404,9 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             # ----- evaluate with the EMA weights, then checkpoint ------------------------------
             if run.checkpoints.due(state.step, finished):
                 try:
-                    last_eval = evaluate_and_save(run, stop)
+                    last_eval, last_eval_step = evaluate_and_save(run, stop), state.step
                 except EvaluationInterrupted:
-                    run.checkpoints.save(state, last_eval, preempted=True, eval_pending=True)
+                    save_unevaluated(run, last_eval_step, preempted=True, eval_pending=True)
                     preempted = True
                     tqdm.write(f"stopped at step {state.step} during evaluation: checkpoint written (its evaluation "
                                f"runs first when you continue with train.resume=true logging.run_name={run.dir.name})",
@@ -406,7 +414,7 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
                     break
                 window_start = time.perf_counter()
             elif run.checkpoints.save_due(state.step, save_time):  # the run's own cadence, between evaluations
-                run.checkpoints.save(state, last_eval)
+                save_unevaluated(run, last_eval_step)
             if out_of_time:
                 tqdm.write(f"stopping: train.max_train_seconds={max_seconds} reached at step {state.step}", file=sys.stdout)
                 break

@@ -1,0 +1,170 @@
+"""Second review of checkpoints: pruning keeps evaluated weights, saves between evaluations
+claim no scores, `best` after a rewind or fork, a kill just before a save's rename, and the
+helpers that replaced duplicated code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import CPU_PROJECT, REPO, tiny_config
+from training.checkpoint import (
+    CheckpointManager, list_checkpoints, resolve_checkpoint, save_checkpoint, set_aside_after,
+)
+
+PAYLOAD = {name: {"w": torch.ones(1)} for name in ("model", "ema", "optim", "state")}
+
+
+# ---------------------------------------------------------------------------------------------
+# 5: the checkpoint cadence must not evict the evaluated checkpoint, nor copy its scores
+
+
+def test_cadence_saves_do_not_prune_the_newest_evaluated_checkpoint(tmp_path):
+    save_checkpoint(tmp_path, 4000, PAYLOAD, {}, {"metrics": {"eval/accuracy": 0.4}}, keep=2)
+    save_checkpoint(tmp_path, 5000, PAYLOAD, {}, {"metrics": {"eval/accuracy": 0.5}}, keep=2)
+    for step in (6000, 7000, 8000):  # cfg_sudoku's checkpoint_every=1000 between evaluations
+        save_checkpoint(tmp_path, step, PAYLOAD, {}, {"metrics": {}, "last_eval_step": 5000}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0005000", "step_0007000", "step_0008000"]
+    save_checkpoint(tmp_path, 9000, PAYLOAD, {}, {"metrics": {"eval/accuracy": 0.6}}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0008000", "step_0009000"]
+
+
+def test_saves_between_evaluations_record_no_metrics(lsa_small, tmp_path):
+    from training.loop import train
+
+    train(tiny_config(tmp_path, "train.max_steps=8", "train.eval_interval=4", "train.checkpoint_every=3",
+                      "train.keep_checkpoints=10", "logging.run_name=cad", data=lsa_small))
+    root = tmp_path / "runs" / CPU_PROJECT / "cad" / "checkpoints"
+    meta = {p.name: json.loads((p / "meta.json").read_text()) for p in list_checkpoints(root.parent)}
+    assert sorted(meta) == ["step_0000003", "step_0000004", "step_0000006", "step_0000008"]
+    assert meta["step_0000003"]["metrics"] == {} and "last_eval_step" not in meta["step_0000003"]
+    assert meta["step_0000006"]["metrics"] == {} and meta["step_0000006"]["last_eval_step"] == 4
+    assert "eval/accuracy" in meta["step_0000004"]["metrics"] and "eval/accuracy" in meta["step_0000008"]["metrics"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 6: a rewind or fork gets a `best` pointer again
+
+
+class FakeState:
+    """What CheckpointManager.save needs of a TrainState."""
+
+    def __init__(self, step: int, best_value: float | None):
+        self.step, self.best_value = step, best_value
+
+    def state_dict(self) -> dict:
+        return {**PAYLOAD, "state": {"step": self.step, "best_value": self.best_value}}
+
+
+def manager(run_dir: Path, keep: int = 10) -> CheckpointManager:
+    cfg = SimpleNamespace(save_checkpoints=True, best_metric="eval/x", best_mode="max", keep_checkpoints=keep,
+                          checkpoint_every=0, checkpoint_every_minutes=0, eval_interval=1)
+    return CheckpointManager(run_dir, cfg, {}, {})
+
+
+def best_of(run_dir: Path) -> str | None:
+    pointer = run_dir / "checkpoints" / "best"
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def test_a_rewind_points_best_at_the_kept_checkpoint_that_holds_the_best_value(tmp_path):
+    saver, state = manager(tmp_path), FakeState(0, None)
+    for step, value in ((1, 0.5), (2, 0.9), (3, 0.7)):
+        state.step = step
+        saver.save(state, {"eval/x": value})
+    assert best_of(tmp_path) == "step_0000002"
+    set_aside_after(tmp_path, tmp_path / "checkpoints" / "step_0000001")  # `best` goes aside with step 2
+    assert best_of(tmp_path) is None
+    resumed = FakeState(1, 0.5)  # as restored from step_0000001
+    resumed.step = 2
+    manager(tmp_path).save(resumed, {"eval/x": 0.4})  # not better than 0.5: step 1 stays the best
+    assert best_of(tmp_path) == "step_0000001" and resumed.best_value == 0.5
+
+
+def test_a_rewind_whose_best_checkpoint_was_pruned_lets_the_next_evaluation_be_best(tmp_path):
+    saver, state = manager(tmp_path, keep=2), FakeState(1, None)
+    saver.save(state, {"eval/x": 0.9})
+    state.step = 2
+    saver.save(state, {})  # a cadence save, carrying best_value 0.9
+    state.step = 3
+    saver.save(state, {"eval/x": 0.95})  # step 1 is pruned now
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000002", "step_0000003"]
+    set_aside_after(tmp_path, tmp_path / "checkpoints" / "step_0000002")
+    resumed = FakeState(3, 0.9)  # restored from step 2, whose best value no kept checkpoint holds
+    manager(tmp_path, keep=2).save(resumed, {"eval/x": 0.8})
+    assert best_of(tmp_path) == "step_0000003" and resumed.best_value == 0.8
+
+
+def test_a_fork_starts_its_own_best(tmp_path):
+    fork, state = tmp_path / "fork", FakeState(4, 0.9)  # restored from another run's checkpoint
+    manager(fork).save(state, {"eval/x": 0.3})
+    assert best_of(fork) == "step_0000004" and state.best_value == 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# 10: a kill just before a save's rename leaves nothing behind for good
+
+KILLED_BEFORE_RENAME = """
+import os, sys, threading, torch
+sys.path.insert(0, {repo!r})
+import training.checkpoint as checkpoint
+replace = os.replace
+
+def wait_at_rename(src, dst):
+    if os.path.basename(str(src)).startswith(".tmp-step_"):
+        print("renaming", flush=True)
+        threading.Event().wait()  # here until SIGKILL
+    return replace(src, dst)
+
+checkpoint.os.replace = wait_at_rename
+checkpoint.save_checkpoint(sys.argv[1], 1, {{"model": {{"w": torch.ones(4)}}, "state": {{"step": 1}}}}, {{}}, {{}}, keep=2)
+"""
+
+
+def test_a_save_killed_at_its_rename_leaves_no_temporary_folder_for_good(tmp_path):
+    script = tmp_path / "saver.py"
+    script.write_text(KILLED_BEFORE_RENAME.format(repo=str(REPO)))
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "renaming"  # wait for the event, not for time
+    finally:
+        proc.kill()
+        proc.wait()
+    root = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in root.iterdir() if p.name.startswith(".tmp-step_")]  # the kill left it
+    save_checkpoint(tmp_path / "run", 2, PAYLOAD, {}, {}, keep=2)
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp")]
+    assert not (root / "step_0000002" / ".tinyrecursion-partial-save").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 13: shared helpers instead of copies
+
+
+def test_a_picture_is_written_through_the_shared_helpers(tmp_path, monkeypatch):
+    import evaluators.render as render
+    import training.files as files
+    from dataset.common import InputError
+
+    assert files._umask is __import__("dataset.common", fromlist=["_umask"])._umask
+    fig = render._figure(1, 1)
+    calls = []
+    monkeypatch.setattr(render, "replace_file", lambda path, content: (calls.append(path),
+                                                                       files.replace_file(path, content))[1])
+    out = tmp_path / "a.png"
+    render.save(fig, out)
+    assert out.read_bytes().startswith(b"\x89PNG") and calls == []  # new file: linked, not replaced
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~files._umask())
+    with pytest.raises(InputError, match="exists"):
+        render.save(fig, out)
+    out.write_bytes(b"old")
+    render.save(fig, out, overwrite=True)
+    assert out.read_bytes().startswith(b"\x89PNG") and calls == [out]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
