@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -228,3 +229,23 @@ def test_check_reports_an_os_error_in_one_line(world, tmp_path, monkeypatch):
     result = run_in_process("pretrain.py", "--check", *pretrain(world, tmp_path, "logging.run_name=base",
                                                                 "train.resume=true", "train.max_steps=9")[1:])
     assert_one_line_error(result, str(denied), "Permission denied")
+
+
+def test_a_level_made_by_another_launch_meanwhile_does_not_stop_the_levels_below(tmp_path, monkeypatch):
+    """Two launches into one new runs dir: the other makes `runs/` between this one's look and
+    its mkdir. This launch must still make the project and run directories (it used to stop at
+    the first FileExistsError and then refuse its own missing parent)."""
+    from training.run import make_run_dir
+
+    run_dir = tmp_path / "runs" / "project" / "run"
+    real_mkdir = Path.mkdir
+
+    def racing_mkdir(self, *args, **kwargs):
+        if self == tmp_path / "runs" and not self.exists():
+            real_mkdir(self)  # the other launch, just before us
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    made = make_run_dir(run_dir)
+    assert run_dir.is_dir()
+    assert made == (tmp_path / "runs" / "project", run_dir)  # not `runs`: the other launch made it

@@ -378,14 +378,15 @@ def make_run_dir(run_dir: Path) -> tuple[Path, ...]:
             break
         missing.append(path)
     made = []
-    try:
-        for path in reversed(missing):
+    for path in reversed(missing):
+        try:
             path.mkdir()
             made.append(path)
-    except FileExistsError:
-        pass  # another launch made it meanwhile: the lock decides
-    except OSError as exc:
-        raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({exc.strerror or exc})") from exc
+        except FileExistsError:
+            continue  # another launch made this level meanwhile (it is not ours); the levels below still are
+        except OSError as exc:
+            remove_made_dirs_quietly(tuple(made))
+            raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({exc.strerror or exc})") from exc
     for path in (run_dir.parent, run_dir):
         if path.is_symlink() or not path.is_dir():
             remove_made_dirs_quietly(tuple(made))
