@@ -5,12 +5,12 @@ run, a fork stopped before its first save, and `--check` of a run still training
 import fcntl
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import CPU_PROJECT, assert_one_line_error, dir_digest, lsa_world, pretrain_argv, run_in_process
+from conftest import CPU_PROJECT, assert_one_line_error, dir_digest, lsa_world, run_in_process
+from test_hostile_r3_owner import copy_run, pretrain  # the owner table's helpers
 
 PROJECT = CPU_PROJECT
 
@@ -19,16 +19,6 @@ PROJECT = CPU_PROJECT
 def world(tmp_path_factory):
     """A dataset and a finished run `base` (6 steps, checkpoints at 3 and 6), built once."""
     return lsa_world(tmp_path_factory.mktemp("review"))
-
-
-def copy_run(w, t, name="base"):
-    dst = t / "runs" / PROJECT / name
-    shutil.copytree(w["run"], dst)
-    return dst
-
-
-def pretrain(w, t, *extra):
-    return pretrain_argv(w["data"], t / "runs", *extra)
 
 
 def rewind_argv(w, t, run):
