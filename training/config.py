@@ -145,6 +145,10 @@ class TrainConfig(Strict):
         "the rest of the step eager: the fastest cold compile; region: the whole step in one graph, each block "
         "application a nested compile region (torch >= 2.8; older torch compiles the step unrolled); step: the "
         "step unrolled into one graph, every block application compiled anew: the slowest compile, the fastest steps")
+    compile_optimizer: bool = Field(
+        False, description="also torch.compile the optimizer's and EMA's guarded updates (only with compilation on); "
+        "off: multi-tensor foreach updates, nothing to compile (the optimizer's cold compile grows with the "
+        "number of parameter tensors)")
     compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(
         "default", description="torch.compile mode for the model step (the CUDA-graph modes are refused: see below)")
     inductor: dict[str, Any] = Field(

@@ -20,12 +20,25 @@ def guarded_ema_(shadow: list, params: list, ok: torch.Tensor, weight: float) ->
         s.copy_(torch.where(ok, torch.lerp(s, p.detach().float(), weight), s))
 
 
+def foreach_guarded_ema_(shadow: list, params: list, ok: torch.Tensor, weight: float) -> None:
+    """guarded_ema_ with multi-tensor ops and no compile: shadow + w (param - shadow), lerp's
+    arithmetic for a weight < 0.5, with w = weight where `ok` and 0 elsewhere (shadow + 0:
+    unchanged). The parameters are finite here: a step that would have made them not was skipped."""
+    w = ok.to(torch.float32) * weight
+    delta = torch._foreach_sub([p.detach().float() for p in params], shadow)
+    torch._foreach_mul_(delta, w)
+    torch._foreach_add_(shadow, delta)
+
+
 class EMA:
+    """`compile_update` (train.compile_optimizer) compiles guarded_ema_; by default the guarded
+    update is foreach_guarded_ema_ (a few multi-tensor kernels, nothing to compile)."""
+
     def __init__(self, model: nn.Module, rate: float, compile_update: bool = False):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"train.ema_rate={rate}: must lie in [0, 1)")
         self.rate = rate
-        self._update = torch.compile(guarded_ema_, dynamic=False) if compile_update else guarded_ema_
+        self._update = torch.compile(guarded_ema_, dynamic=False) if compile_update else foreach_guarded_ema_
         self.names = [name for name, _ in model.named_parameters()]
         self.params = [p for _, p in model.named_parameters()]
         self.shadow = [p.detach().clone().float() for p in self.params]

@@ -12,10 +12,13 @@ which is what the reference's CUDA kernel computes (with its scale constants a =
 
 Both optimizers take an optional `ok` (a 0-dim bool tensor on the device): when it is False
 the step leaves parameters and moments untouched, decided on the device without a host
-sync. The training loop passes "loss and gradients are finite" there. That guarded update is
-one pure function over all parameters; with `compile_update=True` (the loop sets it on CUDA)
-it is compiled into a few fused kernels, its per-step scalars passed as device tensors set
-with fill_ (a kernel launch: no host sync, no recompilation when the LR changes).
+sync. The training loop passes "loss and gradients are finite" there. The guarded update's
+per-step scalars are device tensors set with fill_ (a kernel launch: no host sync). By default
+it is `foreach_guarded_adam_atan2_`: torch's multi-tensor `_foreach_*` ops over all parameters
+at once (a few dozen kernel launches whatever the number of tensors, nothing to compile).
+`compile_update=True` (`train.compile_optimizer`) compiles `guarded_adam_atan2_` instead: fewer
+memory passes, but its cold compile grows with the number of parameter tensors (~6 s for TRM on
+an H200, more for deeper models; docs/BENCHMARKS.md, issue 18).
 """
 
 from __future__ import annotations
@@ -41,13 +44,65 @@ def guarded_adam_atan2_(params: list, grads: list, exp_avgs: list, exp_avg_sqs: 
         p.copy_(torch.where(ok, new_p, p))
 
 
+# Below every positive sqrt(v) / sqrt(bc2) (v is 0 or >= the smallest float32, ~1.4e-45, so its root is
+# >= 3.7e-23): clamping the denominator to it changes only a zero denominator, where m / TINY is
+# +-inf or >= 1e8 in size for |m| >= 1.4e-37 (atan: +-pi/2 in float32, as atan2(m, 0)) and
+# 0 / TINY = 0 (atan2(0, 0) = 0). Only a nonzero |m| < 1.4e-37 over v = 0 would differ.
+TINY = float(torch.finfo(torch.float32).smallest_normal) * 2.0**-23  # the smallest subnormal float32
+
+
+def safe_grads(grads: list, ok: torch.Tensor) -> list:
+    """The gradients, or zeros where not `ok` (a non-finite gradient must not reach the moments
+    even through a zero weight: NaN * 0 is NaN): one concatenation and one masked fill."""
+    if len({g.dtype for g in grads}) != 1 or len({g.device for g in grads}) != 1:
+        return [torch.where(ok, g, 0.0) for g in grads]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat.masked_fill_(~ok, 0.0)
+    return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)]
+
+
+def foreach_guarded_adam_atan2_(params: list, grads: list, exp_avgs: list, exp_avg_sqs: list, ok: torch.Tensor,
+                                decay: torch.Tensor, step_size: torch.Tensor, inv_bc2_sqrt: torch.Tensor,
+                                beta1: float, beta2: float) -> None:
+    """guarded_adam_atan2_ with multi-tensor ops (torch >= 2.4: the Tensor overload of
+    _foreach_mul_ takes the device-side weights). Where `ok` is False every weight is 0 and the
+    decay 1, so parameters and moments keep their values (x + 0 and x * 1: exact, up to the
+    sign of a zero). Where it is True the same float operations as the eager function, except
+    atan2(m, d) = atan(m / d) for d >= 0 (no foreach atan2; TINY above handles d = 0): a few
+    ulps apart. decay, step_size, inv_bc2_sqrt: 0-dim tensors on the parameters' device."""
+    decay, step_size, inv_bc2_sqrt = (torch.as_tensor(x, dtype=torch.float32, device=ok.device)
+                                      for x in (decay, step_size, inv_bc2_sqrt))
+    okf = ok.to(torch.float32)
+    g = safe_grads(grads, ok)
+    w1, w2 = okf * (1.0 - beta1), okf * (1.0 - beta2)
+    delta = torch._foreach_sub(g, exp_avgs)  # m <- m + w1 (g - m): lerp's arithmetic for a weight < 0.5
+    torch._foreach_mul_(delta, w1)
+    torch._foreach_add_(exp_avgs, delta)
+    delta = torch._foreach_mul(g, g)
+    del g
+    torch._foreach_sub_(delta, exp_avg_sqs)
+    torch._foreach_mul_(delta, w2)
+    torch._foreach_add_(exp_avg_sqs, delta)
+    del delta
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_mul_(denom, inv_bc2_sqrt)
+    torch._foreach_clamp_min_(denom, TINY)
+    update = torch._foreach_div(exp_avgs, denom)
+    del denom
+    torch._foreach_atan_(update)
+    torch._foreach_mul_(update, torch.where(ok, -step_size, 0.0))
+    torch._foreach_mul_(params, torch.where(ok, decay, 1.0))
+    torch._foreach_add_(params, update)
+
+
 class AdamATan2(Optimizer):
     def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0,
                  compile_update: bool = False):
         if lr < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"AdamATan2: invalid lr={lr}, betas={betas} or weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, step=0))
-        self._update = torch.compile(guarded_adam_atan2_, dynamic=False) if compile_update else guarded_adam_atan2_
+        self._update = (torch.compile(guarded_adam_atan2_, dynamic=False) if compile_update
+                        else foreach_guarded_adam_atan2_)
         self._scalars: dict[torch.device, torch.Tensor] = {}
         for group in self.param_groups:
             for p in group["params"]:  # moments exist from the start (guarded steps update them in place)
@@ -84,7 +139,7 @@ class AdamATan2(Optimizer):
         return None
 
     def _guarded_step(self, group: dict, params: list, grads: list, ok: torch.Tensor) -> None:
-        """The update kept only where `ok`, with no host sync (see guarded_adam_atan2_)."""
+        """The update kept only where `ok`, with no host sync (see foreach_guarded_adam_atan2_)."""
         group["step"] += 1
         lr, wd, (beta1, beta2), t = group["lr"], group["weight_decay"], group["betas"], group["step"]
         device = params[0].device

@@ -545,7 +545,8 @@ def _open_run(cfg: Config, plan: RunPlan, world: World, lock: Optional[RunLock])
     elif plan.warm_start is not None:
         which = load_weights(state.model, plan.warm_start, use_ema=True)
         if state.ema is not None:
-            state.ema = EMA(state.model, cfg.train.ema_rate, compile_update=state.compiled)
+            state.ema = EMA(state.model, cfg.train.ema_rate,
+                            compile_update=state.compiled and cfg.train.compile_optimizer)
         print(f"initialised from {plan.warm_start} ({which} weights)", flush=True)
 
     # ----- only now, with everything checked: the run's files (rank 0, which owns the run) -----

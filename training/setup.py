@@ -179,7 +179,9 @@ def build_train_state(cfg: Config, progress: bool = True, world: World = World()
     model = build_model(cfg.arch, data.meta, device)
     o = cfg.optim
     weights = [p for name, p in model.named_parameters() if name != "puzzle_emb"]
-    adam = AdamATan2(weights, lr=0.0, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, compile_update=compiled)
+    compile_update = compiled and cfg.train.compile_optimizer
+    adam = AdamATan2(weights, lr=0.0, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay,
+                     compile_update=compile_update)
     sign = None
     if getattr(model, "puzzle_emb", None) is not None:
         sign = SignSGD([model.puzzle_emb], lr=0.0, weight_decay=o.puzzle_emb_weight_decay)
@@ -205,7 +207,7 @@ def build_train_state(cfg: Config, progress: bool = True, world: World = World()
         world=world,
         adam=adam,
         sign=sign,
-        ema=EMA(model, cfg.train.ema_rate, compile_update=compiled) if cfg.train.ema else None,
+        ema=EMA(model, cfg.train.ema_rate, compile_update=compile_update) if cfg.train.ema else None,
         total_steps=total_steps_of(cfg, data),
         compiled=compiled,
         clip_params=weights,
