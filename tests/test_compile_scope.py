@@ -12,6 +12,7 @@ from models.act import block_region
 from models.losses import ACTLossHead
 from models import build_model, validate_arch
 from test_model import META, SMALL, batch
+from models.layers import Block
 from training.setup import compile_step
 
 NO_REGIONS = pytest.mark.skipif(block_region is None, reason="torch < 2.8 has no nested_compile_region")
@@ -108,3 +109,31 @@ def test_config_default_and_choices(tmp_path):
     assert tiny_config(tmp_path, "train.compile_scope=step").train.compile_scope == "step"
     with pytest.raises(ConfigError, match="compile_scope"):
         tiny_config(tmp_path, "train.compile_scope=layers")
+
+
+@pytest.mark.parametrize("name", ["trm", "hrm", "transformer"])
+def test_blocks_compile_once_per_gradient_mode_not_per_instance(name, monkeypatch):
+    """More block instances than Dynamo's recompile limit (8): were the graphs guarded on each
+    instance, the ninth block on would recompile or fall back to eager. Dynamo's own frame
+    counter: one compiled frame per gradient mode (the transformer has one), no recompiles."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    FAMILIES["deep"] = {"trm": dict(SMALL, num_layers=10), "hrm": dict(FAMILIES["hrm"], H_layers=5, L_layers=5),
+                        "transformer": dict(FAMILIES["transformer"], num_layers=10)}[name]
+    try:
+        model = family("deep").train()
+    finally:
+        del FAMILIES["deep"]
+    assert sum(isinstance(m, Block) for m in model.modules()) >= 10 > torch._dynamo.config.cache_size_limit
+    fn, graphs = compiled_with(monkeypatch, ACTLossHead(model), "blocks")
+    try:
+        step_results(fn, model)
+        step_results(fn, model, seed=4)
+        frames, recompiles = dict(counters["frames"]), sum(counters["recompiles"].values())
+    finally:
+        torch._dynamo.reset()
+    expected = 1 if name == "transformer" else 2
+    assert len(graphs) == expected and frames.get("ok") == expected and frames.get("total") == expected, frames
+    assert recompiles == 0

@@ -122,6 +122,12 @@ def compile_step(loss_head: ACTLossHead, scope: str, mode: str = "default") -> C
     model = loss_head.model
     model.block_regions = scope == "region" and block_region is not None
     if scope == "blocks":
+        # One graph for every block instance needs Dynamo to take a module's parameters as graph
+        # inputs (inline_inbuilt_nn_modules, the default from torch 2.5 on; test_compile_scope.py
+        # counts the frames). torch 2.4 guards each instance apart: past its recompile limit (8) the
+        # transformer's other blocks would silently run eagerly.
+        if getattr(torch._dynamo.config, "inline_inbuilt_nn_modules", True) is False:
+            torch._dynamo.config.inline_inbuilt_nn_modules = True
         for module in model.modules():
             if isinstance(module, Block):
                 module.compile(dynamic=False, mode=mode)
