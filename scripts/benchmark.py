@@ -101,8 +101,20 @@ def timed_passes(device: torch.device, passes: int, examples: int, run) -> list[
     return rates
 
 
+def first_call_timed(fn, device: torch.device, times: dict, name: str):
+    """fn, timing its first call (compile included) into times[name], synchronised at both ends."""
+    def wrapper(*args, **kwargs):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        sync(device)
+        times.setdefault(name, time.perf_counter() - t0)
+        return out
+    return wrapper
+
+
 def benchmark(config_name: str, overrides: list[str], steps: int, windows: int, warmup: int, peak_tflops: float,
-              eval_passes: int, reference_loop: bool = False) -> dict:
+              eval_passes: int, reference_loop: bool = False, time_updates: bool = False) -> dict:
     raw = compose_config(config_name, overrides)
     raw["train"]["save_checkpoints"] = False
     cfg = validate_config(raw)
@@ -111,10 +123,16 @@ def benchmark(config_name: str, overrides: list[str], steps: int, windows: int, 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    update_times: dict[str, float] = {}
+    timed = [(owner, owner._update) for owner in (state.adam, state.ema) if owner is not None] if time_updates else []
+    for owner, update in timed:  # the optimizer's and EMA's guarded updates, first call only
+        owner._update = first_call_timed(update, device, update_times, "optimizer" if owner is state.adam else "ema")
     t0 = time.perf_counter()
     train_step(state)
     sync(device)
     first_step = time.perf_counter() - t0
+    for owner, update in timed:
+        owner._update = update
     for _ in range(warmup):
         train_step(state)
     sync(device)
@@ -158,6 +176,8 @@ def benchmark(config_name: str, overrides: list[str], steps: int, windows: int, 
         "eval_batch_size": even_batch_size(num_test, cfg.train.eval_batch_size or batch),
         "halt_max_steps": model.cfg.halt_max_steps,
         "compile_scope": cfg.train.compile_scope,
+        "compile_optimizer": cfg.train.compile_optimizer,
+        "first_update_seconds": update_times or None,
         "reference": reference_figures(model, batch),
     }
     return result
@@ -206,6 +226,8 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=790.0)
     parser.add_argument("--reference-loop", action="store_true",
                         help="also time the reference's evaluation loop on this model")
+    parser.add_argument("--time-updates", action="store_true",
+                        help="also time the first call of the optimizer's and the EMA's guarded update (in the first step)")
     parser.add_argument("--compile-cache", choices=("fresh", "as-found"), default="fresh",
                         help="fresh: a cold then a warm run, each in its own process, in a new empty compile cache; "
                         "as-found: one run here with the cache the environment points to")
@@ -218,7 +240,7 @@ def main() -> None:
     else:
         try:
             r = benchmark(args.config_name, overrides, args.steps, args.windows, args.warmup, args.peak_tflops,
-                          args.eval_passes, args.reference_loop)
+                          args.eval_passes, args.reference_loop, args.time_updates)
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
@@ -227,8 +249,11 @@ def main() -> None:
     if r.get("first_step_seconds_cold") is not None:
         first = [("first step s, cold cache", f"{r['first_step_seconds_cold']:.1f}"),
                  ("first step s, warm cache", f"{r['first_step_seconds_warm']:.1f}")]
+    if r.get("first_update_seconds"):
+        first.append(("of which first updates s", ", ".join(f"{k} {v:.2f}" for k, v in r["first_update_seconds"].items())))
     rows = [
-        ("device", r["device"]), ("compiled", f"{r['compiled']} (scope {r['compile_scope']})"),
+        ("device", r["device"]),
+        ("compiled", f"{r['compiled']} (scope {r['compile_scope']}, optimizer {r['compile_optimizer']})"),
         ("batch x length", f"{r['global_batch_size']} x {r['sequence_length']}"),
         *first, ("train steps/s", beside(r["steps_per_sec"], ".3f", ref, "steps_per_sec")),
         ("train samples/s", f"{r['samples_per_sec']:.0f}"), ("train tokens/s", f"{r['tokens_per_sec']:.3g}"),

@@ -116,6 +116,18 @@ def test_benchmark_timed_passes_counts_calls_and_zero_skips():
     assert timed_passes(torch.device("cpu"), 0, 10, lambda: calls.append(1)) == [] and calls == []
 
 
+def test_benchmark_first_call_timed_keeps_only_the_first_call():
+    """--time-updates: the wrapped update's first call is timed (its compile), later ones not."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from benchmark import first_call_timed
+
+    times, calls = {}, []
+    fn = first_call_timed(lambda x: calls.append(x) or x + 1, torch.device("cpu"), times, "optimizer")
+    assert fn(1) == 2 and list(times) == ["optimizer"]
+    first = times["optimizer"]
+    assert fn(5) == 6 and times == {"optimizer": first} and calls == [1, 5]
+
+
 def test_benchmark_cold_then_warm_share_one_new_cache(monkeypatch):
     """--compile-cache fresh: the cold and the warm run get the same new, empty cache directory,
     and the result carries both first steps (the rest from the warm run)."""
