@@ -126,12 +126,14 @@ def test_evaluate_compile_takes_inductor_options_from_the_user_only(tiny_run, tm
         assert compiled and set(compiled) == {True}
 
 
-def test_compiled_loop_does_not_recompile_as_batches_change(tmp_path, monkeypatch):
+@pytest.mark.parametrize("compile_optimizer", [False, True])
+def test_compiled_loop_does_not_recompile_as_batches_change(compile_optimizer, tmp_path, monkeypatch):
     """Once the training step and the evaluation are compiled, a changing batch composition
     (examples halting and being replaced at different ACT steps, the LR warming up, the padded
     last evaluation batch, train/eval switches) must not trigger a recompile. AOTAutograd with the
     eager backend stands in for Inductor on the CPU (the block regions need AOTAutograd): guards
-    and recompiles are Dynamo's either way."""
+    and recompiles are Dynamo's either way. With train.compile_optimizer the optimizer's and
+    EMA's updates are compiled too (the LR changes every step: no recompile either)."""
     import torch
     import torch._dynamo
     from training.loop import run_evaluation, train_step
@@ -142,9 +144,12 @@ def test_compiled_loop_does_not_recompile_as_batches_change(tmp_path, monkeypatc
     torch._dynamo.reset()
     cfg = tiny_config(tmp_path, "train.compile=on", "arch.halt_max_steps=3", "arch.halt_exploration_prob=0.5",
                       "optim.lr_warmup_steps=5",
-                      "data.build_args.num_test=21", "train.eval_batch_size=16", "train.save_checkpoints=false")
+                      "data.build_args.num_test=21", "train.eval_batch_size=16", "train.save_checkpoints=false",
+                      f"train.compile_optimizer={str(compile_optimizer).lower()}")
     state = build_train_state(cfg, progress=False)
     assert state.compiled
+    from training.optim import foreach_guarded_adam_atan2_
+    assert (state.adam._update is not foreach_guarded_adam_atan2_) == compile_optimizer
     with torch.no_grad():  # the Q head says "halt": exploration then spreads the halting steps
         state.model.q_head.bias[0] = 5.0
     halted = []
