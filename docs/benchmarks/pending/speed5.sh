@@ -7,8 +7,10 @@
 # Each measurement is scripts/benchmark.py in its own process (cfg_lsa, batch 768, 3 windows of
 # 20 steps after 5 warm-up steps, no evaluation) with its own new empty TORCHINDUCTOR_CACHE_DIR
 # and TRITON_CACHE_DIR: TRM, HRM and the transformer with the default, TRM with the compiled
-# updates, then TRM again in the cache its cold run wrote (warm). Expected ~3-4 min in all
-# (the cfg_lsa dataset is built first, untimed). Logs and summary.md go to $OUT.
+# updates, then TRM again in the cache its cold run wrote (warm); then, while time is left
+# (BUDGET, 540 s), the transformer with the compiled updates and tests/test_gpu.py's check of the
+# foreach updates against the compiled ones. Expected ~4-5 min in all (the cfg_lsa dataset is
+# built first, untimed). Logs and summary.md go to $OUT.
 #   SPEED5_CPU=1: the same sequence on the CPU at tiny sizes, uncompiled (checks this script).
 #   DRY=1: print the commands only.
 set -uo pipefail
@@ -58,7 +60,14 @@ run hrm_cold hrm arch=hrm
 run transformer_cold transformer "${transformer[@]}"
 run trm_compiled_optimizer_cold trm_compiled train.compile_optimizer=true
 run trm_warm trm
+run transformer_compiled_optimizer_cold transformer_compiled "${transformer[@]}" train.compile_optimizer=true  # if time is left
 [[ -n ${DRY:-} ]] && exit 0
+if [[ -z ${SPEED5_CPU:-} ]] && ((deadline - SECONDS > 60)); then  # the foreach updates against the compiled ones on CUDA
+  echo "=== test_gpu optimizer/EMA $(date -u +%H:%M:%S)"
+  TORCHINDUCTOR_CACHE_DIR="$caches/t/inductor" TRITON_CACHE_DIR="$caches/t/triton" timeout $((deadline - SECONDS)) \
+    $PY -m pytest -q tests/test_gpu.py -k compiled_optimizer_and_ema >"$OUT/test_gpu_updates.log" 2>&1
+  echo "rc=$?"; tail -n 1 "$OUT/test_gpu_updates.log"
+fi
 rm -rf "$caches"
 
 $PY - "$OUT" <<'EOF' | tee "$OUT/summary.md"
@@ -67,10 +76,12 @@ from pathlib import Path
 out = Path(sys.argv[1])
 print("| run | first step s | optimizer / EMA first call s | steps/s | peak GiB |")
 print("|---|---|---|---|---|")
-for name in ("trm_cold", "hrm_cold", "transformer_cold", "trm_compiled_optimizer_cold", "trm_warm"):
-    lines = [l for l in (out / f"{name}.log").read_text().splitlines() if l.startswith("{")]
+for name in ("trm_cold", "hrm_cold", "transformer_cold", "trm_compiled_optimizer_cold", "trm_warm",
+             "transformer_compiled_optimizer_cold"):
+    log = out / f"{name}.log"
+    lines = [l for l in log.read_text().splitlines() if l.startswith("{")] if log.exists() else []
     if not lines:
-        print(f"| {name} | failed: see {name}.log | | | |")
+        print(f"| {name} | {'failed: see ' + log.name if log.exists() else 'not run (time)'} | | | |")
         continue
     r = json.loads(lines[-1])
     u = r.get("first_update_seconds") or {}
