@@ -1,6 +1,6 @@
 """The multi-tensor (foreach) guarded AdamATan2 and EMA updates, the default since issue 18,
 against the per-tensor eager functions they replace (which train.compile_optimizer=true still
-compiles). Tolerance for float32: rtol 1e-6 (atol 1e-9 for values near 0): the foreach update
+compiles). Tolerance for float32, 1e-6 relative (see below for values near 0): the foreach update
 computes atan2(m, d) as atan(m / d) (no foreach atan2 in torch 2.4), one more rounding, and
 the moments as b m + (1 - b) g where the eager function lerps (m + (1 - b)(g - m); for the EMA
 the same lerp arithmetic, but the CPU's vectorised lerp fuses a multiply-add). A few ulps
