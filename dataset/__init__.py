@@ -21,7 +21,7 @@ def builder_config(builder: str, args: dict[str, Any], output_dir: Path | str, p
     bad name or argument is a DatasetError naming it. Nothing is written."""
     import pydantic
 
-    from dataset.common import DatasetError, one_line
+    from core.errors import DatasetError, one_line
 
     if builder not in BUILDERS:
         raise DatasetError(f"data.builder={builder!r}: unknown builder; known: {sorted(BUILDERS)}")

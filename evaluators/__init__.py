@@ -31,7 +31,7 @@ def build_evaluator(spec: dict[str, Any], metadata) -> Evaluator:
 def build_evaluators(specs: list[dict[str, Any]], data) -> list[Evaluator]:
     """The configured evaluators for a dataset's test split, each checked against it (its task,
     and a dry run scoring the split's own labels); a misfit is one EvaluatorError naming it."""
-    from dataset.common import one_line
+    from core.errors import one_line
 
     evaluators = []
     for i, spec in enumerate(specs):

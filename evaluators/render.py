@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from dataset.common import InputError, _umask
+from core.errors import InputError
+from dataset.common import _umask
 from training.files import replace_file
 
 if TYPE_CHECKING:

@@ -28,14 +28,15 @@ from typing import Any, Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 if __name__ == "__main__":  # before the heavy imports: a signal now is one line, not a traceback
-    from dataset.early_signals import exit_on_signals  # noqa: E402
+    from core.early_signals import exit_on_signals  # noqa: E402
 
     exit_on_signals()
 
 import numpy as np  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from dataset.common import CLI, InputError, run_cli  # noqa: E402
+from core.cli import CLI, run_cli  # noqa: E402
+from core.errors import InputError  # noqa: E402
 from training.inference import ReadyModel, load_model  # noqa: E402
 
 MAX_INPUT_BYTES = 16 << 20  # far more instances than one call should hold; never an unbounded read

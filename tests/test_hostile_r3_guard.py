@@ -367,7 +367,7 @@ def test_a_parked_leftover_is_removed_only_when_it_is_ours(world, tmp_path):
 def test_a_kill_that_left_both_directories_is_undone(world, tmp_path):
     """kill -9 between the renames leaves the old directory parked and the new one complete
     beside it: the old goes back, the new one goes; two parked candidates are not guessed at."""
-    from dataset.common import DatasetError
+    from core.errors import DatasetError
     from dataset.replace_guard import DATASET, check_target
 
     old = copy_data(world, tmp_path, ".data.tmp-abc.old")

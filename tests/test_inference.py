@@ -48,7 +48,7 @@ def test_loader_rebuilds_the_same_model_without_pickle(runs_zoo, exported, monke
 
 
 def test_export_refuses_to_overwrite_and_bad_exports_are_one_line(runs_zoo, exported, tmp_path):
-    from dataset.common import InputError
+    from core.errors import InputError
 
     again = run_module("scripts/export.py", "--checkpoint", str(runs_zoo["alpha"]), "--out", str(exported))
     assert_one_line_error(again, "--out", "--overwrite")
@@ -93,7 +93,7 @@ def solved(solve_script, monkeypatch, capsys):
 
 def refused(parse, text, facts, culprit):
     """parse(raw, where, facts) raises an InputError naming the culprit, on one line."""
-    from dataset.common import InputError
+    from core.errors import InputError
 
     with pytest.raises(InputError) as info:
         parse(text.encode(), "<stdin>", facts)
@@ -204,7 +204,7 @@ def test_solve_arith_refuses_what_the_checkpoint_cannot_read(solve_script, runs_
 
 
 def test_solve_missing_input_file(solve_script, tmp_path):
-    from dataset.common import InputError
+    from core.errors import InputError
 
     with pytest.raises(InputError, match="nope.csv: file not found"):
         solve_script.read_input(str(tmp_path / "nope.csv"))

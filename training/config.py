@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, Union
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from dataset.common import InputError, one_line
+from core.errors import InputError, one_line
 from models import validate_arch
 
 

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataset.common import MARKER, MARKER_FIELD, MAX_TABLE_ROWS, InputError, _umask, one_line
+from core.errors import InputError, one_line
+from dataset.common import MARKER, MARKER_FIELD, MAX_TABLE_ROWS, _umask
 from dataset.loader import IGNORE_LABEL_ID
 from dataset.replace_guard import EXPORT, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, check_target, write_atomically
 from models import build_model, validate_arch

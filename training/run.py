@@ -35,7 +35,8 @@ from typing import Any, Optional
 
 import coolname
 
-from dataset.common import open_lock_file, os_error_line
+from core.errors import os_error_line
+from dataset.common import open_lock_file
 from evaluators import build_evaluators
 from training.checkpoint import (
     MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
-from dataset.common import InputError
+from core.errors import InputError
 
 RUN_FILE = "run.json"  # name, project, created, wandb id (written by training/logger.py)
 # The metric that says how well a task is solved; compare_runs divides it by the parameters.
@@ -399,7 +399,8 @@ def preflight(cfg: Any) -> Path:
     against the data, and the same planning `train` does. No model is built and nothing is
     written. Returns the run directory the run will write."""
     from dataset import builder_config
-    from dataset.common import DatasetError, dataset_exists
+    from core.errors import DatasetError
+    from dataset.common import dataset_exists
     from dataset.loader import PuzzleDataset
     from training.distributed import World
     from training.run import check_config_against_data, check_real_dirs, check_run_dir, lock_holder, plan_run
