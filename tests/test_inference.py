@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_module
+from evaluators.tasks import get_task
 from training.checkpoint import load_file, resolve_checkpoint
 from training.inference import load_checkpoint_model, load_model
 
@@ -148,7 +149,7 @@ def test_solve_lsa_matches_the_evaluation_and_scipy(runs_zoo, tmp_path, solved):
     ("", "no cost matrix"),
 ])
 def test_solve_lsa_refuses_input_that_does_not_fit(solve_script, text, culprit):
-    refused(solve_script.parse_lsa, text, {"n": 4, "max_cost": 9}, culprit)
+    refused(get_task("lsa").parse, text, {"n": 4, "max_cost": 9}, culprit)
 
 
 def test_solve_refusals_are_one_line_and_exit_2(runs_zoo):
@@ -179,7 +180,7 @@ def test_solve_sudoku(runs_zoo, solved):
     ("55" + SUDOKU[2:], "the givens repeat a digit in row 1"),
 ])
 def test_solve_sudoku_refuses_malformed_grids(solve_script, text, culprit):
-    refused(solve_script.parse_sudoku, text, {}, culprit)
+    refused(get_task("sudoku").parse, text, {}, culprit)
 
 
 def test_solve_arith(runs_zoo, solved):
@@ -200,7 +201,7 @@ def test_solve_arith(runs_zoo, solved):
 ])
 def test_solve_arith_refuses_what_the_checkpoint_cannot_read(solve_script, runs_zoo, text, culprit):
     facts = json.loads((resolve_checkpoint(runs_zoo["arith"]) / "meta.json").read_text())["dataset"]
-    refused(solve_script.parse_arith, text, facts, culprit)
+    refused(get_task("arith").parse, text, facts, culprit)
 
 
 def test_solve_missing_input_file(solve_script, tmp_path):

@@ -154,7 +154,7 @@ def test_a_picture_is_written_through_the_shared_helpers(tmp_path, monkeypatch):
     from core.errors import InputError
 
     assert files._umask is __import__("dataset.common", fromlist=["_umask"])._umask
-    fig = render._figure(1, 1)
+    fig = render.new_figure(1, 1)
     calls = []
     monkeypatch.setattr(render, "replace_file", lambda path, content: (calls.append(path),
                                                                        files.replace_file(path, content))[1])
