@@ -62,11 +62,11 @@ from core.cli import CLI, run_cli
 from core.errors import DatasetError
 from core.signals import ignore_sigint
 from dataset.common import (
-    MAX_AUGMENTATIONS, MAX_INSTANCES, DatasetMetadata, ProgressBar, SplitArrays, build_indices, build_record,
-    check_memory, check_output_dir, write_dataset,
+    MAX_AUGMENTATIONS, MAX_INSTANCES, DatasetMetadata, ProgressBar, SplitArrays, build_indices, build_record, check_memory,
 )
 from dataset.sudoku_csv import CSVPuzzles, read_sudoku_csv
 from dataset.sudoku_solver import generate_puzzle, solve
+from dataset.writer import check_output_dir, write_dataset
 
 BUILDER_VERSION = 2  # 2: givens spread over the clue range; test ratings array
 DEFAULT_MIN_CLUES, DEFAULT_MAX_CLUES = 22, 30  # generation when the flags are unset

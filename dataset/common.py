@@ -16,16 +16,13 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pydantic
 from tqdm import tqdm
 
 from core.errors import DatasetError, InputError, one_line
-
-if TYPE_CHECKING:
-    from dataset.replace_guard import Checked
 
 ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 SPLITS = ("train", "test")
@@ -153,60 +150,6 @@ def write_split(split_dir: Path, metadata: DatasetMetadata, sets: dict[str, Spli
 TOP_LEVEL_FILES = ("identifiers.json", "vocab.json")
 SPLIT_FILE = re.compile(rf"^(dataset\.json|{SET_NAME}__[a-z_]+\.npy)$")
 LEGACY_TASKS = ("lsa", "sudoku", "arith")  # datasets this project wrote before the marker
-
-
-def check_output_dir(output_dir: Path, overwrite: bool) -> Checked:
-    """Refuse to write into a non-empty directory unless asked to overwrite it, and refuse to
-    overwrite anything but a dataset this project's builders wrote, in a safe place (the rules:
-    dataset/replace_guard.py). Pass the result to `write_dataset`, which checks again before the swap."""
-    from dataset.replace_guard import DATASET, check_target
-
-    return check_target(output_dir, DATASET, overwrite)
-
-
-def write_dataset_atomically(output_dir: Path, overwrite: bool, write: Callable[[Path], None],
-                             checked: Optional[Checked] = None) -> None:
-    """Run `write(tmp_dir)` and move the result into place only once it is complete.
-
-    The old directory (with --overwrite) survives until the new one is fully written, so an
-    interrupted build (a signal, a full disk) never leaves a half-written dataset behind at
-    `output_dir`, and its temporary directory is removed. `checked`: the builder's first
-    `check_output_dir`, so that the swap replaces only the directory checked then.
-    """
-    from dataset.replace_guard import write_atomically
-
-    write_atomically(checked or check_output_dir(Path(output_dir), overwrite), write)
-
-
-def write_dataset(
-    output_dir: Path,
-    overwrite: bool,
-    splits: dict[str, tuple[DatasetMetadata, SplitArrays]],
-    extra_files: Optional[dict[str, str]] = None,
-    example_arrays: Optional[dict[str, dict[str, np.ndarray]]] = None,
-    build_args: Optional[dict] = None,
-    checked: Optional[Checked] = None,
-) -> Path:
-    """Write a whole dataset atomically: each split's arrays and dataset.json (set "all"),
-    identifiers.json, any extra top-level text files (e.g. vocab.json), and per split any
-    extra per-example arrays (`example_arrays[split][field]` -> `all__<field>.npy`).
-    `build_args` (the builder's `build_record`) goes into train/dataset.json only, so that
-    the test split stays the same file whatever the training split's size. `checked`: the
-    builder's `check_output_dir` result."""
-    unknown = set(extra_files or {}) - set(TOP_LEVEL_FILES)
-    if unknown:
-        raise ValueError(f"write_dataset: extra files {sorted(unknown)} must be listed in TOP_LEVEL_FILES")
-
-    def write(tmp: Path) -> None:
-        for split, (meta, arrays) in splits.items():
-            write_split(tmp / split, meta, {"all": arrays}, (example_arrays or {}).get(split),
-                        build_args if split == "train" else None)
-        write_identifiers(tmp, ["<blank>"])
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-
-    write_dataset_atomically(Path(output_dir), overwrite, write, checked)
-    return Path(output_dir)
 
 
 def check_memory(what: str, nbytes: int) -> None:
