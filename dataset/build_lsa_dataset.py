@@ -29,7 +29,8 @@ from tqdm import tqdm
 from core.cli import CLI, run_cli
 from core.errors import DatasetError
 from dataset.common import (
-    MAX_AUGMENTATIONS, MAX_INSTANCES, MAX_TABLE_ROWS, DatasetMetadata, ProgressBar, SplitArrays, build_indices, build_record, check_memory, token_dtype,
+    MAX_AUGMENTATIONS, MAX_INSTANCES, MAX_TABLE_ROWS, DatasetMetadata, ProgressBar, SplitArrays, build_indices,
+    build_record, check_memory, token_dtype,
 )
 from dataset.writer import check_output_dir, write_dataset
 

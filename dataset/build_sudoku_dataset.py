@@ -62,7 +62,8 @@ from core.cli import CLI, run_cli
 from core.errors import DatasetError
 from core.signals import ignore_sigint
 from dataset.common import (
-    MAX_AUGMENTATIONS, MAX_INSTANCES, DatasetMetadata, ProgressBar, SplitArrays, build_indices, build_record, check_memory,
+    MAX_AUGMENTATIONS, MAX_INSTANCES, DatasetMetadata, ProgressBar, SplitArrays, build_indices, build_record,
+    check_memory,
 )
 from dataset.sudoku_csv import CSVPuzzles, read_sudoku_csv
 from dataset.sudoku_solver import generate_puzzle, solve
