@@ -31,7 +31,7 @@ def module_name(path: Path) -> str:
 
 
 def project_modules() -> dict[str, Path]:
-    files = [p for package in PACKAGES for p in sorted((ROOT / package).glob("*.py"))] + [ROOT / "pretrain.py"]
+    files = [p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))] + [ROOT / "pretrain.py"]
     return {module_name(p): p for p in files}
 
 

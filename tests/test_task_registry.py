@@ -13,8 +13,8 @@ from evaluators.tasks import TASKS, Task, UnknownTask, all_tasks, get_task, task
 
 ROOT = Path(__file__).resolve().parents[1]
 # The machinery that must stay task-blind: it asks the registry.
-GENERIC = [*sorted((ROOT / "training").glob("*.py")), *sorted((ROOT / "models").glob("*.py")),
-           *sorted((ROOT / "scripts").glob("*.py")), ROOT / "pretrain.py"]
+GENERIC = [*sorted((ROOT / "training").rglob("*.py")), *sorted((ROOT / "models").rglob("*.py")),
+           *sorted((ROOT / "scripts").rglob("*.py")), ROOT / "pretrain.py"]
 # Experiments about one task, not machinery (scripts/lsa_scaling.py sweeps the LSA builder's n).
 TASK_EXPERIMENTS = {ROOT / "scripts" / "lsa_scaling.py"}
 
