@@ -21,7 +21,7 @@ from __future__ import annotations
 if __name__ == "__main__":  # first of all: a signal while the imports below run is one line, not a traceback
     import faulthandler
 
-    from dataset.early_signals import exit_on_signals
+    from core.early_signals import exit_on_signals
 
     exit_on_signals()
     faulthandler.enable()  # a crash below Python (SIGSEGV, SIGABRT) prints where each thread was
@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, NoReturn, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dataset.common import Interrupted, ReportedError, interrupt_on_signals, one_line, os_error_line
+from core.errors import ReportedError, one_line, os_error_line
+from core.signals import Interrupted, interrupt_on_signals
 from training.config import CONFIG_DIR, ConfigError, compose_config, validate_config
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ def check(argv: list[str]) -> None:
     """--check: validate the config and what the run directory and data allow; start nothing.
     Prints the run directory the run would write (train_lsa.sh reads it)."""
     from training.hydra_guard import ConfigSearch
-    from training.runs import preflight
+    from training.run import preflight
 
     args = hydra_args([a for a in argv if a != "--check"])
     if args.experimental_rerun is not None or args.multirun:

@@ -38,7 +38,7 @@ copy when a == b. The test split is not augmented.
 from __future__ import annotations
 
 if __name__ == "__main__":  # first of all: a signal while the imports below run is one line, not a traceback
-    from dataset.early_signals import exit_on_signals
+    from core.early_signals import exit_on_signals
 
     exit_on_signals()
 
@@ -51,22 +51,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
+from core.cli import CLI, run_cli
+from core.errors import DatasetError
 from dataset.common import (
-    CLI,
-    MAX_AUGMENTATIONS,
-    MAX_INSTANCES,
-    DatasetError,
-    DatasetMetadata,
-    ProgressBar,
-    SplitArrays,
-    build_indices,
-    build_record,
-    check_memory,
-    check_output_dir,
-    run_cli,
-    token_dtype,
-    write_dataset,
+    MAX_AUGMENTATIONS, MAX_INSTANCES, DatasetMetadata, ProgressBar, SplitArrays, build_indices, build_record,
+    check_memory, token_dtype,
 )
+from dataset.writer import check_output_dir, write_dataset
 
 BUILDER_VERSION = 1
 MAX_DIGITS = 256

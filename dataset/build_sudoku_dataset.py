@@ -45,7 +45,7 @@ and a transpose with probability 1/2. The test split is not augmented.
 from __future__ import annotations
 
 if __name__ == "__main__":  # first of all: a signal while the imports below run is one line, not a traceback
-    from dataset.early_signals import exit_on_signals
+    from core.early_signals import exit_on_signals
 
     exit_on_signals()
 
@@ -58,24 +58,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
+from core.cli import CLI, run_cli
+from core.errors import DatasetError
+from core.signals import ignore_sigint
 from dataset.common import (
-    CLI,
-    MAX_AUGMENTATIONS,
-    MAX_INSTANCES,
-    DatasetError,
-    DatasetMetadata,
-    ProgressBar,
-    SplitArrays,
-    build_indices,
-    build_record,
+    MAX_AUGMENTATIONS, MAX_INSTANCES, DatasetMetadata, ProgressBar, SplitArrays, build_indices, build_record,
     check_memory,
-    check_output_dir,
-    ignore_sigint,
-    run_cli,
-    write_dataset,
 )
 from dataset.sudoku_csv import CSVPuzzles, read_sudoku_csv
 from dataset.sudoku_solver import generate_puzzle, solve
+from dataset.writer import check_output_dir, write_dataset
 
 BUILDER_VERSION = 2  # 2: givens spread over the clue range; test ratings array
 DEFAULT_MIN_CLUES, DEFAULT_MAX_CLUES = 22, 30  # generation when the flags are unset

@@ -8,45 +8,24 @@ scripts share one definition of "valid".
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import signal
 import stat
 import sys
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pydantic
 from tqdm import tqdm
-from argdantic import ArgParser
 
-from dataset.early_signals import STOP_SIGNALS
-
-if TYPE_CHECKING:
-    from dataset.replace_guard import Checked
+from core.errors import DatasetError, InputError, one_line
 
 ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 SPLITS = ("train", "test")
-
-
-class ReportedError(Exception):
-    """An error whose message tells the whole story: entry points print it as one line and
-    exit with code 2, no traceback."""
-
-
-class InputError(ReportedError, ValueError):
-    """Bad user input (arguments, config, dataset, checkpoint): the message names the file,
-    field or value at fault. Entry points print it as one line and exit with code 2."""
-
-
-class DatasetError(InputError):
-    """A dataset (or a builder's arguments) is invalid."""
 
 
 # Upper bound on vocab_size and num_puzzle_identifiers: each is a row count of an embedding
@@ -173,60 +152,6 @@ SPLIT_FILE = re.compile(rf"^(dataset\.json|{SET_NAME}__[a-z_]+\.npy)$")
 LEGACY_TASKS = ("lsa", "sudoku", "arith")  # datasets this project wrote before the marker
 
 
-def check_output_dir(output_dir: Path, overwrite: bool) -> Checked:
-    """Refuse to write into a non-empty directory unless asked to overwrite it, and refuse to
-    overwrite anything but a dataset this project's builders wrote, in a safe place (the rules:
-    dataset/replace_guard.py). Pass the result to `write_dataset`, which checks again before the swap."""
-    from dataset.replace_guard import DATASET, check_target
-
-    return check_target(output_dir, DATASET, overwrite)
-
-
-def write_dataset_atomically(output_dir: Path, overwrite: bool, write: Callable[[Path], None],
-                             checked: Optional[Checked] = None) -> None:
-    """Run `write(tmp_dir)` and move the result into place only once it is complete.
-
-    The old directory (with --overwrite) survives until the new one is fully written, so an
-    interrupted build (a signal, a full disk) never leaves a half-written dataset behind at
-    `output_dir`, and its temporary directory is removed. `checked`: the builder's first
-    `check_output_dir`, so that the swap replaces only the directory checked then.
-    """
-    from dataset.replace_guard import write_atomically
-
-    write_atomically(checked or check_output_dir(Path(output_dir), overwrite), write)
-
-
-def write_dataset(
-    output_dir: Path,
-    overwrite: bool,
-    splits: dict[str, tuple[DatasetMetadata, SplitArrays]],
-    extra_files: Optional[dict[str, str]] = None,
-    example_arrays: Optional[dict[str, dict[str, np.ndarray]]] = None,
-    build_args: Optional[dict] = None,
-    checked: Optional[Checked] = None,
-) -> Path:
-    """Write a whole dataset atomically: each split's arrays and dataset.json (set "all"),
-    identifiers.json, any extra top-level text files (e.g. vocab.json), and per split any
-    extra per-example arrays (`example_arrays[split][field]` -> `all__<field>.npy`).
-    `build_args` (the builder's `build_record`) goes into train/dataset.json only, so that
-    the test split stays the same file whatever the training split's size. `checked`: the
-    builder's `check_output_dir` result."""
-    unknown = set(extra_files or {}) - set(TOP_LEVEL_FILES)
-    if unknown:
-        raise ValueError(f"write_dataset: extra files {sorted(unknown)} must be listed in TOP_LEVEL_FILES")
-
-    def write(tmp: Path) -> None:
-        for split, (meta, arrays) in splits.items():
-            write_split(tmp / split, meta, {"all": arrays}, (example_arrays or {}).get(split),
-                        build_args if split == "train" else None)
-        write_identifiers(tmp, ["<blank>"])
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-
-    write_dataset_atomically(Path(output_dir), overwrite, write, checked)
-    return Path(output_dir)
-
-
 def check_memory(what: str, nbytes: int) -> None:
     """Refuse a build whose arrays alone would exceed this machine's memory (a one-line error
     naming the flags instead of an allocation failure or a swap storm)."""
@@ -282,129 +207,6 @@ def _umask() -> int:
 
 def write_identifiers(output_dir: Path, names: list[str]) -> None:
     (output_dir / "identifiers.json").write_text(json.dumps(names) + "\n")
-
-
-class CLI(ArgParser):
-    """argdantic's parser, but validation errors propagate (to `run_cli`) instead of being
-    printed under a usage block, and argparse's own errors print as one line."""
-
-    def __call__(self, args: Optional[list[str]] = None) -> Any:
-        if self.entrypoint is None:
-            self.entrypoint = self._build_entrypoint()
-            self.entrypoint.error = _one_line_parser_error
-        parsed = self.entrypoint.parse_args(args)
-        return parsed.__func__(parsed)
-
-
-def _one_line_parser_error(message: str) -> None:
-    print(f"error: {message} (see --help)", file=sys.stderr)
-    sys.exit(2)
-
-
-def plain_parser(description: str, **kwargs: Any) -> argparse.ArgumentParser:
-    """argparse for scripts that take positional arguments (argdantic has none); its usage
-    errors print as one line, like CLI's."""
-    parser = argparse.ArgumentParser(description=description, **kwargs)
-    parser.error = _one_line_parser_error
-    return parser
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT arrived during work that has no checkpoint to write (a dataset build,
-    start-up): raised at once, so `finally` blocks remove temporary files on the way out."""
-
-    def __init__(self, signum: int, detail: str = ""):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}{detail}")
-        self.signum = signum
-
-
-@contextmanager
-def interrupt_on_signals():
-    """Turn SIGTERM and SIGINT into `Interrupted` inside the block (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def ignore_sigint() -> None:
-    """Worker-process initializer: Ctrl-C reaches the whole process group, but only the parent
-    should react (it stops the workers itself), or every worker prints a traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def run_cli(main: Callable[[], None]) -> None:
-    """Run a command-line entry point: bad input -> one line on stderr and exit 2, no traceback;
-    SIGTERM/SIGINT -> one line and exit 128 + signal, with temporary files removed."""
-    try:
-        with interrupt_on_signals():
-            main()
-            sys.stdout.flush()  # here, so that a reader who went away is seen below, not at exit
-    except BrokenPipeError:  # `... | head`: the reader has all it wants; leave quietly, as SIGPIPE would
-        _silence_stdout()
-        sys.exit(128 + signal.SIGPIPE)
-    except (ReportedError, pydantic.ValidationError) as exc:
-        print(f"error: {one_line(exc, flags=True)}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as exc:  # the file system refused (a name too long, a read-only or full disk): one line
-        print(f"error: {os_error_line(exc)}", file=sys.stderr)
-        sys.exit(2)
-    except Interrupted as exc:
-        print(f"error: {exc}; nothing half-written was left behind", file=sys.stderr)
-        sys.exit(128 + exc.signum)
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (a test's StringIO)
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
-
-
-def os_error_line(exc: OSError) -> str:
-    """'<file>: <reason>' for an OSError that reached an entry point."""
-    where = f"{exc.filename}: " if exc.filename else ""
-    return printable_line(f"{where}{exc.strerror or exc}")
-
-
-def printable_line(text: str) -> str:
-    """`text` as one printable line: newlines become spaces, every other control or unprintable
-    character (a carriage return, an escape sequence, a file name's undecodable byte) is escaped,
-    so that a name quoted in a message can neither forge a line nor fail to print."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text.replace("\n", " "))
-
-
-def one_line(exc: Exception, flags: bool = False) -> str:
-    """A one-line message for our error types; pydantic errors name the field (as --flag-name
-    when `flags`) and the offending value."""
-    if isinstance(exc, pydantic.ValidationError):
-        parts = []
-        for err in exc.errors():
-            value = err.get("input")
-            shown = "" if isinstance(value, (dict, list)) or err["type"] == "value_error" else f" (got {value!r})"
-            msg = err["msg"].removeprefix("Value error, ")
-            if not err["loc"]:  # a whole-model check: its message names the fields itself
-                parts.append(f"{msg}{shown}")
-                continue
-            loc = ".".join(str(x) for x in err["loc"])
-            if flags:
-                loc = "--" + loc.replace("_", "-")
-            parts.append(f"{loc}: {msg}{shown}")
-        return printable_line("; ".join(parts))
-    return printable_line(str(exc))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from dataset.common import (
-    LEGACY_TASKS, MARKER, MARKER_FIELD, SPLIT_FILE, SPLITS, TOP_LEVEL_FILES, DatasetError, InputError, _umask,
-)
-from dataset.early_signals import STOP_SIGNALS
+from core.early_signals import STOP_SIGNALS
+from core.errors import DatasetError, InputError
+from dataset.common import LEGACY_TASKS, MARKER, MARKER_FIELD, SPLITS, SPLIT_FILE, TOP_LEVEL_FILES, _umask
 
 EXPORT_FORMAT = "tinyrecursion-export"
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from dataset.common import DatasetError
+from core.errors import DatasetError
 from dataset.sudoku_solver import UNITS
 
 REQUIRED_COLUMNS = ("source", "question", "answer", "rating")

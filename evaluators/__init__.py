@@ -1,26 +1,23 @@
-"""Evaluator registry: a config's `evaluators: [{name: lsa}, ...]` picks classes from here.
-Entries are imported on use, so one task's evaluator never imports another's dependencies."""
+"""Evaluators by name: a config's `evaluators: [{name: lsa}, ...]` names a task of the task
+registry (evaluators/tasks.py) and gets its `Task.evaluator`. A task's module is imported on
+use, so one task's evaluator never imports another's dependencies."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from evaluators.base import Evaluator, EvaluatorError
+from evaluators.tasks import TASKS, get_task, task_names
 
-# name -> (module, class)
-EVALUATORS: dict[str, tuple[str, str]] = {
-    "lsa": ("evaluators.lsa", "LSAEvaluator"),
-    "sudoku": ("evaluators.sudoku", "SudokuEvaluator"),
-    "arith": ("evaluators.arith", "ArithEvaluator"),
-}
+
+def evaluator_names() -> list[str]:
+    return task_names()
 
 
 def evaluator_class(name: str) -> type[Evaluator]:
-    if name not in EVALUATORS:
-        raise ValueError(f"evaluators: unknown evaluator name {name!r}; known: {sorted(EVALUATORS)}")
-    module, cls = EVALUATORS[name]
-    return getattr(importlib.import_module(module), cls)
+    if not isinstance(name, str) or name not in TASKS:
+        raise ValueError(f"evaluators: unknown evaluator name {name!r}; known: {evaluator_names()}")
+    return get_task(name).evaluator
 
 
 def build_evaluator(spec: dict[str, Any], metadata) -> Evaluator:
@@ -31,7 +28,7 @@ def build_evaluator(spec: dict[str, Any], metadata) -> Evaluator:
 def build_evaluators(specs: list[dict[str, Any]], data) -> list[Evaluator]:
     """The configured evaluators for a dataset's test split, each checked against it (its task,
     and a dry run scoring the split's own labels); a misfit is one EvaluatorError naming it."""
-    from dataset.common import one_line
+    from core.errors import one_line
 
     evaluators = []
     for i, spec in enumerate(specs):

@@ -9,14 +9,28 @@ least-significant digit) shows how far carries are followed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Optional
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 
-from dataset.build_arith_dataset import DIGIT_TOKEN_OFFSET, ArithLayout, operand_digit_counts
+from core.errors import InputError, one_line
+from dataset.build_arith_dataset import (
+    DIGIT_CHARS, DIGIT_TOKEN_OFFSET, OP_SYMBOLS, ArithBuildConfig, ArithLayout, digits_to_int, encode_problems,
+    operand_digit_counts,
+)
 from evaluators.base import Evaluator, gather_arrays, save_predictions
+from evaluators.instances import content_lines
+from evaluators.render import RIGHT, WRONG, new_figure
+from evaluators.tasks import Task
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from training.inference import ReadyModel
 
 
 def _as_rows(name: str, array: np.ndarray, num: int, layout: ArithLayout) -> np.ndarray:
@@ -108,3 +122,167 @@ class ArithEvaluator(Evaluator):
         if save_path is not None and rank == 0:
             save_predictions(save_path / "arith_predictions.npz", **arrays)
         return {k: v for k, v in metrics.items() if v is not None}
+
+
+# ---------------------------------------------------------------------------------------------
+# The task: its facts, pictures and text of an example, a user's instances (scripts/solve.py)
+
+
+def check_facts(facts: dict[str, Any], where: Any, prefix: str = "") -> None:
+    """The builder's own layout, in a base the digits can write."""
+    try:
+        layout = ArithLayout.from_metadata(SimpleNamespace(**facts))
+    except ValueError as exc:  # pydantic's ValidationError included
+        raise InputError(f"{where}: {prefix}{one_line(exc).removeprefix('dataset.json: ')}") from exc
+    if not 2 <= layout.base <= len(DIGIT_CHARS):
+        raise InputError(f"{where}: {prefix}layout.base={layout.base}: expected 2..{len(DIGIT_CHARS)}")
+
+
+def facts_from_build_args(args: dict[str, Any]) -> dict[str, Any]:
+    built = ArithBuildConfig.model_validate({**args, "output_dir": "."})
+    width = max(built.max_digits, built.test_range()[1])
+    return {"layout": ArithLayout.for_task(built.op, built.base, width).model_dump()}
+
+
+# The problem in columns, most significant digit left, as on paper
+
+
+def arith_numbers(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.ndarray],
+                  preds: Optional[np.ndarray]) -> dict[str, Any]:
+    """The example's operands, answer and the model's answer as digit strings (most significant first)."""
+    layout = ArithLayout.model_validate(facts["layout"])
+
+    def digits(tokens: np.ndarray, strip: bool) -> str:
+        chars = [DIGIT_CHARS[t - DIGIT_TOKEN_OFFSET] if 0 <= t - DIGIT_TOKEN_OFFSET < layout.base else
+                 ("" if strip else "?") for t in np.asarray(tokens).astype(np.int64)]
+        text = "".join(reversed(chars))  # stored least significant first
+        return (text.lstrip("0") or "0") if strip else text
+
+    out = {"layout": layout, "symbol": OP_SYMBOLS[layout.op], "a": digits(inputs[layout.a_slice], True),
+           "b": digits(inputs[layout.b_slice], True)}
+    if labels is not None:
+        out["answer"] = digits(labels[layout.answer_slice], False)
+    if preds is not None:
+        out["prediction"] = digits(preds[layout.answer_slice], False)
+    return out
+
+
+def render_arith(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.ndarray] = None,
+                 preds: Optional[np.ndarray] = None, title: str = "") -> "Figure":
+    info = arith_numbers(facts, inputs, labels, preds)
+    layout = info["layout"]
+    columns = layout.answer_width
+    rows = [("", info["a"]), (info["symbol"], info["b"])]
+    if "answer" in info:
+        rows.append(("=", info["answer"]))
+    if "prediction" in info:
+        rows.append(("model", info["prediction"]))
+    fig = new_figure(0.4 * columns + 2.6, 0.42 * len(rows) + 1.3)
+    ax = fig.add_subplot()
+    for y, (label, number) in enumerate(rows):
+        ax.text(-0.9, y, label, ha="right", va="center", fontsize=13, family="monospace")
+        for i, ch in enumerate(reversed(number)):  # significance i sits in column columns - 1 - i
+            color = "black"
+            if label == "model" and "answer" in info:
+                target = info["answer"][::-1][i] if i < len(info["answer"]) else "0"
+                color = RIGHT if ch == target else WRONG
+            ax.text(columns - 1 - i, y, ch, ha="center", va="center", fontsize=14, family="monospace", color=color)
+    if len(rows) > 2:
+        ax.plot([-0.5, columns - 0.5], [1.5, 1.5], color="black", linewidth=1.2)
+    ax.set_xlim(-2.5, columns)
+    ax.set_ylim(len(rows) - 0.5, -0.6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    names = layout.token_names()
+    sequence = "".join({"<pad>": "."}.get(names[t], names[t]) for t in np.asarray(inputs).astype(np.int64))
+    ax.set_xlabel(f"stored least-significant digit first: {sequence}", fontsize=8, family="monospace")
+    text = f"base {layout.base}; the answer zero-padded to {columns} digits"
+    if "prediction" in info and "answer" in info:
+        text += "; model " + ("right" if info["prediction"] == info["answer"] else "wrong")
+    ax.set_title(f"{title}\n{text}" if title else text, fontsize=9)
+    return fig
+
+
+def describe_arith(facts: dict[str, Any], inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict[str, Any]:
+    """One example as text columns (input, target, prediction, correct); int64 tokens."""
+    info = arith_numbers(facts, inputs, labels, preds)
+    return {"input": f"{info['a']} {info['symbol']} {info['b']}", "target": info["answer"],
+            "prediction": info["prediction"], "correct": info["prediction"] == info["answer"]}
+
+
+# A user's expressions
+
+
+def parse_arith(raw: bytes, where: str, facts: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(expression, a, b) per line, checked against the layout's base, operation and width."""
+    layout = ArithLayout.model_validate(facts["layout"])
+    symbol, digits = OP_SYMBOLS[layout.op], DIGIT_CHARS[: layout.base]
+    problems = []
+    for number, line in content_lines(raw.decode(errors="replace")):
+        match = re.fullmatch(r"\s*(\w+)\s*([+*])\s*(\w+)\s*=?\s*", line.lower())
+        if match is None:
+            raise InputError(f"{where}: line {number}: expected 'a {symbol} b', got {line!r}")
+        a_text, op, b_text = match.groups()
+        if op != symbol:
+            raise InputError(f"{where}: line {number}: operation {op!r}, but the checkpoint was trained on {symbol!r}")
+        for text in (a_text, b_text):
+            if any(ch not in digits for ch in text):
+                raise InputError(f"{where}: line {number}: {text!r} is not a base-{layout.base} number (digits {digits})")
+            if len(text.lstrip("0") or "0") > layout.operand_width:
+                raise InputError(f"{where}: line {number}: {text} has {len(text.lstrip('0'))} digits; the checkpoint "
+                                 f"reads at most {layout.operand_width}")
+        problems.append((line, int(a_text, layout.base), int(b_text, layout.base)))
+    if not problems:
+        raise InputError(f"{where}: no expression found")
+    return problems
+
+
+def to_base(value: int, base: int) -> str:
+    text = ""
+    while True:
+        value, digit = divmod(value, base)
+        text = DIGIT_CHARS[digit] + text
+        if value == 0:
+            return text
+
+
+def solve_arith(model: ReadyModel, problems: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    layout = ArithLayout.model_validate(model.facts["layout"])
+
+    def digit_rows(values: list[int], width: int) -> np.ndarray:  # LSD first, as the layout stores them
+        return np.array([[(v // layout.base**i) % layout.base for i in range(width)] for v in values], dtype=np.uint8)
+
+    a = digit_rows([p[1] for p in problems], layout.operand_width)
+    b = digit_rows([p[2] for p in problems], layout.operand_width)
+    inputs, _ = encode_problems(a, b, np.zeros((len(problems), layout.answer_width), np.uint8), layout)
+    out = model.solve(inputs)
+    answers = []
+    for (text, x, y), preds, steps in zip(problems, out["preds"], out["steps"]):
+        digits = preds[layout.answer_slice].astype(np.int64) - DIGIT_TOKEN_OFFSET  # (R,)
+        valid = bool(np.all((digits >= 0) & (digits < layout.base)))  # every answer slot holds a digit
+        value = digits_to_int(digits, layout.base) if valid else None
+        truth = x + y if layout.op == "add" else x * y
+        answers.append({"expression": text, "answer": None if value is None else to_base(value, layout.base),
+                        "valid": valid, "correct": value == truth, "expected": to_base(truth, layout.base),
+                        "steps": int(steps)})
+    return answers
+
+
+def show_arith(problem: tuple[str, int, int], answer: dict[str, Any], facts: dict[str, Any]) -> str:
+    layout = ArithLayout.model_validate(facts["layout"])
+    base, symbol = layout.base, OP_SYMBOLS[layout.op]
+    verdict = "right" if answer["correct"] else f"wrong: {answer['expected']}"
+    shown = answer["answer"] if answer["valid"] else "(not a number)"
+    return (f"{to_base(problem[1], base)} {symbol} {to_base(problem[2], base)} = {shown}   "
+            f"[base {base}; {verdict}; {answer['steps']} ACT steps]")
+
+
+TASK = Task(
+    name="arith", builder="dataset.build_arith_dataset", builder_config="ArithBuildConfig",
+    build_function="build_arith_dataset", evaluator=ArithEvaluator, headline_metric="eval/arith/exact_accuracy",
+    fact_fields=("layout",), check_facts=check_facts, facts_from_build_args=facts_from_build_args,
+    render=render_arith, describe=describe_arith, parse=parse_arith, solve=solve_arith, show=show_arith,
+    input_help="one expression per line in the checkpoint's base and operation, e.g. \"1a3f+ff\"",
+)

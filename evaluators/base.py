@@ -15,7 +15,8 @@ import numpy as np
 import pydantic
 import torch
 
-from dataset.common import DatasetMetadata, InputError, one_line
+from core.errors import InputError, one_line
+from dataset.common import DatasetMetadata
 from dataset.loader import IGNORE_LABEL_ID
 
 

@@ -15,15 +15,25 @@ rating in doubling buckets (0, 1, 2-3, 4-7, ...), each with its puzzle count:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 
 from dataset.common import read_example_array
 from dataset.sudoku_solver import UNITS
+from core.errors import InputError
 from evaluators.base import Evaluator, gather_arrays, save_predictions
+from evaluators.instances import content_lines
+from evaluators.render import GIVEN, RIGHT, WRONG, new_figure
+from evaluators.tasks import Task
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from training.inference import ReadyModel
 
 BLANK_TOKEN, FIRST_DIGIT_TOKEN, LAST_DIGIT_TOKEN = 1, 2, 10
 RATINGS_FIELD = "ratings"  # the test split's optional per-puzzle ratings array
@@ -171,3 +181,133 @@ class SudokuEvaluator(Evaluator):
             extra = {"ratings": ratings} if ratings is not None else {}
             save_predictions(save_path / "sudoku_predictions.npz", **arrays, **extra)
         return {k: v for k, v in metrics.items() if v is not None}
+
+
+# ---------------------------------------------------------------------------------------------
+# The task: its facts, pictures and text of an example, a user's instances (scripts/solve.py)
+
+
+def check_facts(facts: dict[str, Any], where: Any, prefix: str = "") -> None:
+    """81 cells of tokens 0..10."""
+    seq_len, vocab_size = facts["seq_len"], facts["vocab_size"]
+    if seq_len != 81 or vocab_size < 11:
+        raise InputError(f"{where}: a Sudoku has 81 cells of tokens 0..10, got {prefix}seq_len={seq_len}, "
+                         f"{prefix}vocab_size={vocab_size}")
+
+
+def facts_from_build_args(args: dict[str, Any]) -> dict[str, Any]:
+    return {}  # every Sudoku dataset has the same encoding
+
+
+def recognises(facts: dict[str, Any]) -> bool:
+    """The reference's Sudoku format (no task name recorded)."""
+    return facts.get("seq_len") == 81 and facts.get("vocab_size") == 11
+
+
+# Givens in black on grey, the solution (or the model's digits, green/red) in the blanks
+
+
+def render_sudoku(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.ndarray] = None,
+                  preds: Optional[np.ndarray] = None, title: str = "") -> "Figure":
+    puzzle = np.asarray(inputs).astype(np.int64) - 1  # 0 = blank
+    solution = None if labels is None else np.asarray(labels).astype(np.int64) - 1
+    guess = None if preds is None else np.asarray(preds).astype(np.int64) - 1
+    fig = new_figure(4.4, 4.8)
+    ax = fig.add_subplot()
+    for cell in range(81):
+        r, c = divmod(cell, 9)
+        if puzzle[cell] > 0:
+            ax.add_patch(_filled(c, r, "#e6e6e6"))
+            ax.text(c, r, str(puzzle[cell]), ha="center", va="center", fontsize=13, weight="bold", color=GIVEN)
+        elif guess is not None:
+            right = solution is not None and guess[cell] == solution[cell]
+            shown = str(guess[cell]) if 1 <= guess[cell] <= 9 else "?"
+            ax.text(c, r, shown, ha="center", va="center", fontsize=12, color=RIGHT if right else WRONG)
+        elif solution is not None:
+            ax.text(c, r, str(solution[cell]), ha="center", va="center", fontsize=12, color="#4575b4")
+    for k in range(10):
+        width = 2.2 if k % 3 == 0 else 0.6
+        ax.plot([-0.5, 8.5], [k - 0.5, k - 0.5], color="black", linewidth=width)
+        ax.plot([k - 0.5, k - 0.5], [-0.5, 8.5], color="black", linewidth=width)
+    ax.set_xlim(-0.6, 8.6)
+    ax.set_ylim(8.6, -0.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    givens = int((puzzle > 0).sum())
+    if guess is not None and solution is not None:
+        blanks = puzzle == 0
+        text = f"{givens} givens; model right on {int((guess == solution)[blanks].sum())}/{int(blanks.sum())} blanks"
+    else:
+        text = f"{givens} givens (bold); solution in blue"
+    ax.set_title(f"{title}\n{text}" if title else text, fontsize=10)
+    return fig
+
+
+def _filled(x: float, y: float, color: str):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=color, edgecolor="none")
+
+
+def describe_sudoku(facts: dict[str, Any], inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict[str, Any]:
+    """One example as text columns (input, target, prediction, correct); int64 tokens."""
+    def grid(tokens: np.ndarray, blank: str) -> str:
+        return "".join(str(t - 1) if 2 <= t <= 10 else blank for t in tokens)
+
+    return {"input": grid(inputs, "."), "target": grid(labels, "?"), "prediction": grid(preds, "?"),
+            "correct": bool(np.array_equal(preds, labels))}
+
+
+# A user's puzzles
+
+
+def parse_sudoku(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
+    """Puzzles as digits (N, 81), 0 = blank; malformed or self-contradicting grids are errors."""
+    grids = []
+    for number, line in content_lines(raw.decode(errors="replace")):
+        if len(line) != 81 or not re.fullmatch(r"[0-9.]{81}", line):
+            raise InputError(f"{where}: line {number}: expected 81 characters (digits 1-9, '.' or '0' for a blank), "
+                             f"got {len(line)}: {line[:30]!r}")
+        grid = np.array([0 if ch == "." else int(ch) for ch in line])
+        for unit_index, unit in enumerate(UNITS):
+            digits = grid[list(unit)]
+            digits = digits[digits > 0]
+            if len(digits) != len(set(digits.tolist())):
+                kind = ("row", "column", "box")[unit_index // 9]
+                raise InputError(f"{where}: line {number}: the givens repeat a digit in {kind} {unit_index % 9 + 1}")
+        grids.append(grid)
+    if not grids:
+        raise InputError(f"{where}: no puzzle found")
+    return np.stack(grids)
+
+
+def solve_sudoku(model: ReadyModel, grids: np.ndarray) -> list[dict[str, Any]]:
+    tokens = grids + 1  # digit d -> d + 1, blank -> 1
+    out = model.solve(tokens)
+    answers = []
+    for i in range(grids.shape[0]):
+        valid = score_sudoku(tokens[i:i + 1], out["preds"][i:i + 1])["valid_grid_rate"] == 1.0
+        digits = "".join(str(int(t) - 1) if 2 <= t <= 10 else "?" for t in out["preds"][i])
+        answers.append({"answer": digits, "valid": bool(valid), "steps": int(out["steps"][i])})
+    return answers
+
+
+def show_sudoku(grid: np.ndarray, answer: dict[str, Any], facts: dict[str, Any]) -> str:
+    lines = []
+    for r in range(9):
+        if r in (3, 6):
+            lines.append("------+-------+------")
+        cells = answer["answer"][r * 9:(r + 1) * 9]
+        lines.append(" | ".join(" ".join(cells[c:c + 3]) for c in (0, 3, 6)))
+    verdict = "a valid solution" if answer["valid"] else "NOT a valid solution (rows, columns, boxes or givens)"
+    return f"{verdict}, {answer['steps']} ACT steps\n" + "\n".join(lines)
+
+
+TASK = Task(
+    name="sudoku", builder="dataset.build_sudoku_dataset", builder_config="SudokuBuildConfig",
+    build_function="build_sudoku_dataset", evaluator=SudokuEvaluator, headline_metric="eval/sudoku/exact_accuracy",
+    fact_fields=(), check_facts=check_facts, facts_from_build_args=facts_from_build_args,
+    render=render_sudoku, describe=describe_sudoku, parse=parse_sudoku, solve=solve_sudoku, show=show_sudoku,
+    input_help="one puzzle per line, 81 characters: digits 1-9, '.' or '0' for a blank",
+    recognises=recognises,
+)

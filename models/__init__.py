@@ -9,7 +9,7 @@ import pydantic
 import torch
 from torch import nn
 
-from dataset.common import InputError, one_line
+from core.errors import InputError, one_line
 
 from models.act import check_model_cost, resolve_dtype
 from models.hrm import HRM, HRMConfig

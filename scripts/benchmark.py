@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from dataset.common import InputError  # noqa: E402
+from core.errors import InputError  # noqa: E402
 from dataset.loader import eval_batches  # noqa: E402
 from training.config import compose_config, validate_config  # noqa: E402
 from training.evaluation import even_batch_size  # noqa: E402

@@ -20,14 +20,16 @@ from typing import Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 if __name__ == "__main__":  # before the heavy imports: a signal now is one line, not a traceback
-    from dataset.early_signals import exit_on_signals  # noqa: E402
+    from core.early_signals import exit_on_signals  # noqa: E402
 
     exit_on_signals()
 
 import torch  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from dataset.common import CLI, InputError, _umask, run_cli  # noqa: E402
+from core.cli import CLI, run_cli  # noqa: E402
+from core.errors import InputError  # noqa: E402
+from dataset.common import _umask  # noqa: E402
 from dataset.loader import DeviceArrays, PuzzleDataset  # noqa: E402
 from evaluators import build_evaluators  # noqa: E402
 from models import build_model  # noqa: E402

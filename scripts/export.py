@@ -17,13 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 if __name__ == "__main__":  # before the heavy imports: a signal now is one line, not a traceback
-    from dataset.early_signals import exit_on_signals  # noqa: E402
+    from core.early_signals import exit_on_signals  # noqa: E402
 
     exit_on_signals()
 
 from pydantic import BaseModel, Field  # noqa: E402
 
-from dataset.common import CLI, run_cli  # noqa: E402
+from core.cli import CLI, run_cli  # noqa: E402
 from training.inference import CONFIG_FILE, WEIGHTS_FILE, export_model  # noqa: E402
 from training.runs import locate_run  # noqa: E402
 

@@ -21,11 +21,12 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 if __name__ == "__main__":  # before the heavy imports: a signal now is one line, not a traceback
-    from dataset.early_signals import exit_on_signals  # noqa: E402
+    from core.early_signals import exit_on_signals  # noqa: E402
 
     exit_on_signals()
 
-from dataset.common import InputError, plain_parser, run_cli  # noqa: E402
+from core.cli import plain_parser, run_cli  # noqa: E402
+from core.errors import InputError  # noqa: E402
 from training.runs import RunSummary, better, printable, read_each, run_dirs, summarize  # noqa: E402
 
 

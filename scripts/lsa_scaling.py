@@ -36,11 +36,12 @@ from typing import Any, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a file from anywhere
 if __name__ == "__main__":  # before the heavy imports: a signal now is one line, not a traceback
-    from dataset.early_signals import exit_on_signals  # noqa: E402
+    from core.early_signals import exit_on_signals  # noqa: E402
 
     exit_on_signals()
 
-from dataset.common import DatasetError, InputError, plain_parser, run_cli  # noqa: E402
+from core.cli import plain_parser, run_cli  # noqa: E402
+from core.errors import DatasetError, InputError  # noqa: E402
 from training.runs import headline_metric, read_json, read_metrics  # noqa: E402
 
 DEFAULT_SIZES = "4,6,9,12"

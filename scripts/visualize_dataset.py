@@ -19,13 +19,15 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 if __name__ == "__main__":  # before the heavy imports: a signal now is one line, not a traceback
-    from dataset.early_signals import exit_on_signals  # noqa: E402
+    from core.early_signals import exit_on_signals  # noqa: E402
 
     exit_on_signals()
 
 from pydantic import BaseModel, Field  # noqa: E402
 
-from dataset.common import CLI, DatasetError, load_split, run_cli  # noqa: E402
+from core.cli import CLI, run_cli  # noqa: E402
+from core.errors import DatasetError  # noqa: E402
+from dataset.common import load_split  # noqa: E402
 from dataset.loader import concat_sets  # noqa: E402
 from evaluators.render import check_new_output, render_example, save  # noqa: E402
 from training.inference import check_task_facts, task_facts  # noqa: E402

@@ -53,7 +53,7 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
-    from dataset.common import run_cli
+    from core.cli import run_cli
 
     out, err = io.StringIO(), io.StringIO()
     code = 0

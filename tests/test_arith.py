@@ -17,7 +17,8 @@ from dataset.build_arith_dataset import (
     encode_problems,
     total_pairs,
 )
-from dataset.common import DatasetError, DatasetMetadata, load_split
+from core.errors import DatasetError
+from dataset.common import DatasetMetadata, load_split
 from dataset.loader import PuzzleDataset
 from evaluators import build_evaluator
 from evaluators.arith import score_arith

@@ -52,15 +52,12 @@ def test_yaml_and_typed_defaults_agree():
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "config").glob("cfg_*.yaml")))
 def test_shipped_configs_validate(name):
     """Every shipped config composes, validates, names a builder for its data and its task's evaluator."""
-    import importlib
-
-    from dataset import BUILDERS
+    from evaluators.tasks import TASKS, get_task
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = validate_config(OmegaConf.to_container(compose(name), resolve=True))
-    assert isinstance(cfg, Config) and cfg.data.builder in BUILDERS
-    module, config_cls, _ = BUILDERS[cfg.data.builder]
-    getattr(importlib.import_module(module), config_cls).model_validate({**cfg.data.build_args, "output_dir": "x"})
+    assert isinstance(cfg, Config) and cfg.data.builder in TASKS
+    get_task(cfg.data.builder).config_class().model_validate({**cfg.data.build_args, "output_dir": "x"})
     assert cfg.evaluators == [{"name": cfg.data.builder}]
 
 

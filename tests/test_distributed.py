@@ -213,7 +213,7 @@ def test_a_finished_rank_meets_the_others_then_tears_down(monkeypatch):
     (RuntimeError("[gloo] Connection closed by peer"), "another rank did not reach the final barrier"),
 ])
 def test_a_finished_rank_only_warns_about_the_final_barrier(monkeypatch, capsys, error, warning):
-    from dataset.common import Interrupted
+    from core.signals import Interrupted
     from training.distributed import World, close_world
 
     group = FakeGroup(monkeypatch, barrier_error=Interrupted(signal.SIGTERM) if error == "interrupted" else error)

@@ -276,7 +276,7 @@ def swap_for_a_symlink(target, aside):
     ("symlink", "changed while this dataset was written"), ("appeared", "changed while this dataset was written"),
 ])
 def test_builder_overwrite_rechecks_the_target_before_the_swap(world, tmp_path, monkeypatch, change, culprit):
-    import dataset.common as common
+    import dataset.writer as writer
 
     target, aside = tmp_path / "data", tmp_path / "aside"
     if change != "appeared":
@@ -285,7 +285,7 @@ def test_builder_overwrite_rechecks_the_target_before_the_swap(world, tmp_path, 
            "another dataset": lambda: swap_for_another_dataset(world, target, aside),
            "symlink": lambda: swap_for_a_symlink(target, aside),
            "appeared": lambda: lambda: unrelated_files(world, tmp_path).rename(target)}[change]()
-    during(monkeypatch, common, "write_identifiers", act)
+    during(monkeypatch, writer, "write_identifiers", act)
     result = run_in_process(*builder_argv(target, *([] if change == "appeared" else ["--overwrite"])))
     assert_one_line_error(result, "--output-dir", culprit)
     after = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
@@ -367,7 +367,7 @@ def test_a_parked_leftover_is_removed_only_when_it_is_ours(world, tmp_path):
 def test_a_kill_that_left_both_directories_is_undone(world, tmp_path):
     """kill -9 between the renames leaves the old directory parked and the new one complete
     beside it: the old goes back, the new one goes; two parked candidates are not guessed at."""
-    from dataset.common import DatasetError
+    from core.errors import DatasetError
     from dataset.replace_guard import DATASET, check_target
 
     old = copy_data(world, tmp_path, ".data.tmp-abc.old")

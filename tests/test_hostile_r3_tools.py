@@ -38,7 +38,7 @@ def zoo(runs_zoo, tmp_path_factory):
 
 def run_tool(*argv: str) -> subprocess.CompletedProcess:
     """`python scripts/<argv[0]>.py argv[1:]`, in this process, through run_cli."""
-    from dataset.common import run_cli
+    from core.cli import run_cli
 
     module = load_script(argv[0])
     out, err, code = io.StringIO(), io.StringIO(), 0

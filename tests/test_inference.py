@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_module
+from evaluators.tasks import get_task
 from training.checkpoint import load_file, resolve_checkpoint
 from training.inference import load_checkpoint_model, load_model
 
@@ -48,7 +49,7 @@ def test_loader_rebuilds_the_same_model_without_pickle(runs_zoo, exported, monke
 
 
 def test_export_refuses_to_overwrite_and_bad_exports_are_one_line(runs_zoo, exported, tmp_path):
-    from dataset.common import InputError
+    from core.errors import InputError
 
     again = run_module("scripts/export.py", "--checkpoint", str(runs_zoo["alpha"]), "--out", str(exported))
     assert_one_line_error(again, "--out", "--overwrite")
@@ -93,7 +94,7 @@ def solved(solve_script, monkeypatch, capsys):
 
 def refused(parse, text, facts, culprit):
     """parse(raw, where, facts) raises an InputError naming the culprit, on one line."""
-    from dataset.common import InputError
+    from core.errors import InputError
 
     with pytest.raises(InputError) as info:
         parse(text.encode(), "<stdin>", facts)
@@ -148,7 +149,7 @@ def test_solve_lsa_matches_the_evaluation_and_scipy(runs_zoo, tmp_path, solved):
     ("", "no cost matrix"),
 ])
 def test_solve_lsa_refuses_input_that_does_not_fit(solve_script, text, culprit):
-    refused(solve_script.parse_lsa, text, {"n": 4, "max_cost": 9}, culprit)
+    refused(get_task("lsa").parse, text, {"n": 4, "max_cost": 9}, culprit)
 
 
 def test_solve_refusals_are_one_line_and_exit_2(runs_zoo):
@@ -179,7 +180,7 @@ def test_solve_sudoku(runs_zoo, solved):
     ("55" + SUDOKU[2:], "the givens repeat a digit in row 1"),
 ])
 def test_solve_sudoku_refuses_malformed_grids(solve_script, text, culprit):
-    refused(solve_script.parse_sudoku, text, {}, culprit)
+    refused(get_task("sudoku").parse, text, {}, culprit)
 
 
 def test_solve_arith(runs_zoo, solved):
@@ -200,11 +201,11 @@ def test_solve_arith(runs_zoo, solved):
 ])
 def test_solve_arith_refuses_what_the_checkpoint_cannot_read(solve_script, runs_zoo, text, culprit):
     facts = json.loads((resolve_checkpoint(runs_zoo["arith"]) / "meta.json").read_text())["dataset"]
-    refused(solve_script.parse_arith, text, facts, culprit)
+    refused(get_task("arith").parse, text, facts, culprit)
 
 
 def test_solve_missing_input_file(solve_script, tmp_path):
-    from dataset.common import InputError
+    from core.errors import InputError
 
     with pytest.raises(InputError, match="nope.csv: file not found"):
         solve_script.read_input(str(tmp_path / "nope.csv"))

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dataset.common import DatasetError, DatasetMetadata, SplitArrays, build_indices, write_split
+from core.errors import DatasetError
+from dataset.common import DatasetMetadata, SplitArrays, build_indices, write_split
 from dataset.loader import IGNORE_LABEL_ID, DeviceArrays, PuzzleDataset, TrainSampler, eval_batches
 
 

@@ -146,7 +146,7 @@ def test_unique_optimum_train_keeps_test_ties(tmp_path):
 
 
 def test_impossible_unique_request_is_a_clear_error(tmp_path):
-    from dataset.common import DatasetError
+    from core.errors import DatasetError
 
     with pytest.raises(DatasetError, match="--max-cost 1"):
         build_lsa(tmp_path / "x", n=3, max_cost=1, num_train=2, num_test=1, unique_optimum=True)

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import load_script
-from dataset.common import ReportedError, one_line
+from core.errors import ReportedError, one_line
+from evaluators.tasks import get_task
 
 SETTINGS = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -49,7 +50,7 @@ CSV_TEXT = st.text(alphabet="0123456789,. \t\n#-+eE_naif\r\x00", max_size=120)
 @SETTINGS
 @given(raw=st.one_of(st.binary(max_size=200), CSV_TEXT.map(str.encode)))
 def test_lsa_csv_text_and_bytes(solve, raw):
-    check_costs(one_line_or(solve.parse_lsa, raw, "<fuzz>", LSA_FACTS))
+    check_costs(one_line_or(get_task("lsa").parse, raw, "<fuzz>", LSA_FACTS))
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -81,13 +82,13 @@ def npy_files(draw):
 @SETTINGS
 @given(raw=npy_files())
 def test_lsa_npy(solve, raw):
-    check_costs(one_line_or(solve.parse_lsa, raw, "<fuzz>", LSA_FACTS))
+    check_costs(one_line_or(get_task("lsa").parse, raw, "<fuzz>", LSA_FACTS))
 
 
 @SETTINGS
 @given(raw=st.one_of(st.binary(max_size=200), st.text(alphabet="0123456789.x#\n ", max_size=200).map(str.encode)))
 def test_sudoku_strings(solve, raw):
-    grids = one_line_or(solve.parse_sudoku, raw, "<fuzz>", {})
+    grids = one_line_or(get_task("sudoku").parse, raw, "<fuzz>", {})
     if grids is not None:
         assert grids.shape[1:] == (81,) and grids.min() >= 0 and grids.max() <= 9
 
@@ -99,7 +100,7 @@ def test_arith_operands(solve, raw):
     from dataset.build_arith_dataset import ArithLayout
 
     layout = ArithLayout.for_task("add", 16, 4)
-    problems = one_line_or(solve.parse_arith, raw, "<fuzz>", {"layout": layout.model_dump()})
+    problems = one_line_or(get_task("arith").parse, raw, "<fuzz>", {"layout": layout.model_dump()})
     for _, a, b in problems or []:
         assert 0 <= a < 16**4 and 0 <= b < 16**4
 

@@ -151,10 +151,10 @@ def test_a_save_killed_at_its_rename_leaves_no_temporary_folder_for_good(tmp_pat
 def test_a_picture_is_written_through_the_shared_helpers(tmp_path, monkeypatch):
     import evaluators.render as render
     import training.files as files
-    from dataset.common import InputError
+    from core.errors import InputError
 
     assert files._umask is __import__("dataset.common", fromlist=["_umask"])._umask
-    fig = render._figure(1, 1)
+    fig = render.new_figure(1, 1)
     calls = []
     monkeypatch.setattr(render, "replace_file", lambda path, content: (calls.append(path),
                                                                        files.replace_file(path, content))[1])

@@ -172,7 +172,7 @@ def test_recovery_waits_for_a_live_fallback_swap(tmp_path, monkeypatch):
 
 def test_a_third_rename_failure_says_the_new_dataset_is_in_place(tmp_path, monkeypatch):
     import dataset.replace_guard as guard
-    from dataset.common import DatasetError
+    from core.errors import DatasetError
 
     target = old_dataset(tmp_path)
     monkeypatch.setattr(guard, "_exchange", lambda a, b: False)

@@ -43,7 +43,7 @@ def test_list_runs_sorts_by_a_metric_best_last(runs_zoo, capsys):
 
 
 def test_list_runs_bad_input(runs_zoo, tmp_path, capsys):
-    from dataset.common import InputError
+    from core.errors import InputError
 
     assert_one_line_error(run_module("scripts/list_runs.py", "--runs-dir", str(runs_zoo["runs_dir"]), "--sort", "nope"),
                           "--sort nope")

@@ -346,7 +346,7 @@ def test_checkpoint_backups_and_broken_metric_lines_do_not_stop_a_resume(world, 
 
 def test_a_signal_during_start_up_is_one_line(capsys):
     """Entry points install this handler first, before their heavy imports."""
-    from dataset.early_signals import _exit
+    from core.early_signals import _exit
 
     with pytest.raises(SystemExit) as exit_info:
         _exit(signal.SIGINT, None)

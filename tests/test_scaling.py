@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from conftest import CPU_PROJECT, TINY_CLI, assert_one_line_error, load_script, run_module
-from dataset.common import InputError
+from core.errors import InputError
 from training.runs import read_metrics
 
 TINY = [*TINY_CLI, "data.build_args.num_train=30", "data.build_args.num_test=12", "data.build_args.num_aug=1",

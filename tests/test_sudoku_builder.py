@@ -5,7 +5,8 @@ import pytest
 
 from conftest import assert_one_line_error, dir_digest, run_module
 from dataset.build_sudoku_dataset import SudokuBuildConfig, augment, build_sudoku_dataset
-from dataset.common import DatasetError, load_split
+from core.errors import DatasetError
+from dataset.common import load_split
 from dataset.loader import IGNORE_LABEL_ID, DeviceArrays, PuzzleDataset
 from dataset.sudoku_solver import generate_puzzle, is_valid_solution, random_full_grid, solve
 

@@ -3,7 +3,8 @@ import pytest
 
 from conftest import assert_one_line_error, run_module
 from dataset.build_sudoku_dataset import SudokuBuildConfig, build_sudoku_dataset
-from dataset.common import DatasetError, load_split
+from core.errors import DatasetError
+from dataset.common import load_split
 from dataset.sudoku_solver import generate_puzzle
 
 HEADER = "source,question,answer,rating\n"

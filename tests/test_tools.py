@@ -75,7 +75,7 @@ def test_plot_runs_draws_one_line_per_run(runs_zoo, tmp_path, monkeypatch):
 
 
 def test_plot_run_bad_input(runs_zoo, tmp_path):
-    from dataset.common import InputError
+    from core.errors import InputError
 
     runs = str(runs_zoo["runs_dir"])
     assert_one_line_error(run_module("scripts/plot_run.py", "alpha", "--runs-dir", runs, "--out", str(tmp_path / "a.png"),
@@ -98,7 +98,7 @@ def test_visualize_dataset(runs_zoo, tmp_path, task):
 
 
 def test_visualize_dataset_bad_input(runs_zoo, tmp_path):
-    from dataset.common import InputError
+    from core.errors import InputError
 
     data = runs_zoo["alpha"].parents[2] / "lsa4"
     assert_one_line_error(run_module("scripts/visualize_dataset.py", "--data", str(tmp_path / "none"), "--out",

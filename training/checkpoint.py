@@ -29,7 +29,8 @@ from typing import Any, Optional
 
 import torch
 
-from dataset.common import InputError, Interrupted
+from core.errors import InputError
+from core.signals import Interrupted
 from training.distributed import World, barrier
 from training.files import fsync_dir as _fsync_dir
 from training.files import replace_file

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, Union
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from dataset.common import InputError, one_line
+from core.errors import InputError, one_line
 from models import validate_arch
 
 
@@ -102,7 +102,7 @@ class Strict(BaseModel):
 
 class DataConfig(Strict):
     path: str = Field(min_length=1, pattern=r"\S", description="dataset directory (train/, test/)")
-    builder: Optional[str] = Field(None, description="builder to run when `path` holds no dataset (lsa, ...)")
+    builder: Optional[str] = Field(None, description="builder to run when `path` holds no dataset (a task name)")
     build_args: dict[str, Any] = Field(default_factory=dict, description="arguments for the builder (its flags, with _)")
     device_resident: Literal["auto", "always", "never"] = "auto"
 
@@ -162,7 +162,7 @@ class TrainConfig(Strict):
         15.0, ge=0, le=MAX_SECONDS / 60, description="also save a checkpoint when this many minutes of the run passed "
         "since the last save (checked at log steps; 0: off): a crash or kill -9 loses at most that much")
     save_checkpoints: bool = True
-    best_metric: Optional[str] = Field(None, description="eval metric whose best checkpoint is kept, e.g. eval/lsa/optimal_cost_rate")
+    best_metric: Optional[str] = Field(None, description="eval metric whose best checkpoint is kept, e.g. eval/<task>/exact_accuracy")
     best_mode: Literal["max", "min"] = "max"
     resume: Union[bool, str] = Field(
         False, description="true: continue the run logging.run_name from its latest checkpoint; or a run or "
@@ -268,11 +268,11 @@ class Config(Strict):
     @pydantic.field_validator("evaluators")
     @classmethod
     def _evaluators(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from evaluators import EVALUATORS, evaluator_class
+        from evaluators import evaluator_class, evaluator_names
 
         for i, spec in enumerate(value):
-            if spec.get("name") not in EVALUATORS:
-                raise ValueError(f"evaluators[{i}].name={spec.get('name')!r}; known: {sorted(EVALUATORS)}")
+            if spec.get("name") not in evaluator_names():
+                raise ValueError(f"evaluators[{i}].name={spec.get('name')!r}; known: {evaluator_names()}")
             options = {k: v for k, v in spec.items() if k != "name"}
             try:
                 evaluator_class(spec["name"]).Options.model_validate(options)

@@ -25,7 +25,9 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
-from dataset.common import STOP_SIGNALS, Interrupted, ReportedError
+from core.early_signals import STOP_SIGNALS
+from core.errors import ReportedError
+from core.signals import Interrupted
 from training.config import flatten
 
 

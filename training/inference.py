@@ -13,7 +13,6 @@ chooses code: `arch.name` picks a class from the registry in models/__init__.py.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataset.common import MARKER, MARKER_FIELD, MAX_TABLE_ROWS, InputError, _umask, one_line
+from core.errors import InputError
+from dataset.common import MARKER, MARKER_FIELD, MAX_TABLE_ROWS, _umask
 from dataset.loader import IGNORE_LABEL_ID
 from dataset.replace_guard import EXPORT, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, check_target, write_atomically
+from evaluators.tasks import COMMON_FACT_FIELDS, TASKS, get_task
 from models import build_model, validate_arch
 from training.checkpoint import (
     CheckpointError, check_tensors, load_config, load_meta, load_weights, resolve_checkpoint,
@@ -34,15 +35,19 @@ from training.evaluation import EVAL_HALTING
 
 EXPORT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE = EXPORT_WEIGHTS, EXPORT_CONFIG
-# dataset.json fields a model's tokens are read and written by (beyond its shape facts).
-TASK_FIELDS = ("task", "n", "max_cost", "layout", "pad_id", "ignore_label_id", "blank_identifier_id")
 SHAPE_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
+
+
+def task_fields(task: Any) -> tuple[str, ...]:
+    """dataset.json fields a model's tokens are read and written by (beyond its shape facts): those
+    of every task, and the task's own (evaluators/tasks.py)."""
+    return COMMON_FACT_FIELDS + (get_task(task).fact_fields if isinstance(task, str) and task in TASKS else ())
 
 
 def task_facts(metadata: Any) -> dict[str, Any]:
     """The task's encoding facts from a dataset's metadata (a DatasetMetadata or a dict)."""
     raw = metadata if isinstance(metadata, dict) else metadata.model_dump()
-    return {k: raw[k] for k in TASK_FIELDS if raw.get(k) is not None}
+    return {k: raw[k] for k in task_fields(raw.get("task")) if raw.get(k) is not None}
 
 
 def _integer(value: Any) -> bool:
@@ -51,42 +56,22 @@ def _integer(value: Any) -> bool:
 
 def check_task_facts(facts: dict[str, Any], where: Path | str, prefix: str = "") -> None:
     """The encoding facts a model or a dataset declares must agree with each other and with its
-    shape (LSA: n x n costs, each a token below vocab_size; Sudoku: 81 cells; arithmetic: the
-    builder's own layout), or answers are read from the wrong cells. `where` names the file,
-    `prefix` the object holding the facts in it ("data." in an export's config.json)."""
+    shape (the common ones here, the task's own through its `Task.check_facts`), or answers are
+    read from the wrong cells. `where` names the file, `prefix` the object holding the facts in it
+    ("data." in an export's config.json)."""
     for field in SHAPE_FIELDS:
         value = facts.get(field)
         if not _integer(value) or not 1 <= value <= MAX_TABLE_ROWS:
             raise InputError(f"{where}: {prefix}{field}={value!r}: expected an integer in 1..{MAX_TABLE_ROWS}")
-    seq_len, vocab_size = facts["seq_len"], facts["vocab_size"]
     blank = facts.get("blank_identifier_id", 0)
     if not _integer(blank) or not 0 <= blank < facts["num_puzzle_identifiers"]:
         raise InputError(f"{where}: {prefix}blank_identifier_id={blank!r} is not a puzzle identifier "
                          f"(num_puzzle_identifiers={facts['num_puzzle_identifiers']})")
     task = facts.get("task")
-    if task == "lsa":
-        n = facts.get("n", math.isqrt(seq_len))
-        if not _integer(n) or n < 1 or n * n != seq_len:
-            raise InputError(f"{where}: {prefix}n={n!r} and seq_len={seq_len} do not describe n x n cost matrices")
-        max_cost = facts.get("max_cost", vocab_size - 2)
-        if not _integer(max_cost) or not 1 <= max_cost < vocab_size:
-            raise InputError(f"{where}: {prefix}max_cost={max_cost!r}: costs are tokens, expected an integer "
-                             f"in 1..{vocab_size - 1}")
-    elif task == "sudoku":
-        if seq_len != 81 or vocab_size < 11:
-            raise InputError(f"{where}: a Sudoku has 81 cells of tokens 0..10, got {prefix}seq_len={seq_len}, "
-                             f"{prefix}vocab_size={vocab_size}")
-    elif task == "arith":
-        from dataset.build_arith_dataset import DIGIT_CHARS, ArithLayout
-
-        try:
-            layout = ArithLayout.from_metadata(SimpleNamespace(**facts))
-        except ValueError as exc:  # pydantic's ValidationError included
-            raise InputError(f"{where}: {prefix}{one_line(exc).removeprefix('dataset.json: ')}") from exc
-        if not 2 <= layout.base <= len(DIGIT_CHARS):
-            raise InputError(f"{where}: {prefix}layout.base={layout.base}: expected 2..{len(DIGIT_CHARS)}")
-    elif task is not None and not isinstance(task, str):
+    if task is not None and not isinstance(task, str):
         raise InputError(f"{where}: {prefix}task={task!r}: expected a task name")
+    if task in TASKS:  # its own facts; a task this project does not know has nothing more to check
+        get_task(task).check_facts(facts, where, prefix)
 
 
 def facts_from_config(cfg: Any) -> dict[str, Any]:
@@ -96,17 +81,8 @@ def facts_from_config(cfg: Any) -> dict[str, Any]:
     if path.is_file():
         return task_facts(json.loads(path.read_text()))
     builder, args = cfg.data.builder, dict(cfg.data.build_args)
-    if builder == "lsa":
-        from dataset.build_lsa_dataset import LSABuildConfig
-
-        built = LSABuildConfig.model_validate({**args, "output_dir": "."})
-        return {"task": "lsa", "n": built.n, "max_cost": built.max_cost}
-    if builder == "arith":
-        from dataset.build_arith_dataset import ArithBuildConfig, ArithLayout
-
-        built = ArithBuildConfig.model_validate({**args, "output_dir": "."})
-        width = max(built.max_digits, built.test_range()[1])
-        return {"task": "arith", "layout": ArithLayout.for_task(built.op, built.base, width).model_dump()}
+    if builder in TASKS:
+        return {"task": builder, **get_task(builder).facts_from_build_args(args)}
     return {"task": builder} if builder else {}
 
 
@@ -127,8 +103,8 @@ class ReadyModel(nn.Module):
         if halting not in EVAL_HALTING:
             raise InputError(f"halting={halting!r}; expected one of {', '.join(EVAL_HALTING)}")
         self.model = model.eval()
-        # vocab_size, seq_len, num_puzzle_identifiers, task, n, max_cost, layout, ...
-        self.facts = {k: facts[k] for k in SHAPE_FIELDS + TASK_FIELDS if k in facts}
+        # vocab_size, seq_len, num_puzzle_identifiers, task, pad_id, ..., the task's own facts
+        self.facts = {k: facts[k] for k in SHAPE_FIELDS + task_fields(facts.get("task")) if k in facts}
         self.halting = halting
         self.source = source  # where it was loaded from
         self.weights = weights  # "ema" or "model"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-from dataset.common import InputError
+from core.errors import InputError
 from training.files import own_file, replace_file
 from training.runs import task_of, write_run_file
 

@@ -27,7 +27,8 @@ from typing import Any, Callable, Optional
 import torch
 from tqdm import tqdm
 
-from dataset.common import Interrupted, ReportedError
+from core.errors import ReportedError
+from core.signals import Interrupted
 from evaluators import build_evaluator
 from training.checkpoint import load_meta
 from training.config import Config

@@ -18,8 +18,8 @@ import threading
 from types import FrameType
 from typing import Optional
 
-from dataset.common import Interrupted
-from dataset.early_signals import STOP_SIGNALS
+from core.early_signals import STOP_SIGNALS
+from core.signals import Interrupted
 
 SIGNALS = STOP_SIGNALS  # SIGTERM, SIGINT and SIGHUP (a closed terminal)
 

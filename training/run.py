@@ -29,13 +29,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import coolname
 
-from dataset.common import open_lock_file, os_error_line
+from core.errors import InputError, os_error_line
+from dataset.common import open_lock_file
 from evaluators import build_evaluators
 from training.checkpoint import (
     MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,
@@ -224,7 +226,7 @@ def check_before_training(state: TrainState) -> None:
 def check_config_against_data(cfg: Config, data: Any, world: World) -> None:
     """Each evaluator fits the dataset (its task, and a dry run on the test labels), `best_metric`
     names a metric evaluation will report, the batch fits the training split. The run calls
-    this through `check_before_training`, `pretrain.py --check` directly (training/runs.py preflight)."""
+    this through `check_before_training`, `pretrain.py --check` directly (`preflight`)."""
     evaluators = build_evaluators(cfg.evaluators, data)
     if cfg.train.best_metric is not None:
         names = {f"eval/{k}" for k in EVAL_METRICS} | {f"eval/{ev.name}/{m}" for ev in evaluators for m in ev.metric_names()}
@@ -569,3 +571,46 @@ def _open_run(cfg: Config, plan: RunPlan, world: World, lock: Optional[RunLock])
         flush=True,
     )
     return Run(plan, state, logger, checkpoints, lock)
+
+
+def preflight(cfg: Any) -> Path:
+    """What `train` would refuse before its first step, checked before anything starts
+    (train_lsa.sh calls this through `pretrain.py --check` before it opens a screen session),
+    through the run's own check functions: the device, the dataset (or the build it would
+    start), the batch and model cost bounds, the evaluators' dry run, best_metric, the batch
+    against the data, and the same planning `train` does. No model is built and nothing is
+    written. Returns the run directory the run will write."""
+    from dataset import builder_config
+    from core.errors import DatasetError
+    from dataset.common import dataset_exists
+    from dataset.loader import PuzzleDataset
+    from training.setup import check_batch_costs, resolve_device
+
+    if cfg.train.device != "auto":
+        resolve_device(cfg.train.device)
+    path = Path(cfg.data.path)
+    if dataset_exists(path):
+        data = PuzzleDataset.load(path)
+        check_batch_costs(cfg, data.meta, World())
+        check_config_against_data(cfg, data, World())
+    elif cfg.data.builder is None:
+        raise DatasetError(f"data.path={cfg.data.path}: no dataset there (and data.builder is not set to build one)")
+    else:  # what the build would refuse; the checks that need the data run once it is built
+        builder_config(cfg.data.builder, cfg.data.build_args, path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; "
+                               "remove it to rebuild")
+    if cfg.train.resume is False and not cfg.logging.run_name:
+        run_dir = Path(cfg.logging.runs_dir) / cfg.logging.project / "<generated name>"
+    else:
+        run_dir = plan_run(cfg).run_dir
+    holder = lock_holder(run_dir)
+    if holder is not None:  # the run would be refused when it takes the lock: say so now
+        raise InputError(f"logging.run_name={run_dir.name}: another process (pid {holder}) is writing {run_dir}; "
+                         "wait for it or choose another name")
+    check_real_dirs(run_dir)  # a symbolic link as the project or run directory
+    check_run_dir(run_dir)  # what the run writes into is what it looks like (read only here)
+    if not dataset_exists(path):  # said once everything else passed: a refusal stays one line
+        print(f"note: {path} will be built first (data.builder={cfg.data.builder}); the checks that need the data run "
+              "then, before the first step", file=sys.stderr)
+    return run_dir

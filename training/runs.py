@@ -19,15 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
-from dataset.common import InputError
+from core.errors import InputError
 
 RUN_FILE = "run.json"  # name, project, created, wandb id (written by training/logger.py)
-# The metric that says how well a task is solved; compare_runs divides it by the parameters.
-HEADLINE_METRICS = {
-    "lsa": "eval/lsa/optimal_cost_rate",
-    "sudoku": "eval/sudoku/exact_accuracy",
-    "arith": "eval/arith/exact_accuracy",
-}
+# The metric that says how well a run's task is solved (its `Task.headline_metric`; this one for
+# a task the registry does not hold); compare_runs divides it by the parameters.
 FALLBACK_HEADLINE = "eval/exact_accuracy"
 # Metrics where lower is better (everything else under eval/ counts as higher-is-better).
 LOWER_IS_BETTER = ("loss", "cost_difference")
@@ -212,7 +208,10 @@ def task_of(config: dict[str, Any]) -> str:
 
 
 def headline_metric(config: dict[str, Any]) -> str:
-    return HEADLINE_METRICS.get(task_of(config), FALLBACK_HEADLINE)
+    from evaluators.tasks import TASKS, get_task  # a task's module is imported when one of its runs is shown
+
+    task = task_of(config)
+    return get_task(task).headline_metric if task in TASKS else FALLBACK_HEADLINE
 
 
 def is_score(key: str) -> bool:
@@ -389,47 +388,3 @@ def write_run_file(run_dir: Path, name: str, project: str, wandb_id: Optional[st
     if parent or old.get("parent"):
         record["parent"] = parent or old.get("parent")
     replace_file(path, json.dumps(record, indent=2) + "\n")
-
-
-def preflight(cfg: Any) -> Path:
-    """What `train` would refuse before its first step, checked before anything starts
-    (train_lsa.sh calls this through `pretrain.py --check` before it opens a screen session),
-    through the run's own check functions: the device, the dataset (or the build it would
-    start), the batch and model cost bounds, the evaluators' dry run, best_metric, the batch
-    against the data, and the same planning `train` does. No model is built and nothing is
-    written. Returns the run directory the run will write."""
-    from dataset import builder_config
-    from dataset.common import DatasetError, dataset_exists
-    from dataset.loader import PuzzleDataset
-    from training.distributed import World
-    from training.run import check_config_against_data, check_real_dirs, check_run_dir, lock_holder, plan_run
-    from training.setup import check_batch_costs, resolve_device
-
-    if cfg.train.device != "auto":
-        resolve_device(cfg.train.device)
-    path = Path(cfg.data.path)
-    if dataset_exists(path):
-        data = PuzzleDataset.load(path)
-        check_batch_costs(cfg, data.meta, World())
-        check_config_against_data(cfg, data, World())
-    elif cfg.data.builder is None:
-        raise DatasetError(f"data.path={cfg.data.path}: no dataset there (and data.builder is not set to build one)")
-    else:  # what the build would refuse; the checks that need the data run once it is built
-        builder_config(cfg.data.builder, cfg.data.build_args, path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; "
-                               "remove it to rebuild")
-    if cfg.train.resume is False and not cfg.logging.run_name:
-        run_dir = Path(cfg.logging.runs_dir) / cfg.logging.project / "<generated name>"
-    else:
-        run_dir = plan_run(cfg).run_dir
-    holder = lock_holder(run_dir)
-    if holder is not None:  # the run would be refused when it takes the lock: say so now
-        raise InputError(f"logging.run_name={run_dir.name}: another process (pid {holder}) is writing {run_dir}; "
-                         "wait for it or choose another name")
-    check_real_dirs(run_dir)  # a symbolic link as the project or run directory
-    check_run_dir(run_dir)  # what the run writes into is what it looks like (read only here)
-    if not dataset_exists(path):  # said once everything else passed: a refusal stays one line
-        print(f"note: {path} will be built first (data.builder={cfg.data.builder}); the checks that need the data run "
-              "then, before the first step", file=sys.stderr)
-    return run_dir

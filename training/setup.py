@@ -13,7 +13,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dataset import build_dataset, builder_config
-from dataset.common import MARKER, MARKER_FIELD, DatasetError, build_lock, build_record, dataset_exists, read_metadata
+from core.errors import DatasetError
+from dataset.common import MARKER, MARKER_FIELD, build_lock, build_record, dataset_exists, read_metadata
 from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
 from models import build_model
 from models.act import block_region, check_model_cost, check_step_cost

@@ -1,0 +1,138 @@
+"""The task registry: one entry per task, and everything the project knows about a task reached
+from it.
+
+A task is a builder module under `dataset/` (an argdantic config + a build function) and an
+evaluator module under `evaluators/` that defines `TASK = Task(...)`: its builder, evaluator,
+headline metric, the encoding facts its datasets record, pictures and text of an example, and
+how `scripts/solve.py` reads, answers and shows a user's instances. `TASKS` maps the task's name
+(a config's `data.builder`, its `evaluators: [{name: ...}]`, dataset.json's `task`) to that
+module, which is imported on first use: one task never imports another's dependencies, and a
+name read from a file is looked up here before anything is imported.
+
+Nothing in `training/`, `models/`, `scripts/` or `pretrain.py` names a task: they ask this
+registry (tests/test_task_registry.py checks it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
+
+from core.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pydantic
+    from matplotlib.figure import Figure
+
+    from evaluators.base import Evaluator
+    from training.inference import ReadyModel
+
+# name -> the module that defines the task's `TASK`
+TASKS: dict[str, str] = {
+    "lsa": "evaluators.lsa",
+    "sudoku": "evaluators.sudoku",
+    "arith": "evaluators.arith",
+}
+# The facts every task's datasets record (dataset.json) beside their shape; `Task.fact_fields`
+# adds the task's own. Checkpoint meta and exports keep both, and solve.py reads tokens by them.
+COMMON_FACT_FIELDS = ("task", "pad_id", "ignore_label_id", "blank_identifier_id")
+
+
+class UnknownTask(InputError):
+    """A task name the registry does not hold; the message lists the known ones."""
+
+
+class Symmetry(NamedTuple):
+    """One transformation a task's answers follow (a relabelling, a transpose, a permutation):
+    `augment` maps a batch of input tokens (N, seq_len) to the transformed instances, and
+    `map_back` maps the model's predicted tokens (N, seq_len) on those back to the original
+    instances, so that answers to several transformed copies can be compared or voted on."""
+
+    name: str
+    augment: Callable[["np.ndarray"], "np.ndarray"]
+    map_back: Callable[["np.ndarray"], "np.ndarray"]
+
+
+# A task's symmetries: (facts, rng, count) -> up to `count` Symmetry objects drawn with `rng`
+# (the identity not included), for the dataset these encoding facts describe.
+Symmetries = Callable[[dict[str, Any], "np.random.Generator", int], list[Symmetry]]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything the project knows about one task. Functions take the task's encoding facts
+    (`task_facts` of its dataset.json: `COMMON_FACT_FIELDS` + `fact_fields` + the shape) where
+    they need them."""
+
+    name: str
+    # The builder: a module under dataset/ (imported on use, so `python -m <module>` runs it
+    # once), its argdantic config class and its build function (config -> output directory).
+    builder: str
+    builder_config: str
+    build_function: str
+    # The evaluator a config names as `evaluators: [{name: <name>}]`.
+    evaluator: type["Evaluator"]
+    # The metric that says how well the task is solved (run tools, compare_runs, scaling plots).
+    headline_metric: str
+    # The task's own dataset.json fields its tokens are read and written by (e.g. lsa: n, max_cost).
+    fact_fields: tuple[str, ...]
+    # (facts, where, prefix) -> None: facts that contradict each other or the shape raise an
+    # InputError naming `where` (a file) and `prefix` + the field.
+    check_facts: Callable[[dict[str, Any], Any, str], None]
+    # builder arguments (a config's data.build_args) -> the facts they imply (for checkpoints
+    # written before facts were recorded and whose dataset is gone).
+    facts_from_build_args: Callable[[dict[str, Any]], dict[str, Any]]
+    # (facts, inputs, labels, preds, title) -> a matplotlib Figure of one example (tokens).
+    render: Callable[..., "Figure"]
+    # (facts, inputs, labels, preds) -> {"input", "target", "prediction", "correct"}: text columns.
+    describe: Callable[..., dict[str, Any]]
+    # scripts/solve.py: parse(raw bytes, where, facts) -> instances (a sequence, one per
+    # instance; bad input is an InputError naming `where`); solve(ReadyModel, instances) -> one
+    # JSON-able dict per instance (with "valid" and "steps"); show(instance, answer, facts) -> text.
+    parse: Callable[[bytes, str, dict[str, Any]], Any]
+    solve: Callable[["ReadyModel", Any], list[dict[str, Any]]]
+    show: Callable[[Any, dict[str, Any], dict[str, Any]], str]
+    # One line for solve.py --help: the input format.
+    input_help: str
+    # Facts of a dataset that records no task name but is this task's (the reference's Sudoku).
+    recognises: Optional[Callable[[dict[str, Any]], bool]] = None
+    # Test-time symmetries (see `Symmetries`); None: the task declares none.
+    symmetries: Optional[Symmetries] = None
+
+    def config_class(self) -> type["pydantic.BaseModel"]:
+        return getattr(importlib.import_module(self.builder), self.builder_config)
+
+    def build(self, cfg: "pydantic.BaseModel") -> Any:
+        return getattr(importlib.import_module(self.builder), self.build_function)(cfg)
+
+
+def task_names() -> list[str]:
+    return sorted(TASKS)
+
+
+def get_task(name: Any, where: str = "task") -> Task:
+    """The registered task `name`; any other name is an UnknownTask naming `where` and the known ones."""
+    if not isinstance(name, str) or name not in TASKS:
+        raise UnknownTask(f"{where}={name!r}: unknown task; known: {', '.join(task_names())}")
+    task = importlib.import_module(TASKS[name]).TASK
+    if task.name != name:  # a registry entry pointing at another task's module
+        raise RuntimeError(f"evaluators.tasks: {TASKS[name]}.TASK is {task.name!r}, registered as {name!r}")
+    return task
+
+
+def all_tasks() -> list[Task]:
+    return [get_task(name) for name in task_names()]
+
+
+def task_for_facts(facts: dict[str, Any]) -> Optional[Task]:
+    """The task these encoding facts are of: their `task` when registered, else the one that
+    recognises them (a dataset written elsewhere); None when no task does."""
+    name = facts.get("task")
+    if isinstance(name, str) and name in TASKS:
+        return get_task(name)
+    for task in all_tasks():
+        if task.recognises is not None and task.recognises(facts):
+            return task
+    return None
