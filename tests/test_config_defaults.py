@@ -153,3 +153,14 @@ def test_a_config_dir_extends_base(tmp_path):
     raw = compose_config("mine", ["arch.L_layers=2"], ConfigSearch.from_flags(None, str(tmp_path)))
     cfg = validate_config(raw)
     assert (cfg.arch.name, cfg.arch.H_cycles, cfg.arch.L_layers, cfg.arch.H_layers) == ("hrm", 1, 2, 4)
+
+
+def test_a_field_without_default_left_unset_is_one_line(capsys):
+    """data.path has no default: a config that extends base without setting it stops before anything
+    runs, naming the key (Hydra would leave its ??? in place)."""
+    import pretrain
+
+    assert pretrain.cli(["--config-name", "base", "train.max_steps=3", "--cfg", "job"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: config: data.path: has no default and no value; set it in the config or on the command line "
+        "(data.path=...)"]

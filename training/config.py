@@ -315,6 +315,10 @@ def did_you_mean(key: str, known: list[str]) -> str:
 
 def validate_config(raw: dict[str, Any]) -> Config:
     """Validate a composed config (a plain dict) or raise ConfigError with a one-line message."""
+    unset = [key for key, value in flatten(raw).items() if value == MISSING] if isinstance(raw, dict) else []
+    if unset:  # a field without a default that nothing set (Hydra leaves ??? in place)
+        raise ConfigError(f"config: {unset[0]}: has no default and no value; set it in the config or on the command "
+                          f"line ({unset[0]}=...)")
     try:
         return Config.model_validate(raw)
     except pydantic.ValidationError as exc:
