@@ -200,15 +200,22 @@ def check(argv: list[str]) -> None:
 
 
 def print_help() -> None:
-    def first_comment(path: Path, width: int = 84) -> str:
-        """The first sentence of the file's leading comment, cut to `width` characters."""
-        lines = itertools.takewhile(lambda ln: ln.startswith("#"), path.read_text().splitlines())
-        text = " ".join(ln.lstrip("# ").strip() for ln in lines)
-        text = text.split(". ")[0].rstrip(".")
+    from models import MODELS
+
+    def first_sentence(text: str, width: int = 84) -> str:
+        """The first sentence of a text, cut to `width` characters."""
+        text = " ".join(text.split()).split(". ")[0].rstrip(".")
         return text if len(text) <= width else text[: width - 3].rsplit(" ", 1)[0] + "..."
 
+    def first_comment(path: Path) -> str:
+        """The first sentence of the file's leading comment."""
+        lines = itertools.takewhile(lambda ln: ln.startswith("#"), path.read_text().splitlines())
+        return first_sentence(" ".join(ln.lstrip("# ").strip() for ln in lines))
+
     configs = "\n".join(f"  {p.stem:<16} {first_comment(p)}" for p in sorted(CONFIG_DIR.glob("cfg_*.yaml")))
-    arches = "\n".join(f"  arch={p.stem:<11} {first_comment(p)}" for p in sorted((CONFIG_DIR / "arch").glob("*.yaml")))
+    variants = {name: first_sentence(config.__doc__ or "") for name, (config, _) in MODELS.items()}  # the registry's
+    variants.update({p.stem: first_comment(p) for p in (CONFIG_DIR / "arch").glob("*.yaml")})  # and config/arch/
+    arches = "\n".join(f"  arch={name:<11} {text}" for name, text in sorted(variants.items()))
     print(f"""usage: python pretrain.py [--config-name NAME] [KEY=VALUE ...] [--check | --cfg job | -m]
 
 Train a recursive reasoning model. Configs (--config-name, default cfg_lsa):
@@ -217,8 +224,9 @@ Train a recursive reasoning model. Configs (--config-name, default cfg_lsa):
 Model variants:
 {arches}
 
-Overrides: KEY=VALUE for any key of config/base.yaml (train.max_steps=500, optim.lr=3e-4,
-logging.run_name=NAME, train.resume=true|NAME|WANDB_ID|PATH, ...); +KEY=VALUE adds a new key.
+Overrides: KEY=VALUE for any key of the config (--cfg job prints them all, with their values;
+the defaults are the typed models' in training/config.py and models/): train.max_steps=500,
+optim.lr=3e-4, logging.run_name=NAME, train.resume=true|NAME|WANDB_ID|PATH, ...; +KEY=VALUE adds a new key.
 Flags:
   --check          validate the config, run directory and data; print the run directory; start nothing
   --cfg job        print the composed config (validated first)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
 
 import pydantic
 import torch
@@ -21,6 +21,24 @@ MODELS: dict[str, tuple[type[pydantic.BaseModel], type[nn.Module]]] = {
     "hrm": (HRMConfig, HRM),
     "transformer": (TransformerConfig, Transformer),
 }
+DEFAULT_ARCH = "trm"  # the `arch` group's default option (training/config.py: the `base` config)
+
+# `Config.arch`: one of the registered configs, told apart by `name` (each family's `name` is a Literal).
+if TYPE_CHECKING:  # type checkers cannot read the union built from the registry below
+    ArchConfig = Union[TRMConfig, HRMConfig, TransformerConfig]
+else:
+    ArchConfig = Annotated[Union[tuple(config for config, _ in MODELS.values())], pydantic.Field(discriminator="name")]
+
+
+def other_arch_with(name: Any, field: str) -> Optional[str]:
+    """The first registered family other than `name` whose config has `field`, or None (for the hint
+    "a field of hrm: arch=hrm" when a field is set for the wrong family)."""
+    return next((other for other, (config, _) in MODELS.items() if other != name and field in config.model_fields), None)
+
+
+def field_hint(name: Any, field: str) -> str:
+    other = other_arch_with(name, field)
+    return f" ({field} is a field of arch {other}, not {name}: arch={other})" if other else ""
 
 
 def validate_arch(raw: dict[str, Any]) -> pydantic.BaseModel:
@@ -30,7 +48,9 @@ def validate_arch(raw: dict[str, Any]) -> pydantic.BaseModel:
     try:
         arch = MODELS[name][0].model_validate(raw)
     except pydantic.ValidationError as exc:
-        raise ValueError("; ".join(f"arch.{part}" for part in one_line(exc).split("; "))) from None
+        extra = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden" and e["loc"]]
+        hint = field_hint(name, extra[0]) if extra else ""
+        raise ValueError("; ".join(f"arch.{part}" for part in one_line(exc).split("; ")) + hint) from None
     for key, value in arch.model_dump().items():  # every model family: no inf/NaN settings
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"arch.{key}: must be a finite number (got {value})")

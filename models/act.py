@@ -83,6 +83,8 @@ class ModelConfig(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def _check_shapes(self) -> "ModelConfig":
+        if self.puzzle_emb_ndim is None:  # recorded as the number it means: a run's config.json, then a resume,
+            self.puzzle_emb_ndim = self.hidden_size  # compare the same value whether it was written or left out
         if round(self.expansion * self.hidden_size * 2 / 3) < 1:
             raise ValueError(f"expansion={self.expansion} x hidden_size={self.hidden_size} leaves the MLP no width")
         if self.mixer == "attention" and self.hidden_size % self.num_heads:

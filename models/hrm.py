@@ -25,6 +25,14 @@ from models.act import MAX_CYCLES, MAX_LAYERS, ACTModel, ModelConfig
 
 
 class HRMConfig(ModelConfig):
+    """Hierarchical Reasoning Model (arXiv 2506.21734), the paper's setup: a low-level module L and a high-level
+    module H, 4 blocks each; per ACT step H_cycles x L_cycles L-updates and H_cycles H-updates, gradients only
+    through the last of each (the one-step gradient); Q-learning ACT.
+
+    Compute per training step (cfg_lsa shape): forward 2 x (2 x 4 + 4) = 24 block applications, backward
+    2 x (4 + 4) = 16, the Q-continue target's no-grad forward 24: 64, against TRM's 70.
+    """
+
     name: Literal["hrm"] = "hrm"
     H_layers: int = pydantic.Field(4, ge=1, le=MAX_LAYERS, description="blocks in the high-level module")
     L_layers: int = pydantic.Field(4, ge=1, le=MAX_LAYERS, description="blocks in the low-level module")

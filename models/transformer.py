@@ -19,6 +19,17 @@ from models.act import MAX_HALT_STEPS, MAX_LAYERS, ACTModel, ModelConfig
 
 
 class TransformerConfig(ModelConfig):
+    """A plain transformer: the same input (puzzle-embedding prefix + tokens) through num_layers blocks once; no
+    recursion, no carried state, one pass per example (halt_max_steps 1; its ACT settings matter only above 1).
+
+    The default depth matches TRM's default training compute (2 layers, H_cycles 3, L_cycles 6): TRM applies
+    its 2-layer net 3 x (6 + 1) = 21 times per ACT step, 42 block applications forward, and back-propagates
+    through the last H cycle only, (6 + 1) x 2 = 14 blocks, at twice the forward's cost: 42 + 2 x 14 = 70 block
+    applications per training step. A transformer of N layers costs N + 2N = 3N: N = 23 gives 69, so a
+    training step costs the same within 2% (attention and the LM head scale alike). Other matches:
+    arch.num_layers=2 (TRM's parameters), 14 (TRM's depth with gradients).
+    """
+
     name: Literal["transformer"] = "transformer"
     num_layers: int = pydantic.Field(23, ge=1, le=MAX_LAYERS, description="blocks, applied once (23: TRM's training FLOPs per step)")
     halt_max_steps: int = pydantic.Field(1, ge=1, le=MAX_HALT_STEPS, description="1: one pass per example (no state is carried)")

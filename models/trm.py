@@ -21,6 +21,9 @@ __all__ = ["TRM", "TRMConfig", "resolve_dtype"]
 
 
 class TRMConfig(ModelConfig):
+    """Tiny Recursive Model, attention mixer (the paper's default for fixed-size grids). `arch=trm_mlp`: an MLP
+    across the sequence instead."""
+
     name: Literal["trm"] = "trm"
     num_layers: int = pydantic.Field(2, ge=1, le=MAX_LAYERS, description="blocks in the shared network (L_layers)")
     H_cycles: int = pydantic.Field(3, ge=1, le=MAX_CYCLES, description="answer refinements per ACT step")

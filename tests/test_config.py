@@ -3,7 +3,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import REPO, run_module
-from training.config import Config, ConfigError, DataConfig, LoggingConfig, OptimConfig, TrainConfig, validate_config
+from training.config import Config, ConfigError, validate_config
 
 CONFIG_DIR = str(REPO / "config")
 
@@ -13,40 +13,7 @@ def composed(name, overrides=()):
         return OmegaConf.to_container(compose(name, overrides=list(overrides)), resolve=False)
 
 
-# YAML values that differ from the typed default on purpose, with the same meaning.
-SAME_MEANING = {("arch", "puzzle_emb_ndim"): "${.hidden_size}"}  # typed None = hidden_size
-
-
-def yaml_defaults(path):
-    """A YAML file's keys and values as Hydra reads them (1e-4 is a float), interpolations unresolved."""
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    raw.pop("defaults", None)
-    return raw
-
-
-def assert_same_defaults(section, yaml_values, model):
-    fields = {k: f for k, f in model.model_fields.items() if not f.is_required()}
-    required = set(model.model_fields) - set(fields)
-    assert set(yaml_values) == set(model.model_fields), (section, set(yaml_values) ^ set(model.model_fields))
-    for key, field in fields.items():
-        expected = SAME_MEANING.get((section, key), field.get_default(call_default_factory=True))
-        assert yaml_values[key] == expected, f"{section}.{key}: YAML {yaml_values[key]!r}, typed default {expected!r}"
-    for key in required:
-        assert yaml_values[key] == "???", f"{section}.{key} is required: the YAML must say ???"
-
-
-def test_yaml_and_typed_defaults_agree():
-    """Every typed field is in the YAML with the same default: base.yaml for the run sections,
-    config/arch/<name>.yaml for each registered model. A new field, or a default changed on one
-    side only, fails here."""
-    from models import MODELS
-
-    base = yaml_defaults(REPO / "config" / "base.yaml")
-    for section, model in (("data", DataConfig), ("optim", OptimConfig), ("train", TrainConfig), ("logging", LoggingConfig)):
-        assert_same_defaults(section, base[section], model)
-    for name, (config_cls, _) in MODELS.items():
-        arch = yaml_defaults(REPO / "config" / "arch" / f"{name}.yaml")
-        assert_same_defaults("arch", arch, config_cls)
+# The typed defaults are the only defaults: tests/test_config_defaults.py.
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "config").glob("cfg_*.yaml")))

@@ -2,6 +2,14 @@
 
 Every section forbids unknown keys, so a typo (`train.lrr`) fails at once with the field's
 name instead of being silently ignored.
+
+The typed models here (and each model family's config in models/) are the one place defaults
+live. `register_configs` (run at import) builds Hydra's config tree from them into Hydra's
+ConfigStore: the `base` config (every run section with its defaults, the `arch` group's default,
+Hydra's own settings) and one `arch/<name>` option per registered model family. config/*.yaml
+extend `base` and hold only what a recipe changes (tests/test_config_defaults.py refuses a YAML
+that restates a default). A field without a default (data.path) is `???` in the tree: a config
+or an override must set it.
 """
 
 from __future__ import annotations
@@ -13,9 +21,10 @@ from typing import Any, Literal, Optional, Union
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
 
 from core.errors import InputError, one_line
-from models import validate_arch
+from models import DEFAULT_ARCH, MODELS, ArchConfig, field_hint, validate_arch
 
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -249,7 +258,7 @@ class LoggingConfig(Strict):
 
 
 class Config(Strict):
-    arch: Any
+    arch: ArchConfig  # one of the registered families, chosen by arch.name (the `arch` group: arch=hrm)
     data: DataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig
@@ -310,6 +319,10 @@ def did_you_mean(key: str, known: list[str]) -> str:
 
 def validate_config(raw: dict[str, Any]) -> Config:
     """Validate a composed config (a plain dict) or raise ConfigError with a one-line message."""
+    unset = [key for key, value in flatten(raw).items() if value == MISSING] if isinstance(raw, dict) else []
+    if unset:  # a field without a default that nothing set (Hydra leaves ??? in place)
+        raise ConfigError(f"config: {unset[0]}: has no default and no value; set it in the config or on the command "
+                          f"line ({unset[0]}=...)")
     try:
         return Config.model_validate(raw)
     except pydantic.ValidationError as exc:
@@ -321,6 +334,84 @@ def validate_config(raw: dict[str, Any]) -> Config:
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+# Hydra's own settings for every run: the `hydra` section of the `base` config.
+HYDRA_SETTINGS: dict[str, Any] = {
+    "output_subdir": None,  # Hydra writes no config.yaml/hydra.yaml: a run records config.json itself (hydra_guard)
+    "run": {"dir": "."},
+    "sweep": {  # -m: job N trains run <logging.run_name or sweep-DATE-TIME>-N (pretrain.py); Hydra's multirun.yaml
+        "dir": "${logging.runs_dir}/${logging.project}/.sweeps/${now:%Y%m%d-%H%M%S}",  # goes here, not in the cwd
+        "subdir": "${hydra.job.num}",
+    },
+}
+MISSING = "???"  # Hydra's value for a key that a config or an override must set
+
+
+def field_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """Every field of a typed section with its default, as Hydra's config tree holds it (a field
+    without a default: ???)."""
+    return {name: MISSING if field.is_required() else to_jsonable_python(field.get_default(call_default_factory=True))
+            for name, field in model.model_fields.items()}
+
+
+def section_models() -> dict[str, type[BaseModel]]:
+    """The run sections of Config that are typed models of their own (data, optim, train, logging)."""
+    return {name: field.annotation for name, field in Config.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
+
+
+def base_config() -> dict[str, Any]:
+    """The `base` config: the arch group's default, Hydra's settings, every run section's defaults."""
+    node: dict[str, Any] = {
+        "defaults": [{"arch": DEFAULT_ARCH}, "_self_", {"override hydra/job_logging": "none"},
+                     {"override hydra/hydra_logging": "none"}],
+        "hydra": HYDRA_SETTINGS,
+    }
+    sections = section_models()
+    for name, field in Config.model_fields.items():
+        if name in sections:
+            node[name] = field_defaults(sections[name])
+        elif name != "arch":  # the arch group fills arch
+            node[name] = MISSING if field.is_required() else to_jsonable_python(field.get_default(call_default_factory=True))
+    return node
+
+
+def arch_config(name: str) -> dict[str, Any]:
+    """The `arch/<name>` option: a registered family's config with its defaults."""
+    return field_defaults(MODELS[name][0])
+
+
+def register_configs() -> None:
+    """Put `base` and the `arch/<name>` options into Hydra's ConfigStore, where every composition
+    finds them (@hydra.main, training.hydra_guard's loader, hydra.compose in tests): after the
+    config directories in the search path, so a file of the same name in config/ or --config-dir
+    would take precedence (none is shipped). Idempotent."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="base", node=base_config(), provider="training.config")
+    for name in MODELS:
+        store.store(group="arch", name=name, node=arch_config(name), provider="training.config")
+
+
+def group_options(dirs: list[Path], group: str) -> list[str]:
+    """The options of a config group: YAML files in the config directories and ConfigStore entries."""
+    from hydra.core.config_store import ConfigStore
+
+    files = {p.stem for d in dirs for p in (d / group).glob("*.yaml")} if group else set()
+    try:
+        stored = {n.removesuffix(".yaml") for n in ConfigStore.instance().list(group)} if group else set()
+    except OSError:  # ConfigStore.list raises IOError for a path it does not hold
+        stored = set()
+    return sorted(files | stored)
+
+
+def config_groups(dirs: list[Path]) -> set[str]:
+    """The config groups: folders of the config directories and the ConfigStore's groups (Hydra's own aside)."""
+    from hydra.core.config_store import ConfigStore
+
+    stored = {n for n in ConfigStore.instance().list("") if not n.endswith(".yaml") and n != "hydra"}
+    return {p.name for d in dirs for p in d.iterdir() if p.is_dir()} | stored
 
 
 def compose_config(config_name: str, overrides: list[str], search: Optional[Any] = None) -> dict[str, Any]:
@@ -343,24 +434,30 @@ def composition_error(exc: Exception, config_name: str, overrides: list[str], se
         message = f"--config-name {config_name}: no such config; available: {', '.join(names)}"
     elif "Available options" in str(exc):
         group = message.split("'")[-2].split("/")[0] if "'" in message else ""
-        options = sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")}) if group else []
-        message = f"{message}; available: {', '.join(options)}"
+        message = f"{message}; available: {', '.join(group_options(dirs, group))}"
     elif message.startswith("Could not override"):
         key = message.split("'")[1]
+        groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]  # arch=hrm: its keys
         try:
-            known = _flat_keys(compose_config(config_name, [], search))
+            composed = compose_config(config_name, groups, search)
         except ConfigError:
-            known = []
-        message = f"{key}: no such config key{did_you_mean(key, known)} (to add a new key, write +{key}=...)"
+            composed = {}
+        arch = composed.get("arch")
+        hint = (field_hint(arch.get("name"), key.split(".", 1)[1])  # another family's field: say which
+                if key.startswith("arch.") and key.count(".") == 1 and isinstance(arch, dict) else "")
+        hint = hint or did_you_mean(key, _flat_keys(composed))
+        message = f"{key}: no such config key{hint} (to add a new key, write +{key}=...)"
     elif len(lines) > 1 and lines[0].startswith("Error parsing override"):
         message = f"{lines[0]}: {lines[1]}"
     elif message.endswith(":") and len(lines) > 1:  # "In 'cfg': ConfigKeyError raised while composing config:"
         full_key = [line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")]
         message = f"{message} {lines[1]}" + (f" (key {full_key[0]})" if full_key else "")
     elif "Config group override" in message:  # e.g. arch=null
-        group_dirs = {p.name for d in dirs for p in d.iterdir() if p.is_dir()}
+        group_dirs = config_groups(dirs)
         groups = [o.split("=", 1)[0].lstrip("+~") for o in overrides if o.split("=", 1)[0].lstrip("+~") in group_dirs]
         for group in groups[:1]:
-            options = sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
-            message = f"{group}: {message}; choose one of {', '.join(options)}"
+            message = f"{group}: {message}; choose one of {', '.join(group_options(dirs, group))}"
     return ConfigError(f"config: {message}")
+
+
+register_configs()

@@ -289,7 +289,7 @@ def composed_problem(raw: dict) -> Optional[tuple[str, str]]:
             return f"hydra.{key}", f"{hydra[key]}: {REFUSED['hydra.' + key]}"
     if (hydra.get("job") or {}).get("env_set"):
         return "hydra.job.env_set", f"{hydra['job']['env_set']}: {REFUSED['hydra.job.env_set']}"
-    if hydra.get("output_subdir") is not None:  # config/base.yaml sets null; training records config.json itself
+    if hydra.get("output_subdir") is not None:  # the `base` config sets null; training records config.json itself
         return "hydra.output_subdir", (f"{hydra['output_subdir']!r}: Hydra would write config.yaml, hydra.yaml and "
                                        "overrides.yaml there (over any files of those names); pretrain.py keeps it null")
     for section in ("job_logging", "hydra_logging"):
@@ -334,7 +334,7 @@ def source_of(search: ConfigSearch, config_name: str, overrides: list[Any], path
         return f"config {config_name}"
     for default in reversed(defaults.defaults):
         loaded = search.loader.repository.load_config(default.config_path) if default.config_path else None
-        if loaded is None or loaded.provider == "hydra":
+        if loaded is None or loaded.provider in ("hydra", "schema"):  # Hydra's own, or training.config's ConfigStore
             continue
         package = default.package or ""
         if package and bare == package:  # the file is the whole node (a group option placed there)
