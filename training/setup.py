@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.torch_version import TorchVersion
 
 from dataset import build_dataset, builder_config
 from core.errors import DatasetError
@@ -127,7 +128,7 @@ def compile_step(loss_head: ACTLossHead, scope: str, mode: str = "default") -> C
         # inputs (inline_inbuilt_nn_modules, the default from torch 2.5 on; test_compile_scope.py
         # counts the frames). torch 2.4 guards each instance apart: past its recompile limit (8) the
         # transformer's other blocks would silently run eagerly.
-        if getattr(torch._dynamo.config, "inline_inbuilt_nn_modules", True) is False:
+        if TorchVersion(torch.__version__) < "2.5":  # later versions warn that the setting is always on
             torch._dynamo.config.inline_inbuilt_nn_modules = True
         for module in model.modules():
             if isinstance(module, Block):
