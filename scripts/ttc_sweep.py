@@ -236,6 +236,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
                 ax.plot([c["votes"] for c in ran], [c["metrics"].get(head, math.nan) for c in ran], marker="o",
                         label=f"{act} ACT steps")
         ax.set_xscale("log", base=2)
+        ks = sorted({c["votes"] for c in report["cells"]})
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
         ax.set_xlabel("votes K (answers per instance)")
         ax.set_ylabel(head.removeprefix("eval/"))
         ax.set_title(f"policy: {policy}", fontsize=10)

@@ -251,6 +251,8 @@ def test_load_model_checks_the_budget_before_reading(tmp_path):
         load_model(tmp_path / "nothing here", votes=65)
     with pytest.raises(BudgetError, match="--act-steps 2000"):
         load_model(tmp_path / "nothing here", act_steps=2000)
+    with pytest.raises(BudgetError, match="--vote-policy 'most'"):
+        load_model(tmp_path / "nothing here", votes=2, vote_policy="most")
 
 
 def test_act_steps_within_the_cost_bounds():
@@ -291,6 +293,8 @@ def test_ready_model_votes_and_more_steps(world):
     voted = ready.solve(costs, votes=4, vote_policy="check")
     assert voted["preds"].shape == costs.shape and len(ready.last_vote["chosen_by"]) == 6
     assert ready.last_vote["summary"]["test_time/votes"] == 4
+    with pytest.raises(InputError, match="--vote-seed -1"):
+        load_model(world["run"], vote_seed=-1)
     longer = load_model(world["run"], act_steps=5, halting="max_steps")
     assert longer.act_steps == 5 and set(longer.solve(costs)["steps"].tolist()) == {5}
 

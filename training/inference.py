@@ -109,7 +109,9 @@ class ReadyModel(nn.Module):
         if halting not in EVAL_HALTING:
             raise InputError(f"halting={halting!r}; expected one of {', '.join(EVAL_HALTING)}")
         self.votes, self.vote_policy = check_votes(votes, vote_policy)
-        self.vote_seed = int(vote_seed)
+        if not isinstance(vote_seed, int) or isinstance(vote_seed, bool) or vote_seed < 0:
+            raise InputError(f"--vote-seed {vote_seed!r}: expected an integer >= 0")
+        self.vote_seed = vote_seed
         self.last_vote: Optional[dict[str, Any]] = None  # what solve's last vote did (votes > 1)
         self.model = model.eval()
         # vocab_size, seq_len, num_puzzle_identifiers, task, pad_id, ..., the task's own facts
