@@ -5,9 +5,11 @@
 #   bash docs/benchmarks/pending/ttc_sweep.sh cfg_sudoku_400s
 #   bash docs/benchmarks/pending/ttc_sweep.sh cfg_lsa_400s
 # Wall-time plan (from the call's start): data built first (`scripts/build_data.py`), training
-# stopped by SIGTERM at 470 s at the latest (it checkpoints and exits; its own budget is
+# stopped by SIGTERM at 480 s at the latest (it checkpoints and exits; its own budget is
 # train.max_train_seconds=400), the sweep bounded to what is left before 560 s (--max-seconds;
-# cells it cannot finish are listed as skipped) on the first 256 test instances. Needs the
+# cells it cannot finish are listed as skipped) on the first 512 test instances (estimate for
+# Sudoku's TRM at ~15 ms per ACT step of 256 instances: ~3.5 s per candidate over the three budgets,
+# so ~55 s for all 16; not measured). Needs the
 # wheelhouse in .whl (bash ../shared/tools/gpu-wheelhouse.sh matplotlib). Results in $OUT:
 # train.log, metrics.jsonl, ttc/ttc_sweep.{json,md,png}, sweep.log. Not yet run: no results here.
 set -uo pipefail
@@ -22,7 +24,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 common=(logging.runs_dir=/tmp/runs logging.progress=false logging.wandb_mode=disabled logging.run_name=ttc)
 python3 scripts/build_data.py --config-name "$cfg" "${common[@]}" > "$OUT/build.log" 2>&1 || { tail -3 "$OUT/build.log"; exit 1; }
 echo "data ready at $(elapsed) s"
-train_left=$(( 470 - $(elapsed) ))
+train_left=$(( 480 - $(elapsed) ))
 timeout -s TERM "$train_left" python3 pretrain.py --config-name "$cfg" "${common[@]}" > "$OUT/train.log" 2>&1
 echo "training ended (rc $?) at $(elapsed) s"; tail -2 "$OUT/train.log"
 run=$(ls -d /tmp/runs/*/ttc | head -1)
@@ -30,7 +32,7 @@ cp "$run/metrics.jsonl" "$OUT/metrics.jsonl" 2>/dev/null
 sweep_left=$(( 560 - $(elapsed) - 25 ))  # 25 s for loading the models and writing the report
 [ "$sweep_left" -gt 10 ] || { echo "no time left for the sweep ($(elapsed) s)"; exit 1; }
 timeout -s TERM $(( sweep_left + 20 )) python3 scripts/ttc_sweep.py --checkpoint "$run" --out "$OUT/ttc" \
-  --act-steps 16,32,64 --votes 1,4,8,16 --vote-policies majority,confidence,check --max-examples 256 \
+  --act-steps 16,32,64 --votes 1,4,8,16 --vote-policies majority,confidence,check --max-examples 512 \
   --max-seconds "$sweep_left" > "$OUT/sweep.log" 2>&1
 echo "sweep ended (rc $?) at $(elapsed) s"; tail -3 "$OUT/sweep.log"
 cat "$OUT/ttc/ttc_sweep.md" 2>/dev/null
