@@ -335,6 +335,23 @@ def test_sweep_table_json_and_png(world, tmp_path):
         ttc.sweep(ttc.SweepArgs(checkpoint=world["run"], out=out), "x")
 
 
+def test_solve_says_who_chose(world, tmp_path):
+    from conftest import load_script
+
+    solve = load_script("solve")
+    costs = np.load(world["data"] / "test" / "all__inputs.npy")[:3].reshape(3, 4, 4)
+    np.save(tmp_path / "costs.npy", costs.astype(np.int64))
+    result = solve.solve(solve.SolveArgs(checkpoint=world["run"], input=str(tmp_path / "costs.npy"), vote=3,
+                                         vote_policy="confidence", act_steps=3, halting="max_steps"))
+    assert result["test_time"]["act_steps"] == 3 and result["test_time"]["votes"] == 3
+    assert result["test_time"]["chosen_by"]["confidence"] == 1.0
+    assert [a["chosen_by"] for a in result["answers"]] == ["confidence"] * 3
+    assert all(a["steps"] == 3 for a in result["answers"])
+    plain = solve.solve(solve.SolveArgs(checkpoint=world["run"], input=str(tmp_path / "costs.npy")))
+    assert plain["test_time"] == {"act_steps": 2, "votes": 1, "vote_policy": None}
+    assert all("chosen_by" not in a for a in plain["answers"])
+
+
 @pytest.mark.parametrize("script, flags, culprit", [
     ("scripts/evaluate.py", ["--checkpoint", "x", "--vote", "65"], "--vote 65"),
     ("scripts/solve.py", ["--checkpoint", "x", "--input", "-", "--act-steps", "0"], "--act-steps 0"),

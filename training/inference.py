@@ -216,11 +216,14 @@ def build_from_facts(arch_raw: dict[str, Any], facts: dict[str, Any], device: to
     from training.voting import with_act_steps
 
     try:
-        arch = validate_arch(with_act_steps(dict(arch_raw), act_steps))
+        arch = validate_arch(dict(arch_raw))
     except ValueError as exc:
-        if act_steps is not None:  # the trained config was valid: the new step count broke a bound
-            raise InputError(f"--act-steps {act_steps}: {exc}") from exc
         raise InputError(f"{where}: arch: {exc}") from exc
+    if act_steps is not None:
+        try:  # the config itself is valid: only the new step count can break a bound here
+            arch = validate_arch(with_act_steps(arch.model_dump(), act_steps))
+        except ValueError as exc:
+            raise InputError(f"--act-steps {act_steps}: {exc}") from exc
     for field in SHAPE_FIELDS:
         if not _integer(facts.get(field)) or not 1 <= facts[field] <= MAX_TABLE_ROWS:
             raise InputError(f"{where}: data.{field} must be an integer in 1..{MAX_TABLE_ROWS}, got {facts.get(field)!r}")
