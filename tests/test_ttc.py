@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.errors import InputError
 from evaluators.tasks import get_task
@@ -361,3 +363,28 @@ def test_scripts_refuse_bad_budgets_in_one_line(script, flags, culprit):
     from conftest import assert_one_line_error, run_in_process
 
     assert_one_line_error(run_in_process(script, *flags), culprit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_choose_properties(num_k, num, length, seed):
+    """On random answers: majority picks a most common answer (its first candidate), check the
+    cheapest passing answer (majority where none passes), confidence the largest Q logit."""
+    rng = np.random.default_rng(seed)
+    preds = rng.integers(0, 3, size=(num_k, num, length))
+    q = rng.normal(size=(num_k, num))
+    penalty = np.where(rng.random((num_k, num)) < 0.5, np.inf, rng.integers(0, 3, size=(num_k, num)).astype(float))
+    counts = np.array([[sum(np.array_equal(preds[j, n], preds[k, n]) for j in range(num_k)) for n in range(num)]
+                       for k in range(num_k)])
+    majority = choose(preds, q, None, "majority")
+    for n, k in enumerate(majority.index):
+        assert counts[k, n] == counts[:, n].max()
+        assert k == min(j for j in range(num_k) if np.array_equal(preds[j, n], preds[k, n]))
+        assert majority.agreement[n] == counts[k, n] / num_k
+    checked = choose(preds, q, penalty, "check")
+    for n, k in enumerate(checked.index):
+        if np.isfinite(penalty[:, n]).any():
+            assert checked.chosen_by[n] == "check" and penalty[k, n] == penalty[:, n].min()
+        else:
+            assert checked.chosen_by[n] == "majority" and k == majority.index[n]
+    assert np.array_equal(choose(preds, q, None, "confidence").index, q.argmax(0))
