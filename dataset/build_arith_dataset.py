@@ -443,15 +443,24 @@ def _metadata(cfg: ArithBuildConfig, layout: ArithLayout, split: SplitArrays, di
     )
 
 
-def _train_groups(a: np.ndarray, b: np.ndarray, answers: np.ndarray, num_aug: int):
-    """Each original followed by its swapped copy (when num_aug=1 and a != b).
-    Returns a, b, answers of all examples and the group sizes (N,)."""
-    sizes = 1 + (num_aug * np.any(a != b, axis=1)).astype(np.int64)  # (N,)
-    original = np.repeat(np.arange(a.shape[0]), sizes)  # (E,)
+def swap_operands(inputs: np.ndarray, layout: ArithLayout) -> np.ndarray:
+    """inputs (N, seq_len) of a op b -> b op a (the same answer: both ops commute). The operand
+    fields have the same width and are written alike, so the swap exchanges them whole; it is
+    its own inverse. The builder's augmentation and test-time voting (evaluators/arith.py) both
+    use it."""
+    out = np.array(inputs, copy=True)
+    out[..., layout.a_slice], out[..., layout.b_slice] = inputs[..., layout.b_slice], inputs[..., layout.a_slice]
+    return out
+
+
+def _train_groups(inputs: np.ndarray, labels: np.ndarray, distinct: np.ndarray, num_aug: int, layout: ArithLayout):
+    """Each original followed by its swapped copy (when num_aug=1 and a != b): encoded rows
+    (N, seq_len) and whether a != b (N,) -> inputs, labels of all examples and the group sizes (N,)."""
+    sizes = 1 + (num_aug * distinct).astype(np.int64)  # (N,)
+    original = np.repeat(np.arange(inputs.shape[0]), sizes)  # (E,)
     is_copy = np.arange(original.shape[0]) - np.repeat(np.cumsum(sizes) - sizes, sizes) == 1  # (E,)
-    first = np.where(is_copy[:, None], b[original], a[original])
-    second = np.where(is_copy[:, None], a[original], b[original])
-    return first, second, answers[original], sizes
+    rows = inputs[original]
+    return np.where(is_copy[:, None], swap_operands(rows, layout), rows), labels[original], sizes
 
 
 def _split_arrays(inputs: np.ndarray, labels: np.ndarray, group_sizes: np.ndarray, dtype: np.dtype) -> SplitArrays:
@@ -486,8 +495,10 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
 
     dtype = token_dtype(layout.vocab_size)
     train_answers = compute_answers(train_a, train_b, cfg.op, cfg.base, layout.answer_width)
-    first, second, answers, sizes = _train_groups(train_a, train_b, train_answers, cfg.num_aug)
-    train = _split_arrays(*encode_problems(first, second, answers, layout), sizes, dtype)
+    train_inputs, train_labels = encode_problems(train_a, train_b, train_answers, layout)
+    group_inputs, group_labels, sizes = _train_groups(train_inputs, train_labels, np.any(train_a != train_b, axis=1),
+                                                      cfg.num_aug, layout)
+    train = _split_arrays(group_inputs, group_labels, sizes, dtype)
     test_answers = compute_answers(test_a, test_b, cfg.op, cfg.base, layout.answer_width)
     test = _split_arrays(*encode_problems(test_a, test_b, test_answers, layout), np.ones(cfg.num_test, np.int64), dtype)
 

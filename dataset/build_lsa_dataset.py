@@ -177,28 +177,44 @@ def generate_instances(
 # Augmentation
 
 
+def draw_permutations(rng: np.random.Generator, shape: tuple[int, ...], n: int, transpose: bool):
+    """Random row and column permutations (shape + (n,)) and transposes (shape, bool; all False
+    without `transpose`), drawn in this order (the builder's stream: keep it)."""
+    row_perm = rng.permuted(np.broadcast_to(np.arange(n), shape + (n,)), axis=-1)
+    col_perm = rng.permuted(np.broadcast_to(np.arange(n), shape + (n,)), axis=-1)
+    flip = rng.random(shape) < 0.5 if transpose else np.zeros(shape, dtype=bool)
+    return row_perm, col_perm, flip
+
+
+def permute_costs(costs: np.ndarray, row_perm: np.ndarray, col_perm: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """costs (N, n, n), row_perm/col_perm (N, A, n), flip (N, A) -> (N, A, n, n): row p of a copy
+    is row P[p] of the original, column q is column Q[q], then transposed where `flip`. Any
+    per-cell array transforms the same way (an index grid gives the cell each copy reads: the
+    test-time symmetries of evaluators/lsa.py map answers back through it)."""
+    idx = np.arange(costs.shape[0])[:, None, None, None]
+    moved = costs[idx, row_perm[..., :, None], col_perm[..., None, :]]  # (N, A, n, n)
+    return np.where(flip[..., None, None], np.swapaxes(moved, -1, -2), moved)
+
+
+def permute_assignment(cols: np.ndarray, row_perm: np.ndarray, col_perm: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """An assignment (N, n) (column of each row) under the `permute_costs` of the same arguments
+    -> (N, A, n): original edge (i, cols[i]) lands at (P^-1[i], Q^-1[cols[i]]), transposed where
+    `flip` (the new column of row j is then the inverse permutation)."""
+    shape = row_perm.shape
+    # New column of new row p: Q^-1[cols[P[p]]].
+    col_inv = np.argsort(col_perm, axis=-1)
+    moved = np.take_along_axis(col_inv, np.take_along_axis(np.broadcast_to(cols[:, None, :], shape), row_perm, -1), -1)
+    return np.where(flip[..., None], np.argsort(moved, axis=-1), moved)
+
+
 def augment(rng: np.random.Generator, costs: np.ndarray, cols: np.ndarray, num_aug: int, transpose: bool):
     """For each instance, `num_aug` copies under random row/column permutations (and transposes).
 
     costs (N, n, n), cols (N, n) -> costs (N, num_aug, n, n), cols (N, num_aug, n).
-    Row p of the copy is row P[p] of the original, column q is column Q[q]; so original edge
-    (i, cols[i]) lands at (P^-1[i], Q^-1[cols[i]]).
     """
     num, n = cols.shape
-    shape = (num, num_aug, n)
-    row_perm = rng.permuted(np.broadcast_to(np.arange(n), shape), axis=-1)
-    col_perm = rng.permuted(np.broadcast_to(np.arange(n), shape), axis=-1)
-    flip = rng.random((num, num_aug)) < 0.5 if transpose else np.zeros((num, num_aug), dtype=bool)
-
-    idx = np.arange(num)[:, None, None, None]
-    aug_costs = costs[idx, row_perm[..., :, None], col_perm[..., None, :]]  # (N, A, n, n)
-    # New column of new row p: Q^-1[cols[P[p]]].
-    col_inv = np.argsort(col_perm, axis=-1)
-    aug_cols = np.take_along_axis(col_inv, np.take_along_axis(np.broadcast_to(cols[:, None, :], shape), row_perm, -1), -1)
-    # Transposing the matrix transposes the assignment: new column of row j is the inverse permutation.
-    aug_costs = np.where(flip[..., None, None], np.swapaxes(aug_costs, -1, -2), aug_costs)
-    aug_cols = np.where(flip[..., None], np.argsort(aug_cols, axis=-1), aug_cols)
-    return aug_costs, aug_cols
+    row_perm, col_perm, flip = draw_permutations(rng, (num, num_aug), n, transpose)
+    return permute_costs(costs, row_perm, col_perm, flip), permute_assignment(cols, row_perm, col_perm, flip)
 
 
 # ---------------------------------------------------------------------------------------------

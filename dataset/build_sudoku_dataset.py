@@ -392,6 +392,30 @@ def source_cells(row_order: np.ndarray, col_order: np.ndarray, transpose: np.nda
     return np.where(transpose[..., None, None], np.swapaxes(plain, -1, -2), plain).reshape(plain.shape[:-2] + (81,))
 
 
+def apply_symmetry(grids: np.ndarray, sources: np.ndarray, value_map: np.ndarray) -> np.ndarray:
+    """Move cells and relabel values: new cell k holds value_map[grid[sources[k]]].
+
+    grids (..., 81) values below value_map's length; sources (..., 81) from `source_cells`;
+    value_map (..., V) a permutation of 0..V-1 (digits: `draw_symmetries`' digit_map, 0 -> 0;
+    tokens: `token_map`). Leading axes broadcast. The builder's augmentation and test-time voting
+    (evaluators/sudoku.py: `sudoku_symmetries`) both transform grids through this one function."""
+    moved = np.take_along_axis(grids, sources, axis=-1)
+    return np.take_along_axis(value_map, moved.astype(np.intp), axis=-1)
+
+
+def inverse_symmetry(sources: np.ndarray, value_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (sources, value_map) that `apply_symmetry` undoes these with (both are permutations)."""
+    return np.argsort(sources, axis=-1), np.argsort(value_map, axis=-1)
+
+
+def token_map(digit_map: np.ndarray, vocab_size: int) -> np.ndarray:
+    """A digit relabelling (..., 10) as one on tokens (..., vocab_size): digit d is token d + 1;
+    PAD (0), blank (1) and any token above the digits keep their value."""
+    table = np.broadcast_to(np.arange(vocab_size, dtype=np.int64), digit_map.shape[:-1] + (vocab_size,)).copy()
+    table[..., 2:11] = digit_map[..., 1:10].astype(np.int64) + 1
+    return table
+
+
 def augment(rng: np.random.Generator, puzzles: np.ndarray, solutions: np.ndarray, num_aug: int):
     """`num_aug` symmetric copies of each puzzle and its solution.
 
@@ -406,8 +430,7 @@ def augment(rng: np.random.Generator, puzzles: np.ndarray, solutions: np.ndarray
         hi = min(lo + ORIGINALS_PER_AUGMENT_CHUNK, num)
         sources = source_cells(row_order[lo:hi], col_order[lo:hi], transpose[lo:hi])  # (n, A, 81)
         for grids, out in ((puzzles, out_puzzles), (solutions, out_solutions)):
-            moved = np.take_along_axis(grids[lo:hi, None, :], sources, axis=-1)  # (n, A, 81)
-            out[lo:hi] = np.take_along_axis(digit_map[lo:hi], moved.astype(np.intp), axis=-1)
+            out[lo:hi] = apply_symmetry(grids[lo:hi, None, :], sources, digit_map[lo:hi])  # (n, A, 81)
     return out_puzzles, out_solutions
 
 
