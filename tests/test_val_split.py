@@ -254,3 +254,14 @@ def test_evaluate_script_split(val_run, tmp_path):
     plain = build_lsa(tmp_path / "plain", num_train=300, num_test=100, num_aug=4)
     missing = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--data", str(plain), "--split", "val")
     assert_one_line_error(missing, f"{plain}/val", "--val-size")
+
+
+def test_every_registered_builder_takes_val_size():
+    """A new task's builder gets --val-size (ARCHITECTURE.md, "Adding a task"): add it to
+    BUILDERS above too, so the checks here cover it."""
+    from evaluators.tasks import TASKS, get_task
+
+    for name in TASKS:
+        field = get_task(name).config_class().model_fields.get("val_size")
+        assert field is not None and field.default == 0, name
+    assert set(BUILDERS) == set(TASKS), "add the task's builder to BUILDERS"
