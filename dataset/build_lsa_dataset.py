@@ -252,7 +252,8 @@ def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
     """Generate, solve, augment and write the dataset; returns the output directory."""
     checked = check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     # Augmentation holds int64 costs, their permuted copies and the labels: ~24 bytes a cell.
-    check_memory("--num-train/--num-aug/--n", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size) * cfg.n**2 * 24)
+    rows = cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size
+    check_memory("--num-train/--num-aug/--n", rows * cfg.n**2 * 24)
     if cfg.max_cost + 2 > MAX_TABLE_ROWS:
         raise DatasetError(f"--max-cost {cfg.max_cost}: the vocabulary (max_cost + 2) may hold at most {MAX_TABLE_ROWS} "
                            "tokens")
@@ -265,7 +266,8 @@ def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
         test_costs, test_cols, test_ties = generate_instances(
             np.random.default_rng(test_seq), cfg.num_test, cfg, seen, bar, cfg.unique_optimum)
         # Last, from its own stream, `seen` holding train and test: neither changes, none repeats.
-        val = generate_instances(val_rng(cfg.seed), cfg.val_size, cfg, seen, bar, cfg.unique_optimum) if cfg.val_size else None
+        val = (generate_instances(val_rng(cfg.seed), cfg.val_size, cfg, seen, bar, cfg.unique_optimum)
+               if cfg.val_size else None)
 
     aug_costs, aug_cols = augment(np.random.default_rng(aug_seq), train_costs, train_cols, cfg.num_aug, cfg.transpose)
     # A copy of a tied instance gets the canonical optimum of its own (permuted) costs.

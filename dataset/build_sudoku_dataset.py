@@ -506,8 +506,9 @@ def build_sudoku_dataset(cfg: SudokuBuildConfig) -> Path:
     example_arrays = {"test": {RATINGS_FIELD: test["ratings"].astype(np.int64)}}
     if "val" in splits:  # like test: not augmented, with its ratings
         val = splits["val"]
-        written["val"] = (_metadata(cfg, val, val["puzzles"].shape[0], 0, example_arrays={
-            RATINGS_FIELD: "each val puzzle's rating (see rating_definition)"}), _split_arrays(val["puzzles"], val["solutions"], 1))
+        val_meta = _metadata(cfg, val, val["puzzles"].shape[0], 0,
+                             example_arrays={RATINGS_FIELD: "each val puzzle's rating (see rating_definition)"})
+        written["val"] = (val_meta, _split_arrays(val["puzzles"], val["solutions"], 1))
         example_arrays["val"] = {RATINGS_FIELD: val["ratings"].astype(np.int64)}
 
     return write_dataset(cfg.output_dir, cfg.overwrite, written, example_arrays=example_arrays,
