@@ -1,8 +1,9 @@
-"""Score a saved checkpoint on a dataset's test split.
+"""Score a saved checkpoint on a dataset's test split (or, with --split val, its validation split).
 
     python scripts/evaluate.py --checkpoint runs/trm-lsa/<run>            # latest checkpoint of a run
     python scripts/evaluate.py --checkpoint <run name or wandb id>        # the same, looked up under --runs-dir
     python scripts/evaluate.py --checkpoint runs/trm-lsa/<run>/checkpoints/step_0004000 --data data/other
+    python scripts/evaluate.py --checkpoint <run> --split val             # a recipe search scores val/, not test/
 
 The config is read from the checkpoint; the EMA weights are used when present (as in
 training's evaluation). The last line printed is one JSON object of metrics.
@@ -62,6 +63,8 @@ class EvaluateArgs(BaseModel):
     checkpoint: Path = Field(description="checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
     runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
     data: Optional[Path] = Field(None, description="dataset directory (default: the one the run trained on)")
+    split: Literal["test", "val"] = Field("test", description="the split to score: test, or val (a dataset built with "
+                                          "--val-size)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     ema: bool = Field(True, description="use the EMA weights when the checkpoint has them")
     batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH_SIZE, description="default: the run's eval batch size")
@@ -116,7 +119,8 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
     data_path = args.data or Path(cfg.data.path)
     data = PuzzleDataset.load(data_path)
     check_data_compatible(ckpt, load_meta(ckpt), data.meta, data_path)
-    evaluators = build_evaluators(cfg.evaluators, data)  # each fits this dataset, checked before the model runs
+    eval_meta, eval_arrays = data.split(args.split)  # a missing val/ is one line naming it
+    evaluators = build_evaluators(cfg.evaluators, data, args.split)  # each fits this split, checked before the model runs
     batch_size = args.batch_size or cfg.train.eval_batch_size or cfg.train.global_batch_size
     device = resolve_device(args.device)
     arch = cfg.arch
@@ -144,7 +148,8 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
             apply_inductor_options(options)
             compile_step(ACTLossHead(model), "blocks")
         metrics = _evaluate_votes(args, model, data, evaluators, task, halting, votes, policy, batch_size, weights, ckpt, out)
-        return {**budget, **metrics, "checkpoint": str(ckpt), "weights": weights, "data": str(data_path)}
+        return {**budget, **metrics, "checkpoint": str(ckpt), "weights": weights, "data": str(data_path),
+                "split": args.split}
     step_fn = ACTLossHead(model)
     if args.compile:
         if cfg.train.inductor and not options:
@@ -152,14 +157,14 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
                   "checkpoint (pass --inductor to use them)", file=sys.stderr)
         apply_inductor_options(options)
         step_fn = compile_step(step_fn, cfg.train.compile_scope)
-    arrays = DeviceArrays(data.test, data.test_meta, device, resident=True)
+    arrays = DeviceArrays(eval_arrays, eval_meta, device, resident=True)
     # Prediction files are written aside and renamed into place at the end: an evaluation that
     # fails or is interrupted (SIGTERM, Ctrl-C) leaves no partial result behind.
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
     aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)) if out is not None else None
     try:
-        metrics = evaluate(step_fn, model, arrays, data.test.num_examples, batch_size, evaluators, save_path=aside,
+        metrics = evaluate(step_fn, model, arrays, eval_arrays.num_examples, batch_size, evaluators, save_path=aside,
                            progress=args.progress, halting=halting)
         if out is not None:
             os.chmod(aside, 0o777 & ~_umask())  # mkdtemp made it private
@@ -167,7 +172,7 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
     finally:
         if aside is not None and aside.exists():
             shutil.rmtree(aside)
-    return {**metrics, **budget, "checkpoint": str(ckpt), "weights": weights, "data": str(data_path)}
+    return {**metrics, **budget, "checkpoint": str(ckpt), "weights": weights, "data": str(data_path), "split": args.split}
 
 
 def _evaluate_votes(args: EvaluateArgs, model, data, evaluators, task, halting: str, votes: int, policy: str,
@@ -178,11 +183,10 @@ def _evaluate_votes(args: EvaluateArgs, model, data, evaluators, task, halting: 
 
     from training.inference import ReadyModel, task_facts
 
-    meta = data.test_meta
+    meta, split = data.split(args.split)
     facts = {**task_facts(meta), "vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
              "num_puzzle_identifiers": meta.num_puzzle_identifiers}
     ready = ReadyModel(model, facts, halting, str(ckpt), weights)
-    split = data.test
     puzzle_of_example = np.repeat(np.arange(split.num_puzzles), np.diff(split.puzzle_indices.astype(np.int64)))
     ids = split.puzzle_identifiers[puzzle_of_example]
     inputs = split.inputs.astype(np.int64)

@@ -27,7 +27,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 if __name__ == "__main__":  # before the heavy imports: a signal now is one line, not a traceback
@@ -64,6 +64,8 @@ class SweepArgs(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH_SIZE, description="default: the run's eval batch size")
     halting: Optional[str] = Field(None, description="max_steps or q_head (default: the run's train.eval_halting)")
+    split: Literal["test", "val"] = Field("test", description="the split to answer: test, or val (a dataset built with "
+                                          "--val-size; choose test-time settings there, report them on test)")
     act_steps: str = Field("16,32,64", description="ACT step budgets, comma-separated")
     votes: str = Field("1,4,8,16", description="vote counts K, comma-separated (each 1..64)")
     vote_policies: str = Field("majority,confidence,check", description="policies, comma-separated")
@@ -122,7 +124,7 @@ def sweep(args: SweepArgs, command: str) -> dict[str, Any]:
 
     device = resolve_device(args.device)
     batch_size = args.batch_size or cfg.train.eval_batch_size or cfg.train.global_batch_size
-    split, meta = data.test, data.test_meta
+    meta, split = data.split(args.split)  # a missing val/ is one line naming it
     num = split.num_examples if args.max_examples is None else min(args.max_examples, split.num_examples)
     inputs = split.inputs[:num].astype(np.int64)
     labels = split.labels[:num]
@@ -173,6 +175,7 @@ def sweep(args: SweepArgs, command: str) -> dict[str, Any]:
         "command": command,
         "checkpoint": str(ckpt),
         "data": str(data_path),
+        "split": args.split,
         "task": task.name,
         "headline_metric": task.headline_metric,
         "trained_act_steps": cfg.arch.halt_max_steps,
