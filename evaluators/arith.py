@@ -313,4 +313,5 @@ TASK = Task(
     render=render_arith, describe=describe_arith, parse=parse_arith, solve=solve_arith, show=show_arith,
     input_help="one expression per line in the checkpoint's base and operation, e.g. \"1a3f+ff\"",
     symmetries=arith_symmetries, answer_positions=arith_answer_positions,
+    tiny_build_args=dict(max_digits=2, num_train=200, num_test=50, seed=0),
 )

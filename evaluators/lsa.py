@@ -366,4 +366,5 @@ TASK = Task(
     input_help=("cost matrices as CSV (rows of comma- or space-separated integers, matrices separated by a blank "
                 "line) or .npy of shape (n, n) or (N, n, n); n and the cost range 1..max_cost must be the checkpoint's"),
     symmetries=lsa_symmetries, check_answer=check_lsa,
+    tiny_build_args=dict(n=4, max_cost=9, num_train=40, num_test=10, num_aug=3, seed=0),
 )

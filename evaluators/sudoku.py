@@ -357,4 +357,5 @@ TASK = Task(
     render=render_sudoku, describe=describe_sudoku, parse=parse_sudoku, solve=solve_sudoku, show=show_sudoku,
     input_help="one puzzle per line, 81 characters: digits 1-9, '.' or '0' for a blank",
     recognises=recognises, symmetries=sudoku_symmetries, check_answer=check_sudoku,
+    tiny_build_args=dict(num_train=4, num_test=3, num_aug=1, min_clues=28, max_clues=30, workers=1, seed=0),
 )

@@ -105,6 +105,9 @@ class Task:
     input_help: str
     # Facts of a dataset that records no task name but is this task's (the reference's Sudoku).
     recognises: Optional[Callable[[dict[str, Any]], bool]] = None
+    # A build of a few instances that takes seconds (builder arguments, without output_dir and
+    # progress): the tests build every registered task with it (tests/test_val_split.py).
+    tiny_build_args: Optional[dict[str, Any]] = None
     # Test-time symmetries (see `Symmetries`); None: the task declares none.
     symmetries: Optional[Symmetries] = None
     # Test-time voting's label-free check (see `CheckAnswers`); None: the task has none (the

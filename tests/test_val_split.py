@@ -11,24 +11,23 @@ import pytest
 from conftest import assert_one_line_error, build_lsa, dir_digest, run_in_process, tiny_config
 from core.errors import DatasetError
 from dataset.common import load_split, recorded_build_args
+from evaluators.tasks import TASKS
 
 
-def build_arith(out, **overrides):
-    from dataset.build_arith_dataset import ArithBuildConfig, build_arith_dataset
+def build_task(name):
+    """A builder of the registered task `name` at its tiny size (`Task.tiny_build_args`)."""
+    from evaluators.tasks import get_task
 
-    args = dict(output_dir=out, max_digits=2, num_train=200, num_test=50, seed=0, progress=False)
-    return build_arith_dataset(ArithBuildConfig(**{**args, **overrides}))
+    task = get_task(name)
 
+    def build(out, **overrides):
+        return task.build(task.config_class()(**{**task.tiny_build_args, "output_dir": out, "progress": False, **overrides}))
 
-def build_sudoku(out, **overrides):
-    from dataset.build_sudoku_dataset import SudokuBuildConfig, build_sudoku_dataset
-
-    args = dict(output_dir=out, num_train=4, num_test=3, num_aug=1, min_clues=28, max_clues=30, workers=1,
-                seed=0, progress=False)
-    return build_sudoku_dataset(SudokuBuildConfig(**{**args, **overrides}))
+    return build
 
 
-BUILDERS = {"lsa": build_lsa, "arith": build_arith, "sudoku": build_sudoku}
+BUILDERS = {name: build_task(name) for name in TASKS}
+build_arith, build_sudoku = BUILDERS["arith"], BUILDERS["sudoku"]
 
 
 def originals(path, split):
@@ -257,11 +256,12 @@ def test_evaluate_script_split(val_run, tmp_path):
 
 
 def test_every_registered_builder_takes_val_size():
-    """A new task's builder gets --val-size (ARCHITECTURE.md, "Adding a task"): add it to
-    BUILDERS above too, so the checks here cover it."""
-    from evaluators.tasks import TASKS, get_task
+    """A new task's builder gets --val-size (ARCHITECTURE.md, "Adding a task") and declares a
+    tiny build, so the checks above cover it."""
+    from evaluators.tasks import get_task
 
     for name in TASKS:
-        field = get_task(name).config_class().model_fields.get("val_size")
+        task = get_task(name)
+        field = task.config_class().model_fields.get("val_size")
         assert field is not None and field.default == 0, name
-    assert set(BUILDERS) == set(TASKS), "add the task's builder to BUILDERS"
+        assert task.tiny_build_args, f"{name}: declare Task.tiny_build_args"
