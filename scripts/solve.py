@@ -9,7 +9,9 @@ answers and shows the instances (its `Task.parse`, `solve`, `show` in evaluators
 input format each expects is its `Task.input_help`, e.g. LSA: cost matrices as CSV or .npy,
 Sudoku: one 81-character puzzle per line, arithmetic: one expression per line). Each answer is printed readably; the last line is one JSON object: the answers, whether each is
 valid, the ACT steps used, and for LSA the cost, scipy's optimal cost and the gap. Input that
-does not fit the checkpoint is one line on stderr, exit code 2. Lines starting with '#' are skipped.
+does not fit the checkpoint is one line on stderr, exit code 2. The task's parse gets the raw
+bytes: LSA, Sudoku and arithmetic skip lines starting with '#' as comments; another task may read
+them (its input format, `Task.input_help`, is listed under --input in --help).
 Input is read up to 16 MiB (a larger file, or an endless one such as /dev/zero, is refused).
 
 A test-time budget (training/voting.py): --act-steps N answers with N ACT steps (not the trained
@@ -35,7 +37,7 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 from core.cli import CLI, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
-from evaluators.tasks import get_task  # noqa: E402
+from evaluators.tasks import all_tasks, get_task  # noqa: E402
 from training.inference import load_model  # noqa: E402
 from training.voting import check_act_steps, check_votes  # noqa: E402
 
@@ -45,7 +47,8 @@ MAX_INPUT_BYTES = 16 << 20  # far more instances than one call should hold; neve
 class SolveArgs(BaseModel):
     checkpoint: Path = Field(description="a run (directory, name or wandb id), checkpoint or exported directory")
     runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
-    input: str = Field(description="the instances: a file, or - for standard input")
+    input: str = Field(description="the instances: a file, or - for standard input; by the checkpoint's task: "
+                       + "; ".join(f"{task.name}: {task.input_help}" for task in all_tasks()))
     device: str = Field("cpu", description="cpu, cuda, cuda:N")
     halting: Optional[Literal["max_steps", "q_head"]] = Field(
         None, description="which answer counts (default: the run's train.eval_halting)")
