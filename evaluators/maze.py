@@ -1,0 +1,315 @@
+"""Maze scoring: exact path, valid path, optimal length against scipy's shortest paths; the maze
+as text (for solve.py) and as a picture.
+
+Tokens (dataset/maze_solver.py): 1 wall, 2 open, 3 start, 4 goal, 5 path; a grid is n*n of
+them, row-major. A predicted grid is scored by:
+
+  maze_kept          every wall, start and goal of the input unchanged, every open cell open
+                     or path (a path cell only where the input is open)
+  valid path         maze kept, and the path cells with start and goal form one simple path:
+                     start and goal each have exactly one 4-neighbour in that set, every path
+                     cell exactly two, and the set is connected. (A route that runs beside
+                     itself has a cell with three marked neighbours: a set of cells cannot say
+                     which way it went, so it is not valid. A shortest path never does so.)
+  optimal path       valid, and its length (path cells + 1 moves) equals the shortest length
+                     from start to goal, computed with scipy.sparse.csgraph on the input
+  exact              every cell equals the label (for a maze with one shortest path, the
+                     builder's, this is the same as optimal)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+import torch
+
+from dataset.common import InputError
+from dataset.maze_solver import GOAL, MAX_SIZE, OPEN, PAD, PATH, START, VOCAB_SIZE, WALL
+from evaluators.base import Evaluator, gather_arrays, save_predictions
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+TEXT_CHARS = "#.SGo"  # token t (1..5) -> TEXT_CHARS[t - 1] in text; ' ' is read as open too
+GRAPH_CHUNK = 32  # mazes per block-diagonal csgraph call
+
+
+def as_grids(name: str, tokens: np.ndarray, num: Optional[int] = None) -> np.ndarray:
+    """(N, n*n) or (N, n, n) integer tokens -> (N, n, n) int64; shape errors name `name`."""
+    tokens = np.asarray(tokens)
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"{name}: expected integer tokens, got dtype {tokens.dtype}")
+    if tokens.ndim == 2:
+        side = int(round(tokens.shape[1] ** 0.5))
+        if side * side != tokens.shape[1]:
+            raise ValueError(f"{name}: {tokens.shape[1]} tokens a maze is not a square grid")
+        tokens = tokens.reshape(tokens.shape[0], side, side)
+    if tokens.ndim != 3 or tokens.shape[1] != tokens.shape[2] or (num is not None and tokens.shape[0] != num):
+        raise ValueError(f"{name}: expected shape ({num if num is not None else 'N'}, n, n) or (N, n*n), got {tokens.shape}")
+    return tokens.astype(np.int64)
+
+
+def check_inputs(inputs: np.ndarray) -> np.ndarray:
+    """Mazes as the builder writes them: tokens wall/open/start/goal, one start and one goal."""
+    grids = as_grids("inputs", inputs)
+    if grids.shape[0] == 0:
+        raise ValueError("inputs: no mazes to score")
+    if grids.min() < WALL or grids.max() > GOAL:
+        raise ValueError(f"inputs: tokens must lie in {WALL}..{GOAL} (wall, open, start, goal), got "
+                         f"{grids.min()}..{grids.max()}")
+    for token, name in ((START, "start"), (GOAL, "goal")):
+        counts = np.count_nonzero(grids == token, axis=(1, 2))
+        if np.any(counts != 1):
+            i = int(np.flatnonzero(counts != 1)[0])
+            raise ValueError(f"inputs: maze {i} has {counts[i]} {name} cells, expected 1")
+    return grids
+
+
+def _neighbour_counts(marked: np.ndarray) -> np.ndarray:
+    """(N, n, n) bool -> how many of each cell's 4 neighbours are marked."""
+    m = marked.astype(np.int64)
+    out = np.zeros_like(m)
+    out[:, 1:, :] += m[:, :-1, :]
+    out[:, :-1, :] += m[:, 1:, :]
+    out[:, :, 1:] += m[:, :, :-1]
+    out[:, :, :-1] += m[:, :, 1:]
+    return out
+
+
+def path_problems(inputs: np.ndarray, preds: np.ndarray) -> list[Optional[str]]:
+    """Per maze, what makes the predicted grid not a valid path (None: a valid path); the
+    rules are the module docstring's. inputs, preds: (N, n, n) or (N, n*n) tokens."""
+    from scipy import ndimage
+
+    grids = as_grids("inputs", inputs)
+    preds = as_grids("predicted_labels", preds, grids.shape[0])
+    if preds.shape != grids.shape:
+        raise ValueError(f"predicted_labels: shape {preds.shape}, inputs {grids.shape}")
+    kept = (preds == grids) | ((grids == OPEN) & (preds == PATH))
+    marked = (preds == PATH) & kept | (grids == START) | (grids == GOAL)
+    degree = _neighbour_counts(marked)
+    problems: list[Optional[str]] = []
+    for i in range(grids.shape[0]):
+        if not kept[i].all():
+            r, c = (int(x) for x in np.argwhere(~kept[i])[0])
+            problems.append(f"cell ({r}, {c}) is {TEXT_CHARS[grids[i, r, c] - 1]!r} in the maze but "
+                            f"{_char(preds[i, r, c])!r} in the answer")
+            continue
+        ends = (grids[i] == START) | (grids[i] == GOAL)
+        bad_end = ends & (degree[i] != 1)
+        bad_step = (preds[i] == PATH) & (degree[i] != 2)
+        if bad_end.any():
+            r, c = (int(x) for x in np.argwhere(bad_end)[0])
+            problems.append(f"{'start' if grids[i, r, c] == START else 'goal'} at ({r}, {c}) has {degree[i, r, c]} "
+                            "path neighbours, expected 1")
+        elif bad_step.any():
+            r, c = (int(x) for x in np.argwhere(bad_step)[0])
+            problems.append(f"path cell ({r}, {c}) has {degree[i, r, c]} path neighbours, expected 2 (a dead end, "
+                            "a branch or a path touching itself)")
+        else:
+            pieces = ndimage.label(marked[i])[1]  # the default structure: 4-connectivity
+            problems.append(None if pieces == 1 else f"the path falls into {pieces} pieces")
+    return problems
+
+
+def _char(token: int) -> str:
+    return TEXT_CHARS[token - 1] if WALL <= token <= PATH else "?"
+
+
+def shortest_lengths(inputs: np.ndarray) -> np.ndarray:
+    """(N,) moves of the shortest start-goal path of each maze (-1: goal unreachable), from
+    scipy.sparse.csgraph on the grid graph of non-wall cells (chunks of mazes, block-diagonal)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import shortest_path
+
+    grids = check_inputs(inputs)
+    num, side, _ = grids.shape
+    cells = side * side
+    out = np.empty(num, dtype=np.int64)
+    for lo in range(0, num, GRAPH_CHUNK):
+        chunk = grids[lo:lo + GRAPH_CHUNK]
+        walk = chunk != WALL
+        index = np.arange(chunk.shape[0] * cells).reshape(chunk.shape)
+        right = walk[:, :, :-1] & walk[:, :, 1:]
+        down = walk[:, :-1, :] & walk[:, 1:, :]
+        rows = np.concatenate([index[:, :, :-1][right], index[:, :-1, :][down]])
+        cols = np.concatenate([index[:, :, 1:][right], index[:, 1:, :][down]])
+        size = chunk.shape[0] * cells
+        graph = coo_matrix((np.ones(rows.shape[0]), (rows, cols)), shape=(size, size)).tocsr()
+        starts = index[chunk == START]  # one per maze, in maze order
+        goals = index[chunk == GOAL]
+        dist = shortest_path(graph, directed=False, unweighted=True, indices=starts)  # (chunk, size)
+        found = dist[np.arange(chunk.shape[0]), goals]
+        out[lo:lo + chunk.shape[0]] = np.where(np.isfinite(found), found, -1).astype(np.int64)
+    return out
+
+
+def score_mazes(inputs: np.ndarray, predicted_labels: np.ndarray,
+                target_labels: Optional[np.ndarray] = None) -> dict[str, Optional[float]]:
+    """Score predicted grids (see the module docstring). inputs, predicted_labels,
+    target_labels: (N, n*n) or (N, n, n) tokens. Returns exact_accuracy (None without targets),
+    valid_path_rate, optimal_path_rate, maze_kept_rate."""
+    grids = check_inputs(inputs)
+    num = grids.shape[0]
+    preds = as_grids("predicted_labels", predicted_labels, num)
+    if preds.shape != grids.shape:
+        raise ValueError(f"predicted_labels: shape {preds.shape}, inputs {grids.shape}")
+    kept = np.all((preds == grids) | ((grids == OPEN) & (preds == PATH)), axis=(1, 2))
+    valid = np.array([p is None for p in path_problems(grids, preds)], dtype=bool)
+    length = np.count_nonzero(preds == PATH, axis=(1, 2)) + 1
+    optimal = valid & (length == shortest_lengths(grids))
+    exact = None
+    if target_labels is not None:
+        targets = as_grids("target_labels", target_labels, num)
+        if targets.shape != grids.shape:
+            raise ValueError(f"target_labels: shape {targets.shape}, inputs {grids.shape}")
+        if targets.min() < WALL or targets.max() > PATH:
+            raise ValueError(f"target_labels: tokens must lie in {WALL}..{PATH}, got {targets.min()}..{targets.max()}")
+        exact = float(np.mean(np.all(preds == targets, axis=(1, 2))))
+    return {"exact_accuracy": exact, "valid_path_rate": float(valid.mean()),
+            "optimal_path_rate": float(optimal.mean()), "maze_kept_rate": float(kept.mean())}
+
+
+class MazeEvaluator(Evaluator):
+    """Scores the argmax predictions of every test maze (see `score_mazes`)."""
+
+    name = "maze"
+    task = "maze"
+    required_outputs = frozenset({"preds"})
+
+    def __init__(self, metadata, **options: Any):
+        super().__init__(metadata, **options)
+        side = int(round(metadata.seq_len ** 0.5))
+        if side * side != metadata.seq_len or metadata.vocab_size != VOCAB_SIZE:
+            raise ValueError(f"maze evaluator: expects a square maze dataset (seq_len n*n, vocab_size {VOCAB_SIZE}), "
+                             f"got seq_len={metadata.seq_len}, vocab_size={metadata.vocab_size}")
+
+    def metric_names(self) -> set[str]:
+        return {"exact_accuracy", "valid_path_rate", "optimal_path_rate", "maze_kept_rate"}
+
+    def begin_eval(self) -> None:
+        self._inputs, self._preds, self._labels = [], [], []
+
+    def update_batch(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
+        self._inputs.append(batch["inputs"].cpu().numpy())  # (B, n*n)
+        self._labels.append(batch["labels"].cpu().numpy())
+        self._preds.append(outputs["preds"].cpu().numpy())
+
+    def result(self, save_path: Optional[Path], rank: int = 0, world_size: int = 1, group: Any = None) -> dict[str, float]:
+        if not self._preds:
+            raise ValueError("maze evaluator: result() called before any update_batch()")
+        arrays = {k: np.concatenate(getattr(self, f"_{k}")) for k in ("inputs", "preds", "labels")}
+        arrays = gather_arrays(arrays, world_size, group)
+        metrics = score_mazes(arrays["inputs"], arrays["preds"], arrays["labels"])
+        if save_path is not None and rank == 0:
+            save_predictions(save_path / "maze_predictions.npz", **arrays)
+        return {k: v for k, v in metrics.items() if v is not None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Text: one row a line, '#' wall, '.' (or ' ') open, 'S' start, 'G' goal, 'o' path
+
+
+def maze_text(tokens: np.ndarray) -> str:
+    """One maze (n, n) or (n*n,) tokens as n lines; a token outside 1..5 shows as '?'."""
+    grid = as_grids("maze", np.asarray(tokens)[None])[0]
+    return "\n".join("".join(_char(int(t)) for t in row) for row in grid)
+
+
+def parse_maze_text(text: str, where: str, size: Optional[int] = None, allow_path: bool = False) -> np.ndarray:
+    """Mazes drawn as text -> (N, n, n) uint8 tokens. Mazes are blocks of consecutive lines,
+    separated by blank lines; each of n lines of n characters ('#', '.' or ' ', 'S', 'G', and
+    'o' with `allow_path`), one 'S' and one 'G'. `size`: the n every maze must have (the
+    checkpoint's); None: each maze square, all the same size. Errors name `where` and the line."""
+    chars = {"#": WALL, ".": OPEN, " ": OPEN, "S": START, "G": GOAL, **({"o": PATH} if allow_path else {})}
+    blocks: list[list[tuple[int, str]]] = []
+    block: list[tuple[int, str]] = []
+    for number, line in enumerate(text.split("\n") + [""], 1):
+        line = line.rstrip("\r")
+        if line.strip():
+            block.append((number, line))
+        elif block:
+            blocks.append(block)
+            block = []
+    if not blocks:
+        raise InputError(f"{where}: no maze found")
+    mazes = []
+    for rows in blocks:
+        first = rows[0][0]
+        want = size if size is not None else (mazes[0].shape[0] if mazes else len(rows[0][1]))
+        if not 3 <= want <= MAX_SIZE:
+            raise InputError(f"{where}: maze at line {first}: {want} columns; expected a maze of 3..{MAX_SIZE}")
+        if len(rows) != want:
+            raise InputError(f"{where}: maze at line {first} has {len(rows)} rows, expected {want}"
+                             + (" (the checkpoint's size)" if size is not None else " (a square maze)"))
+        grid = np.empty((want, want), dtype=np.uint8)
+        for r, (number, line) in enumerate(rows):
+            if len(line) != want:
+                raise InputError(f"{where}: line {number}: {len(line)} characters, expected {want}")
+            for c, ch in enumerate(line):
+                if ch not in chars:
+                    allowed = "'#', '.', 'S', 'G'" + (", 'o'" if allow_path else "")
+                    raise InputError(f"{where}: line {number}, column {c + 1}: {ch[:1]!r} is not a maze character "
+                                     f"({allowed})")
+                grid[r, c] = chars[ch]
+        for token, name in ((START, "S"), (GOAL, "G")):
+            found = int(np.count_nonzero(grid == token))
+            if found != 1:
+                raise InputError(f"{where}: maze at line {first}: {found} '{name}' cells, expected exactly one")
+        mazes.append(grid)
+    return np.stack(mazes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures (matplotlib, Agg) and a wandb table row
+
+
+def render_maze(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.ndarray] = None,
+                preds: Optional[np.ndarray] = None, title: str = "") -> "Figure":
+    """Walls black; the shortest path (labels) light blue; the model's path cells as dots,
+    green on the shortest path, red off it; start a triangle, goal a star."""
+    from evaluators.render import RIGHT, WRONG, _figure
+
+    grid = as_grids("inputs", np.asarray(inputs)[None])[0]
+    side = grid.shape[0]
+    target = None if labels is None else as_grids("labels", np.asarray(labels)[None])[0] == PATH
+    guess = None if preds is None else as_grids("preds", np.asarray(preds)[None])[0]
+    size = 1.5 + 0.16 * side
+    fig = _figure(size + 0.5, size + 0.8)
+    ax = fig.add_subplot()
+    image = np.ones((side, side, 3))
+    image[grid == WALL] = 0.15
+    if target is not None:
+        image[target] = (0.67, 0.82, 0.95)
+    ax.imshow(image, interpolation="nearest")
+    if guess is not None:
+        on = guess == PATH
+        right = on & (target if target is not None else np.zeros_like(on))
+        for mask, color in ((right, RIGHT), (on & ~right, WRONG)):
+            rows, cols = np.nonzero(mask)
+            ax.scatter(cols, rows, s=max(4.0, 900.0 / side), color=color, marker="o", linewidths=0)
+    for token, marker, color in ((START, "^", "#1f78b4"), (GOAL, "*", "#e66101")):
+        r, c = np.argwhere(grid == token)[0]
+        ax.scatter([c], [r], s=max(12.0, 2400.0 / side), marker=marker, color=color, zorder=3)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    text = f"{side}x{side}"
+    if target is not None:
+        text += f", shortest path {int(target.sum()) + 1} moves (blue)"
+    if guess is not None:
+        problem = path_problems(grid[None], guess[None])[0]
+        text += "; model: " + ("exact" if target is not None and np.array_equal(guess == PATH, target) and problem is None
+                               else "valid path" if problem is None else "not a valid path")
+    ax.set_title(f"{title}\n{text}" if title else text, fontsize=9)
+    return fig
+
+
+def describe_maze(facts: dict[str, Any], inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict[str, Any]:
+    """One example as text columns (input, target, prediction, correct): rows joined by '/'."""
+    def rows(tokens: np.ndarray) -> str:
+        return maze_text(tokens).replace("\n", "/")
+
+    return {"input": rows(inputs), "target": rows(labels), "prediction": rows(preds),
+            "correct": bool(np.array_equal(np.asarray(preds), np.asarray(labels)))}
