@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dataset.common import InputError
-from dataset.maze_solver import GOAL, MAX_SIZE, OPEN, PAD, PATH, START, VOCAB_SIZE, WALL
+from dataset.maze_solver import GOAL, MAX_SIZE, OPEN, PATH, START, VOCAB_SIZE, WALL
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 
 if TYPE_CHECKING:
