@@ -33,7 +33,7 @@ dataset/maze_csv.py. The size comes from the files (--size must match it).
 from __future__ import annotations
 
 if __name__ == "__main__":  # first of all: a signal while the imports below run is one line, not a traceback
-    from dataset.early_signals import exit_on_signals
+    from core.early_signals import exit_on_signals
 
     exit_on_signals()
 
@@ -43,21 +43,19 @@ from typing import Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.cli import CLI, run_cli
+from core.errors import DatasetError
 from dataset.common import (
-    CLI,
     MAX_INSTANCES,
-    DatasetError,
     DatasetMetadata,
     ProgressBar,
     SplitArrays,
     build_indices,
     build_record,
     check_memory,
-    check_output_dir,
-    run_cli,
-    write_dataset,
 )
 from dataset.maze_solver import CSV_CHARS, MAX_SIZE, MIN_SIZE, PATH, VOCAB_SIZE, dihedral, generate_maze
+from dataset.writer import check_output_dir, write_dataset
 
 BUILDER_VERSION = 1
 TEST_SPLIT_KEY, TRAIN_SPLIT_KEY, AUGMENT_KEY, SAMPLE_KEY = 0, 1, 2, 3

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.common import DatasetError
+from core.errors import DatasetError
 from dataset.maze_solver import CSV_CHARS, GOAL, MAX_SIZE, MIN_SIZE, OPEN, PATH, START
 
 REQUIRED_COLUMNS = ("source", "question", "answer", "rating")

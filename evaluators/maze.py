@@ -1,5 +1,6 @@
-"""Maze scoring: exact path, valid path, optimal length against scipy's shortest paths; the maze
-as text (for solve.py) and as a picture.
+"""The Maze task: scoring (exact path, valid path, optimal length against scipy's shortest
+paths), the maze as text and as a picture, scripts/solve.py's reading, answering and showing of
+mazes drawn as text, and the registry's `TASK`.
 
 Tokens (dataset/maze_solver.py): 1 wall, 2 open, 3 start, 4 goal, 5 path; a grid is n*n of
 them, row-major. A predicted grid is scored by:
@@ -25,12 +26,17 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import torch
 
-from dataset.common import InputError
+from core.errors import InputError
 from dataset.maze_solver import GOAL, MAX_SIZE, OPEN, PATH, START, VOCAB_SIZE, WALL
 from evaluators.base import Evaluator, gather_arrays, save_predictions
+from evaluators.instances import is_integer
+from evaluators.render import RIGHT, WRONG, new_figure
+from evaluators.tasks import Task
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from training.inference import ReadyModel
 
 TEXT_CHARS = "#.SGo"  # token t (1..5) -> TEXT_CHARS[t - 1] in text; ' ' is read as open too
 GRAPH_CHUNK = 32  # mazes per block-diagonal csgraph call
@@ -270,14 +276,12 @@ def render_maze(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.n
                 preds: Optional[np.ndarray] = None, title: str = "") -> "Figure":
     """Walls black; the shortest path (labels) light blue; the model's path cells as dots,
     green on the shortest path, red off it; start a triangle, goal a star."""
-    from evaluators.render import RIGHT, WRONG, _figure
-
     grid = as_grids("inputs", np.asarray(inputs)[None])[0]
     side = grid.shape[0]
     target = None if labels is None else as_grids("labels", np.asarray(labels)[None])[0] == PATH
     guess = None if preds is None else as_grids("preds", np.asarray(preds)[None])[0]
     size = 1.5 + 0.16 * side
-    fig = _figure(size + 0.5, size + 0.8)
+    fig = new_figure(size + 0.5, size + 0.8)
     ax = fig.add_subplot()
     image = np.ones((side, side, 3))
     image[grid == WALL] = 0.15
@@ -313,3 +317,82 @@ def describe_maze(facts: dict[str, Any], inputs: np.ndarray, labels: np.ndarray,
 
     return {"input": rows(inputs), "target": rows(labels), "prediction": rows(preds),
             "correct": bool(np.array_equal(np.asarray(preds), np.asarray(labels)))}
+
+
+# ---------------------------------------------------------------------------------------------
+# The task: its facts, a user's mazes (scripts/solve.py)
+
+
+def side_of(facts: dict[str, Any]) -> int:
+    """The maze's n: the recorded fact, else the square root of seq_len."""
+    n = facts.get("n")
+    return n if is_integer(n) else int(round(facts["seq_len"] ** 0.5))
+
+
+def check_facts(facts: dict[str, Any], where: Any, prefix: str = "") -> None:
+    """n x n grids (3 <= n <= MAX_SIZE) of tokens 0..5."""
+    seq_len, vocab_size = facts["seq_len"], facts["vocab_size"]
+    n = facts.get("n", side_of(facts))
+    if not is_integer(n) or not 3 <= n <= MAX_SIZE or n * n != seq_len:
+        raise InputError(f"{where}: {prefix}n={n!r} and {prefix}seq_len={seq_len} do not describe n x n mazes "
+                         f"(n in 3..{MAX_SIZE})")
+    if vocab_size < VOCAB_SIZE:
+        raise InputError(f"{where}: {prefix}vocab_size={vocab_size}: a maze has tokens 0..{VOCAB_SIZE - 1}")
+
+
+def facts_from_build_args(args: dict[str, Any]) -> dict[str, Any]:
+    from dataset.build_maze_dataset import MazeBuildConfig
+
+    built = MazeBuildConfig.model_validate({**args, "output_dir": "."})
+    return {"n": built.size}
+
+
+def parse_maze(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
+    """Mazes drawn as text (`parse_maze_text`: n lines of n characters each, blank lines between
+    mazes) of the checkpoint's n -> (N, n, n) tokens. Every line is read: '#' is a wall, not a
+    comment."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: byte {exc.start} is not UTF-8 text; a maze is drawn with '#', '.', 'S', 'G'") from exc
+    return parse_maze_text(text, where, size=side_of(facts))
+
+
+def solve_maze(model: "ReadyModel", grids: np.ndarray) -> list[dict[str, Any]]:
+    """The model's path through each maze: its drawing, whether it is a valid path (and if not,
+    why), its length and scipy's shortest length."""
+    num, side, _ = grids.shape
+    out = model.solve(grids.reshape(num, side * side).astype(np.int64))
+    preds = as_grids("preds", out["preds"], num)
+    problems = path_problems(grids, preds)
+    shortest = shortest_lengths(grids)
+    answers = []
+    for i in range(num):
+        valid = problems[i] is None
+        length = int(np.count_nonzero(preds[i] == PATH)) + 1 if valid else None
+        best = int(shortest[i]) if shortest[i] >= 0 else None
+        answers.append({"answer": maze_text(preds[i]), "valid": valid, "problem": problems[i],
+                        "steps": int(out["steps"][i]), "length": length, "shortest_length": best,
+                        "optimal": bool(valid and length == best)})
+    return answers
+
+
+def show_maze(grid: np.ndarray, answer: dict[str, Any], facts: dict[str, Any]) -> str:
+    if answer["valid"]:
+        verdict = (f"a {'shortest' if answer['optimal'] else 'valid but not shortest'} path of {answer['length']} "
+                   f"moves (shortest {answer['shortest_length']})")
+    else:
+        reach = ("no path exists" if answer["shortest_length"] is None
+                 else f"shortest {answer['shortest_length']} moves")
+        verdict = f"NOT a valid path: {answer['problem']} ({reach})"
+    return f"{verdict}, {answer['steps']} ACT steps\n{answer['answer']}"
+
+
+TASK = Task(
+    name="maze", builder="dataset.build_maze_dataset", builder_config="MazeBuildConfig",
+    build_function="build_maze_dataset", evaluator=MazeEvaluator, headline_metric="eval/maze/exact_accuracy",
+    fact_fields=("n",), check_facts=check_facts, facts_from_build_args=facts_from_build_args,
+    render=render_maze, describe=describe_maze, parse=parse_maze, solve=solve_maze, show=show_maze,
+    input_help=("mazes drawn as text, n lines of n characters each ('#' wall, '.' open, 'S' start, 'G' goal), "
+                "a blank line between mazes; n must be the checkpoint's"),
+)

@@ -34,6 +34,7 @@ TASKS: dict[str, str] = {
     "lsa": "evaluators.lsa",
     "sudoku": "evaluators.sudoku",
     "arith": "evaluators.arith",
+    "maze": "evaluators.maze",
 }
 # The facts every task's datasets record (dataset.json) beside their shape; `Task.fact_fields`
 # adds the task's own. Checkpoint meta and exports keep both, and solve.py reads tokens by them.

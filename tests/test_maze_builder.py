@@ -164,7 +164,7 @@ def test_same_seed_same_bytes_other_seed_other_mazes(tmp_path, small):
 
 def test_overwrite_goes_through_the_guard(tmp_path):
     out = build(tmp_path / "d", num_train=4, num_test=2)
-    from dataset.common import DatasetError
+    from core.errors import DatasetError
 
     with pytest.raises(DatasetError, match="overwrite"):
         build(out, num_train=4, num_test=2)

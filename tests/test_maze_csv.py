@@ -6,7 +6,8 @@ import pytest
 
 from conftest import assert_one_line_error, run_module
 from dataset.build_maze_dataset import MazeBuildConfig, build_maze_dataset
-from dataset.common import DatasetError, load_split
+from core.errors import DatasetError
+from dataset.common import load_split
 from dataset.maze_csv import read_maze_csv
 from dataset.maze_solver import CSV_CHARS, generate_maze
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from dataset.common import DatasetMetadata, InputError
+from core.errors import InputError
+from dataset.common import DatasetMetadata
 from dataset.maze_solver import PATH, VOCAB_SIZE
 from evaluators.maze import (MazeEvaluator, maze_text, parse_maze_text, path_problems, render_maze, score_mazes,
                              shortest_lengths)
