@@ -146,7 +146,7 @@ def generate_splits(cfg: MazeBuildConfig) -> dict[str, dict]:
 
 def import_splits(cfg: MazeBuildConfig) -> dict[str, dict]:
     from dataset.maze_csv import read_maze_csv
-    from evaluators.maze import shortest_lengths
+    from dataset.maze_solver import shortest_lengths
 
     train = read_maze_csv(cfg.source_csv, "--source-csv", cfg.skip_invalid)
     test = read_maze_csv(cfg.source_test_csv, "--source-test-csv", cfg.skip_invalid)

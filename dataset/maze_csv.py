@@ -6,7 +6,8 @@ ignored), then one maze a row: `question` is n*n characters, row-major, '#' wall
 'S' start, 'G' goal; `answer` is the same grid with the shortest path's cells between start
 and goal as 'o'; `rating` an integer (kept, not interpreted). Every row must have the same n.
 A row is checked: characters, one start and one goal, the answer equal to the question except
-open cells marked 'o', and those marks a valid path from start to goal (evaluators/maze.py).
+open cells marked 'o', and those marks a valid path from start to goal
+(dataset/maze_solver.py: path_problems).
 Tokens: the characters "# SGo" -> 1..5 (dataset/maze_solver.py).
 """
 
@@ -45,7 +46,7 @@ class CSVMazes:
 
 def row_problem(question: str, answer: str, size: int) -> str | None:
     """What is wrong with one row's question and answer (None: nothing)."""
-    from evaluators.maze import path_problems
+    from dataset.maze_solver import path_problems
 
     if not (question.isascii() and answer.isascii()):
         return f"question and answer may hold only the characters {CSV_CHARS!r}"

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from core.errors import InputError
-from dataset.maze_solver import GOAL, MAX_SIZE, OPEN, PATH, START, VOCAB_SIZE, WALL
+from dataset.maze_solver import (GOAL, MAX_SIZE, OPEN, PATH, START, VOCAB_SIZE, WALL, token_char, as_grids,
+                                 check_inputs, path_problems, shortest_lengths)
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import is_integer
 from evaluators.render import RIGHT, WRONG, new_figure
@@ -38,118 +39,6 @@ if TYPE_CHECKING:
 
     from training.inference import ReadyModel
 
-TEXT_CHARS = "#.SGo"  # token t (1..5) -> TEXT_CHARS[t - 1] in text; ' ' is read as open too
-GRAPH_CHUNK = 32  # mazes per block-diagonal csgraph call
-
-
-def as_grids(name: str, tokens: np.ndarray, num: Optional[int] = None) -> np.ndarray:
-    """(N, n*n) or (N, n, n) integer tokens -> (N, n, n) int64; shape errors name `name`."""
-    tokens = np.asarray(tokens)
-    if not np.issubdtype(tokens.dtype, np.integer):
-        raise ValueError(f"{name}: expected integer tokens, got dtype {tokens.dtype}")
-    if tokens.ndim == 2:
-        side = int(round(tokens.shape[1] ** 0.5))
-        if side * side != tokens.shape[1]:
-            raise ValueError(f"{name}: {tokens.shape[1]} tokens a maze is not a square grid")
-        tokens = tokens.reshape(tokens.shape[0], side, side)
-    if tokens.ndim != 3 or tokens.shape[1] != tokens.shape[2] or (num is not None and tokens.shape[0] != num):
-        raise ValueError(f"{name}: expected shape ({num if num is not None else 'N'}, n, n) or (N, n*n), got {tokens.shape}")
-    return tokens.astype(np.int64)
-
-
-def check_inputs(inputs: np.ndarray) -> np.ndarray:
-    """Mazes as the builder writes them: tokens wall/open/start/goal, one start and one goal."""
-    grids = as_grids("inputs", inputs)
-    if grids.shape[0] == 0:
-        raise ValueError("inputs: no mazes to score")
-    if grids.min() < WALL or grids.max() > GOAL:
-        raise ValueError(f"inputs: tokens must lie in {WALL}..{GOAL} (wall, open, start, goal), got "
-                         f"{grids.min()}..{grids.max()}")
-    for token, name in ((START, "start"), (GOAL, "goal")):
-        counts = np.count_nonzero(grids == token, axis=(1, 2))
-        if np.any(counts != 1):
-            i = int(np.flatnonzero(counts != 1)[0])
-            raise ValueError(f"inputs: maze {i} has {counts[i]} {name} cells, expected 1")
-    return grids
-
-
-def _neighbour_counts(marked: np.ndarray) -> np.ndarray:
-    """(N, n, n) bool -> how many of each cell's 4 neighbours are marked."""
-    m = marked.astype(np.int64)
-    out = np.zeros_like(m)
-    out[:, 1:, :] += m[:, :-1, :]
-    out[:, :-1, :] += m[:, 1:, :]
-    out[:, :, 1:] += m[:, :, :-1]
-    out[:, :, :-1] += m[:, :, 1:]
-    return out
-
-
-def path_problems(inputs: np.ndarray, preds: np.ndarray) -> list[Optional[str]]:
-    """Per maze, what makes the predicted grid not a valid path (None: a valid path); the
-    rules are the module docstring's. inputs, preds: (N, n, n) or (N, n*n) tokens."""
-    from scipy import ndimage
-
-    grids = as_grids("inputs", inputs)
-    preds = as_grids("predicted_labels", preds, grids.shape[0])
-    if preds.shape != grids.shape:
-        raise ValueError(f"predicted_labels: shape {preds.shape}, inputs {grids.shape}")
-    kept = (preds == grids) | ((grids == OPEN) & (preds == PATH))
-    marked = (preds == PATH) & kept | (grids == START) | (grids == GOAL)
-    degree = _neighbour_counts(marked)
-    problems: list[Optional[str]] = []
-    for i in range(grids.shape[0]):
-        if not kept[i].all():
-            r, c = (int(x) for x in np.argwhere(~kept[i])[0])
-            problems.append(f"cell ({r}, {c}) is {TEXT_CHARS[grids[i, r, c] - 1]!r} in the maze but "
-                            f"{_char(preds[i, r, c])!r} in the answer")
-            continue
-        ends = (grids[i] == START) | (grids[i] == GOAL)
-        bad_end = ends & (degree[i] != 1)
-        bad_step = (preds[i] == PATH) & (degree[i] != 2)
-        if bad_end.any():
-            r, c = (int(x) for x in np.argwhere(bad_end)[0])
-            problems.append(f"{'start' if grids[i, r, c] == START else 'goal'} at ({r}, {c}) has {degree[i, r, c]} "
-                            "path neighbours, expected 1")
-        elif bad_step.any():
-            r, c = (int(x) for x in np.argwhere(bad_step)[0])
-            problems.append(f"path cell ({r}, {c}) has {degree[i, r, c]} path neighbours, expected 2 (a dead end, "
-                            "a branch or a path touching itself)")
-        else:
-            pieces = ndimage.label(marked[i])[1]  # the default structure: 4-connectivity
-            problems.append(None if pieces == 1 else f"the path falls into {pieces} pieces")
-    return problems
-
-
-def _char(token: int) -> str:
-    return TEXT_CHARS[token - 1] if WALL <= token <= PATH else "?"
-
-
-def shortest_lengths(inputs: np.ndarray) -> np.ndarray:
-    """(N,) moves of the shortest start-goal path of each maze (-1: goal unreachable), from
-    scipy.sparse.csgraph on the grid graph of non-wall cells (chunks of mazes, block-diagonal)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import shortest_path
-
-    grids = check_inputs(inputs)
-    num, side, _ = grids.shape
-    cells = side * side
-    out = np.empty(num, dtype=np.int64)
-    for lo in range(0, num, GRAPH_CHUNK):
-        chunk = grids[lo:lo + GRAPH_CHUNK]
-        walk = chunk != WALL
-        index = np.arange(chunk.shape[0] * cells).reshape(chunk.shape)
-        right = walk[:, :, :-1] & walk[:, :, 1:]
-        down = walk[:, :-1, :] & walk[:, 1:, :]
-        rows = np.concatenate([index[:, :, :-1][right], index[:, :-1, :][down]])
-        cols = np.concatenate([index[:, :, 1:][right], index[:, 1:, :][down]])
-        size = chunk.shape[0] * cells
-        graph = coo_matrix((np.ones(rows.shape[0]), (rows, cols)), shape=(size, size)).tocsr()
-        starts = index[chunk == START]  # one per maze, in maze order
-        goals = index[chunk == GOAL]
-        dist = shortest_path(graph, directed=False, unweighted=True, indices=starts)  # (chunk, size)
-        found = dist[np.arange(chunk.shape[0]), goals]
-        out[lo:lo + chunk.shape[0]] = np.where(np.isfinite(found), found, -1).astype(np.int64)
-    return out
 
 
 def score_mazes(inputs: np.ndarray, predicted_labels: np.ndarray,
@@ -221,7 +110,7 @@ class MazeEvaluator(Evaluator):
 def maze_text(tokens: np.ndarray) -> str:
     """One maze (n, n) or (n*n,) tokens as n lines; a token outside 1..5 shows as '?'."""
     grid = as_grids("maze", np.asarray(tokens)[None])[0]
-    return "\n".join("".join(_char(int(t)) for t in row) for row in grid)
+    return "\n".join("".join(token_char(int(t)) for t in row) for row in grid)
 
 
 def parse_maze_text(text: str, where: str, size: Optional[int] = None, allow_path: bool = False) -> np.ndarray:

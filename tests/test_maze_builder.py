@@ -10,7 +10,8 @@ from dataset.build_maze_dataset import MazeBuildConfig, augment, build_maze_data
 from dataset.common import load_split
 from dataset.maze_solver import (GOAL, OPEN, PATH, START, WALL, bfs_counts, carve_maze, dihedral, generate_maze,
                                  inverse_dihedral)
-from evaluators.maze import path_problems, score_mazes, shortest_lengths
+from dataset.maze_solver import path_problems, shortest_lengths
+from evaluators.maze import score_mazes
 
 
 def build(out, **overrides):
