@@ -169,7 +169,7 @@ def render_maze(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.n
     side = grid.shape[0]
     target = None if labels is None else as_grids("labels", np.asarray(labels)[None])[0] == PATH
     guess = None if preds is None else as_grids("preds", np.asarray(preds)[None])[0]
-    size = 1.5 + 0.16 * side
+    size = max(3.0, 1.5 + 0.16 * side)  # small mazes: room for the title's lines
     fig = new_figure(size + 0.5, size + 0.8)
     ax = fig.add_subplot()
     image = np.ones((side, side, 3))
@@ -193,7 +193,7 @@ def render_maze(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.n
         text += f", shortest path {int(target.sum()) + 1} moves (blue)"
     if guess is not None:
         problem = path_problems(grid[None], guess[None])[0]
-        text += "; model: " + ("exact" if target is not None and np.array_equal(guess == PATH, target) and problem is None
+        text += "\nmodel: " + ("exact" if target is not None and np.array_equal(guess == PATH, target) and problem is None
                                else "valid path" if problem is None else "not a valid path")
     ax.set_title(f"{title}\n{text}" if title else text, fontsize=9)
     return fig
