@@ -16,7 +16,10 @@ coordinates, --loop-fraction of the walls left between neighbouring cells opened
 start, and a random goal among the cells whose shortest path from the start is at least
 --min-path moves and unique (counted by a breadth-first search); a try without such a goal is
 redrawn. Mazes come in order from one seeded Generator per split (test first); a maze equal to
-an earlier one is redrawn. Measured (one core, this machine, 30x30, --min-path 110): about
+an earlier one is redrawn. With --val-size N, val/ holds N more mazes drawn like the test ones
+(not augmented) from the val seed stream (`dataset.common.val_rng`) after train and test, any
+equal to a train or test maze redrawn; train/ and test/ are the same files either way. (Not with
+--source-csv: the public files have no rows to spare for it.) Measured (one core, this machine, 30x30, --min-path 110): about
 3 ms a maze at --loop-fraction 0.03 (1 try in 1.6 fails), 2 ms at 0, 6 ms at 0.05 (1 in 3.2
 succeeds); the mean path length falls from 157 moves (0) to 127 (0.03).
 
@@ -53,6 +56,8 @@ from dataset.common import (
     build_indices,
     build_record,
     check_memory,
+    val_rng,
+    val_size_field,
 )
 from dataset.maze_solver import CSV_CHARS, MAX_SIZE, MIN_SIZE, PATH, VOCAB_SIZE, dihedral, generate_maze
 from dataset.writer import check_output_dir, write_dataset
@@ -70,6 +75,7 @@ class MazeBuildConfig(BaseModel):
     size: int = Field(30, ge=MIN_SIZE, le=MAX_SIZE, description="mazes are size x size cells")
     num_train: int = Field(1000, ge=1, le=MAX_INSTANCES, description="training mazes (groups)")
     num_test: int = Field(1000, ge=1, le=MAX_INSTANCES, description="test mazes (not augmented)")
+    val_size: int = val_size_field()
     num_aug: int = Field(7, ge=0, le=7, description="symmetric copies per training maze (7: all 8 symmetries)")
     min_path: int = Field(110, ge=1, description="keep mazes whose shortest start-goal path has at least this many "
                           "moves (Maze-Hard: long paths)")
@@ -96,6 +102,9 @@ class MazeBuildConfig(BaseModel):
             if self.min_path >= longest:
                 raise ValueError(f"--min-path {self.min_path}: a {self.size}x{self.size} maze has fewer than "
                                  f"{longest} open cells, so no path is that long")
+        elif self.val_size:
+            raise ValueError("--val-size: not with --source-csv (every row of the public files is already train or "
+                             "test); generate the mazes instead")
         elif self.source_test_csv is None:
             raise ValueError("--source-csv needs --source-test-csv (the public files come as train.csv and test.csv)")
         return self
@@ -105,9 +114,13 @@ class MazeBuildConfig(BaseModel):
 # Generation
 
 
-def generate_split(cfg: MazeBuildConfig, split_key: int, count: int, seen: set[bytes], bar: ProgressBar):
-    """`count` distinct mazes not in `seen`: inputs, labels (count, n, n) uint8, path lengths (count,)."""
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(split_key,)))
+def split_rng(cfg: MazeBuildConfig, split_key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(split_key,)))
+
+
+def generate_split(cfg: MazeBuildConfig, rng: np.random.Generator, count: int, seen: set[bytes], bar: ProgressBar):
+    """`count` distinct mazes not in `seen` (added to it), drawn with `rng`: inputs, labels
+    (count, n, n) uint8, path lengths (count,), tries."""
     inputs = np.empty((count, cfg.size, cfg.size), dtype=np.uint8)
     labels = np.empty_like(inputs)
     lengths = np.empty(count, dtype=np.int64)
@@ -133,11 +146,14 @@ def generate_split(cfg: MazeBuildConfig, split_key: int, count: int, seen: set[b
 
 def generate_splits(cfg: MazeBuildConfig) -> dict[str, dict]:
     seen: set[bytes] = set()
-    with ProgressBar(total=cfg.num_train + cfg.num_test, desc="mazes", unit="maze", disable=not cfg.progress) as bar:
-        test = generate_split(cfg, TEST_SPLIT_KEY, cfg.num_test, seen, bar)
-        train = generate_split(cfg, TRAIN_SPLIT_KEY, cfg.num_train, seen, bar)
+    total = cfg.num_train + cfg.num_test + cfg.val_size
+    with ProgressBar(total=total, desc="mazes", unit="maze", disable=not cfg.progress) as bar:
+        drawn = {"test": generate_split(cfg, split_rng(cfg, TEST_SPLIT_KEY), cfg.num_test, seen, bar),
+                 "train": generate_split(cfg, split_rng(cfg, TRAIN_SPLIT_KEY), cfg.num_train, seen, bar)}
+        if cfg.val_size:  # last, from a stream of its own: train and test are the same without it
+            drawn["val"] = generate_split(cfg, val_rng(cfg.seed), cfg.val_size, seen, bar)
     return {name: {"inputs": i, "labels": lab, "lengths": n, "extra": {"source": "generated", "generation_tries": t}}
-            for name, (i, lab, n, t) in (("train", train), ("test", test))}
+            for name, (i, lab, n, t) in drawn.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +240,8 @@ def build_maze_dataset(cfg: MazeBuildConfig) -> Path:
     """Generate or import, augment and write the dataset; returns the output directory."""
     checked = check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     # uint8 inputs and labels, their augmented copies and the written arrays: ~6 bytes a cell.
-    check_memory("--num-train/--num-aug/--size", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * cfg.size**2 * 6)
+    check_memory("--num-train/--num-aug/--size",
+                 (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size) * cfg.size**2 * 6)
     splits = import_splits(cfg) if cfg.source_csv is not None else generate_splits(cfg)
     train, test = splits["train"], splits["test"]
     aug_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(AUGMENT_KEY,)))
@@ -237,9 +254,15 @@ def build_maze_dataset(cfg: MazeBuildConfig) -> Path:
     train_meta = _metadata(cfg, train, groups, cfg.num_aug)
     test_meta = _metadata(cfg, test, test["inputs"].shape[0], 0,
                           example_arrays={PATH_LENGTHS_FIELD: "each test maze's shortest path, in moves"})
-    return write_dataset(cfg.output_dir, cfg.overwrite,
-                         {"train": (train_meta, train_arrays), "test": (test_meta, test_arrays)},
-                         example_arrays={"test": {PATH_LENGTHS_FIELD: test["lengths"].astype(np.int64)}},
+    written = {"train": (train_meta, train_arrays), "test": (test_meta, test_arrays)}
+    example_arrays = {"test": {PATH_LENGTHS_FIELD: test["lengths"].astype(np.int64)}}
+    if "val" in splits:  # like test: not augmented, with its path lengths
+        val = splits["val"]
+        val_meta = _metadata(cfg, val, val["inputs"].shape[0], 0,
+                             example_arrays={PATH_LENGTHS_FIELD: "each val maze's shortest path, in moves"})
+        written["val"] = (val_meta, _split_arrays(val["inputs"], val["labels"], 1))
+        example_arrays["val"] = {PATH_LENGTHS_FIELD: val["lengths"].astype(np.int64)}
+    return write_dataset(cfg.output_dir, cfg.overwrite, written, example_arrays=example_arrays,
                          build_args=build_record(cfg), checked=checked)
 
 
@@ -252,7 +275,8 @@ def main(cfg: MazeBuildConfig) -> None:
 
     out = build_maze_dataset(cfg)
     train, test = (json.loads((out / split / "dataset.json").read_text()) for split in ("train", "test"))
-    print(f"wrote {out} ({train['total_groups']} x {1 + cfg.num_aug} train, {test['total_groups']} test, "
+    val = f", {cfg.val_size} val" if cfg.val_size else ""
+    print(f"wrote {out} ({train['total_groups']} x {1 + cfg.num_aug} train, {test['total_groups']} test{val}, "
           f"{cfg.size}x{cfg.size}; train path length {train['path_length']})")
 
 

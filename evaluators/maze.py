@@ -284,4 +284,5 @@ TASK = Task(
     render=render_maze, describe=describe_maze, parse=parse_maze, solve=solve_maze, show=show_maze,
     input_help=("mazes drawn as text, n lines of n characters each ('#' wall, '.' open, 'S' start, 'G' goal), "
                 "a blank line between mazes; n must be the checkpoint's"),
+    tiny_build_args=dict(size=7, num_train=20, num_test=10, num_aug=2, min_path=4, loop_fraction=0.0, seed=0),
 )
