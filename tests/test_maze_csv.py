@@ -103,3 +103,13 @@ def test_import_not_shortest_is_one_line(tmp_path):
                         "--source-csv", str(train), "--source-test-csv", str(test), "--no-progress")
     assert_one_line_error(result, f"--source-csv {train}, line 2", "not a shortest one")
     assert not (tmp_path / "d").exists()
+
+
+def test_val_size_with_an_import_is_refused(tmp_path):
+    """The public files have no rows beyond train and test: --val-size says so instead of
+    writing a val/ that overlaps them."""
+    from pydantic import ValidationError
+
+    train = write_csv(tmp_path / "train.csv", good_rows(3))
+    with pytest.raises(ValidationError, match="--val-size: not with --source-csv"):
+        MazeBuildConfig(output_dir=tmp_path / "d", size=7, source_csv=train, source_test_csv=train, val_size=2)
