@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from core.errors import InputError
-from dataset.maze_solver import (GOAL, MAX_SIZE, OPEN, PATH, START, VOCAB_SIZE, WALL, token_char, as_grids,
-                                 check_inputs, path_problems, shortest_lengths)
+from dataset.maze_solver import (GOAL, MAX_SIZE, OPEN, PATH, START, VOCAB_SIZE, WALL, as_grids, check_inputs, dihedral,
+                                 inverse_dihedral, path_problems, shortest_lengths, token_char)
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import is_integer
 from evaluators.render import RIGHT, WRONG, new_figure
-from evaluators.tasks import Task
+from evaluators.tasks import Symmetry, Task
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -277,6 +277,36 @@ def show_maze(grid: np.ndarray, answer: dict[str, Any], facts: dict[str, Any]) -
     return f"{verdict}, {answer['steps']} ACT steps\n{answer['answer']}"
 
 
+# Test-time compute (training/voting.py): the 8 symmetries of the square the builder augments
+# with, and the label-free check
+
+
+def maze_symmetries(facts: dict[str, Any], rng: np.random.Generator, count: int) -> list[Symmetry]:
+    """Up to `count` (at most 7) distinct non-identity symmetries of the square, drawn as the
+    builder draws a maze's augmentations and applied by the same function (`dihedral`) to
+    (N, n*n) tokens. A maze's shortest path under a symmetry is the image of its shortest path."""
+    side = side_of(facts)
+    ks = (rng.random(7).argsort() + 1)[:max(0, min(count, 7))]
+
+    def apply(k: int):
+        return lambda tokens: np.ascontiguousarray(
+            dihedral(np.asarray(tokens).reshape(-1, side, side), k)).reshape(-1, side * side)
+
+    names = {1: "turn 90", 2: "turn 180", 3: "turn 270", 4: "transpose", 5: "transpose, turn 90",
+             6: "transpose, turn 180", 7: "transpose, turn 270"}
+    return [Symmetry(name=names[int(k)], augment=apply(int(k)), map_back=apply(inverse_dihedral(int(k)))) for k in ks]
+
+
+def check_maze(facts: dict[str, Any], inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """Penalties without labels: +inf where the answer is not a valid path through the maze,
+    else its length in moves (shorter is better; the shortest path scores lowest)."""
+    grids = as_grids("inputs", inputs)
+    guesses = as_grids("preds", preds, grids.shape[0])
+    problems = path_problems(grids, guesses)
+    lengths = np.count_nonzero(guesses == PATH, axis=(1, 2)) + 1.0
+    return np.where([p is None for p in problems], lengths, np.inf).astype(np.float64)
+
+
 TASK = Task(
     name="maze", builder="dataset.build_maze_dataset", builder_config="MazeBuildConfig",
     build_function="build_maze_dataset", evaluator=MazeEvaluator, headline_metric="eval/maze/exact_accuracy",
@@ -284,5 +314,6 @@ TASK = Task(
     render=render_maze, describe=describe_maze, parse=parse_maze, solve=solve_maze, show=show_maze,
     input_help=("mazes drawn as text, n lines of n characters each ('#' wall, '.' open, 'S' start, 'G' goal), "
                 "a blank line between mazes; n must be the checkpoint's"),
+    symmetries=maze_symmetries, check_answer=check_maze,
     tiny_build_args=dict(size=7, num_train=20, num_test=10, num_aug=2, min_path=4, loop_fraction=0.0, seed=0),
 )

@@ -158,3 +158,30 @@ def test_picture(tmp_path):
     assert "valid path" in fig.axes[0].get_title()
     path = save(fig, tmp_path / "m.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_symmetries_map_answers_back_and_check_scores_paths():
+    """Each drawn symmetry is a distinct non-identity one; a maze's shortest path moved by it
+    is the moved maze's shortest path, and mapping it back gives the original; check_answer
+    prefers the shortest path, and refuses a broken one."""
+    from dataset.maze_solver import generate_maze
+    from evaluators.tasks import get_task
+
+    task = get_task("maze")
+    rng = np.random.default_rng(3)
+    found = [generate_maze(rng, 9, 6, 0.0) for _ in range(20)]
+    inputs = np.stack([f[0] for f in found if f is not None]).reshape(-1, 81).astype(np.int64)
+    labels = np.stack([f[1] for f in found if f is not None]).reshape(-1, 81).astype(np.int64)
+    facts = {"task": "maze", "n": 9, "seq_len": 81, "vocab_size": VOCAB_SIZE}
+    symmetries = task.symmetries(facts, np.random.default_rng(0), 10)
+    assert len(symmetries) == 7 and len({s.name for s in symmetries}) == 7
+    for s in symmetries:
+        moved_in, moved_lab = s.augment(inputs), s.augment(labels)
+        assert not np.array_equal(moved_in, inputs)
+        assert score_mazes(moved_in, moved_lab, moved_lab)["optimal_path_rate"] == 1.0
+        assert np.array_equal(s.map_back(moved_lab), labels)
+    penalties = task.check_answer(facts, inputs, labels)
+    assert np.array_equal(penalties, np.count_nonzero(labels == PATH, axis=1) + 1.0)
+    broken = labels.copy()
+    broken[broken == PATH] = 2  # no path at all
+    assert np.all(np.isinf(task.check_answer(facts, inputs, broken)))
