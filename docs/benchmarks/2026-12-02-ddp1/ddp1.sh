@@ -10,7 +10,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) TRITON_CACHE_DIR=$(mktemp -d) NCCL_NVLS_ENABLE=0
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 common=(--config-name cfg_lsa train.max_steps=400 train.eval_interval=100000 train.eval_max_examples=64
-        logging.log_every=50 logging.runs_dir=/tmp/runs logging.progress=false logging.wandb_mode=disabled)
+        train.log_every=50 logging.runs_dir=/tmp/runs logging.progress=false logging.wandb_mode=disabled)
 for i in 1 2; do
   timeout 120 python3 pretrain.py "${common[@]}" logging.run_name=plain$i > "$OUT/plain$i.log" 2>&1; echo "plain$i rc=$?"
   timeout 120 torchrun --standalone --nproc_per_node=1 pretrain.py "${common[@]}" logging.run_name=ddp$i \
