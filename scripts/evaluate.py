@@ -42,6 +42,7 @@ from training.config import MAX_BATCH_SIZE, ConfigError, check_inductor_options,
 from training.evaluation import evaluate  # noqa: E402
 from training.runs import locate_run  # noqa: E402
 from training.setup import apply_inductor_options, compile_step, resolve_device  # noqa: E402
+from training.threads import apply_threads  # noqa: E402
 
 
 class EvaluateArgs(BaseModel):
@@ -89,6 +90,7 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
         cfg = validate_config(load_config(ckpt))
     except ConfigError as exc:
         raise CheckpointError(f"{ckpt / 'config.json'}: {str(exc).removeprefix('config: ')}") from exc
+    apply_threads(cfg.train.num_threads)  # the run's setting (auto: training/threads.py)
     data_path = args.data or Path(cfg.data.path)
     data = PuzzleDataset.load(data_path)
     check_data_compatible(ckpt, load_meta(ckpt), data.meta, data_path)

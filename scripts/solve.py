@@ -32,6 +32,7 @@ from core.cli import CLI, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from evaluators.tasks import get_task  # noqa: E402
 from training.inference import load_model  # noqa: E402
+from training.threads import apply_threads  # noqa: E402
 
 MAX_INPUT_BYTES = 16 << 20  # far more instances than one call should hold; never an unbounded read
 
@@ -80,6 +81,7 @@ def check_device(name: str) -> str:
 def solve(args: SolveArgs) -> dict[str, Any]:
     from training.runs import locate_run
 
+    apply_threads("auto")  # torch's threads as training chooses them (training/threads.py)
     model = load_model(locate_run(args.checkpoint, args.runs_dir), check_device(args.device), args.halting)
     raw, where = read_input(args.input)
     task = get_task(model.facts.get("task"), where=f"--checkpoint {args.checkpoint}: task")
