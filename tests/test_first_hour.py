@@ -179,7 +179,7 @@ def test_a_run_far_beyond_the_device_says_so_early(lsa_small, tmp_path, capsys, 
     assert result["preempted"] and result["step"] == 20
     warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "h of training" in warning[0] and "lower train.epochs or train.max_steps" in warning[0]
-    assert ("--config-name cfg_lsa_cpu" in warning[0]) == (config == "cfg_lsa")  # the preset, unless it is this run
+    assert ("(device=cpu, or --config-name cfg_lsa_cpu)" in warning[0]) == (config == "cfg_lsa")  # the preset, unless it is this run
 
 
 def test_builder_eta_waits_for_enough_items():
