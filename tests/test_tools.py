@@ -110,7 +110,7 @@ def test_visualize_dataset_bad_input(runs_zoo, tmp_path):
 
 def test_renderers_show_the_models_answer(runs_zoo):
     """With predictions, each renderer marks right and wrong; the text form agrees."""
-    from evaluators.render import RIGHT, WRONG, describe_example, render_example
+    from evaluators.render import RIGHT, WRONG, WRONG_HATCH, describe_example, render_example
 
     lsa = {"task": "lsa", "n": 3, "max_cost": 9}
     costs = np.array([1, 9, 9, 9, 1, 9, 9, 9, 1])
@@ -139,4 +139,5 @@ def test_renderers_show_the_models_answer(runs_zoo):
     fig = render_example(facts, inputs[0], labels[0], wrong[0])
     colors = [t.get_color() for t in fig.axes[0].texts if t.get_text().isdigit()]
     assert colors.count(WRONG) == 1 and colors.count(RIGHT) == 4
+    assert [p.get_hatch() for p in fig.axes[0].patches] == [WRONG_HATCH]  # the wrong digit by shape too
 
