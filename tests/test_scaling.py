@@ -369,3 +369,54 @@ def test_no_run_is_left_running_when_starting_another_fails(tmp_path, monkeypatc
     with pytest.raises(OSError, match="Too many open files"):
         scaling.main(argv(tmp_path, "--sizes", "3,4", "--gpus", "0,1", "train.max_steps=100000"))
     assert started and started[0].poll() is not None  # stopped and waited for, not left training
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: --report-only reads the sweep from its own report; equal series stay visible
+
+
+def test_report_only_alone_reads_the_reports_own_sweep(sweep, tmp_path, monkeypatch):
+    """`--out DIR --report-only` alone: the config, sizes and runs come from DIR/scaling.json (not the
+    script's defaults, cfg_lsa_400s at 4,6,9,12), and the training command there is kept as it was."""
+    out = tmp_path / "out"
+    shutil.copytree(sweep / "out", out)
+    before = json.loads((out / "scaling.json").read_text())
+    (out / "scaling.md").unlink()
+    monkeypatch.chdir(tmp_path)  # another folder than the sweep's
+    load_script("lsa_scaling").main(["--out", str(out), "--report-only"])
+    after = json.loads((out / "scaling.json").read_text())
+    assert after == before
+    assert f"Command: `{before['command']}`" in (out / "scaling.md").read_text()
+    assert "--report-only" not in before["command"] and "--sizes 3" in before["command"]
+    # the runs moved: --runs-dir says where they are now
+    moved = tmp_path / "moved"
+    shutil.move(str(sweep / "runs"), str(moved))
+    try:
+        load_script("lsa_scaling").main(["--out", str(out), "--report-only", "--runs-dir", str(moved)])
+        assert json.loads((out / "scaling.json").read_text())["rows"][0]["run"].startswith(str(moved))
+    finally:
+        shutil.move(str(moved), str(sweep / "runs"))
+
+
+def test_report_only_without_a_report_or_with_half_a_sweep_is_one_line(tmp_path):
+    scaling = load_script("lsa_scaling")
+    with pytest.raises(InputError, match="scaling.json is missing"):
+        scaling.main(["--out", str(tmp_path / "none"), "--report-only"])
+    with pytest.raises(InputError, match="give both --config-name and --sizes"):
+        scaling.main(["--out", str(tmp_path / "none"), "--report-only", "--config-name", "cfg_lsa_cpu"])
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "scaling.json").write_text(json.dumps({"rows": [{"n": "4"}]}))
+    with pytest.raises(InputError, match="not a report of this script"):
+        scaling.main(["--out", str(tmp_path / "odd"), "--report-only"])
+
+
+def test_equal_series_stay_visible_in_the_plot():
+    """Four metrics all 0% at every n (an unlearned size) are four lines told apart by marker,
+    line style and a small sideways shift, not one line hiding three."""
+    scaling = load_script("lsa_scaling")
+    rows = [{"n": n, "step": 10, **{key: 0.0 for key, _ in scaling.METRICS}} for n in (4, 6, 9)]
+    lines = [line for line in scaling.figure(rows, "t").axes[0].lines if line.get_label() in
+             {label for _, label in scaling.METRICS}]
+    assert len(lines) == 4
+    assert len({line.get_marker() for line in lines}) == 4 and len({line.get_linestyle() for line in lines}) == 4
+    assert len({tuple(line.get_xdata()) for line in lines}) == 4
