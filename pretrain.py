@@ -236,7 +236,7 @@ Flags:
   --cfg job        print the composed config (validated first)
   -m, --multirun   a sweep (KEY=a,b); job N runs as <logging.run_name or sweep-DATE>-N
   --hydra-help     Hydra's own help
-See README.md for the tasks, scripts (list, compare, plot, solve, export) and resuming.""")
+See README.md to start, docs/USAGE.md for tasks, configuration and resuming, docs/TOOLS.md for the run tools.""")
 
 
 @hydra.main(config_path="config", config_name="cfg_lsa", version_base=None)
