@@ -74,3 +74,13 @@ def test_evaluate_applies_the_runs_thread_count(runs_zoo, restore_threads, tmp_p
     out = run_in_process("scripts/evaluate.py", "--checkpoint", str(run), "--no-progress")
     assert out.returncode == 0, out.stderr
     assert torch.get_num_threads() == 2
+
+
+def test_a_cpu_run_says_how_many_threads(tmp_path, capsys, restore_threads):
+    from conftest import build_lsa, tiny_config
+    from training.loop import train
+
+    restore_threads.setenv("OMP_NUM_THREADS", "2")  # auto takes it
+    train(tiny_config(tmp_path, "train.max_steps=2", "train.eval_interval=2", data=build_lsa(tmp_path / "data")))
+    assert torch.get_num_threads() == 2
+    assert "params on cpu (2 threads)," in capsys.readouterr().out

@@ -50,3 +50,7 @@ def apply_threads(setting: ThreadSetting) -> Optional[int]:
     count = auto_threads() if setting == "auto" else int(setting)
     torch.set_num_threads(count)
     return count
+
+
+def threads_text(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
