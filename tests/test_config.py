@@ -59,6 +59,7 @@ def test_bad_config_names_the_field(overrides, culprit):
     assert culprit in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_pretrain_rejects_bad_config_before_running(tmp_path):
     result = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "+train.lrr=1", f"logging.runs_dir={tmp_path}",
                         f"data.path={tmp_path / 'data'}")

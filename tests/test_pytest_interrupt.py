@@ -9,7 +9,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
 
 INNER = '''
 from pathlib import Path
@@ -17,8 +21,6 @@ from pathlib import Path
 import training.loop as loop
 from conftest import build_lsa, tiny_config
 from training.loop import train
-
-pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
 
 STARTED, AFTER = Path({started!r}), Path({after!r})
 

@@ -32,6 +32,7 @@ def test_data_path_follows_the_size(tmp_path, monkeypatch):
             path_for(wrong, 9, 4)
 
 
+@pytest.mark.slow
 def test_each_size_trains_and_the_table_and_plot_come_from_its_last_evaluation(tmp_path, capsys):
     scaling = load_script("lsa_scaling")
     scaling.main(argv(tmp_path, "--sizes", "3,4", "--gpus", "0,1"))  # two runs side by side
@@ -72,6 +73,7 @@ def test_each_size_trains_and_the_table_and_plot_come_from_its_last_evaluation(t
     assert before == {name: (out / name).read_bytes() for name in before}
 
 
+@pytest.mark.slow
 def test_a_failing_size_is_named_with_its_error(tmp_path):
     with pytest.raises(InputError, match=r"n=3 failed \(error: train.global_batch_size=64 is larger"):
         load_script("lsa_scaling").main(argv(tmp_path, "--sizes", "3", "train.global_batch_size=64"))
@@ -102,10 +104,12 @@ def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, extra, culprit):
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_command_line_contract(tmp_path):
     assert_one_line_error(run_module("scripts/lsa_scaling.py", *argv(tmp_path, "--sizes", "0")), "n=0")
 
 
+@pytest.mark.slow
 def test_build_data_builds_what_pretrain_would_use_once(tmp_path, capsys):
     build = load_script("build_data").main
     data = tmp_path / "lsa-5x5"
@@ -128,6 +132,7 @@ def test_build_data_builds_what_pretrain_would_use_once(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_reaches_the_running_size_once_and_it_checkpoints(tmp_path):
     """A Ctrl-C (SIGINT to the terminal's whole process group) reaches the script alone, since
     the runs live in their own session; the script passes one SIGTERM on, the run writes a
@@ -190,6 +195,7 @@ def sweep(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_relative_paths_mean_the_current_folder_for_the_script_and_its_runs(sweep):
     run = sweep / "runs" / CPU_PROJECT / "scaling-n3"
     assert (run / "config.json").is_file() and (sweep / "data" / "lsa-3x3-tiny" / "train" / "dataset.json").is_file()
@@ -268,6 +274,7 @@ def test_a_report_that_cannot_be_written_leaves_the_old_one_whole(sweep, tmp_pat
     assert (out / "scaling.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_build_data_refuses_a_dataset_of_other_arguments_or_a_broken_one(tmp_path):
     from conftest import build_lsa
 

@@ -39,6 +39,7 @@ def test_compare_runs(runs_zoo, capsys):
     assert "eval/sudoku/valid_grid_rate" in text and "eval/lsa/optimal_cost_rate" in text
 
 
+@pytest.mark.slow
 def test_compare_runs_bad_input(runs_zoo, capsys):
     assert_one_line_error(run_module("scripts/compare_runs.py", "nope", "--runs-dir", str(runs_zoo["runs_dir"])), "nope")
     with pytest.raises(SystemExit) as info:
@@ -74,6 +75,7 @@ def test_plot_runs_draws_one_line_per_run(runs_zoo, tmp_path, monkeypatch):
     assert [t.get_text() for t in figures[0].legends[0].get_texts()] == ["alpha", "beta"]
 
 
+@pytest.mark.slow
 def test_plot_run_bad_input(runs_zoo, tmp_path):
     from core.errors import InputError
 
@@ -97,6 +99,7 @@ def test_visualize_dataset(runs_zoo, tmp_path, task):
     assert not np.array_equal(images[0], images[1])  # two different examples
 
 
+@pytest.mark.slow
 def test_visualize_dataset_bad_input(runs_zoo, tmp_path):
     from core.errors import InputError
 
