@@ -33,6 +33,10 @@ repeats the layout, which `dataset.json` records under "layout".
 
 Augmentation (--num-aug 1): a training group is a op b plus b op a (same answer), without the
 copy when a == b. The test split is not augmented.
+
+Validation (--val-size N): val/ holds N more problems drawn like the test ones (the test digit
+range), from a seed stream of their own, after train and test and sharing no pair with
+either; train/ and test/ are the same files with or without it.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from core.cli import CLI, run_cli
 from core.errors import DatasetError
 from dataset.common import (
     MAX_AUGMENTATIONS, MAX_INSTANCES, DatasetMetadata, ProgressBar, SplitArrays, build_indices, build_record,
-    check_memory, token_dtype,
+    check_memory, token_dtype, val_rng, val_size_field,
 )
 from dataset.writer import check_output_dir, write_dataset
 
@@ -82,6 +86,7 @@ class ArithBuildConfig(BaseModel):
                                            "(default: --max-digits); seq_len fits the larger range")
     num_train: int = Field(10000, ge=1, le=MAX_INSTANCES, description="original training problems (groups)")
     num_test: int = Field(1000, ge=1, le=MAX_INSTANCES, description="test problems (not augmented)")
+    val_size: int = val_size_field()
     num_aug: int = Field(1, ge=0, le=1, description="1: add the operand-swapped copy (b op a) to each group")
     seed: int = Field(0, ge=0, description="random seed; same arguments give byte-identical files")
     overwrite: bool = Field(False, description="replace a non-empty output directory")
@@ -443,15 +448,24 @@ def _metadata(cfg: ArithBuildConfig, layout: ArithLayout, split: SplitArrays, di
     )
 
 
-def _train_groups(a: np.ndarray, b: np.ndarray, answers: np.ndarray, num_aug: int):
-    """Each original followed by its swapped copy (when num_aug=1 and a != b).
-    Returns a, b, answers of all examples and the group sizes (N,)."""
-    sizes = 1 + (num_aug * np.any(a != b, axis=1)).astype(np.int64)  # (N,)
-    original = np.repeat(np.arange(a.shape[0]), sizes)  # (E,)
+def swap_operands(inputs: np.ndarray, layout: ArithLayout) -> np.ndarray:
+    """inputs (N, seq_len) of a op b -> b op a (the same answer: both ops commute). The operand
+    fields have the same width and are written alike, so the swap exchanges them whole; it is
+    its own inverse. The builder's augmentation and test-time voting (evaluators/arith.py) both
+    use it."""
+    out = np.array(inputs, copy=True)
+    out[..., layout.a_slice], out[..., layout.b_slice] = inputs[..., layout.b_slice], inputs[..., layout.a_slice]
+    return out
+
+
+def _train_groups(inputs: np.ndarray, labels: np.ndarray, distinct: np.ndarray, num_aug: int, layout: ArithLayout):
+    """Each original followed by its swapped copy (when num_aug=1 and a != b): encoded rows
+    (N, seq_len) and whether a != b (N,) -> inputs, labels of all examples and the group sizes (N,)."""
+    sizes = 1 + (num_aug * distinct).astype(np.int64)  # (N,)
+    original = np.repeat(np.arange(inputs.shape[0]), sizes)  # (E,)
     is_copy = np.arange(original.shape[0]) - np.repeat(np.cumsum(sizes) - sizes, sizes) == 1  # (E,)
-    first = np.where(is_copy[:, None], b[original], a[original])
-    second = np.where(is_copy[:, None], a[original], b[original])
-    return first, second, answers[original], sizes
+    rows = inputs[original]
+    return np.where(is_copy[:, None], swap_operands(rows, layout), rows), labels[original], sizes
 
 
 def _split_arrays(inputs: np.ndarray, labels: np.ndarray, group_sizes: np.ndarray, dtype: np.dtype) -> SplitArrays:
@@ -472,10 +486,12 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
     layout = ArithLayout.for_task(cfg.op, cfg.base, max(cfg.max_digits, test_range[1]))
     width = layout.operand_width
     # int64 operands, answers and encoded rows before the final cast: ~32 bytes a cell.
-    check_memory("--num-train/--num-test", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * layout.seq_len * 32)
+    rows = cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size
+    check_memory("--num-train/--num-test", rows * layout.seq_len * 32)
     train_seq, test_seq = np.random.SeedSequence(cfg.seed).spawn(2)
     pool = PairPool(cfg.base)
-    with ProgressBar(total=cfg.num_train + cfg.num_test, desc="arith problems", unit="prob", disable=not cfg.progress) as bar:
+    total = cfg.num_train + cfg.num_test + cfg.val_size
+    with ProgressBar(total=total, desc="arith problems", unit="prob", disable=not cfg.progress) as bar:
         train_a, train_b = draw_problems(np.random.default_rng(train_seq), cfg.num_train,
                                          (cfg.min_digits, cfg.max_digits), width, pool, bar)
         left = pool.left_in_range(*test_range)
@@ -483,11 +499,20 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
             raise DatasetError(f"--num-test {cfg.num_test}: only {left} distinct pairs of {test_range[0]}.."
                                f"{test_range[1]}-digit numbers are left after the training split (lower the counts)")
         test_a, test_b = draw_problems(np.random.default_rng(test_seq), cfg.num_test, test_range, width, pool, bar)
+        if cfg.val_size:  # like test, from its own stream, among the pairs neither split holds
+            left = pool.left_in_range(*test_range)
+            if cfg.val_size > left:
+                raise DatasetError(f"--val-size {cfg.val_size}: only {left} distinct pairs of {test_range[0]}.."
+                                   f"{test_range[1]}-digit numbers are left after the training and test splits "
+                                   "(lower the counts)")
+            val_a, val_b = draw_problems(val_rng(cfg.seed), cfg.val_size, test_range, width, pool, bar)
 
     dtype = token_dtype(layout.vocab_size)
     train_answers = compute_answers(train_a, train_b, cfg.op, cfg.base, layout.answer_width)
-    first, second, answers, sizes = _train_groups(train_a, train_b, train_answers, cfg.num_aug)
-    train = _split_arrays(*encode_problems(first, second, answers, layout), sizes, dtype)
+    train_inputs, train_labels = encode_problems(train_a, train_b, train_answers, layout)
+    group_inputs, group_labels, sizes = _train_groups(train_inputs, train_labels, np.any(train_a != train_b, axis=1),
+                                                      cfg.num_aug, layout)
+    train = _split_arrays(group_inputs, group_labels, sizes, dtype)
     test_answers = compute_answers(test_a, test_b, cfg.op, cfg.base, layout.answer_width)
     test = _split_arrays(*encode_problems(test_a, test_b, test_answers, layout), np.ones(cfg.num_test, np.int64), dtype)
 
@@ -496,8 +521,13 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
 
     train_meta = _metadata(cfg, layout, train, (cfg.min_digits, cfg.max_digits), larger(train_a, train_b))
     test_meta = _metadata(cfg, layout, test, test_range, larger(test_a, test_b))
+    splits = {"train": (train_meta, train), "test": (test_meta, test)}
+    if cfg.val_size:
+        val_answers = compute_answers(val_a, val_b, cfg.op, cfg.base, layout.answer_width)
+        val = _split_arrays(*encode_problems(val_a, val_b, val_answers, layout), np.ones(cfg.val_size, np.int64), dtype)
+        splits["val"] = (_metadata(cfg, layout, val, test_range, larger(val_a, val_b)), val)
 
-    return write_dataset(cfg.output_dir, cfg.overwrite, {"train": (train_meta, train), "test": (test_meta, test)},
+    return write_dataset(cfg.output_dir, cfg.overwrite, splits,
                          {VOCAB_FILE: json.dumps(vocab_document(layout), indent=2) + "\n"},
                          build_args=build_record(cfg), checked=checked)
 
@@ -510,7 +540,8 @@ def main(cfg: ArithBuildConfig) -> None:
     out = build_arith_dataset(cfg)
     test_lo, test_hi = cfg.test_range()
     print(f"wrote {out} ({cfg.op}, base {cfg.base}, {cfg.min_digits}..{cfg.max_digits} digits "
-          f"[test {test_lo}..{test_hi}]: {cfg.num_train} train groups, {cfg.num_test} test)")
+          f"[test {test_lo}..{test_hi}]: {cfg.num_train} train groups, {cfg.num_test} test"
+          f"{f', {cfg.val_size} val' if cfg.val_size else ''})")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ sets label[i*n + j] = 2), from scipy's Hungarian solver; where several assignmen
 optimal, the label is the lexicographically smallest of them (a function of the costs alone). A training group is an original
 instance plus `num_aug` copies under a random row permutation, column permutation and (with
 --transpose) a random transpose; all three map optimal assignments to optimal assignments.
-The test split is not augmented.
+The test split is not augmented. With --val-size N, val/ holds N more instances drawn like the
+test ones from a seed stream of their own (dataset/common.py), none equal to a train or test
+instance; train/ and test/ are the same files with or without it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from core.cli import CLI, run_cli
 from core.errors import DatasetError
 from dataset.common import (
     MAX_AUGMENTATIONS, MAX_INSTANCES, MAX_TABLE_ROWS, DatasetMetadata, ProgressBar, SplitArrays, build_indices,
-    build_record, check_memory, token_dtype,
+    build_record, check_memory, token_dtype, val_rng, val_size_field,
 )
 from dataset.writer import check_output_dir, write_dataset
 
@@ -48,6 +50,7 @@ class LSABuildConfig(BaseModel):
     max_cost: int = Field(100, ge=1, le=MAX_TABLE_ROWS - 2, description="costs are drawn uniformly from 1..max_cost")
     num_train: int = Field(10000, ge=1, le=MAX_INSTANCES, description="original training instances (groups)")
     num_test: int = Field(1000, ge=1, le=MAX_INSTANCES, description="test instances (not augmented)")
+    val_size: int = val_size_field()
     num_aug: int = Field(10, ge=0, le=MAX_AUGMENTATIONS, description="augmented copies per training instance")
     seed: int = Field(0, ge=0, description="random seed; same arguments give byte-identical files")
     unique_optimum: bool = Field(False, description="drop instances with more than one optimal assignment")
@@ -177,28 +180,44 @@ def generate_instances(
 # Augmentation
 
 
+def draw_permutations(rng: np.random.Generator, shape: tuple[int, ...], n: int, transpose: bool):
+    """Random row and column permutations (shape + (n,)) and transposes (shape, bool; all False
+    without `transpose`), drawn in this order (the builder's stream: keep it)."""
+    row_perm = rng.permuted(np.broadcast_to(np.arange(n), shape + (n,)), axis=-1)
+    col_perm = rng.permuted(np.broadcast_to(np.arange(n), shape + (n,)), axis=-1)
+    flip = rng.random(shape) < 0.5 if transpose else np.zeros(shape, dtype=bool)
+    return row_perm, col_perm, flip
+
+
+def permute_costs(costs: np.ndarray, row_perm: np.ndarray, col_perm: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """costs (N, n, n), row_perm/col_perm (N, A, n), flip (N, A) -> (N, A, n, n): row p of a copy
+    is row P[p] of the original, column q is column Q[q], then transposed where `flip`. Any
+    per-cell array transforms the same way (an index grid gives the cell each copy reads: the
+    test-time symmetries of evaluators/lsa.py map answers back through it)."""
+    idx = np.arange(costs.shape[0])[:, None, None, None]
+    moved = costs[idx, row_perm[..., :, None], col_perm[..., None, :]]  # (N, A, n, n)
+    return np.where(flip[..., None, None], np.swapaxes(moved, -1, -2), moved)
+
+
+def permute_assignment(cols: np.ndarray, row_perm: np.ndarray, col_perm: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """An assignment (N, n) (column of each row) under the `permute_costs` of the same arguments
+    -> (N, A, n): original edge (i, cols[i]) lands at (P^-1[i], Q^-1[cols[i]]), transposed where
+    `flip` (the new column of row j is then the inverse permutation)."""
+    shape = row_perm.shape
+    # New column of new row p: Q^-1[cols[P[p]]].
+    col_inv = np.argsort(col_perm, axis=-1)
+    moved = np.take_along_axis(col_inv, np.take_along_axis(np.broadcast_to(cols[:, None, :], shape), row_perm, -1), -1)
+    return np.where(flip[..., None], np.argsort(moved, axis=-1), moved)
+
+
 def augment(rng: np.random.Generator, costs: np.ndarray, cols: np.ndarray, num_aug: int, transpose: bool):
     """For each instance, `num_aug` copies under random row/column permutations (and transposes).
 
     costs (N, n, n), cols (N, n) -> costs (N, num_aug, n, n), cols (N, num_aug, n).
-    Row p of the copy is row P[p] of the original, column q is column Q[q]; so original edge
-    (i, cols[i]) lands at (P^-1[i], Q^-1[cols[i]]).
     """
     num, n = cols.shape
-    shape = (num, num_aug, n)
-    row_perm = rng.permuted(np.broadcast_to(np.arange(n), shape), axis=-1)
-    col_perm = rng.permuted(np.broadcast_to(np.arange(n), shape), axis=-1)
-    flip = rng.random((num, num_aug)) < 0.5 if transpose else np.zeros((num, num_aug), dtype=bool)
-
-    idx = np.arange(num)[:, None, None, None]
-    aug_costs = costs[idx, row_perm[..., :, None], col_perm[..., None, :]]  # (N, A, n, n)
-    # New column of new row p: Q^-1[cols[P[p]]].
-    col_inv = np.argsort(col_perm, axis=-1)
-    aug_cols = np.take_along_axis(col_inv, np.take_along_axis(np.broadcast_to(cols[:, None, :], shape), row_perm, -1), -1)
-    # Transposing the matrix transposes the assignment: new column of row j is the inverse permutation.
-    aug_costs = np.where(flip[..., None, None], np.swapaxes(aug_costs, -1, -2), aug_costs)
-    aug_cols = np.where(flip[..., None], np.argsort(aug_cols, axis=-1), aug_cols)
-    return aug_costs, aug_cols
+    row_perm, col_perm, flip = draw_permutations(rng, (num, num_aug), n, transpose)
+    return permute_costs(costs, row_perm, col_perm, flip), permute_assignment(cols, row_perm, col_perm, flip)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,17 +268,22 @@ def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
     """Generate, solve, augment and write the dataset; returns the output directory."""
     checked = check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     # Augmentation holds int64 costs, their permuted copies and the labels: ~24 bytes a cell.
-    check_memory("--num-train/--num-aug/--n", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * cfg.n**2 * 24)
+    rows = cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size
+    check_memory("--num-train/--num-aug/--n", rows * cfg.n**2 * 24)
     if cfg.max_cost + 2 > MAX_TABLE_ROWS:
         raise DatasetError(f"--max-cost {cfg.max_cost}: the vocabulary (max_cost + 2) may hold at most {MAX_TABLE_ROWS} "
                            "tokens")
     train_seq, test_seq, aug_seq = np.random.SeedSequence(cfg.seed).spawn(3)
     seen: set[bytes] = set()
-    with ProgressBar(total=cfg.num_train + cfg.num_test, desc="LSA instances", unit="inst", disable=not cfg.progress) as bar:
+    total = cfg.num_train + cfg.num_test + cfg.val_size
+    with ProgressBar(total=total, desc="LSA instances", unit="inst", disable=not cfg.progress) as bar:
         train_costs, train_cols, train_ties = generate_instances(
             np.random.default_rng(train_seq), cfg.num_train, cfg, seen, bar, cfg.unique_optimum or cfg.unique_optimum_train)
         test_costs, test_cols, test_ties = generate_instances(
             np.random.default_rng(test_seq), cfg.num_test, cfg, seen, bar, cfg.unique_optimum)
+        # Last, from its own stream, `seen` holding train and test: neither changes, none repeats.
+        val = (generate_instances(val_rng(cfg.seed), cfg.val_size, cfg, seen, bar, cfg.unique_optimum)
+               if cfg.val_size else None)
 
     aug_costs, aug_cols = augment(np.random.default_rng(aug_seq), train_costs, train_cols, cfg.num_aug, cfg.transpose)
     # A copy of a tied instance gets the canonical optimum of its own (permuted) costs.
@@ -277,9 +301,12 @@ def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
     test = _split_arrays(test_costs, test_cols, 1, dtype)
     train_meta = _metadata(cfg, cfg.num_train, cfg.num_train * per_group, {"originals_with_tied_optima": train_ties})
     test_meta = _metadata(cfg, cfg.num_test, cfg.num_test, {"originals_with_tied_optima": test_ties})
+    splits = {"train": (train_meta, train), "test": (test_meta, test)}
+    if val is not None:
+        splits["val"] = (_metadata(cfg, cfg.val_size, cfg.val_size, {"originals_with_tied_optima": val[2]}),
+                         _split_arrays(val[0], val[1], 1, dtype))
 
-    return write_dataset(cfg.output_dir, cfg.overwrite, {"train": (train_meta, train), "test": (test_meta, test)},
-                         build_args=build_record(cfg), checked=checked)
+    return write_dataset(cfg.output_dir, cfg.overwrite, splits, build_args=build_record(cfg), checked=checked)
 
 
 cli = CLI(name="build_lsa_dataset", description=__doc__.split("\n\n")[0])
@@ -288,7 +315,8 @@ cli = CLI(name="build_lsa_dataset", description=__doc__.split("\n\n")[0])
 @cli.command(singleton=True)
 def main(cfg: LSABuildConfig) -> None:
     out = build_lsa_dataset(cfg)
-    print(f"wrote {out} ({cfg.num_train} x {1 + cfg.num_aug} train, {cfg.num_test} test, {cfg.n}x{cfg.n})")
+    val = f", {cfg.val_size} val" if cfg.val_size else ""
+    print(f"wrote {out} ({cfg.num_train} x {1 + cfg.num_aug} train, {cfg.num_test} test{val}, {cfg.n}x{cfg.n})")
 
 
 if __name__ == "__main__":

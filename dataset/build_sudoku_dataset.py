@@ -20,6 +20,11 @@ decided in order, so the output does not depend on --workers, and a larger --num
 the earlier puzzles. The test split is generated first; training puzzles that equal a test
 puzzle are skipped. The test split also holds `all__ratings.npy`, each test puzzle's rating,
 which evaluators/sudoku.py reports accuracy by (the reference's loader ignores the file).
+Validation (--val-size N): val/ holds N more puzzles from the test split's distribution (the same
+generator, clue targets and rating filter, split key VAL_SPLIT_KEY; an import: unused rows of the
+test split's file, in an order drawn from the val seed stream), generated after train and test
+and equal to none of their puzzles, with `all__ratings.npy`; train/ and test/ are the same files
+with or without it.
 
 Measured spread (seed 0, 150 train + 150 test originals, --target-tries 64, 2 cores):
   --min-clues 22 --max-clues 26 --min-rating 2: 22:42 23:76 24:62 25:60 26:60 (281 of 300
@@ -63,7 +68,7 @@ from core.errors import DatasetError
 from core.signals import ignore_sigint
 from dataset.common import (
     MAX_AUGMENTATIONS, MAX_INSTANCES, DatasetMetadata, ProgressBar, SplitArrays, build_indices, build_record,
-    check_memory,
+    check_memory, val_rng, val_size_field,
 )
 from dataset.sudoku_csv import CSVPuzzles, read_sudoku_csv
 from dataset.sudoku_solver import generate_puzzle, solve
@@ -71,7 +76,7 @@ from dataset.writer import check_output_dir, write_dataset
 
 BUILDER_VERSION = 2  # 2: givens spread over the clue range; test ratings array
 DEFAULT_MIN_CLUES, DEFAULT_MAX_CLUES = 22, 30  # generation when the flags are unset
-TEST_SPLIT_KEY, TRAIN_SPLIT_KEY, AUGMENT_KEY, SAMPLE_KEY, TARGET_KEY = 0, 1, 2, 3, 4
+TEST_SPLIT_KEY, TRAIN_SPLIT_KEY, AUGMENT_KEY, SAMPLE_KEY, TARGET_KEY, VAL_SPLIT_KEY = 0, 1, 2, 3, 4, 5
 MIN_UNIQUE_CLUES = 17  # proved minimum for a unique solution (McGuire et al., 2012)
 MAX_ATTEMPTS_WITHOUT_ACCEPT = 5000  # per puzzle, without one acceptable try
 RATINGS_FIELD = "ratings"  # test/all__ratings.npy: one rating per test example (evaluators/sudoku.py)
@@ -87,6 +92,7 @@ class SudokuBuildConfig(BaseModel):
     num_train: int = Field(1000, ge=1, le=MAX_INSTANCES, description="generated training puzzles (groups)")
     num_test: int = Field(1000, ge=0, le=MAX_INSTANCES, description="test puzzles: generated, held out of --source-csv, or sampled "
                           "from --source-test-csv (0 = all of its rows)")
+    val_size: int = val_size_field()
     num_aug: int = Field(100, ge=0, le=MAX_AUGMENTATIONS, description="augmented copies per training puzzle")
     seed: int = Field(0, ge=0, description="random seed; same arguments give byte-identical files")
     min_clues: Optional[int] = Field(None, ge=0, le=81, description=f"fewest givens (generation: {DEFAULT_MIN_CLUES}; "
@@ -246,12 +252,15 @@ def generate_split(cfg: SudokuBuildConfig, split_key: int, count: int, seen: set
 
 def generate_splits(cfg: SudokuBuildConfig) -> dict[str, dict]:
     seen: set[bytes] = set()
-    with ProgressBar(total=cfg.num_train + cfg.num_test, desc="Sudoku puzzles", unit="puzzle", disable=not cfg.progress) as bar:
+    total = cfg.num_train + cfg.num_test + cfg.val_size
+    with ProgressBar(total=total, desc="Sudoku puzzles", unit="puzzle", disable=not cfg.progress) as bar:
         pool = (multiprocessing.get_context("spawn").Pool(cfg.workers, initializer=ignore_sigint)
                 if cfg.workers > 1 else None)
         try:
             test = generate_split(cfg, TEST_SPLIT_KEY, cfg.num_test, seen, pool, bar)
             train = generate_split(cfg, TRAIN_SPLIT_KEY, cfg.num_train, seen, pool, bar)
+            # Last, from the test distribution with its own seeds, `seen` holding train and test.
+            val = generate_split(cfg, VAL_SPLIT_KEY, cfg.val_size, seen, pool, bar) if cfg.val_size else None
         finally:
             if pool is not None:
                 pool.terminate()
@@ -261,7 +270,8 @@ def generate_splits(cfg: SudokuBuildConfig) -> dict[str, dict]:
     return {
         name: {"puzzles": p, "solutions": s, "ratings": r,
                "extra": {**extra, "generation_attempts": attempts, "clue_target_hits": hits}}
-        for name, (p, s, r, attempts, hits) in (("train", train), ("test", test))
+        for name, (p, s, r, attempts, hits) in (("train", train), ("test", test), ("val", val or (None,) * 5))
+        if p is not None
     }
 
 
@@ -355,7 +365,42 @@ def import_splits(cfg: SudokuBuildConfig) -> dict[str, dict]:
                  "rating_definition": "the CSV's rating column"}
         splits[name] = {"puzzles": file.puzzles[rows], "solutions": file.solutions[rows], "ratings": file.ratings[rows],
                         "extra": extra}
+    if cfg.val_size:
+        used = np.union1d(train_rows, test_rows) if cfg.source_test_csv is None else test_rows
+        val_rows, skipped = _val_rows(cfg, test_file, np.setdiff1d(test_candidates, used), test_flag, test_path,
+                                      {p.tobytes() for split in splits.values() for p in split["puzzles"]})
+        splits["val"] = {"puzzles": test_file.puzzles[val_rows], "solutions": test_file.solutions[val_rows],
+                         "ratings": test_file.ratings[val_rows],
+                         "extra": {**splits["test"]["extra"], "multi_solution_rows_skipped": skipped}}
     return splits
+
+
+def _val_rows(cfg: SudokuBuildConfig, file: CSVPuzzles, candidates: np.ndarray, flag: str, path: Path,
+              seen: set[bytes]) -> tuple[np.ndarray, int]:
+    """--val-size rows of the test split's file that no split uses, taken in an order drawn from
+    the val seed stream: puzzles equal to a train or test puzzle are passed over, and so are
+    multi-solution ones (with --skip-invalid; without, the first is an error naming its line).
+    Returns the sorted rows and how many multi-solution rows were skipped."""
+    rows: list[int] = []
+    skipped = 0
+    for row in val_rng(cfg.seed).permutation(candidates):
+        if len(rows) == cfg.val_size:
+            break
+        key = file.puzzles[row].tobytes()
+        if key in seen:
+            continue
+        if not _unique_rows(file, np.array([row]))[0]:
+            if not cfg.skip_invalid:
+                raise DatasetError(f"{flag} {path}, line {int(file.line_numbers[row])}: question has more than one "
+                                   "solution; pass --skip-invalid to skip such rows")
+            skipped += 1
+            continue
+        seen.add(key)
+        rows.append(int(row))
+    if len(rows) < cfg.val_size:
+        raise DatasetError(f"--val-size {cfg.val_size}: only {len(rows)} puzzles of {path} that pass the filters are "
+                           "left after the training and test splits")
+    return np.sort(np.asarray(rows, dtype=np.int64)), skipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,6 +437,30 @@ def source_cells(row_order: np.ndarray, col_order: np.ndarray, transpose: np.nda
     return np.where(transpose[..., None, None], np.swapaxes(plain, -1, -2), plain).reshape(plain.shape[:-2] + (81,))
 
 
+def apply_symmetry(grids: np.ndarray, sources: np.ndarray, value_map: np.ndarray) -> np.ndarray:
+    """Move cells and relabel values: new cell k holds value_map[grid[sources[k]]].
+
+    grids (..., 81) values below value_map's length; sources (..., 81) from `source_cells`;
+    value_map (..., V) a permutation of 0..V-1 (digits: `draw_symmetries`' digit_map, 0 -> 0;
+    tokens: `token_map`). Leading axes broadcast. The builder's augmentation and test-time voting
+    (evaluators/sudoku.py: `sudoku_symmetries`) both transform grids through this one function."""
+    moved = np.take_along_axis(grids, sources, axis=-1)
+    return np.take_along_axis(value_map, moved.astype(np.intp), axis=-1)
+
+
+def inverse_symmetry(sources: np.ndarray, value_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (sources, value_map) that `apply_symmetry` undoes these with (both are permutations)."""
+    return np.argsort(sources, axis=-1), np.argsort(value_map, axis=-1)
+
+
+def token_map(digit_map: np.ndarray, vocab_size: int) -> np.ndarray:
+    """A digit relabelling (..., 10) as one on tokens (..., vocab_size): digit d is token d + 1;
+    PAD (0), blank (1) and any token above the digits keep their value."""
+    table = np.broadcast_to(np.arange(vocab_size, dtype=np.int64), digit_map.shape[:-1] + (vocab_size,)).copy()
+    table[..., 2:11] = digit_map[..., 1:10].astype(np.int64) + 1
+    return table
+
+
 def augment(rng: np.random.Generator, puzzles: np.ndarray, solutions: np.ndarray, num_aug: int):
     """`num_aug` symmetric copies of each puzzle and its solution.
 
@@ -406,8 +475,7 @@ def augment(rng: np.random.Generator, puzzles: np.ndarray, solutions: np.ndarray
         hi = min(lo + ORIGINALS_PER_AUGMENT_CHUNK, num)
         sources = source_cells(row_order[lo:hi], col_order[lo:hi], transpose[lo:hi])  # (n, A, 81)
         for grids, out in ((puzzles, out_puzzles), (solutions, out_solutions)):
-            moved = np.take_along_axis(grids[lo:hi, None, :], sources, axis=-1)  # (n, A, 81)
-            out[lo:hi] = np.take_along_axis(digit_map[lo:hi], moved.astype(np.intp), axis=-1)
+            out[lo:hi] = apply_symmetry(grids[lo:hi, None, :], sources, digit_map[lo:hi])  # (n, A, 81)
     return out_puzzles, out_solutions
 
 
@@ -443,7 +511,7 @@ def build_sudoku_dataset(cfg: SudokuBuildConfig) -> Path:
     """Generate or import, augment and write the dataset; returns the output directory."""
     checked = check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     # uint8 puzzles and solutions, their augmented copies and the written arrays: ~6 bytes a cell.
-    check_memory("--num-train/--num-aug", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test) * 81 * 6)
+    check_memory("--num-train/--num-aug", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size) * 81 * 6)
     splits = import_splits(cfg) if cfg.source_csv is not None else generate_splits(cfg)
     train, test = splits["train"], splits["test"]
     aug_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(AUGMENT_KEY,)))
@@ -457,9 +525,16 @@ def build_sudoku_dataset(cfg: SudokuBuildConfig) -> Path:
     test_meta = _metadata(cfg, test, test["puzzles"].shape[0], 0,
                           example_arrays={RATINGS_FIELD: "each test puzzle's rating (see rating_definition)"})
 
-    return write_dataset(cfg.output_dir, cfg.overwrite,
-                         {"train": (train_meta, train_arrays), "test": (test_meta, test_arrays)},
-                         example_arrays={"test": {RATINGS_FIELD: test["ratings"].astype(np.int64)}},
+    written = {"train": (train_meta, train_arrays), "test": (test_meta, test_arrays)}
+    example_arrays = {"test": {RATINGS_FIELD: test["ratings"].astype(np.int64)}}
+    if "val" in splits:  # like test: not augmented, with its ratings
+        val = splits["val"]
+        val_meta = _metadata(cfg, val, val["puzzles"].shape[0], 0,
+                             example_arrays={RATINGS_FIELD: "each val puzzle's rating (see rating_definition)"})
+        written["val"] = (val_meta, _split_arrays(val["puzzles"], val["solutions"], 1))
+        example_arrays["val"] = {RATINGS_FIELD: val["ratings"].astype(np.int64)}
+
+    return write_dataset(cfg.output_dir, cfg.overwrite, written, example_arrays=example_arrays,
                          build_args=build_record(cfg), checked=checked)
 
 
@@ -470,7 +545,8 @@ cli = CLI(name="build_sudoku_dataset", description=__doc__.split("\n\n")[0])
 def main(cfg: SudokuBuildConfig) -> None:
     out = build_sudoku_dataset(cfg)
     train, test = (json.loads((out / split / "dataset.json").read_text()) for split in ("train", "test"))
-    print(f"wrote {out} ({train['total_groups']} x {1 + cfg.num_aug} train, {test['total_groups']} test; "
+    val = f", {cfg.val_size} val" if cfg.val_size else ""
+    print(f"wrote {out} ({train['total_groups']} x {1 + cfg.num_aug} train, {test['total_groups']} test{val}; "
           f"train clues {train['clues']}, rating {train['rating']})")
 
 

@@ -1,6 +1,7 @@
 """The on-disk puzzle dataset format (compatible with the TRM/HRM reference) and its validation.
 
-A dataset directory holds `train/` and `test/`, each with `dataset.json` and, per set name,
+A dataset directory holds `train/` and `test/` (and, when built with `--val-size N`, `val/`:
+a held-out split like test/, for choosing a recipe), each with `dataset.json` and, per set name,
 `<set>__{inputs,labels,puzzle_identifiers,puzzle_indices,group_indices}.npy`, plus
 `identifiers.json` at the top. Everything here is plain numpy so builders, the loader and
 scripts share one definition of "valid".
@@ -25,7 +26,9 @@ from tqdm import tqdm
 from core.errors import DatasetError, InputError, one_line
 
 ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # the splits every dataset has
+VAL_SPLIT = "val"  # the optional validation split (a builder's --val-size)
+EVAL_SPLITS = ("test", VAL_SPLIT)  # what a run may evaluate on (data.eval_split)
 
 
 # Upper bound on vocab_size and num_puzzle_identifiers: each is a row count of an embedding
@@ -45,8 +48,62 @@ NOT_RECORDED = {"output_dir", "overwrite", "progress", "workers"}
 
 
 def build_record(cfg: pydantic.BaseModel) -> dict:
-    """A builder config's arguments as dataset.json records them (JSON values, normalised)."""
+    """A builder config's arguments as dataset.json records them (JSON values, normalised).
+    `val_size` is among them (0 without val/); `write_dataset` records it in val/dataset.json
+    only, so that train/ and test/ are the same files with and without a validation split."""
     return cfg.model_dump(mode="json", exclude=NOT_RECORDED)
+
+
+# ---------------------------------------------------------------------------------------------
+# The validation split. A builder gets it by (1) a `val_size: int = val_size_field()` field,
+# (2) drawing val instances like test ones (not augmented) from `val_rng(seed)`, a seed
+# stream of its own, after train and test, skipping any instance equal to a train or test
+# one (so train/ and test/ do not change), and (3) passing `"val": (meta, arrays)` to
+# `writer.write_dataset` when val_size > 0.
+
+VAL_SIZE_ARG = "val_size"
+# SeedSequence spawn key of the val stream: far above the small child indices builders use
+# (`SeedSequence(seed).spawn(k)`, `spawn_key=(split, ...)`), so it collides with none of them.
+VAL_STREAM_KEY = 0x76616C  # "val"
+
+
+def val_size_field() -> Any:
+    """The `val_size` field every builder config declares (the same bounds and help)."""
+    return pydantic.Field(0, ge=0, le=MAX_INSTANCES, description="validation instances (val/: held out like test/, "
+                          "drawn like test/ from a seed stream of their own, none equal to a train or test instance; "
+                          "not augmented). 0 = no val/; train/ and test/ are the same files either way")
+
+
+def val_seed_sequence(seed: int) -> np.random.SeedSequence:
+    """The val split's own seed stream (independent of every stream train/ and test/ use)."""
+    return np.random.SeedSequence(seed, spawn_key=(VAL_STREAM_KEY,))
+
+
+def val_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(val_seed_sequence(seed))
+
+
+def recorded_build_args(data_path: Path | str) -> Optional[dict]:
+    """The builder arguments a dataset records: train/dataset.json's `build_args` plus
+    `val_size` from val/dataset.json (0 without val/); None when train/ records none."""
+    data_path = Path(data_path)
+    recorded = read_metadata(data_path / "train" / "dataset.json").model_dump()
+    args = recorded.get("build_args")
+    if not isinstance(args, dict):
+        return None
+    return {**args, VAL_SIZE_ARG: recorded_val_size(data_path)}
+
+
+def recorded_val_size(data_path: Path | str) -> int:
+    """The val_size a dataset was built with: 0 without val/ (val/dataset.json records it)."""
+    val_meta = Path(data_path) / VAL_SPLIT / "dataset.json"
+    if not val_meta.is_file():
+        return 0
+    args = read_metadata(val_meta).model_dump().get("build_args")
+    size = args.get(VAL_SIZE_ARG) if isinstance(args, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise DatasetError(f"{val_meta}: build_args.{VAL_SIZE_ARG} is {size!r}, expected a positive integer")
+    return size
 SET_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
@@ -325,11 +382,11 @@ def load_split(data_path: Path | str, split: str) -> tuple[DatasetMetadata, dict
 SHARED_FIELDS = ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len", "num_puzzle_identifiers")
 
 
-def check_splits_agree(data_path: Path, train: DatasetMetadata, test: DatasetMetadata) -> None:
+def check_splits_agree(data_path: Path, train: DatasetMetadata, other: DatasetMetadata, split: str = "test") -> None:
     for field in SHARED_FIELDS:
-        a, b = getattr(train, field), getattr(test, field)
+        a, b = getattr(train, field), getattr(other, field)
         if a != b:
-            raise DatasetError(f"{data_path}: train/dataset.json and test/dataset.json disagree on '{field}' ({a} vs {b})")
+            raise DatasetError(f"{data_path}: train/dataset.json and {split}/dataset.json disagree on '{field}' ({a} vs {b})")
 
 
 def dataset_exists(data_path: Path | str) -> bool:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
-from dataset.common import DatasetMetadata, SplitArrays, check_splits_agree, load_split
+from core.errors import DatasetError
+from dataset.common import VAL_SPLIT, DatasetMetadata, SplitArrays, check_splits_agree, load_split
 
 IGNORE_LABEL_ID = -100  # what the loss ignores (the dataset's ignore_label_id is mapped to it)
 
@@ -41,15 +42,24 @@ def concat_sets(sets: dict[str, SplitArrays]) -> SplitArrays:
     )
 
 
+def missing_val_message(path: Path | str) -> str:
+    """What to do about a dataset without val/ (one line: the path and the flags that build one)."""
+    return (f"{Path(path) / VAL_SPLIT}: not found; this dataset has no validation split. Build one with the "
+            f"builder's --val-size N (a config: data.build_args.val_size=N and a new data.path)")
+
+
 @dataclass
 class PuzzleDataset:
-    """Validated train and test splits of one dataset directory."""
+    """Validated train and test splits of one dataset directory, and its val split when it
+    has one (validated like test/)."""
 
     path: Path
     train_meta: DatasetMetadata
     test_meta: DatasetMetadata
     train: SplitArrays
     test: SplitArrays
+    val_meta: Optional[DatasetMetadata] = None
+    val: Optional[SplitArrays] = None
 
     @classmethod
     def load(cls, path: Path | str) -> "PuzzleDataset":
@@ -57,11 +67,27 @@ class PuzzleDataset:
         train_meta, train_sets = load_split(path, "train")
         test_meta, test_sets = load_split(path, "test")
         check_splits_agree(path, train_meta, test_meta)
-        return cls(path, train_meta, test_meta, concat_sets(train_sets), concat_sets(test_sets))
+        val_meta = val = None
+        if (path / VAL_SPLIT).exists() or (path / VAL_SPLIT).is_symlink():  # a val/ there is read, and checked, in full
+            val_meta, val_sets = load_split(path, VAL_SPLIT)
+            check_splits_agree(path, train_meta, val_meta, VAL_SPLIT)
+            val = concat_sets(val_sets)
+        return cls(path, train_meta, test_meta, concat_sets(train_sets), concat_sets(test_sets), val_meta, val)
 
     @property
     def meta(self) -> DatasetMetadata:
         return self.train_meta
+
+    def split(self, name: str) -> tuple[DatasetMetadata, SplitArrays]:
+        """An evaluation split ("test" or "val") as (metadata, arrays); a missing val/ is one
+        DatasetError naming the path and the builder flag."""
+        if name == "test":
+            return self.test_meta, self.test
+        if name == VAL_SPLIT:
+            if self.val is None or self.val_meta is None:
+                raise DatasetError(missing_val_message(self.path))
+            return self.val_meta, self.val
+        raise ValueError(f"PuzzleDataset.split: unknown split {name!r} (test or {VAL_SPLIT})")
 
 
 class DeviceArrays:

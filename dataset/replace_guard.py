@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Optional
 
 from core.early_signals import STOP_SIGNALS
 from core.errors import DatasetError, InputError
-from dataset.common import LEGACY_TASKS, MARKER, MARKER_FIELD, SPLITS, SPLIT_FILE, TOP_LEVEL_FILES, _umask
+from dataset.common import LEGACY_TASKS, MARKER, MARKER_FIELD, SPLITS, SPLIT_FILE, TOP_LEVEL_FILES, VAL_SPLIT, _umask
 
 EXPORT_FORMAT = "tinyrecursion-export"
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
@@ -62,7 +62,8 @@ def _read_record(path: Path) -> object:
 
 def dataset_refusal(path: Path) -> Optional[str]:
     """Why `path` is not (only) a dataset this project's builders wrote (None: it is one)."""
-    for split in SPLITS:
+    present = SPLITS + ((VAL_SPLIT,) if os.path.lexists(path / VAL_SPLIT) else ())
+    for split in present:
         record = _read_record(path / split / "dataset.json")
         if record is None:
             return f"it holds no readable {split}/dataset.json, so it is not a dataset this project built"
@@ -71,7 +72,7 @@ def dataset_refusal(path: Path) -> Optional[str]:
         ):
             return f"{split}/dataset.json does not say it was written by this project's builders"
     for entry in path.iterdir():
-        if entry.name in SPLITS and entry.is_dir() and not entry.is_symlink():
+        if entry.name in present and entry.is_dir() and not entry.is_symlink():
             for item in entry.iterdir():
                 if not (SPLIT_FILE.match(item.name) and _regular(item)):
                     return f"it holds {item}, which the builders do not write"

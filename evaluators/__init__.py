@@ -25,16 +25,18 @@ def build_evaluator(spec: dict[str, Any], metadata) -> Evaluator:
     return evaluator_class(spec.pop("name", None))(metadata, **spec)
 
 
-def build_evaluators(specs: list[dict[str, Any]], data) -> list[Evaluator]:
-    """The configured evaluators for a dataset's test split, each checked against it (its task,
-    and a dry run scoring the split's own labels); a misfit is one EvaluatorError naming it."""
+def build_evaluators(specs: list[dict[str, Any]], data, split: str = "test") -> list[Evaluator]:
+    """The configured evaluators for a dataset's evaluation split (test or val), each checked
+    against it (its task, and a dry run scoring the split's own labels); a misfit is one
+    EvaluatorError naming it, a missing val/ one DatasetError."""
     from core.errors import one_line
 
+    meta, arrays = data.split(split)
     evaluators = []
     for i, spec in enumerate(specs):
         try:
-            evaluator = build_evaluator(spec, data.test_meta)
-            evaluator.check_data(data.test, data.test_meta)
+            evaluator = build_evaluator(spec, meta)
+            evaluator.check_data(arrays, meta)
         except ValueError as exc:
             raise EvaluatorError(f"evaluators[{i}] ({spec.get('name')}): {one_line(exc)} ({data.path})") from exc
         evaluators.append(evaluator)

@@ -10,6 +10,7 @@ least-significant digit) shows how far carries are followed.
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Optional
@@ -20,12 +21,12 @@ import torch
 from core.errors import InputError, one_line
 from dataset.build_arith_dataset import (
     DIGIT_CHARS, DIGIT_TOKEN_OFFSET, OP_SYMBOLS, ArithBuildConfig, ArithLayout, digits_to_int, encode_problems,
-    operand_digit_counts,
+    operand_digit_counts, swap_operands,
 )
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import content_lines
 from evaluators.render import RIGHT, WRONG, new_figure, wrong_cell
-from evaluators.tasks import Task
+from evaluators.tasks import Symmetry, Task
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -281,10 +282,38 @@ def show_arith(problem: tuple[str, int, int], answer: dict[str, Any], facts: dic
             f"[base {base}; {verdict}; {answer['steps']} ACT steps]")
 
 
+# Test-time compute (training/voting.py): the operand swap the builder augments with. No
+# label-free check is declared: checking an answer here is computing it, which would make the
+# model's answer moot (the `check` vote policy counts votes instead).
+
+
+def _swap(tokens: np.ndarray, layout: ArithLayout) -> np.ndarray:
+    return swap_operands(np.asarray(tokens), layout)
+
+
+def arith_symmetries(facts: dict[str, Any], rng: np.random.Generator, count: int) -> list[Symmetry]:
+    """At most one: a op b -> b op a (both operations commute, the answer is the same; the swap
+    is its own inverse, so it also maps the answer row back). `rng` is not needed."""
+    if count <= 0:
+        return []
+    layout = ArithLayout.model_validate(facts["layout"])
+    return [Symmetry("swap operands", partial(_swap, layout=layout), partial(_swap, layout=layout))]
+
+
+def arith_answer_positions(facts: dict[str, Any]) -> np.ndarray:
+    """The answer field: votes compare answers there (the other positions carry no meaning)."""
+    layout = ArithLayout.model_validate(facts["layout"])
+    mask = np.zeros(layout.seq_len, dtype=bool)
+    mask[layout.answer_slice] = True
+    return mask
+
+
 TASK = Task(
     name="arith", builder="dataset.build_arith_dataset", builder_config="ArithBuildConfig",
     build_function="build_arith_dataset", evaluator=ArithEvaluator, headline_metric="eval/arith/exact_accuracy",
     fact_fields=("layout",), check_facts=check_facts, facts_from_build_args=facts_from_build_args,
     render=render_arith, describe=describe_arith, parse=parse_arith, solve=solve_arith, show=show_arith,
     input_help="one expression per line in the checkpoint's base and operation, e.g. \"1a3f+ff\"",
+    symmetries=arith_symmetries, answer_positions=arith_answer_positions,
+    tiny_build_args=dict(max_digits=2, num_train=200, num_test=50, seed=0),
 )

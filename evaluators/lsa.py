@@ -8,6 +8,7 @@ not exact match with the one optimum the builder stored.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -19,7 +20,7 @@ from core.errors import InputError
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import csv_row, is_integer, read_npy
 from evaluators.render import RIGHT, RIGHT_MARKER, WRONG, WRONG_MARKER, new_figure
-from evaluators.tasks import Task
+from evaluators.tasks import Symmetry, Task
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -319,6 +320,45 @@ def show_lsa(costs: np.ndarray, answer: dict[str, Any], facts: dict[str, Any]) -
     return head + "\n" + "\n".join(rows)
 
 
+# Test-time compute (training/voting.py): the builder's row/column permutations and transposes,
+# and the label-free check
+
+
+def _move_cells(tokens: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    return np.asarray(tokens)[:, sources]
+
+
+def lsa_symmetries(facts: dict[str, Any], rng: np.random.Generator, count: int) -> list[Symmetry]:
+    """`count` random row and column permutations of the cost matrix (and transposes), drawn and
+    applied by the builder's own functions (`draw_permutations`, `permute_costs`). The optimal
+    assignments of a permuted matrix are the permuted optimal assignments, so the answer maps
+    back cell by cell: `permute_costs` of the cell-index grid says which cell each one reads."""
+    from dataset.build_lsa_dataset import draw_permutations, permute_costs
+
+    if count <= 0:
+        return []
+    n = int(facts.get("n") or math.isqrt(facts["seq_len"]))
+    row_perm, col_perm, flip = draw_permutations(rng, (1, count), n, True)
+    cells = np.arange(n * n).reshape(1, n, n)
+    sources = permute_costs(cells, row_perm, col_perm, flip)[0].reshape(count, n * n)  # (count, n*n)
+    return [Symmetry(f"rows {row_perm[0, a].tolist()} cols {col_perm[0, a].tolist()}{' transposed' if flip[0, a] else ''}",
+                     partial(_move_cells, sources=sources[a]), partial(_move_cells, sources=np.argsort(sources[a])))
+            for a in range(count)]
+
+
+def check_lsa(facts: dict[str, Any], inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """The assignment's cost under the input costs where the answer is a permutation matrix (1 =
+    not assigned, 2 = assigned everywhere), +inf elsewhere: the cheapest passing answer wins."""
+    inputs, preds = np.asarray(inputs).astype(np.int64), np.asarray(preds)
+    num, cells = inputs.shape
+    n = math.isqrt(cells)
+    assigned = (preds == LABEL_ASSIGNED).reshape(num, n, n)
+    well_formed = np.all((preds == LABEL_ASSIGNED) | (preds == LABEL_UNASSIGNED), axis=1)
+    valid = well_formed & np.all(assigned.sum(2) == 1, axis=1) & np.all(assigned.sum(1) == 1, axis=1)
+    cost = (inputs.reshape(num, n, n) * assigned).sum(axis=(1, 2)).astype(np.float64)
+    return np.where(valid, cost, np.inf)
+
+
 TASK = Task(
     name="lsa", builder="dataset.build_lsa_dataset", builder_config="LSABuildConfig",
     build_function="build_lsa_dataset", evaluator=LSAEvaluator, headline_metric="eval/lsa/optimal_cost_rate",
@@ -326,4 +366,6 @@ TASK = Task(
     render=render_lsa, describe=describe_lsa, parse=parse_lsa, solve=solve_lsa, show=show_lsa,
     input_help=("cost matrices as CSV (rows of comma- or space-separated integers, matrices separated by a blank "
                 "line) or .npy of shape (n, n) or (N, n, n); n and the cost range 1..max_cost must be the checkpoint's"),
+    symmetries=lsa_symmetries, check_answer=check_lsa,
+    tiny_build_args=dict(n=4, max_cost=9, num_train=40, num_test=10, num_aug=3, seed=0),
 )

@@ -16,6 +16,7 @@ rating in doubling buckets (0, 1, 2-3, 4-7, ...), each with its puzzle count:
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -28,7 +29,7 @@ from core.errors import InputError
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import content_lines
 from evaluators.render import GIVEN, RIGHT, WRONG, new_figure, wrong_cell
-from evaluators.tasks import Task
+from evaluators.tasks import Symmetry, Task
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -71,11 +72,7 @@ def score_sudoku(
     preds = _as_grids("predicted_labels", predicted_labels, num)
 
     given = inputs != BLANK_TOKEN  # (N, 81)
-    givens_kept = np.all(~given | (preds == inputs), axis=1)
-    is_digit = (preds >= FIRST_DIGIT_TOKEN) & (preds <= LAST_DIGIT_TOKEN)
-    digit_bits = np.left_shift(1, np.where(is_digit, preds - 1, 0))  # digit d -> bit d, non-digits -> bit 0
-    unit_bits = np.bitwise_or.reduce(digit_bits[:, UNIT_CELLS], axis=2)  # (N, 27)
-    valid = np.all(is_digit, axis=1) & np.all(unit_bits == ALL_DIGIT_BITS, axis=1) & givens_kept
+    valid, givens_kept = _valid_grids(inputs, preds)
 
     exact = blank_accuracy = None
     if target_labels is not None:
@@ -92,6 +89,17 @@ def score_sudoku(
         "givens_kept_rate": float(givens_kept.mean()),
         "blank_cell_accuracy": blank_accuracy,
     }
+
+
+def _valid_grids(inputs: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 81) int64 tokens -> (valid, givens_kept) (N,) bool: every cell a digit, every row,
+    column and box 1..9 once, every given kept; and the last of these alone."""
+    given = inputs != BLANK_TOKEN
+    givens_kept = np.all(~given | (preds == inputs), axis=1)
+    is_digit = (preds >= FIRST_DIGIT_TOKEN) & (preds <= LAST_DIGIT_TOKEN)
+    digit_bits = np.left_shift(1, np.where(is_digit, preds - 1, 0))  # digit d -> bit d, non-digits -> bit 0
+    unit_bits = np.bitwise_or.reduce(digit_bits[:, UNIT_CELLS], axis=2)  # (N, 27)
+    return np.all(is_digit, axis=1) & np.all(unit_bits == ALL_DIGIT_BITS, axis=1) & givens_kept, givens_kept
 
 
 def rating_bucket(rating: int) -> str:
@@ -307,11 +315,51 @@ def show_sudoku(grid: np.ndarray, answer: dict[str, Any], facts: dict[str, Any])
     return f"{verdict}, {answer['steps']} ACT steps\n" + "\n".join(lines)
 
 
+# Test-time compute (training/voting.py): the symmetries the builder augments with, and the
+# label-free check
+
+
+def _transform(tokens: np.ndarray, sources: np.ndarray, values: np.ndarray) -> np.ndarray:
+    from dataset.build_sudoku_dataset import apply_symmetry
+
+    return apply_symmetry(np.asarray(tokens).astype(np.int64), sources[None], values[None])
+
+
+def sudoku_symmetries(facts: dict[str, Any], rng: np.random.Generator, count: int) -> list[Symmetry]:
+    """`count` random Sudoku symmetries (digit relabelling, band/stack permutations, row and column
+    permutations inside them, a transpose with probability 1/2), drawn as the builder draws its
+    augmentations (`draw_symmetries`) and applied by the same function (`apply_symmetry`), on
+    tokens. A grid's solution under a symmetry is the symmetric image of its solution, so an
+    answer mapped back is comparable with the others."""
+    from dataset.build_sudoku_dataset import draw_symmetries, inverse_symmetry, source_cells, token_map
+
+    if count <= 0:
+        return []
+    row_order, col_order, transpose, digit_map = draw_symmetries(rng, 1, count)
+    sources = source_cells(row_order, col_order, transpose)[0].astype(np.intp)  # (count, 81)
+    values = token_map(digit_map[0], int(facts.get("vocab_size", 11)))  # (count, vocab)
+    out = []
+    for a in range(count):
+        back_sources, back_values = inverse_symmetry(sources[a], values[a])
+        name = (f"rows {''.join(map(str, row_order[0, a]))} cols {''.join(map(str, col_order[0, a]))}"
+                f"{' transposed' if transpose[0, a] else ''} digits {''.join(map(str, digit_map[0, a, 1:]))}")
+        out.append(Symmetry(name, partial(_transform, sources=sources[a], values=values[a]),
+                            partial(_transform, sources=back_sources, values=back_values)))
+    return out
+
+
+def check_sudoku(facts: dict[str, Any], inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """0 where the answer is a valid grid keeping the puzzle's givens, +inf elsewhere (no label)."""
+    valid, _ = _valid_grids(_as_grids("inputs", inputs), _as_grids("preds", preds, np.asarray(inputs).shape[0]))
+    return np.where(valid, 0.0, np.inf)
+
+
 TASK = Task(
     name="sudoku", builder="dataset.build_sudoku_dataset", builder_config="SudokuBuildConfig",
     build_function="build_sudoku_dataset", evaluator=SudokuEvaluator, headline_metric="eval/sudoku/exact_accuracy",
     fact_fields=(), check_facts=check_facts, facts_from_build_args=facts_from_build_args,
     render=render_sudoku, describe=describe_sudoku, parse=parse_sudoku, solve=solve_sudoku, show=show_sudoku,
     input_help="one puzzle per line, 81 characters: digits 1-9, '.' or '0' for a blank",
-    recognises=recognises,
+    recognises=recognises, symmetries=sudoku_symmetries, check_answer=check_sudoku,
+    tiny_build_args=dict(num_train=4, num_test=3, num_aug=1, min_clues=28, max_clues=30, workers=1, seed=0),
 )

@@ -58,6 +58,13 @@ class Symmetry(NamedTuple):
 # A task's symmetries: (facts, rng, count) -> up to `count` Symmetry objects drawn with `rng`
 # (the identity not included), for the dataset these encoding facts describe.
 Symmetries = Callable[[dict[str, Any], "np.random.Generator", int], list[Symmetry]]
+# A task's check of answers without their labels: (facts, inputs (N, L), preds (N, L)) -> (N,)
+# float64 penalties: +inf where the answer breaks the task's rules, else how good it is (lower is
+# better; 0 where every passing answer is as good, e.g. a Sudoku grid; LSA: the assignment's cost).
+CheckAnswers = Callable[[dict[str, Any], "np.ndarray", "np.ndarray"], "np.ndarray"]
+# The positions of a sequence that hold the answer (seq_len,) bool, where not all of them do
+# (arithmetic: the answer field): answers are compared there when votes are counted.
+AnswerPositions = Callable[[dict[str, Any]], "np.ndarray"]
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,16 @@ class Task:
     input_help: str
     # Facts of a dataset that records no task name but is this task's (the reference's Sudoku).
     recognises: Optional[Callable[[dict[str, Any]], bool]] = None
+    # A build of a few instances that takes seconds (builder arguments, without output_dir and
+    # progress): the tests build every registered task with it (tests/test_val_split.py).
+    tiny_build_args: Optional[dict[str, Any]] = None
     # Test-time symmetries (see `Symmetries`); None: the task declares none.
     symmetries: Optional[Symmetries] = None
+    # Test-time voting's label-free check (see `CheckAnswers`); None: the task has none (the
+    # `check` vote policy then counts votes, `majority`).
+    check_answer: Optional[CheckAnswers] = None
+    # Where the answer lies (see `AnswerPositions`); None: every position.
+    answer_positions: Optional[AnswerPositions] = None
 
     def config_class(self) -> type["pydantic.BaseModel"]:
         return getattr(importlib.import_module(self.builder), self.builder_config)

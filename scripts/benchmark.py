@@ -75,7 +75,7 @@ def reference_style_evaluation(state) -> None:
     model.eval()
     try:
         with state.ema.swapped() if state.ema is not None else contextlib.nullcontext():
-            for batch, _ in eval_batches(state.test_arrays, state.data.test.num_examples, batch_size):
+            for batch, _ in eval_batches(state.eval_arrays, state.eval_arrays.tensors["inputs"].shape[0], batch_size):
                 carry = model.initial_carry(batch)
                 while True:
                     carry, _, _, outputs = state.step_fn(carry, batch)
@@ -147,7 +147,7 @@ def benchmark(config_name: str, overrides: list[str], steps: int, windows: int, 
     steps_per_sec = statistics.median(rates)
     peak_train = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
-    num_test = state.data.test.num_examples
+    num_test = state.eval_arrays.tensors["inputs"].shape[0]  # the evaluation split's examples (data.eval_split)
     eval_rates = timed_passes(device, eval_passes, num_test, lambda: run_evaluation(state, save_path=None))
     reference_rates = timed_passes(device, eval_passes, num_test, lambda: reference_style_evaluation(state)) \
         if reference_loop else []

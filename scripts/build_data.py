@@ -39,8 +39,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     cfg = validate_config(compose_config(args.config_name, args.overrides))
     path = Path(cfg.data.path)
     if dataset_exists(path):
-        for split in ("train", "test"):
-            read_metadata(path / split / "dataset.json")  # a broken dataset is an error, not "present"
+        for split in ("train", "test", "val"):  # a broken dataset is an error, not "present"
+            if split != "val" or (path / split).exists():
+                read_metadata(path / split / "dataset.json")
         differences = build_differences(cfg)
         if differences:
             raise DatasetError(f"data.path={path} holds a dataset built with {', '.join(differences)}; point "

@@ -11,6 +11,11 @@ Sudoku: one 81-character puzzle per line, arithmetic: one expression per line). 
 valid, the ACT steps used, and for LSA the cost, scipy's optimal cost and the gap. Input that
 does not fit the checkpoint is one line on stderr, exit code 2. Lines starting with '#' are skipped.
 Input is read up to 16 MiB (a larger file, or an endless one such as /dev/zero, is refused).
+
+A test-time budget (training/voting.py): --act-steps N answers with N ACT steps (not the trained
+halt_max_steps); --vote K answers each instance K times under the task's symmetries and keeps one
+(--vote-policy majority|confidence|check); each answer then says which policy chose it
+("chosen_by") and how many candidates agreed ("agreement"), and the JSON's "test_time" the budget.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from core.errors import InputError  # noqa: E402
 from evaluators.tasks import get_task  # noqa: E402
 from training.inference import load_model  # noqa: E402
 from training.threads import apply_threads  # noqa: E402
+from training.voting import check_act_steps, check_votes  # noqa: E402
 
 MAX_INPUT_BYTES = 16 << 20  # far more instances than one call should hold; never an unbounded read
 
@@ -44,6 +50,11 @@ class SolveArgs(BaseModel):
     device: str = Field("cpu", description="cpu, cuda, cuda:N")
     halting: Optional[Literal["max_steps", "q_head"]] = Field(
         None, description="which answer counts (default: the run's train.eval_halting)")
+    act_steps: Optional[int] = Field(None, description="ACT steps per answer (default: the run's arch.halt_max_steps)")
+    vote: int = Field(1, description="answers per instance from the task's symmetries (1 = the plain answer; at most 64)")
+    vote_policy: str = Field("majority", description="majority, confidence (the Q head's surest) or check (the task's "
+                             "label-free check, else majority)")
+    vote_seed: int = Field(0, ge=0, description="seed of the symmetries drawn for --vote")
 
 
 def read_input(name: str) -> tuple[bytes, str]:
@@ -82,16 +93,30 @@ def solve(args: SolveArgs) -> dict[str, Any]:
     from training.runs import locate_run
 
     apply_threads("auto")  # torch's threads as training chooses them (training/threads.py)
-    model = load_model(locate_run(args.checkpoint, args.runs_dir), check_device(args.device), args.halting)
+    check_act_steps(args.act_steps)
+    check_votes(args.vote, args.vote_policy)
+    model = load_model(locate_run(args.checkpoint, args.runs_dir), check_device(args.device), args.halting,
+                       act_steps=args.act_steps, votes=args.vote, vote_policy=args.vote_policy, vote_seed=args.vote_seed)
     raw, where = read_input(args.input)
     task = get_task(model.facts.get("task"), where=f"--checkpoint {args.checkpoint}: task")
+    if args.vote > 1 and task.symmetries is None:
+        raise InputError(f"--vote {args.vote}: task {task.name!r} declares no symmetries; only --vote 1 applies")
     instances = task.parse(raw, where, model.facts)
     answers = task.solve(model, instances)
+    test_time: dict[str, Any] = {"act_steps": model.act_steps, "votes": 1, "vote_policy": None}
+    if model.last_vote is not None:  # voted: which policy chose each answer
+        for answer, chosen_by, agreement in zip(answers, model.last_vote["chosen_by"], model.last_vote["agreement"]):
+            answer.update(chosen_by=chosen_by, agreement=agreement)
+        summary = model.last_vote["summary"]
+        test_time.update(votes=summary["test_time/votes"], vote_policy=args.vote_policy,
+                         chosen_by={k.removeprefix("test_time/chosen_by_"): v for k, v in summary.items()
+                                    if k.startswith("test_time/chosen_by_")})
     shown = [task.show(instance, answer, model.facts) for instance, answer in zip(instances, answers)]
-    for i, text in enumerate(shown, 1):
-        print(f"#{i}: {text}\n")
+    for i, (text, answer) in enumerate(zip(shown, answers), 1):
+        chosen = f" [chosen by {answer['chosen_by']}, agreement {answer['agreement']:.2f}]" if "chosen_by" in answer else ""
+        print(f"#{i}: {text}{chosen}\n")
     return {"task": task.name, "checkpoint": model.source, "weights": model.weights, "halting": model.halting,
-            "answers": answers}
+            "test_time": test_time, "answers": answers}
 
 
 cli = CLI(name="solve", description="Apply a trained model to your own instances; prints one JSON object last.")

@@ -38,7 +38,7 @@ class VisualizeArgs(BaseModel):
     out: Path = Field(description="directory for the pictures (created if missing)")
     count: int = Field(4, ge=1, le=1000, description="how many examples")
     start: int = Field(0, ge=0, description="index of the first example")
-    split: Literal["train", "test"] = "test"
+    split: Literal["train", "test", "val"] = "test"
     overwrite: bool = Field(False, description="replace pictures that already exist")
 
 

@@ -33,3 +33,20 @@ def test_sudoku_hatches_the_wrong_cells_only():
     assert "wrong ones hatched" in fig.axes[0].get_title()
     assert hatched(render_example({"task": "sudoku"}, puzzle + 1, solution + 1, solution + 1)) == []
 
+
+
+
+def test_curves_of_several_runs_differ_by_line_style(runs_zoo, tmp_path, monkeypatch):
+    """plot_run.py: overlaid runs are told apart by line style (and evaluations by marker) as well
+    as colour."""
+    from conftest import load_script
+
+    plot_run = load_script("plot_run")
+    figures = []
+    monkeypatch.setattr(plot_run, "save", lambda fig, out, overwrite: figures.append(fig))
+    plot_run.plot_runs([runs_zoo["alpha"], runs_zoo["beta"]], tmp_path / "curves.png")
+    for ax in figures[0].axes:
+        if len(ax.lines) == 2:
+            assert ax.lines[0].get_linestyle() != ax.lines[1].get_linestyle(), ax.get_title()
+            if ax.get_title().startswith("eval/"):
+                assert ax.lines[0].get_marker() != ax.lines[1].get_marker()

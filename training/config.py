@@ -113,6 +113,9 @@ class DataConfig(Strict):
     path: str = Field(min_length=1, pattern=r"\S", description="dataset directory (train/, test/)")
     builder: Optional[str] = Field(None, description="builder to run when `path` holds no dataset (a task name)")
     build_args: dict[str, Any] = Field(default_factory=dict, description="arguments for the builder (its flags, with _)")
+    eval_split: Literal["test", "val"] = Field("test", description="the split evaluation, the evaluators and "
+                                               "train.best_metric use: test, or val (a dataset built with val_size > 0; "
+                                               "choose recipes on val, read test once per shipped recipe)")
     device_resident: Literal["auto", "always", "never"] = "auto"
 
 

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 
 def example_answers(state: "TrainState", count: int, facts: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The first `count` test examples and the model's answers (EMA weights swapped in)."""
-    test = state.data.test
+    """The first `count` examples of the evaluation split and the model's answers (EMA weights swapped in)."""
+    _, test = state.data.split(state.cfg.data.eval_split)
     count = min(count, test.num_examples)
     was_training = state.model.training
     try:
@@ -38,7 +38,8 @@ def example_answers(state: "TrainState", count: int, facts: dict[str, Any]) -> d
 
 
 def log_eval_examples(logger: "RunLogger", state: "TrainState") -> None:
-    count, meta = state.cfg.logging.wandb_examples, state.data.test_meta
+    count, (meta, _) = state.cfg.logging.wandb_examples, state.data.split(state.cfg.data.eval_split)
+    split = state.cfg.data.eval_split
     facts = task_facts(meta) | {"seq_len": meta.seq_len, "vocab_size": meta.vocab_size}
     if logger.wandb_run is None or count == 0 or known_task(facts) is None:
         return  # wandb off, or a task without pictures (a foreign dataset with no 'task' field)
@@ -51,10 +52,10 @@ def log_eval_examples(logger: "RunLogger", state: "TrainState") -> None:
                                                             answers["steps"])):
         text = describe_example(facts, inputs, labels, preds)
         rows.append([i, text["input"], text["target"], text["prediction"], text["correct"], int(steps)])
-        fig = render_example(facts, inputs, labels, preds, title=f"test #{i}, step {state.step}")
+        fig = render_example(facts, inputs, labels, preds, title=f"{split} #{i}, step {state.step}")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
-        pictures.append(wandb.Image(Image.open(io.BytesIO(buffer.getvalue())), caption=f"test #{i}"))
+        pictures.append(wandb.Image(Image.open(io.BytesIO(buffer.getvalue())), caption=f"{split} #{i}"))
     table = wandb.Table(columns=["index", "input", "target", "prediction", "correct", "steps"], data=rows)
     media: dict[str, Any] = {"eval/examples": table, "eval/pictures": pictures}
     logger.log_media(media, state.step)

@@ -2,7 +2,8 @@
 
     from training.inference import load_model
     model = load_model("exports/lsa-cpu")        # an export (scripts/export.py), or a run / checkpoint dir
-    answers = model.solve(tokens)                 # (N, seq_len) int tokens -> {"preds", "steps", "scores"}
+    answers = model.solve(tokens)                 # (N, seq_len) int tokens -> {"preds", "logits", "steps", "q_halt"}
+    model = load_model(path, act_steps=64, votes=8, vote_policy="check")   # a test-time budget (training/voting.py)
 
 An export is `model.safetensors` (the weights: EMA by default; safetensors holds tensors only,
 so loading runs no pickle) and `config.json` (the model config, the dataset facts the weights
@@ -96,12 +97,22 @@ class ReadyModel(nn.Module):
     """A model in eval mode with the ACT loop around it: tokens in, answers and steps out.
 
     `halting`: "max_steps" keeps the answer after halt_max_steps steps, "q_head" the one of the
-    step where the Q head first says halt (training's `train.eval_halting`, by default)."""
+    step where the Q head first says halt (training's `train.eval_halting`, by default).
+    `votes`, `vote_policy`, `vote_seed`: `solve`'s test-time voting (training/voting.py); 1 = the
+    plain answer. The ACT steps are the model's `cfg.halt_max_steps` (load_model's `act_steps`)."""
 
-    def __init__(self, model: nn.Module, facts: dict[str, Any], halting: str, source: str, weights: str):
+    def __init__(self, model: nn.Module, facts: dict[str, Any], halting: str, source: str, weights: str,
+                 votes: int = 1, vote_policy: str = "majority", vote_seed: int = 0):
+        from training.voting import check_votes
+
         super().__init__()
         if halting not in EVAL_HALTING:
             raise InputError(f"halting={halting!r}; expected one of {', '.join(EVAL_HALTING)}")
+        self.votes, self.vote_policy = check_votes(votes, vote_policy)
+        if not isinstance(vote_seed, int) or isinstance(vote_seed, bool) or vote_seed < 0:
+            raise InputError(f"--vote-seed {vote_seed!r}: expected an integer >= 0")
+        self.vote_seed = vote_seed
+        self.last_vote: Optional[dict[str, Any]] = None  # what solve's last vote did (votes > 1)
         self.model = model.eval()
         # vocab_size, seq_len, num_puzzle_identifiers, task, pad_id, ..., the task's own facts
         self.facts = {k: facts[k] for k in SHAPE_FIELDS + task_fields(facts.get("task")) if k in facts}
@@ -116,7 +127,8 @@ class ReadyModel(nn.Module):
 
     @torch.no_grad()
     def forward(self, inputs: torch.Tensor, puzzle_identifiers: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
-        """inputs (B, L) tokens -> preds (B, L), logits (B, L, V), steps (B,) ACT steps used."""
+        """inputs (B, L) tokens -> preds (B, L), logits (B, L, V), steps (B,) ACT steps used, q_halt (B,)
+        the Q head's halt logit at the answer's step."""
         model, max_steps = self.model, self.model.cfg.halt_max_steps
         inputs = inputs.to(self.device, torch.int32)
         if puzzle_identifiers is None:
@@ -126,7 +138,7 @@ class ReadyModel(nn.Module):
         carry = model.initial_carry(batch)
         halted = torch.zeros_like(inputs[:, 0], dtype=torch.bool)
         steps = torch.full_like(inputs[:, 0], max_steps)
-        kept = None
+        kept = kept_q = None
         for step in range(1, max_steps + 1):
             carry, outputs = model(carry, batch)
             now = (model.halt_decision(outputs) | (step == max_steps)) & ~halted
@@ -134,46 +146,97 @@ class ReadyModel(nn.Module):
             halted = halted | now
             if self.halting == "q_head":
                 kept = _pick(now, outputs["logits"], kept)
+                kept_q = _pick(now, outputs["q_halt_logits"], kept_q)
                 if bool(halted.all()):
                     break
         if self.halting != "q_head":
-            kept, steps = outputs["logits"], torch.full_like(steps, max_steps)
+            kept, kept_q, steps = outputs["logits"], outputs["q_halt_logits"], torch.full_like(steps, max_steps)
         logits = kept.float()  # (B, L, V)
-        return {"preds": logits.argmax(-1), "logits": logits, "steps": steps}
+        return {"preds": logits.argmax(-1), "logits": logits, "steps": steps, "q_halt": kept_q.float()}
 
-    def solve(self, tokens: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-        """numpy (N, seq_len) tokens -> {"preds": (N, L), "logits": (N, L, V), "steps": (N,)}."""
+    @property
+    def act_steps(self) -> int:
+        return int(self.model.cfg.halt_max_steps)
+
+    def answer(self, tokens: np.ndarray, batch_size: int = 256, puzzle_identifiers: Optional[np.ndarray] = None,
+               keep_logits: bool = True) -> dict[str, np.ndarray]:
+        """One answer per row, no voting: numpy (N, seq_len) tokens -> {"preds", "steps", "q_halt"}
+        and, with `keep_logits`, "logits" (N, L, V)."""
         tokens = np.asarray(tokens)
         if tokens.ndim != 2 or tokens.shape[1] != self.facts["seq_len"]:
             raise InputError(f"inputs: expected shape (N, {self.facts['seq_len']}), got {tokens.shape}")
-        parts = [self(torch.from_numpy(tokens[i:i + batch_size].astype(np.int32)))
-                 for i in range(0, tokens.shape[0], batch_size)]
-        return {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]}
+        parts = []
+        for i in range(0, tokens.shape[0], batch_size):
+            ids = None if puzzle_identifiers is None else torch.from_numpy(
+                np.asarray(puzzle_identifiers[i:i + batch_size]).astype(np.int32))
+            out = self(torch.from_numpy(tokens[i:i + batch_size].astype(np.int32)), ids)
+            parts.append({k: v.cpu() for k, v in out.items() if keep_logits or k != "logits"})
+        return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+
+    def solve(self, tokens: np.ndarray, batch_size: int = 256, votes: Optional[int] = None,
+              vote_policy: Optional[str] = None) -> dict[str, np.ndarray]:
+        """numpy (N, seq_len) tokens -> {"preds": (N, L), "logits": (N, L, V), "steps": (N,), "q_halt": (N,)}.
+
+        With votes > 1 (here or the model's `votes`) the answer is voted over the task's
+        symmetries (training/voting.py); "logits" is then the one-hot of the voted answer (the
+        candidates' logits are in their own frames), "steps" the chosen candidate's, and
+        `last_vote` records the choice ({"chosen_by", "agreement", "candidate", "summary"})."""
+        from evaluators.tasks import get_task
+        from training.voting import answer_candidates, candidate_symmetries, check_votes, summary, vote
+
+        votes, policy = check_votes(self.votes if votes is None else votes,
+                                    self.vote_policy if vote_policy is None else vote_policy)
+        self.last_vote = None
+        if votes == 1:
+            return self.answer(tokens, batch_size)
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2 or tokens.shape[1] != self.facts["seq_len"]:
+            raise InputError(f"inputs: expected shape (N, {self.facts['seq_len']}), got {tokens.shape}")
+        task = get_task(self.facts.get("task"), where="the model's task")
+        symmetries = candidate_symmetries(task, self.facts, votes, self.vote_seed)
+        candidates = answer_candidates(lambda x: self.answer(x, batch_size, keep_logits=False), tokens, symmetries)
+        choice, preds = vote(candidates, task, self.facts, tokens, policy)
+        rows = np.arange(tokens.shape[0])
+        self.last_vote = {"chosen_by": choice.chosen_by.tolist(), "agreement": choice.agreement.tolist(),
+                          "candidate": choice.index.tolist(), "summary": summary(choice, candidates, policy, self.act_steps)}
+        logits = np.eye(self.facts["vocab_size"], dtype=np.float32)[preds]
+        return {"preds": preds, "logits": logits, "steps": candidates.steps[choice.index, rows],
+                "q_halt": candidates.q_halt[choice.index, rows].astype(np.float32)}
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
 
 
-def build_from_facts(arch_raw: dict[str, Any], facts: dict[str, Any], device: torch.device, where: Path) -> nn.Module:
+def build_from_facts(arch_raw: dict[str, Any], facts: dict[str, Any], device: torch.device, where: Path,
+                     act_steps: Optional[int] = None) -> nn.Module:
     """A model from the registry by `arch_raw["name"]`, shaped by the dataset facts (any device,
-    "meta" included: compare_runs counts parameters that way); `where` names the source in errors."""
+    "meta" included: compare_runs counts parameters that way); `where` names the source in errors.
+    `act_steps`: the ACT steps at test time instead of the config's halt_max_steps."""
+    from training.voting import with_act_steps
+
     try:
         arch = validate_arch(dict(arch_raw))
     except ValueError as exc:
         raise InputError(f"{where}: arch: {exc}") from exc
+    if act_steps is not None:
+        try:  # the config itself is valid: only the new step count can break a bound here
+            arch = validate_arch(with_act_steps(arch.model_dump(), act_steps))
+        except ValueError as exc:
+            raise InputError(f"--act-steps {act_steps}: {exc}") from exc
     for field in SHAPE_FIELDS:
         if not _integer(facts.get(field)) or not 1 <= facts[field] <= MAX_TABLE_ROWS:
             raise InputError(f"{where}: data.{field} must be an integer in 1..{MAX_TABLE_ROWS}, got {facts.get(field)!r}")
     try:
         return build_model(arch, SimpleNamespace(**{f: facts[f] for f in SHAPE_FIELDS}), device)
     except InputError as exc:
-        raise InputError(f"{where}: {exc}") from exc
+        raise InputError(f"{f'--act-steps {act_steps}' if act_steps is not None else where}: {exc}") from exc
 
 
 def load_checkpoint_model(path: Path | str, device: str | torch.device = "cpu", ema: bool = True,
-                          halting: Optional[str] = None) -> ReadyModel:
-    """A run or checkpoint directory -> ReadyModel (EMA weights when present and `ema`)."""
+                          halting: Optional[str] = None, act_steps: Optional[int] = None, **voting: Any) -> ReadyModel:
+    """A run or checkpoint directory -> ReadyModel (EMA weights when present and `ema`);
+    `act_steps` replaces the trained halt_max_steps, `voting` (votes, vote_policy, vote_seed) goes to ReadyModel."""
     from training.config import ConfigError, validate_config
 
     ckpt = resolve_checkpoint(path)
@@ -187,9 +250,9 @@ def load_checkpoint_model(path: Path | str, device: str | torch.device = "cpu", 
     if missing:
         raise CheckpointError(f"{ckpt / 'meta.json'}: lacks the dataset facts {missing}")
     check_task_facts(facts, ckpt / "meta.json", "dataset.")
-    model = build_from_facts(cfg.arch.model_dump(), facts, torch.device(device), ckpt)
+    model = build_from_facts(cfg.arch.model_dump(), facts, torch.device(device), ckpt, act_steps)
     which = load_weights(model, ckpt, use_ema=ema)
-    return ReadyModel(model, facts, halting or cfg.train.eval_halting, str(ckpt), which)
+    return ReadyModel(model, facts, halting or cfg.train.eval_halting, str(ckpt), which, **voting)
 
 
 def read_export_config(directory: Path) -> dict[str, Any]:
@@ -207,7 +270,8 @@ def read_export_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def load_exported(directory: Path | str, device: str | torch.device = "cpu", halting: Optional[str] = None) -> ReadyModel:
+def load_exported(directory: Path | str, device: str | torch.device = "cpu", halting: Optional[str] = None,
+                  act_steps: Optional[int] = None, **voting: Any) -> ReadyModel:
     """An exported directory -> ReadyModel. The weights load with safetensors (no pickle)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -225,7 +289,7 @@ def load_exported(directory: Path | str, device: str | torch.device = "cpu", hal
     if policy not in EVAL_HALTING:
         raise InputError(f"{directory / CONFIG_FILE}: eval_halting={policy!r}; expected one of {', '.join(EVAL_HALTING)}")
     halting = halting or policy
-    model = build_from_facts(arch, facts, torch.device(device), directory / CONFIG_FILE)
+    model = build_from_facts(arch, facts, torch.device(device), directory / CONFIG_FILE, act_steps)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise InputError(f"{weights}: file not found")
@@ -236,15 +300,25 @@ def load_exported(directory: Path | str, device: str | torch.device = "cpu", hal
     # The checkpoint loader's checks: this model's names, shapes and dtypes, and finite values.
     check_tensors(state, {name: t.detach() for name, t in model.state_dict().items()}, weights, "model")
     model.load_state_dict(state, strict=True)
-    return ReadyModel(model, facts, halting, str(directory), str(config.get("weights", "?")))
+    return ReadyModel(model, facts, halting, str(directory), str(config.get("weights", "?")), **voting)
 
 
-def load_model(path: Path | str, device: str | torch.device = "cpu", halting: Optional[str] = None) -> ReadyModel:
-    """The one call: an exported directory, a checkpoint, or a run (its latest checkpoint)."""
+def load_model(path: Path | str, device: str | torch.device = "cpu", halting: Optional[str] = None,
+               act_steps: Optional[int] = None, votes: int = 1, vote_policy: str = "majority",
+               vote_seed: int = 0) -> ReadyModel:
+    """The one call: an exported directory, a checkpoint, or a run (its latest checkpoint).
+    A test-time budget (training/voting.py): `act_steps` ACT steps per answer instead of the
+    trained halt_max_steps, and `votes` answers per instance from the task's symmetries, one
+    chosen by `vote_policy`; both checked before anything is read (one-line errors)."""
+    from training.voting import check_act_steps, check_votes
+
+    check_act_steps(act_steps)
+    votes, vote_policy = check_votes(votes, vote_policy)
+    voting = {"votes": votes, "vote_policy": vote_policy, "vote_seed": vote_seed}
     path = Path(path)
     if (path / WEIGHTS_FILE).is_file():
-        return load_exported(path, device, halting)
-    return load_checkpoint_model(path, device, halting=halting)
+        return load_exported(path, device, halting, act_steps, **voting)
+    return load_checkpoint_model(path, device, halting=halting, act_steps=act_steps, **voting)
 
 
 # ---------------------------------------------------------------------------------------------

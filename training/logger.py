@@ -130,7 +130,8 @@ class RunLogger:
         mode = resolve_wandb_mode(wandb_mode)
         if mode != "disabled":
             self.wandb_run = self._init_wandb(mode, project, run_name, config, wandb_id)
-        write_run_file(run_dir, run_name, project, self.wandb_id, mode, parent)
+        write_run_file(run_dir, run_name, project, self.wandb_id, mode, parent,
+                       eval_split=(config.get("data") or {}).get("eval_split", "test"))
 
     def _init_wandb(self, mode: str, project: str, run_name: str, config: dict, wandb_id: Optional[str]):
         # wandb keeps caches and debug logs under ~/.cache unless told otherwise: keep them in the
@@ -153,10 +154,13 @@ class RunLogger:
     def wandb_id(self) -> Optional[str]:
         return None if self.wandb_run is None else self.wandb_run.id
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log(self, metrics: dict[str, float], step: int, labels: Optional[dict[str, str]] = None) -> None:
+        """`labels`: text fields for metrics.jsonl only (an evaluation's `eval_split`); wandb
+        gets the numbers."""
         if not self.enabled:
             return
-        record = {"step": step, "time": round(time.time() - self.start, 3), **{k: _clean(v) for k, v in metrics.items()}}
+        record = {"step": step, "time": round(time.time() - self.start, 3), **(labels or {}),
+                  **{k: _clean(v) for k, v in metrics.items()}}
         try:
             self.jsonl.write((json.dumps(record) + "\n").encode())
         except OSError as exc:

@@ -89,7 +89,7 @@ def train_step(state: TrainState) -> torch.Tensor:
 
 
 def eval_examples(cfg: Config, available: int) -> int:
-    """How many test examples evaluation scores: all, or the first train.eval_max_examples."""
+    """How many examples of the evaluation split (data.eval_split) evaluation scores: all, or the first train.eval_max_examples."""
     return min(available, cfg.train.eval_max_examples or available)
 
 
@@ -100,10 +100,11 @@ def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool 
     reduced; `should_stop` ends it early (EvaluationInterrupted; with several ranks all stop at
     the same batch)."""
     cfg, world = state.cfg, state.world
-    evaluators = [build_evaluator(spec, state.data.test_meta) for spec in cfg.evaluators]
+    meta, arrays = state.data.split(cfg.data.eval_split)
+    evaluators = [build_evaluator(spec, meta) for spec in cfg.evaluators]
     batch_size = -(-(cfg.train.eval_batch_size or cfg.train.global_batch_size) // world.world_size)
     with state.ema.swapped() if state.ema is not None else nullcontext():
-        return evaluate(state.step_fn, state.model, state.test_arrays, eval_examples(cfg, state.data.test.num_examples),
+        return evaluate(state.step_fn, state.model, state.eval_arrays, eval_examples(cfg, arrays.num_examples),
                         batch_size, evaluators, save_path=save_path, rank=world.rank, world_size=world.world_size,
                         progress=progress and world.is_main,
                         should_stop=should_stop,
@@ -308,10 +309,11 @@ def evaluate_and_save(run: Run, stop: StopSignal) -> dict[str, float]:
                              lambda: stop.requested)
     if state.device.type == "cuda":
         metrics["perf/peak_memory_gib"] = torch.cuda.max_memory_allocated(state.device) / 2**30
-    run.logger.log({**metrics, "train/seconds": state.train_seconds}, state.step)
+    run.logger.log({**metrics, "train/seconds": state.train_seconds}, state.step,
+                   labels={"eval_split": state.cfg.data.eval_split})
     log_eval_examples(run.logger, state)  # wandb only: a table and pictures of a few answers
     tqdm.write(f"step {state.step}: " + format_metrics(metrics, tuple(metrics)), file=sys.stdout)
-    run.checkpoints.save(state, metrics)
+    run.checkpoints.save(state, metrics, eval_split=state.cfg.data.eval_split)
     return metrics
 
 

@@ -37,7 +37,7 @@ from typing import Any, Optional
 import coolname
 import torch
 
-from core.errors import InputError, os_error_line
+from core.errors import DatasetError, InputError, os_error_line
 from dataset.common import open_lock_file
 from evaluators import build_evaluators
 from training.checkpoint import (
@@ -226,17 +226,23 @@ def check_before_training(state: TrainState) -> None:
 
 
 def check_config_against_data(cfg: Config, data: Any, world: World) -> None:
-    """Each evaluator fits the dataset (its task, and a dry run on the test labels), `best_metric`
-    names a metric evaluation will report, the batch fits the training split. The run calls
-    this through `check_before_training`, `pretrain.py --check` directly (`preflight`)."""
-    evaluators = build_evaluators(cfg.evaluators, data)
+    """The evaluation split (data.eval_split) exists, each evaluator fits it (its task, and a dry
+    run on its labels), `best_metric` names a metric evaluation will report, the batch fits the
+    training split. The run calls this through `check_before_training`, `pretrain.py --check`
+    directly (`preflight`)."""
+    try:
+        _, eval_arrays = data.split(cfg.data.eval_split)
+    except DatasetError as exc:
+        raise DatasetError(f"data.eval_split={cfg.data.eval_split}: {exc}") from exc
+    evaluators = build_evaluators(cfg.evaluators, data, cfg.data.eval_split)
     if cfg.train.best_metric is not None:
         names = {f"eval/{k}" for k in EVAL_METRICS} | {f"eval/{ev.name}/{m}" for ev in evaluators for m in ev.metric_names()}
         if cfg.train.best_metric not in names:
             raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not an evaluation metric of this run"
                               f"{did_you_mean(cfg.train.best_metric, sorted(names))}; available: {', '.join(sorted(names))}")
-    if data.test.num_examples < world.world_size:
-        raise ConfigError(f"{data.path}: {data.test.num_examples} test examples cannot be shared by {world.world_size} ranks")
+    if eval_arrays.num_examples < world.world_size:
+        raise ConfigError(f"{data.path}: {eval_arrays.num_examples} {cfg.data.eval_split} examples cannot be shared by "
+                          f"{world.world_size} ranks")
     if cfg.train.global_batch_size > data.train.num_examples:
         raise ConfigError(f"train.global_batch_size={cfg.train.global_batch_size} is larger than the training split "
                           f"of {data.path} ({data.train.num_examples} examples)")
@@ -567,8 +573,9 @@ def _open_run(cfg: Config, plan: RunPlan, world: World, lock: Optional[RunLock])
     print(
         f"run {run_dir.name}: {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f}M params on {state.device}"
         f"{' (compiled)' if state.compiled else ''}"
-        f"{f' ({threads_text(torch.get_num_threads())})' if state.device.type == 'cpu' else ''}, {data.train.num_examples} train / {data.test.num_examples} test "
-        f"examples, {state.total_steps} steps of {cfg.train.global_batch_size}"
+        f"{f' ({threads_text(torch.get_num_threads())})' if state.device.type == 'cpu' else ''}, "
+        f"{data.train.num_examples} train / {data.split(cfg.data.eval_split)[1].num_examples} "
+        f"{cfg.data.eval_split} examples, {state.total_steps} steps of {cfg.train.global_batch_size}"
         f"{f' ({world.world_size} ranks of {state.sampler.local_batch_size})' if world.distributed else ''}; "
         f"run dir {run_dir}",
         flush=True,
@@ -584,14 +591,14 @@ def preflight(cfg: Any) -> Path:
     against the data, and the same planning `train` does. No model is built and nothing is
     written. Returns the run directory the run will write."""
     from dataset import builder_config
-    from core.errors import DatasetError
     from dataset.common import dataset_exists
     from dataset.loader import PuzzleDataset
-    from training.setup import check_batch_costs, resolve_device
+    from training.setup import check_batch_costs, check_val_request, resolve_device
 
     if cfg.train.device != "auto":
         resolve_device(cfg.train.device)
     path = Path(cfg.data.path)
+    check_val_request(cfg)
     if dataset_exists(path):
         data = PuzzleDataset.load(path)
         check_batch_costs(cfg, data.meta, World())

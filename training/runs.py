@@ -374,17 +374,18 @@ def read_run_file(run_dir: Path) -> dict[str, Any]:
 
 
 def write_run_file(run_dir: Path, name: str, project: str, wandb_id: Optional[str], wandb_mode: str,
-                   parent: Optional[dict] = None) -> None:
+                   parent: Optional[dict] = None, eval_split: str = "test") -> None:
     """Record the run's identity; `created` is kept from the first start across resumes, and
     `parent` (the run and checkpoint a fork started from) from the start that set it. The file
-    is replaced, never written into (a hard-linked backup keeps its own)."""
+    is replaced, never written into (a hard-linked backup keeps its own). `eval_split`: the
+    split this start evaluates on (data.eval_split: its eval/... metrics are of that split)."""
     from training.files import replace_file
 
     path = Path(run_dir) / RUN_FILE
     old = read_run_file(run_dir)
     record = {"name": name, "project": project, "created": old.get("created", round(time.time(), 3)),
               "wandb_id": wandb_id or old.get("wandb_id"), "wandb_mode": wandb_mode,
-              "starts": old.get("starts", 0) + 1}
+              "starts": old.get("starts", 0) + 1, "eval_split": eval_split}
     if parent or old.get("parent"):
         record["parent"] = parent or old.get("parent")
     replace_file(path, json.dumps(record, indent=2) + "\n")

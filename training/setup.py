@@ -15,8 +15,11 @@ from torch.torch_version import TorchVersion
 
 from dataset import build_dataset, builder_config
 from core.errors import DatasetError
-from dataset.common import MARKER, MARKER_FIELD, build_lock, build_record, dataset_exists, read_metadata
-from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device
+from dataset.common import (
+    MARKER, MARKER_FIELD, VAL_SIZE_ARG, VAL_SPLIT, build_lock, build_record, dataset_exists, read_metadata,
+    recorded_build_args,
+)
+from dataset.loader import DeviceArrays, PuzzleDataset, TrainSampler, fits_on_device, missing_val_message
 from models import build_model
 from models.act import block_region, check_model_cost, check_step_cost
 from models.layers import Block
@@ -67,17 +70,49 @@ def build_differences(cfg: Config) -> list[str]:
         return []
     wanted = build_record(builder_config(cfg.data.builder, cfg.data.build_args, cfg.data.path))
     if isinstance(recorded.get("build_args"), dict):
-        have, keys = recorded["build_args"], list(wanted)
+        have, keys = recorded_build_args(cfg.data.path), list(wanted)  # val_size from val/dataset.json
     else:
         have, keys = recorded, [key for key in cfg.data.build_args if key in recorded and key in wanted]
+    # A val/ the config does not ask for (val_size 0) is no difference: train/ and test/ are the
+    # same files with and without it (dataset/writer.py).
+    keys = [key for key in keys if not (key == VAL_SIZE_ARG and not wanted[key])]
     return [f"{key}={have.get(key)!r} (the config: {wanted[key]!r})" for key in keys if have.get(key) != wanted[key]]
+
+
+def check_val_request(cfg: Config) -> None:
+    """Before a dataset is loaded or built: a config that evaluates on val/ (data.eval_split=val)
+    or asks for one (data.build_args.val_size > 0) gets the dataset it asks for, or one line
+    saying why not. A dataset's val/ is part of its build: a val_size other than the one the
+    dataset at data.path was built with is refused (never rebuilt in place), and the message
+    names a new data.path; train/ and test/ of a build with val/ are the same files as without."""
+    path = Path(cfg.data.path)
+    wanted = 0
+    if cfg.data.builder is not None:
+        wanted = getattr(builder_config(cfg.data.builder, cfg.data.build_args, path), VAL_SIZE_ARG, 0)
+    if dataset_exists(path):
+        if cfg.data.builder is not None and wanted and (path / "train" / "dataset.json").is_file():
+            recorded = read_metadata(path / "train" / "dataset.json").model_dump()
+            if recorded.get(MARKER_FIELD) == MARKER and isinstance(recorded.get("build_args"), dict):
+                have = recorded_build_args(path)[VAL_SIZE_ARG]
+                if have != wanted:
+                    raise DatasetError(
+                        f"data.path={path} was built with {VAL_SIZE_ARG}={have} (the config: {wanted}); its val split "
+                        f"is part of the build, so it is not rebuilt in place: set data.path to a new directory "
+                        f"(e.g. data.path={path}-val{wanted}) to build one with train/ and test/ unchanged")
+        if cfg.data.eval_split == VAL_SPLIT and not ((path / VAL_SPLIT).exists() or (path / VAL_SPLIT).is_symlink()):
+            raise DatasetError(f"data.eval_split=val: {missing_val_message(path)}")
+    elif cfg.data.eval_split == VAL_SPLIT and cfg.data.builder is not None and not wanted:
+        raise DatasetError(f"data.eval_split=val: data.path={path} would be built without val/ "
+                           f"(data.build_args.{VAL_SIZE_ARG} is 0); set data.build_args.{VAL_SIZE_ARG}=N")
 
 
 def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
     """Load the dataset, building it first when the config names a builder and it is missing.
     Runs that need the same missing dataset wait for one builder (a lock beside it). Data
-    that was built with other arguments than the config's is used as it is, with a note."""
+    that was built with other arguments than the config's is used as it is, with a note
+    (except a different val_size, `check_val_request`)."""
     path = Path(cfg.data.path)
+    check_val_request(cfg)
     built = False
     if not dataset_exists(path):
         if cfg.data.builder is None:
@@ -207,7 +242,7 @@ def build_train_state(cfg: Config, progress: bool = True, world: World = World()
         device=device,
         data=data,
         train_arrays=DeviceArrays(data.train, data.train_meta, device, resident),
-        test_arrays=DeviceArrays(data.test, data.test_meta, device, resident),
+        eval_arrays=DeviceArrays(*reversed(data.split(cfg.data.eval_split)), device, resident),
         sampler=TrainSampler(data.train, cfg.train.global_batch_size, cfg.train.seed, world.rank, world.world_size),
         model=model,
         step_fn=step_fn,

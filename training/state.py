@@ -45,7 +45,7 @@ class TrainState:
     device: torch.device
     data: PuzzleDataset
     train_arrays: DeviceArrays
-    test_arrays: DeviceArrays
+    eval_arrays: DeviceArrays  # the split evaluation scores (data.eval_split)
     sampler: TrainSampler
     model: nn.Module
     step_fn: Callable  # the (compiled) ACTLossHead
