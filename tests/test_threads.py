@@ -76,6 +76,7 @@ def test_evaluate_applies_the_runs_thread_count(runs_zoo, restore_threads, tmp_p
     assert torch.get_num_threads() == 2
 
 
+@pytest.mark.slow  # two threads on a busy machine: seconds
 def test_a_cpu_run_says_how_many_threads(tmp_path, capsys, restore_threads):
     from conftest import build_lsa, tiny_config
     from training.loop import train
