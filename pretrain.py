@@ -224,6 +224,10 @@ Train a recursive reasoning model. Configs (--config-name, default cfg_lsa):
 Model variants:
 {arches}
 
+Devices (the task configs cfg_lsa, cfg_sudoku, cfg_arith):
+  device=gpu       the task's own recipe (the default)
+  device=cpu       its CPU preset: a small model and dataset (cfg_<task>_cpu is the same)
+
 Overrides: KEY=VALUE for any key of the config (--cfg job prints them all, with their values;
 the defaults are the typed models' in training/config.py and models/): train.max_steps=500,
 optim.lr=3e-4, logging.run_name=NAME, train.resume=true|NAME|WANDB_ID|PATH, ...; +KEY=VALUE adds a new key.
@@ -232,7 +236,7 @@ Flags:
   --cfg job        print the composed config (validated first)
   -m, --multirun   a sweep (KEY=a,b); job N runs as <logging.run_name or sweep-DATE>-N
   --hydra-help     Hydra's own help
-See README.md for the tasks, scripts (list, compare, plot, solve, export) and resuming.""")
+See README.md to start, docs/USAGE.md for tasks, configuration and resuming, docs/TOOLS.md for the run tools.""")
 
 
 @hydra.main(config_path="config", config_name="cfg_lsa", version_base=None)

@@ -25,7 +25,7 @@ from dataset.build_arith_dataset import (
 )
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import content_lines
-from evaluators.render import RIGHT, WRONG, new_figure
+from evaluators.render import RIGHT, WRONG, new_figure, wrong_cell
 from evaluators.tasks import Symmetry, Task
 
 if TYPE_CHECKING:
@@ -187,6 +187,8 @@ def render_arith(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.
             if label == "model" and "answer" in info:
                 target = info["answer"][::-1][i] if i < len(info["answer"]) else "0"
                 color = RIGHT if ch == target else WRONG
+                if ch != target:
+                    ax.add_patch(wrong_cell(columns - 1 - i, y, 0.8, 0.9))
             ax.text(columns - 1 - i, y, ch, ha="center", va="center", fontsize=14, family="monospace", color=color)
     if len(rows) > 2:
         ax.plot([-0.5, columns - 0.5], [1.5, 1.5], color="black", linewidth=1.2)
@@ -201,7 +203,7 @@ def render_arith(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.
     ax.set_xlabel(f"stored least-significant digit first: {sequence}", fontsize=8, family="monospace")
     text = f"base {layout.base}; the answer zero-padded to {columns} digits"
     if "prediction" in info and "answer" in info:
-        text += "; model " + ("right" if info["prediction"] == info["answer"] else "wrong")
+        text += "; model " + ("right" if info["prediction"] == info["answer"] else "wrong (wrong digits hatched)")
     ax.set_title(f"{title}\n{text}" if title else text, fontsize=9)
     return fig
 

@@ -19,7 +19,7 @@ from scipy.optimize import linear_sum_assignment
 from core.errors import InputError
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import csv_row, is_integer, read_npy
-from evaluators.render import RIGHT, WRONG, new_figure
+from evaluators.render import RIGHT, RIGHT_MARKER, WRONG, WRONG_MARKER, new_figure
 from evaluators.tasks import Symmetry, Task
 
 if TYPE_CHECKING:
@@ -204,12 +204,13 @@ def render_lsa(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.nd
     if "cells" in info:
         target = info.get("target")
         for r, c in zip(*np.nonzero(info["cells"])):
-            ax.plot(c, r - 0.32, marker="v", markersize=7,
-                    color=RIGHT if target is not None and target[r] == c else WRONG)
+            right = target is not None and target[r] == c
+            ax.plot(c, r - 0.3, marker=RIGHT_MARKER if right else WRONG_MARKER, markersize=8 if right else 9,
+                    color=RIGHT if right else WRONG, markeredgecolor="white", markeredgewidth=0.8)
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
-    ax.set_xlabel("column (orange box: the optimal assignment" + ("; triangles: the model's" if "cells" in info else "")
-                  + ")", fontsize=8)
+    ax.set_xlabel("column (orange box: the optimal assignment" + (";\nthe model's: dot where optimal, cross where not"
+                  if "cells" in info else "") + ")", fontsize=8)
     ax.set_ylabel("row")
     text = f"optimal cost {info['optimal_cost']}"
     if "cells" in info:

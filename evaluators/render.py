@@ -24,7 +24,21 @@ from training.files import replace_file
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-RIGHT, WRONG, GIVEN = "#1a9850", "#d73027", "#000000"
+# Right and wrong are told apart by shape as well as colour (blue and vermillion, a pair that
+# colour-blind readers tell apart too): each task marks a wrong answer with `wrong_cell` (a
+# hatched box) or the WRONG_MARKER shape, a right one plainly or with RIGHT_MARKER, and names the
+# marks in the picture's caption.
+RIGHT, WRONG, GIVEN = "#0072b2", "#d55e00", "#000000"
+RIGHT_MARKER, WRONG_MARKER = "o", "X"
+WRONG_HATCH = "////"
+
+
+def wrong_cell(x: float, y: float, width: float = 1.0, height: float = 1.0):
+    """A hatched box over the cell centred at (x, y): what marks a wrong answer besides its colour."""
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - width / 2, y - height / 2), width, height, fill=False, hatch=WRONG_HATCH,
+                     edgecolor=WRONG, linewidth=0.0, zorder=0)
 
 
 def new_figure(width: float, height: float) -> "Figure":

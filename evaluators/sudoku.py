@@ -28,7 +28,7 @@ from dataset.sudoku_solver import UNITS
 from core.errors import InputError
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import content_lines
-from evaluators.render import GIVEN, RIGHT, WRONG, new_figure
+from evaluators.render import GIVEN, RIGHT, WRONG, new_figure, wrong_cell
 from evaluators.tasks import Symmetry, Task
 
 if TYPE_CHECKING:
@@ -212,7 +212,8 @@ def recognises(facts: dict[str, Any]) -> bool:
     return facts.get("seq_len") == 81 and facts.get("vocab_size") == 11
 
 
-# Givens in black on grey, the solution (or the model's digits, green/red) in the blanks
+# Givens in black on grey, the solution (or the model's digits: blue when right, vermillion on a hatched
+# cell when wrong) in the blanks
 
 
 def render_sudoku(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.ndarray] = None,
@@ -230,7 +231,10 @@ def render_sudoku(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np
         elif guess is not None:
             right = solution is not None and guess[cell] == solution[cell]
             shown = str(guess[cell]) if 1 <= guess[cell] <= 9 else "?"
-            ax.text(c, r, shown, ha="center", va="center", fontsize=12, color=RIGHT if right else WRONG)
+            if not right:
+                ax.add_patch(wrong_cell(c, r))
+            ax.text(c, r, shown, ha="center", va="center", fontsize=12, color=RIGHT if right else WRONG,
+                    weight="normal" if right else "bold")
         elif solution is not None:
             ax.text(c, r, str(solution[cell]), ha="center", va="center", fontsize=12, color="#4575b4")
     for k in range(10):
@@ -244,7 +248,7 @@ def render_sudoku(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np
     givens = int((puzzle > 0).sum())
     if guess is not None and solution is not None:
         blanks = puzzle == 0
-        text = f"{givens} givens; model right on {int((guess == solution)[blanks].sum())}/{int(blanks.sum())} blanks"
+        text = f"{givens} givens; model right on {int((guess == solution)[blanks].sum())}/{int(blanks.sum())} blanks (wrong ones hatched)"
     else:
         text = f"{givens} givens (bold); solution in blue"
     ax.set_title(f"{title}\n{text}" if title else text, fontsize=10)

@@ -57,6 +57,7 @@ from training.voting import (  # noqa: E402
     BudgetError, answer_candidates, candidate_symmetries, check_act_steps, check_votes, evaluate_votes, with_act_steps,
 )
 from training.setup import apply_inductor_options, compile_step, resolve_device  # noqa: E402
+from training.threads import apply_threads  # noqa: E402
 
 
 class EvaluateArgs(BaseModel):
@@ -116,6 +117,7 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
         cfg = validate_config(load_config(ckpt))
     except ConfigError as exc:
         raise CheckpointError(f"{ckpt / 'config.json'}: {str(exc).removeprefix('config: ')}") from exc
+    apply_threads(cfg.train.num_threads)  # the run's setting (auto: training/threads.py)
     data_path = args.data or Path(cfg.data.path)
     data = PuzzleDataset.load(data_path)
     check_data_compatible(ckpt, load_meta(ckpt), data.meta, data_path)

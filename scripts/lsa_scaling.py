@@ -5,6 +5,7 @@ one table and one PNG plot of accuracy against n.
     python scripts/lsa_scaling.py --out scaling/ --gpus 0,1,2,3          # the four runs side by side, one per GPU
     python scripts/lsa_scaling.py --out s/ --config-name cfg_lsa_cpu --sizes 3,4,5 train.max_train_seconds=120
     python scripts/lsa_scaling.py --out scaling/ --report-only           # redo table and plot from the runs
+                                                                         # (the config, sizes and runs of its scaling.json)
 
 Every size trains `--config-name` with the given overrides, `data.build_args.n=<n>` and its
 own dataset: the config's data.path with its size replaced (`lsa-9x9-...` -> `lsa-4x4-...`,
@@ -31,6 +32,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +47,7 @@ from core.errors import DatasetError, InputError  # noqa: E402
 from training.runs import headline_metric, read_json, read_metrics  # noqa: E402
 
 DEFAULT_SIZES = "4,6,9,12"
+DEFAULT_CONFIG = "cfg_lsa_400s"
 # Columns of the table and lines of the plot, in this order, where the runs logged them.
 METRICS = (
     ("eval/lsa/optimal_cost_rate", "optimal cost rate"),
@@ -294,17 +297,26 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
 
 
 def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
-    import matplotlib
+    figure(rows, title).savefig(out, format="png")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+def figure(rows: list[dict[str, Any]], title: str):
+    """Accuracy against n, one line per metric the runs logged."""
+    from evaluators.render import new_figure
+
+    fig = new_figure(6, 4)
+    ax = fig.add_subplot()
     sizes = [r["n"] for r in rows]
-    for key, label in METRICS:
-        points = [(r["n"], 100 * r[key]) for r in rows if key in r]
+    # Series that coincide (0% everywhere, say) stay visible: each its own marker and line style,
+    # shifted sideways a little.
+    styles = (("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"))
+    spread = 0.012 * (max(sizes) - min(sizes) + 2)
+    for i, (key, label) in enumerate(METRICS):
+        points = [(r["n"] + (i - (len(METRICS) - 1) / 2) * spread, 100 * r[key]) for r in rows if key in r]
         if points:
-            ax.plot(*zip(*points), marker="o", label=label)
+            marker, line = styles[i % len(styles)]
+            ax.plot(*zip(*points), marker=marker, linestyle=line, markerfacecolor="none" if i % 2 else None,
+                    label=label)
     for r in rows:  # how far each size got in the budget
         ax.annotate(f"{r['step']:,} steps", (r["n"], 100 * r.get(METRICS[0][0], 0)), textcoords="offset points",
                     xytext=(4, 6), fontsize=7, color="dimgray")
@@ -312,12 +324,11 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     ax.set_xlabel("n (n x n cost matrix)")
     ax.set_ylabel("% of test instances")
     ax.set_ylim(-2, 110)
-    ax.set_xlim(min(sizes) - 0.5, max(sizes) + 0.25 * (max(sizes) - min(sizes) + 2))
+    ax.set_xlim(min(sizes) - 0.7, max(sizes) + 0.25 * (max(sizes) - min(sizes) + 2))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(out, format="png")
-    plt.close(fig)
+    return fig
 
 
 REPORT_FILES = ("scaling.json", "scaling.md", "scaling.png")
@@ -365,19 +376,59 @@ def write_report(out: Path, report: dict[str, Any], table: str, title: str) -> N
             path.unlink(missing_ok=True)
 
 
+def report_again(out: Path, runs_dir: Optional[Path]) -> None:
+    """--report-only with nothing else: the report in `out` names its config, its runs and the
+    command that trained them; read the runs again (under `runs_dir` when given: the runs moved)
+    and rewrite the table and plot, the command kept as it was."""
+    record_file = out / "scaling.json"
+    if not record_file.is_file():
+        raise InputError(f"--report-only: {record_file} is missing; give the sweep's --config-name and --sizes "
+                         "(and its --prefix, --runs-dir and overrides)")
+    record = read_json(record_file)
+    rows = record.get("rows") if isinstance(record, dict) else None
+    if (not isinstance(rows, list) or not rows or not isinstance(record.get("command"), str)
+            or not isinstance(record.get("config_name"), str)
+            or not all(isinstance(r, dict) and type(r.get("n")) is int and isinstance(r.get("run"), str) and r["run"]
+                       for r in rows)):
+        raise InputError(f"{record_file}: not a report of this script (needs command, config_name and rows with n "
+                         "and run); give the sweep's --config-name and --sizes")
+    plans = []
+    for row in rows:
+        run = Path(row["run"])
+        if runs_dir is not None:
+            run = Path(os.path.abspath(runs_dir)) / run.parent.name / run.name
+        plans.append(SimpleNamespace(n=row["n"], name=run.name, run_dir=run))
+    found = collect(plans)
+    config = read_json(plans[0].run_dir / "config.json")
+    write_report(out, {**record, "headline": headline_metric(config), "rows": found}, markdown(found, record["command"]),
+                 f"{record['config_name']}: accuracy against n, equal budget ({budget_of(found)})")
+    print(markdown(found, record["command"]))
+    print(f"wrote {', '.join(str(out / name) for name in REPORT_FILES)}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = plain_parser("Train one LSA recipe at several sizes n (equal budget) and tabulate and plot accuracy "
                           "against n.")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pretrain.py overrides for every size")
     parser.add_argument("--out", required=True, type=Path, help="folder for scaling.json/.md/.png and the run logs")
-    parser.add_argument("--config-name", default="cfg_lsa_400s", help="the recipe (an LSA config; default cfg_lsa_400s)")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma-separated n (default {DEFAULT_SIZES})")
-    parser.add_argument("--runs-dir", default="runs", type=Path, help="where the runs go (default: runs)")
+    parser.add_argument("--config-name", help=f"the recipe (an LSA config; default {DEFAULT_CONFIG}; --report-only: the "
+                        "report's own)")
+    parser.add_argument("--sizes", help=f"comma-separated n (default {DEFAULT_SIZES}; --report-only: the report's own)")
+    parser.add_argument("--runs-dir", type=Path, help="where the runs go (default: runs; --report-only: where the report "
+                        "found them)")
     parser.add_argument("--prefix", default="scaling", help="run names are <prefix>-n<n> (default: scaling)")
     parser.add_argument("--gpus", help="comma-separated GPU indices: run sizes side by side, one per GPU")
     parser.add_argument("--report-only", action="store_true", help="train nothing: table and plot from existing runs")
     args = parser.parse_intermixed_args(argv)  # overrides may come before and after the options
-    sizes, gpus = parse_sizes(args.sizes), parse_gpus(args.gpus)
+    if args.report_only and args.config_name is None and args.sizes is None and not args.overrides:
+        report_again(args.out, args.runs_dir)  # the sweep as its report recorded it
+        return
+    if args.report_only and (args.config_name is None or args.sizes is None):  # no default sweep to guess
+        raise InputError("--report-only: give both --config-name and --sizes of the sweep (and its --prefix, --runs-dir "
+                         "and overrides), or none of them to read the report's own")
+    args.config_name = args.config_name or DEFAULT_CONFIG
+    args.runs_dir = args.runs_dir or Path("runs")
+    sizes, gpus = parse_sizes(args.sizes or DEFAULT_SIZES), parse_gpus(args.gpus)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.prefix):
         raise InputError(f"--prefix {args.prefix!r}: letters, digits, '.', '_' and '-' only")
     check_overrides(args.overrides)

@@ -89,8 +89,10 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = No
             if not xs:
                 continue
             dots = metric.startswith("eval/") or len(xs) == 1
-            style = dict(marker="o", markersize=3) if dots else dict(linewidth=1.2)
-            ax.plot(xs, ys, color=colors[i % len(colors)], label=plain_text(run_dir.name), **style)
+            # each run its own line style (and marker) as well as colour, for colour-blind readers
+            line = ("-", "--", "-.", ":")[i % 4]
+            style = dict(marker="osD^v"[i % 5], markersize=3) if dots else dict(linewidth=1.2)
+            ax.plot(xs, ys, color=colors[i % len(colors)], linestyle=line, label=plain_text(run_dir.name), **style)
         if any(word in metric for word in LOG_SCALE) and ax.lines and all(min(line.get_ydata()) > 0 for line in ax.lines):
             ax.set_yscale("log")
         ax.set_title(plain_text(metric), fontsize=10)

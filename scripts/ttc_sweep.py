@@ -47,6 +47,7 @@ from training.checkpoint import CheckpointError, check_data_compatible, load_con
 from training.config import MAX_BATCH_SIZE, ConfigError, validate_config  # noqa: E402
 from training.inference import load_model  # noqa: E402
 from training.runs import locate_run  # noqa: E402
+from training.threads import apply_threads  # noqa: E402
 from training.voting import (  # noqa: E402
     BudgetError, Candidates, answer_candidates, candidate_symmetries, check_act_steps, check_votes,
     evaluate_votes,
@@ -123,6 +124,7 @@ def sweep(args: SweepArgs, command: str) -> dict[str, Any]:
     from training.setup import resolve_device
 
     device = resolve_device(args.device)
+    apply_threads(cfg.train.num_threads)  # the run's setting (auto: training/threads.py)
     batch_size = args.batch_size or cfg.train.eval_batch_size or cfg.train.global_batch_size
     meta, split = data.split(args.split)  # a missing val/ is one line naming it
     num = split.num_examples if args.max_examples is None else min(args.max_examples, split.num_examples)
@@ -233,11 +235,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     axes = fig.subplots(1, len(policies), squeeze=False)[0]
     head = report["headline_metric"]
     for ax, policy in zip(axes, policies):
-        for act in sorted({cell["act_steps"] for cell in report["cells"]}):
+        for i, act in enumerate(sorted({cell["act_steps"] for cell in report["cells"]})):
             ran = [c for c in report["cells"] if c["policy"] == policy and c["act_steps"] == act and c["status"] == "ran"]
-            if ran:
-                ax.plot([c["votes"] for c in ran], [c["metrics"].get(head, math.nan) for c in ran], marker="o",
-                        label=f"{act} ACT steps")
+            if ran:  # each series its own marker and line style as well as colour (colour-blind readers)
+                ax.plot([c["votes"] for c in ran], [c["metrics"].get(head, math.nan) for c in ran],
+                        marker="osD^v"[i % 5], linestyle=("-", "--", "-.", ":")[i % 4], label=f"{act} ACT steps")
         ax.set_xscale("log", base=2)
         ks = sorted({c["votes"] for c in report["cells"]})
         ax.set_xticks(ks, [str(k) for k in ks])

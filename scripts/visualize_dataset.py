@@ -1,7 +1,7 @@
 """Pictures of a dataset's examples, one PNG each.
 
     python scripts/visualize_dataset.py --data data/lsa-4x4-cpu --out pictures/lsa --count 4
-    python scripts/visualize_dataset.py --data data/sudoku-hard --out pictures/sudoku --split train --start 1000
+    python scripts/visualize_dataset.py --data data/sudoku-hard-22-26-1k-aug1000 --out pictures/sudoku --split train --start 1000
 
 LSA: the cost matrix as a heat map, the optimal assignment boxed. Sudoku: the givens in bold on
 grey, the solution in blue. Arithmetic: the problem written in columns, as on paper. Files are

@@ -3,8 +3,10 @@ where CUDA is absent."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,93 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 # other processes hold the cores slow a run down many times over.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+class UserInterruptGuard:
+    """Ctrl-C (or SIGTERM/SIGHUP) sent to pytest stops the suite, even while a test runs training
+    in this process, whose handlers would take it as a pre-emption (checkpoint and return, the
+    test failing and the suite going on). Every SIGINT/SIGTERM/SIGHUP handler installed during the
+    session is wrapped: a signal the tests sent themselves (os.kill or os.killpg reaching this
+    process, signal.pthread_kill, signal.raise_signal: counted when sent) goes to the handler; any
+    other came from outside and raises KeyboardInterrupt, pytest's own interruption (exit code 2).
+    signal.signal and signal.getsignal still hand back the handlers as installed."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.expected: collections.Counter = collections.Counter()
+        self.real = {"signal": signal.signal, "getsignal": signal.getsignal, "raise_signal": signal.raise_signal,
+                     "pthread_kill": signal.pthread_kill, "kill": os.kill, "killpg": os.killpg}
+
+    def expect(self, sig) -> None:
+        if sig in self.SIGNALS:
+            self.expected[int(sig)] += 1
+
+    def kill(self, pid, sig):
+        if pid in (os.getpid(), 0) or pid == -os.getpgrp():
+            self.expect(sig)
+        return self.real["kill"](pid, sig)
+
+    def killpg(self, pgid, sig):
+        if pgid in (0, os.getpgrp()):
+            self.expect(sig)
+        return self.real["killpg"](pgid, sig)
+
+    def pthread_kill(self, ident, sig):
+        self.expect(sig)
+        return self.real["pthread_kill"](ident, sig)
+
+    def raise_signal(self, sig):
+        self.expect(sig)
+        return self.real["raise_signal"](sig)
+
+    def wrap(self, handler):
+        if not callable(handler) or hasattr(handler, "guarded_handler"):
+            return handler
+
+        def guarded(signum, frame):
+            if self.expected[signum] > 0:
+                self.expected[signum] -= 1
+                return handler(signum, frame)
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} from outside the tests: stopping the suite")
+
+        guarded.guarded_handler = handler
+        return guarded
+
+    @staticmethod
+    def unwrap(handler):
+        return getattr(handler, "guarded_handler", handler)
+
+    def signal(self, sig, handler):
+        return self.unwrap(self.real["signal"](sig, self.wrap(handler) if sig in self.SIGNALS else handler))
+
+    def getsignal(self, sig):
+        return self.unwrap(self.real["getsignal"](sig))
+
+    def install(self) -> None:
+        for module, name in ((signal, "signal"), (signal, "getsignal"), (signal, "raise_signal"),
+                             (signal, "pthread_kill"), (os, "kill"), (os, "killpg")):
+            setattr(module, name, getattr(self, name))
+
+    def uninstall(self) -> None:
+        for module, name in ((signal, "signal"), (signal, "getsignal"), (signal, "raise_signal"),
+                             (signal, "pthread_kill"), (os, "kill"), (os, "killpg")):
+            setattr(module, name, self.real[name])
+
+
+INTERRUPT_GUARD = UserInterruptGuard()
+
+
+def pytest_configure(config):
+    INTERRUPT_GUARD.install()
+
+
+def pytest_unconfigure(config):
+    INTERRUPT_GUARD.uninstall()
+
+
+def pytest_runtest_setup(item):
+    INTERRUPT_GUARD.expected.clear()  # a self-sent signal no handler took does not excuse a later one
 
 
 def pytest_collection_modifyitems(config, items):

@@ -239,6 +239,7 @@ def test_impossible_request_is_an_error_before_writing(tmp_path):
         (["--base", "2", "--max-digits", "1", "--num-train", "4"], "--num-train"),  # {0, 1}: 3 pairs
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_fail_with_one_line(tmp_path, args, culprit):
     out = tmp_path / "out"
     result = run_module("-m", "dataset.build_arith_dataset", "--output-dir", str(out), "--no-progress",
@@ -247,6 +248,7 @@ def test_bad_arguments_fail_with_one_line(tmp_path, args, culprit):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_builds(tmp_path):
     out = tmp_path / "cli"
     result = run_module("-m", "dataset.build_arith_dataset", "--output-dir", str(out), "--op", "mul", "--base", "16",
@@ -377,6 +379,7 @@ def test_misspelt_build_arg_is_refused(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_training_loop_runs_the_arith_evaluator(tmp_path):
     """A few steps of the CPU preset, built on first use; the evaluator's numbers must agree
     with the loss head's (both score exactly the answer field)."""

@@ -8,6 +8,8 @@ from conftest import build_lsa, run_module, sigterm_after_step, tiny_config
 from test_resilience import assert_same_tensors, final_state, losses
 from training.loop import train
 
+pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
+
 PROJECT = "trm-lsa-cpu"
 # The tiny preset's TRM sizes carry over to HRM (one block per module); the transformer drops
 # the recursion fields and makes one pass per example.

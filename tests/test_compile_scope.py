@@ -15,6 +15,8 @@ from test_model import META, SMALL, batch
 from models.layers import Block
 from training.setup import compile_step
 
+pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
+
 NO_REGIONS = pytest.mark.skipif(block_region is None, reason="torch < 2.8 has no nested_compile_region")
 
 # Each family at test_model's tiny sizes; TRM's own fields are swapped for each family's.

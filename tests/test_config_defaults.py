@@ -18,7 +18,10 @@ from models import MODELS, validate_arch
 from training.config import Config, ConfigError, section_models, validate_config
 
 CONFIG_DIR = REPO / "config"
-SHIPPED = sorted(str(p.relative_to(CONFIG_DIR)) for p in [*CONFIG_DIR.glob("*.yaml"), *CONFIG_DIR.glob("arch/*.yaml")])
+SHIPPED = sorted(str(p.relative_to(CONFIG_DIR)) for p in [*CONFIG_DIR.glob("*.yaml"), *CONFIG_DIR.glob("arch/*.yaml"),
+                                                           *CONFIG_DIR.glob("device/**/*.yaml")])
+# the task configs with a device=cpu part, config/device/<task>/cpu.yaml
+DEVICE_TASKS = sorted(p.parent.name for p in CONFIG_DIR.glob("device/*/cpu.yaml"))
 
 
 def composed(config_dir, name, overrides=()):
@@ -66,11 +69,18 @@ def restated(config_dir, relpath, tmp_path):
     shutil.copytree(config_dir, copy)
     (copy / relpath).write_text(yaml.safe_dump({"defaults": body["defaults"]} if "defaults" in body else {}))
     if relpath.startswith("arch/"):
-        name, overrides = "base", [f"arch={relpath[5:-5]}"]
+        uses = [("base", [f"arch={relpath[5:-5]}"])]
+    elif relpath.startswith("device/"):  # device/<option>.yaml in every task config, device/<task>/<option>.yaml in its own
+        *task, option = relpath[len("device/"):-5].split("/")
+        uses = [(f"cfg_{t}", [f"device={option}"]) for t in (task or DEVICE_TASKS)]
     else:
-        name, overrides = relpath[:-5], []
-    full, bare = (field_values(composed(d, name, overrides)) for d in (config_dir, copy))
-    return [key for key in set_fields(relpath, body) if key in bare and full.get(key) == bare[key]]
+        uses = [(relpath[:-5], [])]
+    found = None
+    for name, overrides in uses:  # restated: the same without the key wherever the file is used
+        full, bare = (field_values(composed(d, name, overrides)) for d in (config_dir, copy))
+        keys = {key for key in set_fields(relpath, body) if key in bare and full.get(key) == bare[key]}
+        found = keys if found is None else found & keys
+    return sorted(found)
 
 
 @pytest.mark.parametrize("relpath", SHIPPED)
@@ -91,6 +101,30 @@ def test_the_check_finds_a_restated_default(tmp_path):
     assert sorted(restated(mine, "cfg_mine.yaml", tmp_path)) == [
         "arch.hidden_size", "arch.puzzle_emb_ndim", "optim.lr", "train.eval_interval"]
     assert restated(mine, "arch/trm_big.yaml", tmp_path) == ["arch.num_heads"]
+
+
+def test_the_check_covers_the_device_group(tmp_path):
+    """A device option's key that changes nothing wherever the option is used is found: one every
+    task's own part overrides, or one equal to the task's value."""
+    mine = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, mine)
+    cpu = (mine / "device" / "cpu.yaml").read_text()
+    (mine / "device" / "cpu.yaml").write_text(cpu + "logging:\n  project: overridden-by-every-task\n")
+    lsa = (mine / "device" / "lsa" / "cpu.yaml").read_text()
+    (mine / "device" / "lsa" / "cpu.yaml").write_text(lsa + "evaluators:\n  - name: lsa\n")
+    assert restated(mine, "device/cpu.yaml", tmp_path) == ["logging.project"]
+    assert restated(mine, "device/lsa/cpu.yaml", tmp_path) == ["evaluators"]
+
+
+def test_device_cpu_is_the_cpu_preset():
+    """`cfg_<task> device=cpu` composes exactly `cfg_<task>_cpu`, a CPU run; device=gpu is the task's recipe."""
+    for task in DEVICE_TASKS:
+        preset = composed(CONFIG_DIR, f"cfg_{task}_cpu")
+        assert composed(CONFIG_DIR, f"cfg_{task}", ["device=cpu"]) == preset
+        assert preset["train"]["device"] == "cpu" and preset["train"]["num_threads"] == "auto"
+        assert composed(CONFIG_DIR, f"cfg_{task}_cpu", ["device=gpu"]) == composed(CONFIG_DIR, f"cfg_{task}")
+        assert preset["data"]["path"] != composed(CONFIG_DIR, f"cfg_{task}")["data"]["path"]
+        validate_config(preset)
 
 
 def test_base_holds_every_typed_field_with_its_default():

@@ -16,6 +16,8 @@ import pytest
 from conftest import REPO, build_lsa
 from training.checkpoint import resolve_checkpoint
 
+pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
+
 PROJECT = "trm-lsa-cpu"
 # 2 ranks vs 1 at the same global batch: per-step losses agree to this relative tolerance.
 # Measured 2026-11-29 (2-core CPU): the largest gap over 24 steps was 1.3e-7 (mean 3.5e-8);

@@ -73,6 +73,7 @@ def test_unknown_or_ambiguous_run_is_one_line_with_candidates(named_runs, tmp_pa
     assert not (tmp_path / "e").exists()
 
 
+@pytest.mark.slow
 def test_load_checkpoint_takes_a_run_name(runs_zoo, tmp_path, capsys):
     from training.loop import train
 
@@ -155,6 +156,7 @@ def test_new_fields_are_typed_with_defaults_in_the_base_config():
         yaml_value(REPO / "config" / "cfg_sudoku.yaml", "train.eval_interval")
 
 
+@pytest.mark.slow
 def test_progress_lines_land_in_the_log(lsa_small, tmp_path, capsys):
     from training.loop import train
 
@@ -170,6 +172,7 @@ def test_progress_lines_land_in_the_log(lsa_small, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("config", ["cfg_lsa", "cfg_lsa_cpu"])
+@pytest.mark.slow
 def test_a_run_far_beyond_the_device_says_so_early(lsa_small, tmp_path, capsys, monkeypatch, config):
     from training.loop import train
 
@@ -179,7 +182,7 @@ def test_a_run_far_beyond_the_device_says_so_early(lsa_small, tmp_path, capsys, 
     assert result["preempted"] and result["step"] == 20
     warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "h of training" in warning[0] and "lower train.epochs or train.max_steps" in warning[0]
-    assert ("--config-name cfg_lsa_cpu" in warning[0]) == (config == "cfg_lsa")  # the preset, unless it is this run
+    assert ("(device=cpu, or --config-name cfg_lsa_cpu)" in warning[0]) == (config == "cfg_lsa")  # the preset, unless it is this run
 
 
 def test_builder_eta_waits_for_enough_items():
@@ -197,6 +200,7 @@ def test_builder_eta_waits_for_enough_items():
 # 5: a checkpoint cadence of its own
 
 
+@pytest.mark.slow
 def test_checkpoint_every_saves_between_evaluations_and_a_crash_loses_less(lsa_small, tmp_path, monkeypatch):
     import training.loop as loop
     from training.loop import train

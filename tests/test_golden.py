@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
+
 GOLDEN = Path(__file__).parent / "golden" / "lsa_tiny_losses.json"
 OVERRIDES = ["train.max_steps=30", "train.log_every=1", "train.eval_interval=1000", "logging.run_name=golden"]
 RELATIVE_TOLERANCE = 1e-3

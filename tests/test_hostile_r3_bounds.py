@@ -240,6 +240,7 @@ def records(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_sigterm_during_evaluation_stops_it_and_a_resume_redoes_it_first(world, tmp_path, monkeypatch):
     from training.loop import train
 
@@ -268,6 +269,7 @@ def test_sigterm_during_evaluation_stops_it_and_a_resume_redoes_it_first(world, 
     assert not json.loads((ckpt_of(run) / "meta.json").read_text()).get("eval_pending")
 
 
+@pytest.mark.slow
 def test_a_stop_in_a_step_with_an_evaluation_due_leaves_it_pending(world, tmp_path, monkeypatch):
     """The signal arrives during step 3, whose evaluation is due: the loop checkpoints without
     evaluating, and the resume evaluates step 3 before training on."""

@@ -234,6 +234,7 @@ SUBPROCESS = {
 
 
 @pytest.mark.parametrize("name", list(SUBPROCESS))
+@pytest.mark.slow
 def test_hydra_door_is_refused_on_the_command_line(tmp_path, name):
     setup, culprits = SUBPROCESS[name]
     argv = setup(tmp_path)

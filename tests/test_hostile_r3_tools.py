@@ -446,6 +446,7 @@ def test_the_table_has_enough_rows():
     assert len(CASES) >= 25
 
 
+@pytest.mark.slow
 def test_list_runs_into_a_closed_pipe_is_quiet(zoo, tmp_path):
     """`list_runs.py | head -0`: no 'error: Broken pipe', no traceback; the SIGPIPE exit code."""
     read_end, write_end = os.pipe()

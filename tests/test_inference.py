@@ -48,6 +48,7 @@ def test_loader_rebuilds_the_same_model_without_pickle(runs_zoo, exported, monke
     assert np.all((1 <= a["steps"]) & (a["steps"] <= 2))
 
 
+@pytest.mark.slow
 def test_export_refuses_to_overwrite_and_bad_exports_are_one_line(runs_zoo, exported, tmp_path):
     from core.errors import InputError
 
@@ -152,6 +153,7 @@ def test_solve_lsa_refuses_input_that_does_not_fit(solve_script, text, culprit):
     refused(get_task("lsa").parse, text, {"n": 4, "max_cost": 9}, culprit)
 
 
+@pytest.mark.slow
 def test_solve_refusals_are_one_line_and_exit_2(runs_zoo):
     assert_one_line_error(solve(runs_zoo["alpha"], text="1,2,3\n1,2,3\n1,2,3\n"), "3x3")
     assert_one_line_error(solve(runs_zoo["sudoku"], text=SUDOKU[:-1]), "line 1")

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import REPO, assert_one_line_error, build_lsa, run_module
 
+pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
+
 TINY = ["data.build_args.num_train=40", "data.build_args.num_test=10", "train.global_batch_size=16",
         "arch.hidden_size=32", "arch.num_heads=2"]
 

@@ -122,6 +122,7 @@ def test_bad_arguments_fail_with_one_line(tmp_path, args, culprit):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_non_empty_output_dir_needs_overwrite(tmp_path):
     out = build_lsa(tmp_path / "d", seed=1)
     before = dir_digest(out)

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from conftest import CPU_PROJECT, lsa_world, pretrain_argv, run_in_process
 
+pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
+
 PROJECT = CPU_PROJECT
 pretrain = pretrain_argv
 SECONDS_PER_EXAMPLE = 60

@@ -18,6 +18,8 @@ from conftest import load_script
 from core.errors import ReportedError, one_line
 from evaluators.tasks import get_task
 
+pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
+
 SETTINGS = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 LSA_FACTS = {"n": 2, "max_cost": 9}

@@ -16,6 +16,8 @@ from models.losses import ACTLossHead
 from training.checkpoint import CheckpointError, load_file, resolve_checkpoint, save_checkpoint
 from training.loop import TrainingDiverged, train
 
+pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
+
 PROJECT = "trm-lsa-cpu"
 
 

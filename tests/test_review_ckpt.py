@@ -128,6 +128,7 @@ checkpoint.save_checkpoint(sys.argv[1], 1, {{"model": {{"w": torch.ones(4)}}, "s
 """
 
 
+@pytest.mark.slow
 def test_a_save_killed_at_its_rename_leaves_no_temporary_folder_for_good(tmp_path):
     script = tmp_path / "saver.py"
     script.write_text(KILLED_BEFORE_RENAME.format(repo=str(REPO)))

@@ -15,6 +15,7 @@ def list_runs(capsys, *args):
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_list_runs_table_and_json(runs_zoo, capsys):
     runs_dir = str(runs_zoo["runs_dir"])
     out = run_module("scripts/list_runs.py", "--runs-dir", runs_dir)
@@ -42,6 +43,7 @@ def test_list_runs_sorts_by_a_metric_best_last(runs_zoo, capsys):
     assert set(names[:2]) == {"sud", "ari"}  # runs without the metric come first
 
 
+@pytest.mark.slow
 def test_list_runs_bad_input(runs_zoo, tmp_path, capsys):
     from core.errors import InputError
 
@@ -96,6 +98,7 @@ def test_resume_by_name_or_wandb_id_continues_and_time_keeps_counting(runs_zoo, 
     assert summarize(run_dir).step == 50
 
 
+@pytest.mark.slow
 def test_resume_by_unknown_name_is_one_line(runs_zoo, tmp_path):
     out = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "train.resume=no-such-run",
                      f"logging.runs_dir={runs_zoo['runs_dir']}", f"data.path={tmp_path / 'data'}")

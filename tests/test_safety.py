@@ -183,12 +183,14 @@ def run_with_file_limit(args, limit):
                           env=subprocess_env(), preexec_fn=preexec)
 
 
+@pytest.mark.slow
 def test_full_disk_while_writing_metrics(world, tmp_path):
     result = run_with_file_limit(pretrain(world["data"], tmp_path / "runs", "logging.run_name=r", "train.max_steps=400",
                                           "train.log_every=1", "train.save_checkpoints=false"), 16 * 1024)
     assert_one_line_error(result, "metrics.jsonl", "cannot write")
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_save_keeps_earlier_checkpoints(world, tmp_path):
     run = tmp_path / "runs" / PROJECT / "base"
     shutil.copytree(world["run"], run)
@@ -210,6 +212,7 @@ def test_full_disk_while_writing_a_dataset(tmp_path):
 # Concurrent runs that need the same missing dataset
 
 
+@pytest.mark.slow
 def test_concurrent_runs_build_a_missing_dataset_once(tmp_path):
     data, runs = tmp_path / "data" / "lsa", tmp_path / "runs"
     build = "data.build_args={n: 4, max_cost: 9, num_train: 400, num_test: 20, num_aug: 4, seed: 0}"

@@ -32,6 +32,7 @@ def test_data_path_follows_the_size(tmp_path, monkeypatch):
             path_for(wrong, 9, 4)
 
 
+@pytest.mark.slow
 def test_each_size_trains_and_the_table_and_plot_come_from_its_last_evaluation(tmp_path, capsys):
     scaling = load_script("lsa_scaling")
     scaling.main(argv(tmp_path, "--sizes", "3,4", "--gpus", "0,1"))  # two runs side by side
@@ -72,6 +73,7 @@ def test_each_size_trains_and_the_table_and_plot_come_from_its_last_evaluation(t
     assert before == {name: (out / name).read_bytes() for name in before}
 
 
+@pytest.mark.slow
 def test_a_failing_size_is_named_with_its_error(tmp_path):
     with pytest.raises(InputError, match=r"n=3 failed \(error: train.global_batch_size=64 is larger"):
         load_script("lsa_scaling").main(argv(tmp_path, "--sizes", "3", "train.global_batch_size=64"))
@@ -102,10 +104,12 @@ def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, extra, culprit):
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_command_line_contract(tmp_path):
     assert_one_line_error(run_module("scripts/lsa_scaling.py", *argv(tmp_path, "--sizes", "0")), "n=0")
 
 
+@pytest.mark.slow
 def test_build_data_builds_what_pretrain_would_use_once(tmp_path, capsys):
     build = load_script("build_data").main
     data = tmp_path / "lsa-5x5"
@@ -128,6 +132,7 @@ def test_build_data_builds_what_pretrain_would_use_once(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_reaches_the_running_size_once_and_it_checkpoints(tmp_path):
     """A Ctrl-C (SIGINT to the terminal's whole process group) reaches the script alone, since
     the runs live in their own session; the script passes one SIGTERM on, the run writes a
@@ -190,6 +195,7 @@ def sweep(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_relative_paths_mean_the_current_folder_for_the_script_and_its_runs(sweep):
     run = sweep / "runs" / CPU_PROJECT / "scaling-n3"
     assert (run / "config.json").is_file() and (sweep / "data" / "lsa-3x3-tiny" / "train" / "dataset.json").is_file()
@@ -268,6 +274,7 @@ def test_a_report_that_cannot_be_written_leaves_the_old_one_whole(sweep, tmp_pat
     assert (out / "scaling.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_build_data_refuses_a_dataset_of_other_arguments_or_a_broken_one(tmp_path):
     from conftest import build_lsa
 
@@ -369,3 +376,54 @@ def test_no_run_is_left_running_when_starting_another_fails(tmp_path, monkeypatc
     with pytest.raises(OSError, match="Too many open files"):
         scaling.main(argv(tmp_path, "--sizes", "3,4", "--gpus", "0,1", "train.max_steps=100000"))
     assert started and started[0].poll() is not None  # stopped and waited for, not left training
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: --report-only reads the sweep from its own report; equal series stay visible
+
+
+def test_report_only_alone_reads_the_reports_own_sweep(sweep, tmp_path, monkeypatch):
+    """`--out DIR --report-only` alone: the config, sizes and runs come from DIR/scaling.json (not the
+    script's defaults, cfg_lsa_400s at 4,6,9,12), and the training command there is kept as it was."""
+    out = tmp_path / "out"
+    shutil.copytree(sweep / "out", out)
+    before = json.loads((out / "scaling.json").read_text())
+    (out / "scaling.md").unlink()
+    monkeypatch.chdir(tmp_path)  # another folder than the sweep's
+    load_script("lsa_scaling").main(["--out", str(out), "--report-only"])
+    after = json.loads((out / "scaling.json").read_text())
+    assert after == before
+    assert f"Command: `{before['command']}`" in (out / "scaling.md").read_text()
+    assert "--report-only" not in before["command"] and "--sizes 3" in before["command"]
+    # the runs moved: --runs-dir says where they are now
+    moved = tmp_path / "moved"
+    shutil.move(str(sweep / "runs"), str(moved))
+    try:
+        load_script("lsa_scaling").main(["--out", str(out), "--report-only", "--runs-dir", str(moved)])
+        assert json.loads((out / "scaling.json").read_text())["rows"][0]["run"].startswith(str(moved))
+    finally:
+        shutil.move(str(moved), str(sweep / "runs"))
+
+
+def test_report_only_without_a_report_or_with_half_a_sweep_is_one_line(tmp_path):
+    scaling = load_script("lsa_scaling")
+    with pytest.raises(InputError, match="scaling.json is missing"):
+        scaling.main(["--out", str(tmp_path / "none"), "--report-only"])
+    with pytest.raises(InputError, match="give both --config-name and --sizes"):
+        scaling.main(["--out", str(tmp_path / "none"), "--report-only", "--config-name", "cfg_lsa_cpu"])
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "scaling.json").write_text(json.dumps({"rows": [{"n": "4"}]}))
+    with pytest.raises(InputError, match="not a report of this script"):
+        scaling.main(["--out", str(tmp_path / "odd"), "--report-only"])
+
+
+def test_equal_series_stay_visible_in_the_plot():
+    """Four metrics all 0% at every n (an unlearned size) are four lines told apart by marker,
+    line style and a small sideways shift, not one line hiding three."""
+    scaling = load_script("lsa_scaling")
+    rows = [{"n": n, "step": 10, **{key: 0.0 for key, _ in scaling.METRICS}} for n in (4, 6, 9)]
+    lines = [line for line in scaling.figure(rows, "t").axes[0].lines if line.get_label() in
+             {label for _, label in scaling.METRICS}]
+    assert len(lines) == 4
+    assert len({line.get_marker() for line in lines}) == 4 and len({line.get_linestyle() for line in lines}) == 4
+    assert len({tuple(line.get_xdata()) for line in lines}) == 4

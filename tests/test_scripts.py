@@ -15,6 +15,7 @@ TINY = ["data.build_args.num_train=40", "data.build_args.num_test=10", "train.ma
         "train.global_batch_size=16", "logging.progress=false"]
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_logs_locally(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
            "WANDB_SILENT": "true"}
@@ -48,6 +49,7 @@ def test_wandb_offline_run_logs_locally(tmp_path):
     assert run_file["wandb_id"] == offline.name.rsplit("-", 1)[-1] and run_file["wandb_mode"] == "offline"
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_wandb_run(tmp_path):
     from training.checkpoint import load_file, resolve_checkpoint
 
@@ -171,6 +173,7 @@ def test_benchmark_prints_the_reference_only_for_its_setup():
     assert benchmark.beside(None, ".2f", None, "steps_per_sec") == "n/a"
 
 
+@pytest.mark.slow
 def test_benchmark_script_on_cpu(tmp_path):
     """scripts/benchmark.py end to end on the CPU preset, shrunk: a table, then one JSON line."""
     from conftest import run_module

@@ -61,6 +61,7 @@ def digits(tokens):
 # Solver and generator
 
 
+@pytest.mark.slow
 def test_generated_puzzles_have_exactly_one_solution():
     for k in range(12):
         puzzle, solution, rating = generate_puzzle(np.random.default_rng(k), 22, 30)
@@ -72,6 +73,7 @@ def test_generated_puzzles_have_exactly_one_solution():
         assert found == [solution] and stats.dead_ends == rating
 
 
+@pytest.mark.slow
 def test_solver_counts_agree_with_brute_force_on_ambiguous_grids():
     rng = np.random.default_rng(1)
     multiple = 0
@@ -180,6 +182,7 @@ def test_loader_reads_the_built_dataset(hard_small):
 # Seeding
 
 
+@pytest.mark.slow
 def test_same_arguments_give_identical_bytes_whatever_the_workers(tmp_path):
     a = build(tmp_path / "a", seed=7)
     b = build(tmp_path / "b", seed=7, workers=2)

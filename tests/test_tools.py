@@ -39,6 +39,7 @@ def test_compare_runs(runs_zoo, capsys):
     assert "eval/sudoku/valid_grid_rate" in text and "eval/lsa/optimal_cost_rate" in text
 
 
+@pytest.mark.slow
 def test_compare_runs_bad_input(runs_zoo, capsys):
     assert_one_line_error(run_module("scripts/compare_runs.py", "nope", "--runs-dir", str(runs_zoo["runs_dir"])), "nope")
     with pytest.raises(SystemExit) as info:
@@ -74,6 +75,7 @@ def test_plot_runs_draws_one_line_per_run(runs_zoo, tmp_path, monkeypatch):
     assert [t.get_text() for t in figures[0].legends[0].get_texts()] == ["alpha", "beta"]
 
 
+@pytest.mark.slow
 def test_plot_run_bad_input(runs_zoo, tmp_path):
     from core.errors import InputError
 
@@ -97,6 +99,7 @@ def test_visualize_dataset(runs_zoo, tmp_path, task):
     assert not np.array_equal(images[0], images[1])  # two different examples
 
 
+@pytest.mark.slow
 def test_visualize_dataset_bad_input(runs_zoo, tmp_path):
     from core.errors import InputError
 
@@ -110,7 +113,7 @@ def test_visualize_dataset_bad_input(runs_zoo, tmp_path):
 
 def test_renderers_show_the_models_answer(runs_zoo):
     """With predictions, each renderer marks right and wrong; the text form agrees."""
-    from evaluators.render import RIGHT, WRONG, describe_example, render_example
+    from evaluators.render import RIGHT, WRONG, WRONG_HATCH, describe_example, render_example
 
     lsa = {"task": "lsa", "n": 3, "max_cost": 9}
     costs = np.array([1, 9, 9, 9, 1, 9, 9, 9, 1])
@@ -139,4 +142,5 @@ def test_renderers_show_the_models_answer(runs_zoo):
     fig = render_example(facts, inputs[0], labels[0], wrong[0])
     colors = [t.get_color() for t in fig.axes[0].texts if t.get_text().isdigit()]
     assert colors.count(WRONG) == 1 and colors.count(RIGHT) == 4
+    assert [p.get_hatch() for p in fig.axes[0].patches] == [WRONG_HATCH]  # the wrong digit by shape too
 

@@ -7,6 +7,8 @@ import pytest
 from conftest import assert_one_line_error, run_module, tiny_config
 from training.loop import train
 
+pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):

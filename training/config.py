@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -149,8 +149,10 @@ class TrainConfig(Strict):
     ema: bool = True
     ema_rate: float = Field(0.999, ge=0, lt=1)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
-    num_threads: Optional[int] = Field(
-        None, ge=1, le=MAX_THREADS, description="CPU threads for torch (null: torch's default); 1 avoids slow-downs on a busy machine")
+    num_threads: Optional[Union[Literal["auto"], Annotated[int, Field(ge=1, le=MAX_THREADS)]]] = Field(
+        "auto", description="CPU threads for torch, in training and every script that runs the model: auto "
+        "(OMP_NUM_THREADS if set, else torch's default lowered to the cores the load average leaves free; "
+        "training/threads.py), N, or null (torch's own setting)")
     compile: Literal["auto", "on", "off"] = "auto"
     compile_scope: Literal["blocks", "region", "step"] = Field(
         "blocks", description="blocks: torch.compile on each block (compiled once, reused at every application), "

@@ -187,10 +187,10 @@ def pace_warning(state: TrainState, rate: float) -> Optional[str]:
         from training.config import CONFIG_DIR
         from training.runs import task_of
 
-        preset = f"cfg_{task_of(cfg.to_dict())}_cpu"
-        path = Path(CONFIG_DIR) / f"{preset}.yaml"
+        task = task_of(cfg.to_dict())
+        path = Path(CONFIG_DIR) / "device" / str(task) / "cpu.yaml"  # the task's part of device=cpu
         if path.is_file() and (yaml.safe_load(path.read_text()) or {}).get("logging", {}).get("project") != cfg.logging.project:
-            hint = f"use the CPU preset (--config-name {preset}), {hint}"  # this run is not that preset already
+            hint = f"use the CPU preset (device=cpu, or --config-name cfg_{task}_cpu), {hint}"  # not that preset already
     return (f"warning: {state.total_steps - state.step} steps left at {rate:.3g} steps/s on {state.device.type}: about "
             f"{eta / 3600:.0f} h of training; {hint}, or set train.max_train_seconds")
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import coolname
+import torch
 
 from core.errors import DatasetError, InputError, os_error_line
 from dataset.common import open_lock_file
@@ -49,6 +50,7 @@ from training.files import replace_file
 from training.ema import EMA
 from training.evaluation import METRIC_NAMES as EVAL_METRICS
 from training.inference import task_facts
+from training.threads import threads_text
 from training.logger import RunLogger, truncate_metrics, write_text
 from training.runs import locate_run, read_run_file
 from training.setup import build_train_state
@@ -570,7 +572,9 @@ def _open_run(cfg: Config, plan: RunPlan, world: World, lock: Optional[RunLock])
     lock.made = ()  # the run has written its files: a later failure keeps its directory
     print(
         f"run {run_dir.name}: {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f}M params on {state.device}"
-        f"{' (compiled)' if state.compiled else ''}, {data.train.num_examples} train / {data.split(cfg.data.eval_split)[1].num_examples} "
+        f"{' (compiled)' if state.compiled else ''}"
+        f"{f' ({threads_text(torch.get_num_threads())})' if state.device.type == 'cpu' else ''}, "
+        f"{data.train.num_examples} train / {data.split(cfg.data.eval_split)[1].num_examples} "
         f"{cfg.data.eval_split} examples, {state.total_steps} steps of {cfg.train.global_batch_size}"
         f"{f' ({world.world_size} ranks of {state.sampler.local_batch_size})' if world.distributed else ''}; "
         f"run dir {run_dir}",

@@ -29,6 +29,7 @@ from training.ema import EMA
 from training.optim import AdamATan2, SignSGD
 from training.distributed import World
 from training.state import TrainState
+from training.threads import apply_threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -210,8 +211,7 @@ def build_train_state(cfg: Config, progress: bool = True, world: World = World()
         torch.cuda.set_device(device)
         torch.set_float32_matmul_precision("high")
     apply_inductor_options(cfg.train.inductor)
-    if cfg.train.num_threads is not None:
-        torch.set_num_threads(cfg.train.num_threads)
+    apply_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
 
     data = prepare_data(cfg, progress)
