@@ -32,17 +32,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Optional
+from typing import NoReturn, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import ReportedError, one_line, os_error_line
 from core.signals import Interrupted, interrupt_on_signals
-from training.config import CONFIG_DIR, ConfigError, compose_config, validate_config
-
-if TYPE_CHECKING:
-    from training.hydra_guard import ConfigSearch
+from training.config import CONFIG_DIR, ConfigError, validate_config
+from training.hydra_guard import ConfigSearch, compose_config
 
 # Hydra's flags that take a value (`--cfg job`); the hydra path re-reads argv with Hydra's own parser.
 VALUE_FLAGS = ("--config-name", "-cn", "--cfg", "-c", "-p", "--package", "-cp", "--config-path", "-cd",

@@ -27,8 +27,8 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 import torch  # noqa: E402
 
 from core.cli import plain_parser, run_cli  # noqa: E402
+from core.dicts import flatten  # noqa: E402
 from core.errors import InputError  # noqa: E402
-from training.config import flatten  # noqa: E402
 from training.inference import SHAPE_FIELDS, build_from_facts  # noqa: E402
 from training.runs import (  # noqa: E402
     config_section, find_run, printable, read_each, read_json, read_pointer_name, summarize,

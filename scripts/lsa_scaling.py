@@ -142,7 +142,8 @@ def check_dataset_size(path: Path, n: int) -> None:
 def base_config(config_name: str, overrides: list[str]) -> Any:
     """The recipe as given, checked once: an LSA config whose builder arguments are valid."""
     from dataset import builder_config
-    from training.config import compose_config, validate_config
+    from training.config import validate_config
+    from training.hydra_guard import compose_config
 
     base = validate_config(compose_config(config_name, overrides))
     if base.data.builder != "lsa":
@@ -157,7 +158,8 @@ class Plan:
 
     def __init__(self, config_name: str, overrides: list[str], base: Any, n: int, prefix: str, runs_dir: Path):
         from dataset import builder_config
-        from training.config import compose_config, validate_config
+        from training.config import validate_config
+        from training.hydra_guard import compose_config
         from training.setup import build_differences
 
         self.n = n

@@ -133,7 +133,8 @@ def test_fast_path_loss_curve_matches_eager_over_200_steps(tmp_path):
     256), 200 steps. Per 10-step window the train losses may differ by bf16 and sampling noise
     (Inductor draws its own random numbers for ACT exploration), which is gauged here by an
     eager run with another seed: the fast path must stay much closer to eager than that."""
-    from training.config import compose_config, validate_config
+    from training.config import validate_config
+    from training.hydra_guard import compose_config
     from training.loop import train
 
     def curve(name, *extra):

@@ -20,7 +20,7 @@ from training.inference import ReadyModel, task_facts
 
 if TYPE_CHECKING:
     from training.logger import RunLogger
-    from training.loop import TrainState
+    from training.state import TrainState
 
 
 def example_answers(state: "TrainState", count: int, facts: dict[str, Any]) -> dict[str, np.ndarray]:

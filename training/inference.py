@@ -193,7 +193,7 @@ def load_checkpoint_model(path: Path | str, device: str | torch.device = "cpu", 
 
 
 def read_export_config(directory: Path) -> dict[str, Any]:
-    from training.runs import MAX_JSON_BYTES, decode_json, read_limited
+    from core.reading import MAX_JSON_BYTES, decode_json, read_limited
 
     path = directory / CONFIG_FILE
     if not path.is_file():

@@ -36,6 +36,7 @@ from typing import Any, Optional
 
 import coolname
 
+from core.dicts import flatten
 from core.errors import InputError, os_error_line
 from dataset.common import open_lock_file
 from evaluators import build_evaluators
@@ -43,7 +44,7 @@ from training.checkpoint import (
     MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,
     load_config, load_meta, load_weights, resolve_checkpoint, set_aside_after,
 )
-from training.config import PATH_COMPONENT, Config, ConfigError, did_you_mean, flatten
+from training.config import PATH_COMPONENT, Config, ConfigError, did_you_mean
 from training.distributed import World, on_rank_zero
 from training.files import replace_file
 from training.ema import EMA
