@@ -188,7 +188,7 @@ def check(argv: list[str]) -> None:
     """--check: validate the config and what the run directory and data allow; start nothing.
     Prints the run directory the run would write (train_lsa.sh reads it)."""
     from training.hydra_guard import ConfigSearch
-    from training.run import preflight
+    from training.bookkeeping.run import preflight
 
     args = hydra_args([a for a in argv if a != "--check"])
     if args.experimental_rerun is not None or args.multirun:

@@ -35,7 +35,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_intermixed_args(argv)
     from training.config import validate_config
     from training.hydra_guard import compose_config
-    from training.setup import build_differences, prepare_data
+    from training.engine.setup import build_differences, prepare_data
 
     cfg = validate_config(compose_config(args.config_name, args.overrides))
     path = Path(cfg.data.path)

@@ -35,13 +35,13 @@ from evaluators import build_evaluators  # noqa: E402
 from models import build_model  # noqa: E402
 from models.act import check_step_cost  # noqa: E402
 from models.losses import ACTLossHead  # noqa: E402
-from training.checkpoint import (  # noqa: E402
+from training.engine.checkpoint import (  # noqa: E402
     CheckpointError, check_data_compatible, load_config, load_meta, load_weights, resolve_checkpoint,
 )
 from training.config import MAX_BATCH_SIZE, ConfigError, check_inductor_options, validate_config  # noqa: E402
-from training.evaluation import evaluate  # noqa: E402
-from training.runs import locate_run  # noqa: E402
-from training.setup import apply_inductor_options, compile_step, resolve_device  # noqa: E402
+from training.engine.evaluation import evaluate  # noqa: E402
+from training.bookkeeping.runs import locate_run  # noqa: E402
+from training.engine.setup import apply_inductor_options, compile_step, resolve_device  # noqa: E402
 
 
 class EvaluateArgs(BaseModel):

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 from core.cli import CLI, run_cli  # noqa: E402
 from training.inference import CONFIG_FILE, WEIGHTS_FILE, export_model  # noqa: E402
-from training.runs import locate_run  # noqa: E402
+from training.bookkeeping.runs import locate_run  # noqa: E402
 
 
 class ExportArgs(BaseModel):

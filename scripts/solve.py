@@ -69,7 +69,7 @@ def read_input(name: str) -> tuple[bytes, str]:
 def check_device(name: str) -> str:
     """--device as a device this machine has (cuda without CUDA is one line, not a traceback)."""
     from training.config import ConfigError
-    from training.setup import resolve_device
+    from training.engine.setup import resolve_device
 
     try:
         return str(resolve_device(name))
@@ -78,7 +78,7 @@ def check_device(name: str) -> str:
 
 
 def solve(args: SolveArgs) -> dict[str, Any]:
-    from training.runs import locate_run
+    from training.bookkeeping.runs import locate_run
 
     model = load_model(locate_run(args.checkpoint, args.runs_dir), check_device(args.device), args.halting)
     raw, where = read_input(args.input)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, TypeVar
 from core.errors import InputError
 from core.reading import MAX_JSON_BYTES, decode_json, open_regular, read_limited
 
-RUN_FILE = "run.json"  # name, project, created, wandb id (written by training/logger.py)
+RUN_FILE = "run.json"  # name, project, created, wandb id (written by training/bookkeeping/logger.py)
 # The metric that says how well a run's task is solved (its `Task.headline_metric`; this one for
 # a task the registry does not hold); compare_runs divides it by the parameters.
 FALLBACK_HEADLINE = "eval/exact_accuracy"
@@ -111,7 +111,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def read_pointer_name(pointer: Path) -> Optional[str]:
     """The checkpoint directory name a `latest` pointer holds (None without a pointer)."""
-    from training.checkpoint import POINTER_TARGET
+    from training.engine.checkpoint import POINTER_TARGET
 
     if not os.path.lexists(pointer):
         return None
