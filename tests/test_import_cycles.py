@@ -1,4 +1,5 @@
-"""No import circles among the project's modules (issue 19, item 2).
+"""No import circles among the project's modules, and training/'s rooms import downwards only
+(issue 19, item 2).
 
 Every `import` statement of core/, dataset/, evaluators/, models/, training/, scripts/ and
 pretrain.py counts, at module level, inside functions (a lazy import only moves a circle to
@@ -100,6 +101,47 @@ def test_module_level_imports_have_no_circle():
 
 def test_imports_inside_functions_add_no_circle():
     assert circles(lazy=True) == set()
+
+
+# training/'s rooms, from the top down (docs/ARCHITECTURE.md): a room may import only rooms below it.
+TRAINING_ROOMS = ("training.loop", "training.bookkeeping", "training.inference", "training.engine")
+
+
+def room_of(module: str) -> int | None:
+    for level, room in enumerate(TRAINING_ROOMS):
+        if module == room or module.startswith(room + "."):
+            return level
+    return None
+
+
+def upward_imports() -> set[tuple[str, str]]:
+    """(importer, imported) pairs where a room of training/ imports one above it."""
+    modules = project_modules()
+    found = set()
+    for name, path in modules.items():
+        mine = room_of(name)
+        for other in imports(path, modules, lazy=True):
+            theirs = room_of(other)
+            if mine is not None and theirs is not None and theirs < mine:
+                found.add((name, other))
+    return found
+
+
+def test_training_rooms_import_downwards():
+    assert upward_imports() == set()
+
+
+def test_an_upward_import_is_seen(tmp_path, monkeypatch):
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+    (tmp_path / "pretrain.py").write_text("")
+    for room in ("engine", "bookkeeping"):
+        (tmp_path / "training" / room).mkdir()
+    (tmp_path / "training" / "bookkeeping" / "run.py").write_text("from training.engine import state\n")
+    (tmp_path / "training" / "engine" / "state.py").write_text("def f():\n    import training.loop\n")
+    (tmp_path / "training" / "loop.py").write_text("import training.bookkeeping.run\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert upward_imports() == {("training.engine.state", "training.loop")}
 
 
 def test_a_circle_is_seen(tmp_path, monkeypatch):
