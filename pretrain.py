@@ -32,17 +32,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Optional
+from typing import NoReturn, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import ReportedError, one_line, os_error_line
 from core.signals import Interrupted, interrupt_on_signals
-from training.config import CONFIG_DIR, ConfigError, compose_config, validate_config
-
-if TYPE_CHECKING:
-    from training.hydra_guard import ConfigSearch
+from training.config import CONFIG_DIR, ConfigError, validate_config
+from training.hydra_guard import ConfigSearch, compose_config
 
 # Hydra's flags that take a value (`--cfg job`); the hydra path re-reads argv with Hydra's own parser.
 VALUE_FLAGS = ("--config-name", "-cn", "--cfg", "-c", "-p", "--package", "-cp", "--config-path", "-cd",
@@ -190,7 +188,7 @@ def check(argv: list[str]) -> None:
     """--check: validate the config and what the run directory and data allow; start nothing.
     Prints the run directory the run would write (train_lsa.sh reads it)."""
     from training.hydra_guard import ConfigSearch
-    from training.run import preflight
+    from training.bookkeeping.run import preflight
 
     args = hydra_args([a for a in argv if a != "--check"])
     if args.experimental_rerun is not None or args.multirun:

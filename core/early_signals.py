@@ -4,7 +4,7 @@ Entry points call `exit_on_signals()` as their first statement: a SIGTERM, SIGIN
 that arrives while Python is still importing ends the process with one line and exit code
 128 + signal (the default would be a KeyboardInterrupt traceback, or a silent death). Nothing
 has been written at that point. Once the entry point runs, its own handlers take over
-(`core.signals.interrupt_on_signals`, `training.preemption.StopSignal`). Only the standard
+(`core.signals.interrupt_on_signals`, `training.engine.preemption.StopSignal`). Only the standard
 library is imported here.
 """
 

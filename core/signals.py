@@ -1,6 +1,6 @@
 """SIGTERM/SIGINT during work that has no checkpoint to write (a dataset build, a tool): the
 signal becomes `Interrupted`, raised at once, so `finally` blocks remove temporary files. Start-up
-(before the heavy imports) is `core.early_signals`; a training run has `training.preemption`.
+(before the heavy imports) is `core.early_signals`; a training run has `training.engine.preemption`.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from dataset.common import LEGACY_TASKS, MARKER, MARKER_FIELD, SPLITS, SPLIT_FIL
 
 EXPORT_FORMAT = "tinyrecursion-export"
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
-# A run directory holds config.json and at least one of these (training/run.py writes them).
+# A run directory holds config.json and at least one of these (training/bookkeeping/run.py writes them).
 RUN_MARKS = ("checkpoints", "run.json", "metrics.jsonl", ".lock")
 PARKED = ".old"  # the old directory's name suffix between the renames of a fallback swap
 SWAP_LOCK = ".swap-lock"  # `.<name>.swap-lock` beside a target: held around its fallback swap and recovery

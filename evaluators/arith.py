@@ -26,12 +26,10 @@ from dataset.build_arith_dataset import (
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import content_lines
 from evaluators.render import RIGHT, WRONG, new_figure, wrong_cell
-from evaluators.tasks import Symmetry, Task
+from evaluators.tasks import Solver, Symmetry, Task
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from training.inference import ReadyModel
 
 
 def _as_rows(name: str, array: np.ndarray, num: int, layout: ArithLayout) -> np.ndarray:
@@ -251,7 +249,7 @@ def to_base(value: int, base: int) -> str:
             return text
 
 
-def solve_arith(model: ReadyModel, problems: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+def solve_arith(model: Solver, problems: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
     layout = ArithLayout.model_validate(model.facts["layout"])
 
     def digit_rows(values: list[int], width: int) -> np.ndarray:  # LSD first, as the layout stores them

@@ -20,12 +20,10 @@ from core.errors import InputError
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import csv_row, is_integer, read_npy
 from evaluators.render import RIGHT, RIGHT_MARKER, WRONG, WRONG_MARKER, new_figure
-from evaluators.tasks import Symmetry, Task
+from evaluators.tasks import Solver, Symmetry, Task
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from training.inference import ReadyModel
 
 LABEL_UNASSIGNED, LABEL_ASSIGNED = 1, 2
 
@@ -279,7 +277,7 @@ def parse_lsa(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
     return np.stack([m for _, m in matrices]).astype(np.int64)
 
 
-def solve_lsa(model: ReadyModel, costs: np.ndarray) -> list[dict[str, Any]]:
+def solve_lsa(model: Solver, costs: np.ndarray) -> list[dict[str, Any]]:
     num, n, _ = costs.shape
     out = model.solve(costs.reshape(num, n * n))
     assigned = (out["preds"] == LABEL_ASSIGNED).reshape(num, n, n)

@@ -29,12 +29,10 @@ from core.errors import InputError
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import content_lines
 from evaluators.render import GIVEN, RIGHT, WRONG, new_figure, wrong_cell
-from evaluators.tasks import Symmetry, Task
+from evaluators.tasks import Solver, Symmetry, Task
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from training.inference import ReadyModel
 
 BLANK_TOKEN, FIRST_DIGIT_TOKEN, LAST_DIGIT_TOKEN = 1, 2, 10
 RATINGS_FIELD = "ratings"  # the test split's optional per-puzzle ratings array
@@ -293,7 +291,7 @@ def parse_sudoku(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
     return np.stack(grids)
 
 
-def solve_sudoku(model: ReadyModel, grids: np.ndarray) -> list[dict[str, Any]]:
+def solve_sudoku(model: Solver, grids: np.ndarray) -> list[dict[str, Any]]:
     tokens = grids + 1  # digit d -> d + 1, blank -> 1
     out = model.solve(tokens)
     answers = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol
 
 from core.errors import InputError
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from evaluators.base import Evaluator
-    from training.inference import ReadyModel
 
 # name -> the module that defines the task's `TASK`
 TASKS: dict[str, str] = {
@@ -39,6 +38,16 @@ TASKS: dict[str, str] = {
 # The facts every task's datasets record (dataset.json) beside their shape; `Task.fact_fields`
 # adds the task's own. Checkpoint meta and exports keep both, and solve.py reads tokens by them.
 COMMON_FACT_FIELDS = ("task", "pad_id", "ignore_label_id", "blank_identifier_id")
+
+
+class Solver(Protocol):
+    """What a task's `solve` asks of a model (training.inference.ReadyModel is one; evaluators
+    do not import training): the dataset facts it was trained on, and numpy tokens (N, seq_len)
+    in -> {"preds": (N, L), "logits": (N, L, V), "steps": (N,)} out."""
+
+    facts: dict[str, Any]
+
+    def solve(self, tokens: "np.ndarray", batch_size: int = ...) -> dict[str, "np.ndarray"]: ...
 
 
 class UnknownTask(InputError):
@@ -97,10 +106,10 @@ class Task:
     # (facts, inputs, labels, preds) -> {"input", "target", "prediction", "correct"}: text columns.
     describe: Callable[..., dict[str, Any]]
     # scripts/solve.py: parse(raw bytes, where, facts) -> instances (a sequence, one per
-    # instance; bad input is an InputError naming `where`); solve(ReadyModel, instances) -> one
+    # instance; bad input is an InputError naming `where`); solve(Solver, instances) -> one
     # JSON-able dict per instance (with "valid" and "steps"); show(instance, answer, facts) -> text.
     parse: Callable[[bytes, str, dict[str, Any]], Any]
-    solve: Callable[["ReadyModel", Any], list[dict[str, Any]]]
+    solve: Callable[[Solver, Any], list[dict[str, Any]]]
     show: Callable[[Any, dict[str, Any], dict[str, Any]], str]
     # One line for solve.py --help: the input format.
     input_help: str

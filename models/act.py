@@ -1,7 +1,7 @@
 """What every model family shares: the common config fields, the input embedding (tokens, a
 puzzle-embedding prefix, positions), the output and Q heads, the ACT carry and its bookkeeping
 (restarting halted examples, halting, exploration, the Q-continue bootstrap target) and FLOP
-counting. ACTLossHead (models/losses.py) and training/evaluation.py see only this interface.
+counting. ACTLossHead (models/losses.py) and training/engine/evaluation.py see only this interface.
 
 A family subclasses `ACTModel`: it names its carried latent states in `STATES`, builds its
 blocks in `build_core`, and implements `core(states, x) -> (states, answer)`, one ACT step's
@@ -195,7 +195,7 @@ def apply_block(block: nn.Module, hidden: torch.Tensor, rotary: Rotary) -> torch
 # One block application as a nested compile region (torch >= 2.8): torch.compile traces it once
 # and stamps the compiled code out at every call (both blocks, every recursion, with and without
 # gradients as two variants) instead of unrolling 42 copies into the step's graph. None on older
-# torch, where the step is compiled unrolled (training/setup.py: compile_step).
+# torch, where the step is compiled unrolled (training/engine/setup.py: compile_step).
 block_region = (torch.compiler.nested_compile_region(apply_block)
                 if hasattr(torch, "compiler") and hasattr(torch.compiler, "nested_compile_region") else None)
 
@@ -208,7 +208,7 @@ class ACTModel(nn.Module):
 
     # carry key of each latent state -> name of the buffer holding its initial value (D,)
     STATES: dict[str, str] = {}
-    # Apply each block as a nested compile region (set by training.setup.compile_step).
+    # Apply each block as a nested compile region (set by training.engine.setup.compile_step).
     block_regions: bool = False
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_identifiers: int, dtype: torch.dtype):
@@ -222,7 +222,7 @@ class ACTModel(nn.Module):
         self.embed_scale = math.sqrt(hidden)
         self.embed_tokens = CastedEmbedding(vocab_size, hidden, init_std=1.0 / self.embed_scale, cast_to=dtype)
         # Puzzle embedding: a parameter (so it counts in parameter totals), zero-initialised,
-        # trained with sign-SGD rather than AdamATan2 (training/loop.py, training/optim.py).
+        # trained with sign-SGD rather than AdamATan2 (training/loop.py, training/engine/optim.py).
         self.puzzle_emb = nn.Parameter(torch.zeros(num_puzzle_identifiers, cfg.emb_ndim)) if cfg.emb_ndim else None
         self.rotary = None
         if cfg.pos_encodings == "rope" and cfg.mixer == "attention":

@@ -43,10 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from dataset.loader import eval_batches  # noqa: E402
-from training.config import compose_config, validate_config  # noqa: E402
-from training.evaluation import even_batch_size  # noqa: E402
+from training.config import validate_config  # noqa: E402
+from training.hydra_guard import compose_config  # noqa: E402
+from training.engine.evaluation import even_batch_size  # noqa: E402
 from training.loop import run_evaluation, train_step
-from training.setup import build_train_state  # noqa: E402
+from training.engine.setup import build_train_state  # noqa: E402
 
 # The reference implementation on one H200, alternately with ours, 2026-12-02 (DESIGN.md).
 REFERENCE = {"attention": {"steps_per_sec": 9.81, "peak_memory_gib": 19.7},

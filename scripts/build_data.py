@@ -33,8 +33,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pretrain.py overrides")
     parser.add_argument("--config-name", default="cfg_lsa", help="the config (default cfg_lsa)")
     args = parser.parse_intermixed_args(argv)
-    from training.config import compose_config, validate_config
-    from training.setup import build_differences, prepare_data
+    from training.config import validate_config
+    from training.hydra_guard import compose_config
+    from training.engine.setup import build_differences, prepare_data
 
     cfg = validate_config(compose_config(args.config_name, args.overrides))
     path = Path(cfg.data.path)

@@ -27,10 +27,10 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 import torch  # noqa: E402
 
 from core.cli import plain_parser, run_cli  # noqa: E402
+from core.dicts import flatten  # noqa: E402
 from core.errors import InputError  # noqa: E402
-from training.config import flatten  # noqa: E402
 from training.inference import SHAPE_FIELDS, build_from_facts  # noqa: E402
-from training.runs import (  # noqa: E402
+from training.bookkeeping.runs import (  # noqa: E402
     config_section, find_run, printable, read_each, read_json, read_pointer_name, summarize,
 )
 
@@ -93,7 +93,7 @@ def compare_entry(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def compare(run_dirs: list[Path]) -> dict[str, Any]:
-    """The runs side by side; damaged ones are skipped with one line each (training.runs.read_each)."""
+    """The runs side by side; damaged ones are skipped with one line each (training.bookkeeping.runs.read_each)."""
     read = read_each(run_dirs, compare_entry, "compare_runs")
     runs, configs = [entry for entry, _ in read], [flat for _, flat in read]
     keys = sorted(set().union(*configs))

@@ -47,17 +47,17 @@ from evaluators.tasks import get_task  # noqa: E402
 from models import build_model, validate_arch  # noqa: E402
 from models.act import check_model_cost, check_step_cost  # noqa: E402
 from models.losses import ACTLossHead  # noqa: E402
-from training.checkpoint import (  # noqa: E402
+from training.engine.checkpoint import (  # noqa: E402
     CheckpointError, check_data_compatible, load_config, load_meta, load_weights, resolve_checkpoint,
 )
 from training.config import MAX_BATCH_SIZE, ConfigError, check_inductor_options, validate_config  # noqa: E402
-from training.evaluation import evaluate  # noqa: E402
-from training.runs import locate_run  # noqa: E402
+from training.engine.evaluation import evaluate  # noqa: E402
+from training.bookkeeping.runs import locate_run  # noqa: E402
+from training.engine.setup import apply_inductor_options, compile_step, resolve_device  # noqa: E402
 from training.voting import (  # noqa: E402
     BudgetError, answer_candidates, candidate_symmetries, check_act_steps, check_votes, evaluate_votes, with_act_steps,
 )
-from training.setup import apply_inductor_options, compile_step, resolve_device  # noqa: E402
-from training.threads import apply_threads  # noqa: E402
+from training.engine.threads import apply_threads  # noqa: E402
 
 
 class EvaluateArgs(BaseModel):
@@ -117,7 +117,7 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
         cfg = validate_config(load_config(ckpt))
     except ConfigError as exc:
         raise CheckpointError(f"{ckpt / 'config.json'}: {str(exc).removeprefix('config: ')}") from exc
-    apply_threads(cfg.train.num_threads)  # the run's setting (auto: training/threads.py)
+    apply_threads(cfg.train.num_threads)  # the run's setting (auto: training/engine/threads.py)
     data_path = args.data or Path(cfg.data.path)
     data = PuzzleDataset.load(data_path)
     check_data_compatible(ckpt, load_meta(ckpt), data.meta, data_path)

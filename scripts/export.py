@@ -25,8 +25,8 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 from core.cli import CLI, run_cli  # noqa: E402
 from training.inference import CONFIG_FILE, WEIGHTS_FILE, export_model  # noqa: E402
-from training.runs import locate_run  # noqa: E402
-from training.threads import apply_threads  # noqa: E402
+from training.bookkeeping.runs import locate_run  # noqa: E402
+from training.engine.threads import apply_threads  # noqa: E402
 
 
 class ExportArgs(BaseModel):
@@ -42,7 +42,7 @@ cli = CLI(name="export", description="Export a checkpoint as safetensors weights
 
 @cli.command(singleton=True)
 def main(args: ExportArgs) -> None:
-    apply_threads("auto")  # torch's threads as training chooses them (training/threads.py)
+    apply_threads("auto")  # torch's threads as training chooses them (training/engine/threads.py)
     config = export_model(locate_run(args.checkpoint, args.runs_dir), args.out, ema=args.ema, overwrite=args.overwrite)
     print(f"wrote {args.out / WEIGHTS_FILE} ({config['weights']} weights, {config['parameters']:,} parameters) "
           f"and {args.out / CONFIG_FILE} from {config['source']['checkpoint']}")

@@ -27,7 +27,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
 from core.cli import plain_parser, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
-from training.runs import RunSummary, better, printable, read_each, run_dirs, summarize  # noqa: E402
+from training.bookkeeping.runs import RunSummary, better, printable, read_each, run_dirs, summarize  # noqa: E402
 
 
 def metric_key(name: str, runs: list[RunSummary]) -> str:

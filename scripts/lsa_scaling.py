@@ -44,7 +44,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
 from core.cli import plain_parser, run_cli  # noqa: E402
 from core.errors import DatasetError, InputError  # noqa: E402
-from training.runs import headline_metric, read_json, read_metrics  # noqa: E402
+from training.bookkeeping.runs import headline_metric, read_json, read_metrics  # noqa: E402
 
 DEFAULT_SIZES = "4,6,9,12"
 DEFAULT_CONFIG = "cfg_lsa_400s"
@@ -134,7 +134,7 @@ def check_dataset_size(path: Path, n: int) -> None:
     meta_file = path / "train" / "dataset.json"
     if not meta_file.is_file():
         return
-    from training.runs import read_json
+    from training.bookkeeping.runs import read_json
 
     recorded = read_json(meta_file)
     if recorded.get("task") != "lsa" or recorded.get("n") != n:
@@ -145,7 +145,8 @@ def check_dataset_size(path: Path, n: int) -> None:
 def base_config(config_name: str, overrides: list[str]) -> Any:
     """The recipe as given, checked once: an LSA config whose builder arguments are valid."""
     from dataset import builder_config
-    from training.config import compose_config, validate_config
+    from training.config import validate_config
+    from training.hydra_guard import compose_config
 
     base = validate_config(compose_config(config_name, overrides))
     if base.data.builder != "lsa":
@@ -160,8 +161,9 @@ class Plan:
 
     def __init__(self, config_name: str, overrides: list[str], base: Any, n: int, prefix: str, runs_dir: Path):
         from dataset import builder_config
-        from training.config import compose_config, validate_config
-        from training.setup import build_differences
+        from training.config import validate_config
+        from training.hydra_guard import compose_config
+        from training.engine.setup import build_differences
 
         self.n = n
         self.name = f"{prefix}-n{n}"
@@ -188,7 +190,7 @@ class Plan:
 
 def build_datasets(plans: list[Plan]) -> None:
     """One at a time, before any run starts (runs that find their data never build)."""
-    from training.setup import prepare_data
+    from training.engine.setup import prepare_data
 
     for plan in plans:
         prepare_data(plan.cfg, progress=plan.cfg.logging.progress)

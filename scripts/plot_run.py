@@ -27,7 +27,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 from core.cli import plain_parser, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from evaluators.render import check_new_output, save  # noqa: E402
-from training.runs import (  # noqa: E402
+from training.bookkeeping.runs import (  # noqa: E402
     config_section, finite_number, find_run, headline_metric, printable, read_each, read_json, read_metrics,
 )
 
@@ -56,7 +56,7 @@ def read_run(run_dir: Path) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]
 def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = None, x: str = "step",
               overwrite: bool = False) -> list[str]:
     """Draw each metric in its own panel, one line per run; returns the panels drawn. Damaged runs
-    are skipped with one line each (training.runs.read_each)."""
+    are skipped with one line each (training.bookkeeping.runs.read_each)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from training.config import compose_config, validate_config  # noqa: E402
+from training.config import validate_config  # noqa: E402
+from training.hydra_guard import compose_config  # noqa: E402
 from training.loop import train_step
-from training.setup import build_train_state  # noqa: E402
+from training.engine.setup import build_train_state  # noqa: E402
 
 # Checked in order: Inductor's kernels first (their names quote the ops they fused, e.g.
 # "..._scaled_dot_product_cudnn_attention_..."), then fused attention (cuDNN's SDPA kernels

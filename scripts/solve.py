@@ -39,7 +39,7 @@ from core.cli import CLI, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from evaluators.tasks import all_tasks, get_task  # noqa: E402
 from training.inference import load_model  # noqa: E402
-from training.threads import apply_threads  # noqa: E402
+from training.engine.threads import apply_threads  # noqa: E402
 from training.voting import check_act_steps, check_votes  # noqa: E402
 
 MAX_INPUT_BYTES = 16 << 20  # far more instances than one call should hold; never an unbounded read
@@ -84,7 +84,7 @@ def read_input(name: str) -> tuple[bytes, str]:
 def check_device(name: str) -> str:
     """--device as a device this machine has (cuda without CUDA is one line, not a traceback)."""
     from training.config import ConfigError
-    from training.setup import resolve_device
+    from training.engine.setup import resolve_device
 
     try:
         return str(resolve_device(name))
@@ -93,9 +93,9 @@ def check_device(name: str) -> str:
 
 
 def solve(args: SolveArgs) -> dict[str, Any]:
-    from training.runs import locate_run
+    from training.bookkeeping.runs import locate_run
 
-    apply_threads("auto")  # torch's threads as training chooses them (training/threads.py)
+    apply_threads("auto")  # torch's threads as training chooses them (training/engine/threads.py)
     check_act_steps(args.act_steps)
     check_votes(args.vote, args.vote_policy)
     model = load_model(locate_run(args.checkpoint, args.runs_dir), check_device(args.device), args.halting,

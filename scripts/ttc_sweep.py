@@ -43,11 +43,11 @@ from core.errors import InputError  # noqa: E402
 from dataset.loader import PuzzleDataset  # noqa: E402
 from evaluators import build_evaluators  # noqa: E402
 from evaluators.tasks import get_task  # noqa: E402
-from training.checkpoint import CheckpointError, check_data_compatible, load_config, load_meta, resolve_checkpoint  # noqa: E402
+from training.engine.checkpoint import CheckpointError, check_data_compatible, load_config, load_meta, resolve_checkpoint  # noqa: E402
 from training.config import MAX_BATCH_SIZE, ConfigError, validate_config  # noqa: E402
 from training.inference import load_model  # noqa: E402
-from training.runs import locate_run  # noqa: E402
-from training.threads import apply_threads  # noqa: E402
+from training.bookkeeping.runs import locate_run  # noqa: E402
+from training.engine.threads import apply_threads  # noqa: E402
 from training.voting import (  # noqa: E402
     BudgetError, Candidates, answer_candidates, candidate_symmetries, check_act_steps, check_votes,
     evaluate_votes,
@@ -121,10 +121,10 @@ def sweep(args: SweepArgs, command: str) -> dict[str, Any]:
     task = get_task(getattr(data.meta, "task", None), where=f"{data_path}: task")
     if max(vote_counts) > 1 and task.symmetries is None:
         raise BudgetError(f"--votes {args.votes}: task {task.name!r} declares no symmetries; only 1 applies")
-    from training.setup import resolve_device
+    from training.engine.setup import resolve_device
 
     device = resolve_device(args.device)
-    apply_threads(cfg.train.num_threads)  # the run's setting (auto: training/threads.py)
+    apply_threads(cfg.train.num_threads)  # the run's setting (auto: training/engine/threads.py)
     batch_size = args.batch_size or cfg.train.eval_batch_size or cfg.train.global_batch_size
     meta, split = data.split(args.split)  # a missing val/ is one line naming it
     num = split.num_examples if args.max_examples is None else min(args.max_examples, split.num_examples)

@@ -91,7 +91,7 @@ def test_compiled_step_and_evaluation_do_not_recompile(arch, tmp_path, data_dir,
     import torch
     import torch._dynamo
     from training.loop import run_evaluation, train_step
-    from training.setup import build_train_state
+    from training.engine.setup import build_train_state
 
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="aot_eager", dynamic=kw.get("dynamic")))

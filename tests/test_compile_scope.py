@@ -13,7 +13,7 @@ from models.losses import ACTLossHead
 from models import build_model, validate_arch
 from test_model import META, SMALL, batch
 from models.layers import Block
-from training.setup import compile_step
+from training.engine.setup import compile_step
 
 pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
 

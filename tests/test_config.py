@@ -75,7 +75,7 @@ def test_pretrain_rejects_bad_config_before_running(tmp_path):
 def test_inductor_options_are_set_before_compiling():
     import torch._inductor.config as inductor_config
 
-    from training.setup import apply_inductor_options
+    from training.engine.setup import apply_inductor_options
 
     raw = composed("cfg_lsa_cpu", ["+train.inductor.coordinate_descent_tuning=true", "+train.inductor.triton.unique_kernel_names=true"])
     cfg = validate_config(OmegaConf.to_container(OmegaConf.create(raw), resolve=True))

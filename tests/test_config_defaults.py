@@ -179,8 +179,7 @@ def test_a_checkpoint_config_of_before_resumes_unchanged():
 
 def test_a_config_dir_extends_base(tmp_path):
     """A user's --config-dir config extends the generated `base` directly (the guard's loader sees it)."""
-    from training.config import compose_config
-    from training.hydra_guard import ConfigSearch
+    from training.hydra_guard import ConfigSearch, compose_config
 
     (tmp_path / "mine.yaml").write_text("defaults:\n  - base\n  - override arch: hrm\n  - _self_\n"
                                         "data:\n  path: somewhere\ntrain:\n  max_steps: 3\narch:\n  H_cycles: 1\n")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, build_lsa
-from training.checkpoint import resolve_checkpoint
+from training.engine.checkpoint import resolve_checkpoint
 
 pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
 
@@ -177,7 +177,7 @@ class FakeGroup:
     """Records what close_world does; `barrier_error` is raised by the final barrier."""
 
     def __init__(self, monkeypatch, barrier_error=None, destroy_error=None):
-        import training.distributed as td
+        import training.engine.distributed as td
 
         self.calls, self.handlers_during_destroy = [], None
         self.barrier_error, self.destroy_error = barrier_error, destroy_error
@@ -201,7 +201,7 @@ WORLD2 = dict(rank=1, world_size=2, local_rank=1, backend="gloo")
 
 
 def test_a_finished_rank_meets_the_others_then_tears_down(monkeypatch):
-    from training.distributed import World, close_world
+    from training.engine.distributed import World, close_world
 
     group = FakeGroup(monkeypatch)
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -216,7 +216,7 @@ def test_a_finished_rank_meets_the_others_then_tears_down(monkeypatch):
 ])
 def test_a_finished_rank_only_warns_about_the_final_barrier(monkeypatch, capsys, error, warning):
     from core.signals import Interrupted
-    from training.distributed import World, close_world
+    from training.engine.distributed import World, close_world
 
     group = FakeGroup(monkeypatch, barrier_error=Interrupted(signal.SIGTERM) if error == "interrupted" else error)
     close_world(World(**WORLD2), finished=True)  # no exception: the run had finished and saved
@@ -225,7 +225,7 @@ def test_a_finished_rank_only_warns_about_the_final_barrier(monkeypatch, capsys,
 
 
 def test_an_unexpected_barrier_error_is_raised_after_the_teardown(monkeypatch):
-    from training.distributed import World, close_world
+    from training.engine.distributed import World, close_world
 
     group = FakeGroup(monkeypatch, barrier_error=ValueError("a bug"))
     with pytest.raises(ValueError, match="a bug"):
@@ -234,7 +234,7 @@ def test_an_unexpected_barrier_error_is_raised_after_the_teardown(monkeypatch):
 
 
 def test_after_an_error_no_barrier_and_signals_wait_out_the_teardown(monkeypatch, capsys):
-    from training.distributed import World, close_world
+    from training.engine.distributed import World, close_world
 
     group = FakeGroup(monkeypatch, destroy_error=RuntimeError("teardown broke"))
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -1,4 +1,4 @@
-"""training/evaluation.py: which answer counts (train.eval_halting), on a scripted model whose
+"""training/engine/evaluation.py: which answer counts (train.eval_halting), on a scripted model whose
 answers and halt decisions per ACT step are fixed by hand."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dataset.loader import IGNORE_LABEL_ID
-from training.evaluation import evaluate
+from training.engine.evaluation import evaluate
 
 MAX_STEPS = 4
 # Per example (its id is inputs[:, 0]): the step at which the Q head first says "halt"
@@ -124,7 +124,7 @@ def test_unknown_mode_is_refused():
     (1, 1, 4, 1),
 ])
 def test_even_batch_size(num_examples, max_batch, world_size, expected):
-    from training.evaluation import even_batch_size
+    from training.engine.evaluation import even_batch_size
 
     size = even_batch_size(num_examples, max_batch, world_size)
     assert size == expected

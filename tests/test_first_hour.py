@@ -14,7 +14,7 @@ import yaml
 from conftest import (
     CPU_PROJECT, REPO, assert_one_line_error, build_lsa, pretrain_argv, run_in_process, sigterm_after_step, tiny_config,
 )
-from training.checkpoint import list_checkpoints, resolve_checkpoint
+from training.engine.checkpoint import list_checkpoints, resolve_checkpoint
 
 
 def named_copy(source: Path, runs: Path, name: str, wandb_id: str | None = None) -> Path:
@@ -232,7 +232,7 @@ def test_checkpoint_every_saves_between_evaluations_and_a_crash_loses_less(lsa_s
 def test_timed_saves_are_decided_by_the_manager(tmp_path):
     from types import SimpleNamespace
 
-    from training.checkpoint import CheckpointManager
+    from training.engine.checkpoint import CheckpointManager
 
     cfg = SimpleNamespace(checkpoint_every=0, checkpoint_every_minutes=5.0, save_checkpoints=True, eval_interval=100)
     manager = CheckpointManager(tmp_path, cfg, {}, {})
@@ -253,7 +253,7 @@ def test_timed_saves_are_decided_by_the_manager(tmp_path):
 
 def test_resuming_a_run_still_in_use_says_so(lsa_small, tmp_path):
     from training.config import ConfigError
-    from training.run import RunLock, plan_run
+    from training.bookkeeping.run import RunLock, plan_run
 
     run_dir = tmp_path / "runs" / CPU_PROJECT / "busy"
     run_dir.mkdir(parents=True)
@@ -274,7 +274,7 @@ def test_gather_uses_the_current_torch_api():
     import torch
     import torch.distributed as dist
 
-    from training.distributed import World, gather_rows
+    from training.engine.distributed import World, gather_rows
 
     class OneRankGroup(World):
         distributed = property(lambda self: True)

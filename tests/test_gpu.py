@@ -22,7 +22,7 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def _outputs(model, carry, batch, compiled, scope="blocks"):
-    from training.setup import compile_step
+    from training.engine.setup import compile_step
 
     head = ACTLossHead(model)
     fn = compile_step(head, scope) if compiled else head
@@ -102,8 +102,8 @@ def test_compiled_cuda_run_resumes(tmp_path, monkeypatch):
 
 
 def test_compiled_optimizer_and_ema_updates_match_eager():
-    from training.ema import EMA
-    from training.optim import AdamATan2
+    from training.engine.ema import EMA
+    from training.engine.optim import AdamATan2
 
     torch.manual_seed(0)
     shapes = [(64, 32), (32,), (7, 5, 3)]
@@ -133,7 +133,8 @@ def test_fast_path_loss_curve_matches_eager_over_200_steps(tmp_path):
     256), 200 steps. Per 10-step window the train losses may differ by bf16 and sampling noise
     (Inductor draws its own random numbers for ACT exploration), which is gauged here by an
     eager run with another seed: the fast path must stay much closer to eager than that."""
-    from training.config import compose_config, validate_config
+    from training.config import validate_config
+    from training.hydra_guard import compose_config
     from training.loop import train
 
     def curve(name, *extra):

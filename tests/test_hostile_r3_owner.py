@@ -154,7 +154,7 @@ def resumed_from(step):
 
 def sampler_seed_is(seed):
     def check(t, result):
-        from training.checkpoint import load_file, resolve_checkpoint
+        from training.engine.checkpoint import load_file, resolve_checkpoint
 
         assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 9
         ckpt = resolve_checkpoint(t / "runs" / PROJECT / "base")
@@ -260,7 +260,7 @@ def test_the_table_has_every_row():
 def test_a_launch_that_completes_while_another_builds_its_dataset_is_refused(world, tmp_path, monkeypatch):
     """Launch A builds its dataset; launch B with the same name starts meanwhile. A owns the run
     from its first moment, so B is refused with one line and A's run is A's alone."""
-    import training.setup as setup
+    import training.engine.setup as setup
     from training.loop import train
 
     original, seen = setup.prepare_data, {}
@@ -284,7 +284,7 @@ def test_a_run_that_appears_between_planning_and_owning_is_not_written_into(worl
     """Launch B finishes run x after launch A planned x as new and before A owns it: A refuses
     (one line) instead of overwriting B's config, pruning its checkpoints and moving `latest`."""
     import training.loop as loop
-    import training.run as run_module
+    import training.bookkeeping.run as run_module
 
     original, launched = run_module.plan_run, []
 
@@ -310,7 +310,7 @@ def test_a_resume_whose_latest_moved_before_it_owned_the_run_is_refused(world, t
     """Launch A plans to resume `base` from step 6; launch B resumes it to step 9 before A owns
     it: A refuses instead of rewinding B's work (pruning step 9, moving `latest` back)."""
     import training.loop as loop
-    import training.run as run_module
+    import training.bookkeeping.run as run_module
 
     run = copy_run(world, tmp_path)
     original, launched = run_module.plan_run, []
@@ -392,7 +392,7 @@ def test_rewind_moves_later_checkpoints_aside_and_keeps_them(world, tmp_path):
 
 
 def test_only_temporary_folders_this_project_made_are_removed(tmp_path):
-    from training.checkpoint import TMP_MARKER, save_checkpoint
+    from training.engine.checkpoint import TMP_MARKER, save_checkpoint
 
     root = tmp_path / "checkpoints"
     ours, theirs, linked = root / ".tmp-step_0000001-abc", root / ".tmp-mine", root / ".tmp-link"
@@ -409,7 +409,7 @@ def test_only_temporary_folders_this_project_made_are_removed(tmp_path):
 
 
 def test_without_latest_the_newest_complete_checkpoint_is_found(tmp_path):
-    from training.checkpoint import CheckpointError, resolve_checkpoint, save_checkpoint
+    from training.engine.checkpoint import CheckpointError, resolve_checkpoint, save_checkpoint
 
     payload = {name: {"w": torch.ones(1)} for name in ("model", "ema", "optim", "state")}
     for step in (1, 2, 3):
@@ -426,9 +426,9 @@ def test_without_latest_the_newest_complete_checkpoint_is_found(tmp_path):
 
 
 def test_pointer_and_run_files_replace_hard_links_instead_of_writing_through(tmp_path):
-    from training.checkpoint import save_checkpoint
-    from training.logger import write_text
-    from training.runs import write_run_file
+    from training.engine.checkpoint import save_checkpoint
+    from training.bookkeeping.logger import write_text
+    from training.bookkeeping.runs import write_run_file
 
     save_checkpoint(tmp_path, 1, {"model": {"w": torch.ones(1)}}, {}, {}, keep=2)
     root = tmp_path / "checkpoints"
@@ -450,7 +450,7 @@ def test_pointer_and_run_files_replace_hard_links_instead_of_writing_through(tmp
 
 
 def test_metrics_of_a_hard_linked_run_are_copied_before_appending(tmp_path):
-    from training.logger import RunLogger
+    from training.bookkeeping.logger import RunLogger
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "time": 1.0}\n')
     os.link(tmp_path / "metrics.jsonl", tmp_path / "backup.jsonl")

@@ -8,7 +8,7 @@ import torch
 
 from conftest import assert_one_line_error, run_module
 from evaluators.tasks import get_task
-from training.checkpoint import load_file, resolve_checkpoint
+from training.engine.checkpoint import load_file, resolve_checkpoint
 from training.inference import load_checkpoint_model, load_model
 
 

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from training.ema import EMA
-from training.optim import AdamATan2, SignSGD, lr_at
+from training.engine.ema import EMA
+from training.engine.optim import AdamATan2, SignSGD, lr_at
 
 
 def reference_adam_atan2(p, grads, lr, betas, wd):

@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 
-from training.ema import EMA, foreach_guarded_ema_, guarded_ema_
-from training.optim import AdamATan2, foreach_guarded_adam_atan2_, guarded_adam_atan2_
+from training.engine.ema import EMA, foreach_guarded_ema_, guarded_ema_
+from training.engine.optim import AdamATan2, foreach_guarded_adam_atan2_, guarded_adam_atan2_
 
 SHAPES = [(7, 5), (3,), (4, 2, 3), (1,), (130,)]
 BETAS = (0.9, 0.95)
@@ -111,7 +111,7 @@ def test_foreach_ema_matches_eager_and_skips(rate):
 
 def test_compile_optimizer_config(tmp_path):
     from conftest import tiny_config
-    from training.setup import build_train_state
+    from training.engine.setup import build_train_state
 
     assert tiny_config(tmp_path).train.compile_optimizer is False
     updates = {}

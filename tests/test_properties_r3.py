@@ -139,7 +139,7 @@ NAMES = st.text(alphabet=st.characters(blacklist_characters="/\x00"), min_size=1
 def test_run_file_readers(config, run_file, metrics, latest, name):
     """summarize (list_runs), compare_entry (compare_runs) and read_run (plot_run) on one run
     with fuzzed files: a summary that every tool can print, or one InputError."""
-    from training.runs import read_json, read_metrics, summarize
+    from training.bookkeeping.runs import read_json, read_metrics, summarize
 
     list_runs, compare_runs, plot_run = (load_script(n) for n in ("list_runs", "compare_runs", "plot_run"))
     with tempfile.TemporaryDirectory() as tmp:

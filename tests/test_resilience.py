@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO, build_lsa, run_module, sigterm_after_step, tiny_config
 from models.losses import ACTLossHead
-from training.checkpoint import CheckpointError, load_file, resolve_checkpoint, save_checkpoint
+from training.engine.checkpoint import CheckpointError, load_file, resolve_checkpoint, save_checkpoint
 from training.loop import TrainingDiverged, train
 
 pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
@@ -160,7 +160,7 @@ def test_second_signal_exits_at_once(tmp_path, data_dir):
 SAVER = """
 import os, sys, threading, torch
 sys.path.insert(0, {repo!r})
-import training.checkpoint as checkpoint
+import training.engine.checkpoint as checkpoint
 run_dir, kill_save, kill_point = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 save = 0
 
@@ -263,7 +263,7 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path, data_dir, monkeypatc
 
 def test_skipped_step_leaves_weights_unchanged(tmp_path, data_dir, monkeypatch):
     from training.loop import train_step
-    from training.setup import build_train_state
+    from training.engine.setup import build_train_state
 
     _inject(monkeypatch, {3})
     state = build_train_state(tiny_config(tmp_path, "train.max_steps=10", data=data_dir), progress=False)
@@ -282,7 +282,7 @@ def test_skipped_step_leaves_weights_unchanged(tmp_path, data_dir, monkeypatch):
 
 def test_non_finite_gradient_is_skipped(tmp_path, data_dir, monkeypatch):
     from training.loop import train_step
-    from training.setup import build_train_state
+    from training.engine.setup import build_train_state
 
     state = build_train_state(tiny_config(tmp_path, "train.max_steps=10", data=data_dir), progress=False)
     train_step(state)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import CPU_PROJECT, REPO, tiny_config
-from training.checkpoint import (
+from training.engine.checkpoint import (
     CheckpointManager, list_checkpoints, resolve_checkpoint, save_checkpoint, set_aside_after,
 )
 
@@ -114,7 +114,7 @@ def test_a_fork_starts_its_own_best(tmp_path):
 KILLED_BEFORE_RENAME = """
 import os, sys, threading, torch
 sys.path.insert(0, {repo!r})
-import training.checkpoint as checkpoint
+import training.engine.checkpoint as checkpoint
 replace = os.replace
 
 def wait_at_rename(src, dst):

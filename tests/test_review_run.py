@@ -33,7 +33,7 @@ def rewind_argv(w, t, run):
 def lock_file_swapped_after_open(monkeypatch, path, c_takes_new_one: bool):
     """Launch B opens .lock; before B's flock, A abandons (removes .lock) and, optionally,
     launch C creates a fresh .lock and locks it. Returns C's fd list (closed by the caller)."""
-    import training.run as run_module
+    import training.bookkeeping.run as run_module
 
     original, c_fds = run_module.open_lock_file, []
 
@@ -54,7 +54,7 @@ def lock_file_swapped_after_open(monkeypatch, path, c_takes_new_one: bool):
 
 def test_a_lock_on_a_removed_lock_file_does_not_own_a_run_that_another_launch_holds(tmp_path, monkeypatch):
     from training.config import ConfigError
-    from training.run import RunLock
+    from training.bookkeeping.run import RunLock
 
     run_dir = tmp_path / "r"
     run_dir.mkdir()
@@ -67,7 +67,7 @@ def test_a_lock_on_a_removed_lock_file_does_not_own_a_run_that_another_launch_ho
 
 
 def test_a_lock_on_a_removed_lock_file_is_taken_again_on_the_file_there_now(tmp_path, monkeypatch):
-    from training.run import RunLock
+    from training.bookkeeping.run import RunLock
 
     run_dir = tmp_path / "r"
     run_dir.mkdir()
@@ -85,7 +85,7 @@ def test_a_lock_on_a_removed_lock_file_is_taken_again_on_the_file_there_now(tmp_
 
 
 def test_a_rewind_starts_a_new_wandb_run_and_records_its_parent(world, tmp_path, monkeypatch):
-    import training.run as run_module
+    import training.bookkeeping.run as run_module
 
     run = copy_run(world, tmp_path)
     original_restore, original_logger, given = run_module.restore, run_module.RunLogger, []
@@ -110,7 +110,7 @@ def test_a_rewind_starts_a_new_wandb_run_and_records_its_parent(world, tmp_path,
 
 
 def test_a_rewind_that_fails_to_start_its_logger_moves_nothing_aside(world, tmp_path, monkeypatch):
-    import training.run as run_module
+    import training.bookkeeping.run as run_module
 
     run = copy_run(world, tmp_path)
     before = dir_digest(run / "checkpoints")
@@ -149,9 +149,9 @@ def test_a_damaged_run_file_refuses_a_resume_before_anything_is_written(world, t
 
 
 def test_an_os_error_while_owning_a_run_is_a_one_line_error(world, tmp_path, monkeypatch):
-    import training.run as run_module
+    import training.bookkeeping.run as run_module
     from training.config import ConfigError
-    from training.distributed import World
+    from training.engine.distributed import World
 
     from conftest import tiny_config
 
@@ -174,7 +174,7 @@ def test_an_os_error_while_owning_a_run_is_a_one_line_error(world, tmp_path, mon
 def test_the_restart_hint_names_the_command_that_starts_the_same_fork_again(world, tmp_path):
     from conftest import tiny_config
     from training.loop import restart_hint
-    from training.run import plan_run
+    from training.bookkeeping.run import plan_run
 
     run = copy_run(world, tmp_path)
     ckpt = run / "checkpoints" / "step_0000003"
@@ -207,7 +207,7 @@ def test_check_refuses_a_resume_of_a_run_another_process_is_writing(world, tmp_p
 
 
 def test_check_reports_an_os_error_in_one_line(world, tmp_path, monkeypatch):
-    import training.run as run_module
+    import training.bookkeeping.run as run_module
 
     copy_run(world, tmp_path)
     denied = tmp_path / "runs" / PROJECT / "base" / "checkpoints"
@@ -225,7 +225,7 @@ def test_a_level_made_by_another_launch_meanwhile_does_not_stop_the_levels_below
     """Two launches into one new runs dir: the other makes `runs/` between this one's look and
     its mkdir. This launch must still make the project and run directories (it used to stop at
     the first FileExistsError and then refuse its own missing parent)."""
-    from training.run import make_run_dir
+    from training.bookkeeping.run import make_run_dir
 
     run_dir = tmp_path / "runs" / "project" / "run"
     real_mkdir = Path.mkdir

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from conftest import assert_one_line_error, load_script, run_module, tiny_config
-from training.runs import RunNotFound, find_run, read_metrics, summarize
+from training.bookkeeping.runs import RunNotFound, find_run, read_metrics, summarize
 
 
 def list_runs(capsys, *args):

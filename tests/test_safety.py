@@ -16,7 +16,7 @@ import pytest
 from conftest import (
     CPU_PROJECT, REPO, assert_one_line_error, build_lsa, dir_digest, lsa_world, pretrain_argv, run_in_process,
 )
-from training.checkpoint import resolve_checkpoint
+from training.engine.checkpoint import resolve_checkpoint
 
 PROJECT = CPU_PROJECT
 pretrain = pretrain_argv
@@ -254,7 +254,7 @@ def test_sudoku_csv_with_a_byte_order_mark_imports(tmp_path):
 def test_a_second_process_with_the_same_run_name_is_refused(world, tmp_path):
     """While one process writes a run (it holds the run's lock), another with the same name, a
     new run or a resume, is refused before it touches anything."""
-    from training.run import RunLock
+    from training.bookkeeping.run import RunLock
 
     run, fresh = tmp_path / "runs" / PROJECT / "base", tmp_path / "runs" / PROJECT / "fresh"
     shutil.copytree(world["run"], run)
@@ -320,7 +320,7 @@ def test_overwrite_swap_without_an_atomic_exchange_holds_signals(tmp_path, monke
 
 
 def test_a_signal_while_a_checkpoint_loads_is_not_blamed_on_the_file(world, tmp_path, monkeypatch):
-    import training.checkpoint as checkpoint
+    import training.engine.checkpoint as checkpoint
 
     shutil.copytree(world["run"], tmp_path / "runs" / PROJECT / "base")
     signal_when_called(monkeypatch, checkpoint.torch, "load", on_call=3)

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import CPU_PROJECT, TINY_CLI, assert_one_line_error, load_script, run_module
 from core.errors import InputError
-from training.runs import read_metrics
+from training.bookkeeping.runs import read_metrics
 
 TINY = [*TINY_CLI, "data.build_args.num_train=30", "data.build_args.num_test=12", "data.build_args.num_aug=1",
         "train.global_batch_size=16", "train.max_steps=4", "train.eval_interval=2", "logging.wandb_mode=disabled"]
@@ -144,7 +144,7 @@ def test_ctrl_c_reaches_the_running_size_once_and_it_checkpoints(tmp_path):
     import time
 
     from conftest import REPO
-    from training.checkpoint import resolve_checkpoint
+    from training.engine.checkpoint import resolve_checkpoint
 
     env = {**os.environ, "WANDB_MODE": "disabled"}
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "lsa_scaling.py"),

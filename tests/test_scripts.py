@@ -51,7 +51,7 @@ def test_wandb_offline_run_logs_locally(tmp_path):
 
 @pytest.mark.slow
 def test_resume_continues_the_same_wandb_run(tmp_path):
-    from training.checkpoint import load_file, resolve_checkpoint
+    from training.engine.checkpoint import load_file, resolve_checkpoint
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
            "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
@@ -71,7 +71,7 @@ def test_resume_continues_the_same_wandb_run(tmp_path):
 
 
 def test_wandb_mode_resolution(monkeypatch, tmp_path):
-    from training.logger import resolve_wandb_mode
+    from training.bookkeeping.logger import resolve_wandb_mode
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)

@@ -1,5 +1,5 @@
 """Issue 23, item 1: torch's CPU threads, `train.num_threads: auto | N | null`, chosen in one
-place (training/threads.py) and applied by training and by every script that runs a model."""
+place (training/engine/threads.py) and applied by training and by every script that runs a model."""
 
 import json
 
@@ -8,7 +8,7 @@ import torch
 
 from conftest import run_in_process
 from training.config import ConfigError, validate_config
-from training.threads import apply_threads, auto_threads
+from training.engine.threads import apply_threads, auto_threads
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_evaluate_applies_the_runs_thread_count(runs_zoo, restore_threads, tmp_p
     """evaluate.py takes the run's train.num_threads (here a copy of a finished run set to 2)."""
     import shutil
 
-    from training.checkpoint import resolve_checkpoint
+    from training.engine.checkpoint import resolve_checkpoint
 
     run = tmp_path / "runs" / "p" / "two-threads"
     shutil.copytree(runs_zoo["alpha"], run)

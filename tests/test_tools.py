@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, load_script, run_module
-from training.checkpoint import load_file, resolve_checkpoint
+from training.engine.checkpoint import load_file, resolve_checkpoint
 
 
 def read_png(path):
@@ -68,7 +68,7 @@ def test_plot_runs_draws_one_line_per_run(runs_zoo, tmp_path, monkeypatch):
     plot_run.plot_runs([runs_zoo["alpha"], runs_zoo["beta"]], tmp_path / "x.png", ["train/lm_loss", "eval/lm_loss"], "time")
     axes = [ax for ax in figures[0].axes if ax.lines]
     assert len(axes) == 2 and all(len(ax.lines) == 2 for ax in axes)
-    from training.runs import read_metrics
+    from training.bookkeeping.runs import read_metrics
 
     losses = [r["eval/lm_loss"] for r in read_metrics(runs_zoo["alpha"]) if "eval/lm_loss" in r]
     assert list(axes[1].lines[0].get_ydata()) == losses

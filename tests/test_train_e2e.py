@@ -139,7 +139,7 @@ def test_compiled_loop_does_not_recompile_as_batches_change(compile_optimizer, t
     import torch
     import torch._dynamo
     from training.loop import run_evaluation, train_step
-    from training.setup import build_train_state
+    from training.engine.setup import build_train_state
 
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="aot_eager", dynamic=kw.get("dynamic")))
@@ -150,7 +150,7 @@ def test_compiled_loop_does_not_recompile_as_batches_change(compile_optimizer, t
                       f"train.compile_optimizer={str(compile_optimizer).lower()}")
     state = build_train_state(cfg, progress=False)
     assert state.compiled
-    from training.optim import foreach_guarded_adam_atan2_
+    from training.engine.optim import foreach_guarded_adam_atan2_
     assert (state.adam._update is not foreach_guarded_adam_atan2_) == compile_optimizer
     with torch.no_grad():  # the Q head says "halt": exploration then spreads the halting steps
         state.model.q_head.bias[0] = 5.0

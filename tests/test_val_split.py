@@ -201,7 +201,7 @@ def test_check_refuses_eval_on_a_missing_val(tmp_path):
 def test_a_dataset_with_val_serves_a_config_without_it(tmp_path):
     """A config with val_size 0 may use a dataset built with val/ (train/ and test/ are the same
     files); one that asks for another val_size may not."""
-    from training.setup import build_differences, check_val_request
+    from training.engine.setup import build_differences, check_val_request
 
     data = build_lsa(tmp_path / "d", val_size=8)
     args = "data.build_args={n: 4, max_cost: 9, num_train: 40, num_test: 10, num_aug: 3, seed: 0}"

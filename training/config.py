@@ -23,8 +23,9 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 
+from core.dicts import flatten
 from core.errors import InputError, one_line
-from models import DEFAULT_ARCH, MODELS, ArchConfig, field_hint, validate_arch
+from models import DEFAULT_ARCH, MODELS, ArchConfig, validate_arch
 
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -152,7 +153,7 @@ class TrainConfig(Strict):
     num_threads: Optional[Union[Literal["auto"], Annotated[int, Field(ge=1, le=MAX_THREADS)]]] = Field(
         "auto", description="CPU threads for torch, in training and every script that runs the model: auto "
         "(OMP_NUM_THREADS if set, else torch's default lowered to the cores the load average leaves free; "
-        "training/threads.py), N, or null (torch's own setting)")
+        "training/engine/threads.py), N, or null (torch's own setting)")
     compile: Literal["auto", "on", "off"] = "auto"
     compile_scope: Literal["blocks", "region", "step"] = Field(
         "blocks", description="blocks: torch.compile on each block (compiled once, reused at every application), "
@@ -299,13 +300,6 @@ class Config(Strict):
         return self.model_dump(mode="json")
 
 
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """{"train": {"seed": 0}} -> {"train.seed": 0}: config keys as they are written on the command line."""
-    if not isinstance(d, dict):
-        return {prefix: d}
-    return {k: v for key, item in d.items() for k, v in flatten(item, f"{prefix}.{key}" if prefix else str(key)).items()}
-
-
 def _flat_keys(d: Any) -> list[str]:
     return list(flatten(d))
 
@@ -397,72 +391,6 @@ def register_configs() -> None:
     store.store(name="base", node=base_config(), provider="training.config")
     for name in MODELS:
         store.store(group="arch", name=name, node=arch_config(name), provider="training.config")
-
-
-def group_options(dirs: list[Path], group: str) -> list[str]:
-    """The options of a config group: YAML files in the config directories and ConfigStore entries."""
-    from hydra.core.config_store import ConfigStore
-
-    files = {p.stem for d in dirs for p in (d / group).glob("*.yaml")} if group else set()
-    try:
-        stored = {n.removesuffix(".yaml") for n in ConfigStore.instance().list(group)} if group else set()
-    except OSError:  # ConfigStore.list raises IOError for a path it does not hold
-        stored = set()
-    return sorted(files | stored)
-
-
-def config_groups(dirs: list[Path]) -> set[str]:
-    """The config groups: folders of the config directories and the ConfigStore's groups (Hydra's own aside)."""
-    from hydra.core.config_store import ConfigStore
-
-    stored = {n for n in ConfigStore.instance().list("") if not n.endswith(".yaml") and n != "hydra"}
-    return {p.name for d in dirs for p in d.iterdir() if p.is_dir()} | stored
-
-
-def compose_config(config_name: str, overrides: list[str], search: Optional[Any] = None) -> dict[str, Any]:
-    """Compose <config_name>.yaml (from config/, or `search`: a training.hydra_guard.ConfigSearch for
-    --config-path/--config-dir) with Hydra overrides into a plain dict, after refusing what would
-    make Hydra run code (training/hydra_guard.py); Hydra's composition errors (unknown key, missing
-    config, bad override syntax) become one-line ConfigErrors."""
-    from training.hydra_guard import ConfigSearch, compose, project_part
-
-    return project_part(compose(search or ConfigSearch(), config_name, overrides))
-
-
-def composition_error(exc: Exception, config_name: str, overrides: list[str], search: Optional[Any]) -> ConfigError:
-    """Hydra's (several-line) composition error as one line naming the config, key or group."""
-    dirs = search.dirs if search is not None else [CONFIG_DIR]
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    message = lines[0] if lines else type(exc).__name__
-    if "Cannot find primary config" in message:
-        names = sorted({p.stem for d in dirs for p in d.glob("cfg_*.yaml")})
-        message = f"--config-name {config_name}: no such config; available: {', '.join(names)}"
-    elif "Available options" in str(exc):
-        group = message.split("'")[-2].split("/")[0] if "'" in message else ""
-        message = f"{message}; available: {', '.join(group_options(dirs, group))}"
-    elif message.startswith("Could not override"):
-        key = message.split("'")[1]
-        groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]  # arch=hrm: its keys
-        try:
-            composed = compose_config(config_name, groups, search)
-        except ConfigError:
-            composed = {}
-        arch = composed.get("arch")
-        hint = (field_hint(arch.get("name"), key.split(".", 1)[1])  # another family's field: say which
-                if key.startswith("arch.") and key.count(".") == 1 and isinstance(arch, dict) else "")
-        hint = hint or did_you_mean(key, _flat_keys(composed))
-        message = f"{key}: no such config key{hint} (to add a new key, write +{key}=...)"
-    elif len(lines) > 1 and lines[0].startswith("Error parsing override"):
-        message = f"{lines[0]}: {lines[1]}"
-    elif message.endswith(":") and len(lines) > 1:  # "In 'cfg': ConfigKeyError raised while composing config:"
-        full_key = [line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")]
-        message = f"{message} {lines[1]}" + (f" (key {full_key[0]})" if full_key else "")
-    elif "Config group override" in message:  # e.g. arch=null
-        group_dirs = config_groups(dirs)
-        groups = [o.split("=", 1)[0].lstrip("+~") for o in overrides if o.split("=", 1)[0].lstrip("+~") in group_dirs]
-        for group in groups[:1]:
-            message = f"{group}: {message}; choose one of {', '.join(group_options(dirs, group))}"
-    return ConfigError(f"config: {message}")
 
 
 register_configs()

@@ -7,6 +7,8 @@ compiler's subprocesses: CXX, LD_PRELOAD) and `--experimental-rerun` (unpickles 
 Training needs none of it, so each is refused with one line naming the override or file and
 the key, before Hydra composes anything itself: this module composes with Hydra's own loader and
 the same search path as `@hydra.main`, and a `-m` sweep is counted before any job is composed.
+`compose_config` is the one composition every entry point uses (pretrain.py --check, the scripts,
+tests): config/ or --config-dir, overrides, Hydra's errors as one line (`composition_error`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from training.config import CONFIG_DIR, ConfigError
+from core.dicts import flatten
+from models import field_hint
+from training.config import CONFIG_DIR, ConfigError, did_you_mean
 
 # Keys that make hydra.utils.instantiate call something; no config of this project needs them.
 CODE_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
@@ -359,8 +363,6 @@ def compose(search: ConfigSearch, config_name: str, overrides: list[str]) -> Any
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from training.config import composition_error
-
     parsed = parse_overrides(overrides, search)
     for override in parsed:
         check_override(override)
@@ -385,8 +387,6 @@ def project_part(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
-    from training.config import composition_error
-
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.pop("hydra", None)
@@ -394,3 +394,67 @@ def project_part(cfg: Any) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True)
     except (OmegaConfBaseException, ValueError) as exc:
         raise composition_error(exc, "", [], None) from exc
+
+
+def group_options(dirs: list[Path], group: str) -> list[str]:
+    """The options of a config group: YAML files in the config directories and ConfigStore entries."""
+    from hydra.core.config_store import ConfigStore
+
+    files = {p.stem for d in dirs for p in (d / group).glob("*.yaml")} if group else set()
+    try:
+        stored = {n.removesuffix(".yaml") for n in ConfigStore.instance().list(group)} if group else set()
+    except OSError:  # ConfigStore.list raises IOError for a path it does not hold
+        stored = set()
+    return sorted(files | stored)
+
+
+def config_groups(dirs: list[Path]) -> set[str]:
+    """The config groups: folders of the config directories and the ConfigStore's groups (Hydra's own aside)."""
+    from hydra.core.config_store import ConfigStore
+
+    stored = {n for n in ConfigStore.instance().list("") if not n.endswith(".yaml") and n != "hydra"}
+    return {p.name for d in dirs for p in d.iterdir() if p.is_dir()} | stored
+
+
+def compose_config(config_name: str, overrides: list[str], search: Optional[ConfigSearch] = None) -> dict[str, Any]:
+    """Compose <config_name>.yaml (from config/, or `search`: a ConfigSearch for
+    --config-path/--config-dir) with Hydra overrides into a plain dict, after refusing what would
+    make Hydra run code (above); Hydra's composition errors (unknown key, missing
+    config, bad override syntax) become one-line ConfigErrors."""
+    return project_part(compose(search or ConfigSearch(), config_name, overrides))
+
+
+def composition_error(exc: Exception, config_name: str, overrides: list[str], search: Optional[ConfigSearch]) -> ConfigError:
+    """Hydra's (several-line) composition error as one line naming the config, key or group."""
+    dirs = search.dirs if search is not None else [CONFIG_DIR]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = lines[0] if lines else type(exc).__name__
+    if "Cannot find primary config" in message:
+        names = sorted({p.stem for d in dirs for p in d.glob("cfg_*.yaml")})
+        message = f"--config-name {config_name}: no such config; available: {', '.join(names)}"
+    elif "Available options" in str(exc):
+        group = message.split("'")[-2].split("/")[0] if "'" in message else ""
+        message = f"{message}; available: {', '.join(group_options(dirs, group))}"
+    elif message.startswith("Could not override"):
+        key = message.split("'")[1]
+        groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]  # arch=hrm: its keys
+        try:
+            composed = compose_config(config_name, groups, search)
+        except ConfigError:
+            composed = {}
+        arch = composed.get("arch")
+        hint = (field_hint(arch.get("name"), key.split(".", 1)[1])  # another family's field: say which
+                if key.startswith("arch.") and key.count(".") == 1 and isinstance(arch, dict) else "")
+        hint = hint or did_you_mean(key, list(flatten(composed)))
+        message = f"{key}: no such config key{hint} (to add a new key, write +{key}=...)"
+    elif len(lines) > 1 and lines[0].startswith("Error parsing override"):
+        message = f"{lines[0]}: {lines[1]}"
+    elif message.endswith(":") and len(lines) > 1:  # "In 'cfg': ConfigKeyError raised while composing config:"
+        full_key = [line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")]
+        message = f"{message} {lines[1]}" + (f" (key {full_key[0]})" if full_key else "")
+    elif "Config group override" in message:  # e.g. arch=null
+        group_dirs = config_groups(dirs)
+        groups = [o.split("=", 1)[0].lstrip("+~") for o in overrides if o.split("=", 1)[0].lstrip("+~") in group_dirs]
+        for group in groups[:1]:
+            message = f"{group}: {message}; choose one of {', '.join(group_options(dirs, group))}"
+    return ConfigError(f"config: {message}")

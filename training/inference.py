@@ -29,10 +29,10 @@ from dataset.loader import IGNORE_LABEL_ID
 from dataset.replace_guard import EXPORT, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, check_target, write_atomically
 from evaluators.tasks import COMMON_FACT_FIELDS, TASKS, get_task
 from models import build_model, validate_arch
-from training.checkpoint import (
+from training.engine.checkpoint import (
     CheckpointError, check_tensors, load_config, load_meta, load_weights, resolve_checkpoint,
 )
-from training.evaluation import EVAL_HALTING
+from training.engine.evaluation import EVAL_HALTING
 
 EXPORT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE = EXPORT_WEIGHTS, EXPORT_CONFIG
@@ -256,7 +256,7 @@ def load_checkpoint_model(path: Path | str, device: str | torch.device = "cpu", 
 
 
 def read_export_config(directory: Path) -> dict[str, Any]:
-    from training.runs import MAX_JSON_BYTES, decode_json, read_limited
+    from core.reading import MAX_JSON_BYTES, decode_json, read_limited
 
     path = directory / CONFIG_FILE
     if not path.is_file():

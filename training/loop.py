@@ -8,9 +8,9 @@ lower LR. Metrics stay on the device and are read back every `log_every` steps; 
 weights are swapped in for evaluation every `eval_interval` steps, then a checkpoint. A
 SIGTERM/SIGINT finishes the step, checkpoints and returns.
 
-Where the rest lives: training/run.py opens a run (new, resumed, warm-started; every check
-before the first step), training/state.py is the train state that saves and restores itself,
-training/checkpoint.py the checkpoint policy and files, training/setup.py builds the state.
+Where the rest lives: training/bookkeeping/run.py opens a run (new, resumed, warm-started; every check
+before the first step), training/engine/state.py is the train state that saves and restores itself,
+training/engine/checkpoint.py the checkpoint policy and files, training/engine/setup.py builds the state.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ from tqdm import tqdm
 from core.errors import ReportedError
 from core.signals import Interrupted
 from evaluators import build_evaluator
-from training.checkpoint import load_meta
+from training.engine.checkpoint import load_meta
 from training.config import Config
-from training.evaluation import EvaluationInterrupted, evaluate
-from training.distributed import World, all_reduce_, check_same_everywhere, close_world, init_world, lost_peer
-from training.examples import log_eval_examples
-from training.optim import lr_at, set_lr
-from training.preemption import StopSignal
-from training.run import Run, has_checkpoint, open_run, plan_and_own, restore
-from training.state import TrainState
+from training.engine.evaluation import EvaluationInterrupted, evaluate
+from training.engine.distributed import World, all_reduce_, check_same_everywhere, close_world, init_world, lost_peer
+from training.bookkeeping.examples import log_eval_examples
+from training.engine.optim import lr_at, set_lr
+from training.engine.preemption import StopSignal
+from training.bookkeeping.run import Run, has_checkpoint, open_run, plan_and_own, restore
+from training.engine.state import TrainState
 
 TRAIN_METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss",
                      "grad_norm", "skipped")
@@ -185,7 +185,7 @@ def pace_warning(state: TrainState, rate: float) -> Optional[str]:
         import yaml
 
         from training.config import CONFIG_DIR
-        from training.runs import task_of
+        from training.bookkeeping.runs import task_of
 
         task = task_of(cfg.to_dict())
         path = Path(CONFIG_DIR) / "device" / str(task) / "cpu.yaml"  # the task's part of device=cpu
@@ -211,7 +211,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
     Until the first training step has finished, SIGTERM/SIGINT raise `Interrupted` (there is
     nothing to checkpoint yet; a run directory without a checkpoint can be started again);
-    afterwards they make the loop checkpoint and return (training/preemption.py). Under
+    afterwards they make the loop checkpoint and return (training/engine/preemption.py). Under
     torchrun every rank runs this; rank 0 alone prints, logs and writes the run directory."""
     world = init_world(cfg.train.device, cfg.train.dist_timeout_s)
     finished = False

@@ -22,7 +22,7 @@ from models.layers import Block  # noqa: E402
 from models.losses import ACTLossHead  # noqa: E402
 from training.config import compose_config, validate_config  # noqa: E402
 from training.loop import train_step  # noqa: E402
-from training.setup import build_train_state  # noqa: E402
+from training.engine.setup import build_train_state  # noqa: E402
 
 
 def timed(name, fn, times):

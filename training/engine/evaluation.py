@@ -23,7 +23,7 @@ from tqdm import tqdm
 from dataset.loader import IGNORE_LABEL_ID, DeviceArrays, eval_batches
 from evaluators.base import Evaluator
 from models.losses import token_losses
-from training.distributed import World, all_reduce_
+from training.engine.distributed import World, all_reduce_
 
 EVAL_HALTING = ("max_steps", "q_head")
 

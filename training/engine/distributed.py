@@ -25,10 +25,10 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
+from core.dicts import flatten
 from core.early_signals import STOP_SIGNALS
 from core.errors import ReportedError
 from core.signals import Interrupted
-from training.config import flatten
 
 
 class DistributedError(ReportedError):

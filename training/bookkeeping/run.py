@@ -37,24 +37,25 @@ from typing import Any, Optional
 import coolname
 import torch
 
+from core.dicts import flatten
 from core.errors import DatasetError, InputError, os_error_line
 from dataset.common import open_lock_file
 from evaluators import build_evaluators
-from training.checkpoint import (
+from training.engine.checkpoint import (
     MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,
     load_config, load_meta, load_weights, resolve_checkpoint, set_aside_after,
 )
-from training.config import PATH_COMPONENT, Config, ConfigError, did_you_mean, flatten
-from training.distributed import World, on_rank_zero
+from training.config import PATH_COMPONENT, Config, ConfigError, did_you_mean
+from training.engine.distributed import World, on_rank_zero
 from training.files import replace_file
-from training.ema import EMA
-from training.evaluation import METRIC_NAMES as EVAL_METRICS
+from training.engine.ema import EMA
+from training.engine.evaluation import METRIC_NAMES as EVAL_METRICS
 from training.inference import task_facts
-from training.threads import threads_text
-from training.logger import RunLogger, truncate_metrics, write_text
-from training.runs import locate_run, read_run_file
-from training.setup import build_train_state
-from training.state import TrainState
+from training.engine.threads import threads_text
+from training.bookkeeping.logger import RunLogger, truncate_metrics, write_text
+from training.bookkeeping.runs import locate_run, read_run_file
+from training.engine.setup import build_train_state
+from training.engine.state import TrainState
 
 # Config sections a checkpoint's weights depend on. The data may move or be rebuilt; its
 # shape facts (vocab_size, seq_len, identifiers) are checked against the checkpoint instead.
@@ -593,7 +594,7 @@ def preflight(cfg: Any) -> Path:
     from dataset import builder_config
     from dataset.common import dataset_exists
     from dataset.loader import PuzzleDataset
-    from training.setup import check_batch_costs, check_val_request, resolve_device
+    from training.engine.setup import check_batch_costs, check_val_request, resolve_device
 
     if cfg.train.device != "auto":
         resolve_device(cfg.train.device)

@@ -6,7 +6,7 @@ at once, `finally` blocks clean up, and the run exits 128 + signal. Once trainin
 first signal only sets a flag: the loop finishes its step (or evaluation batch), writes a
 checkpoint and exits 0. A second signal exits at once (exit code 128 + signal number): a
 checkpoint write cut short this way is harmless, because saves are atomic
-(training/checkpoint.py).
+(training/engine/checkpoint.py).
 """
 
 from __future__ import annotations

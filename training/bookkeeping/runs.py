@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import stat
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 from core.errors import InputError
+from core.reading import MAX_JSON_BYTES, decode_json, open_regular, read_limited
 
-RUN_FILE = "run.json"  # name, project, created, wandb id (written by training/logger.py)
+RUN_FILE = "run.json"  # name, project, created, wandb id (written by training/bookkeeping/logger.py)
 # The metric that says how well a run's task is solved (its `Task.headline_metric`; this one for
 # a task the registry does not hold); compare_runs divides it by the parameters.
 FALLBACK_HEADLINE = "eval/exact_accuracy"
@@ -30,7 +30,6 @@ LOWER_IS_BETTER = ("loss", "cost_difference")
 NOT_A_SCORE = ("eval/steps", "eval/halt_steps", "eval/examples")
 WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9]+)$")
 # What the run tools read at most: a damaged or hostile file is an error, never unbounded memory.
-MAX_JSON_BYTES = 16 << 20  # config.json, run.json, meta.json
 MAX_METRICS_BYTES = 1 << 30  # metrics.jsonl
 MAX_METRICS_LINE = 1 << 20
 MAX_POINTER_BYTES = 4096
@@ -51,41 +50,6 @@ def printable(text: Any) -> str:
     """`text` with every control or unprintable character escaped (\\n, \\x1b, \\udcff): a run's name
     or a field read from its files can then never forge or garble a line of the tools' output."""
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
-
-
-def open_regular(path: Path):
-    """A binary file object for a regular file; anything else (a directory, a FIFO, a device,
-    an unreadable file) is an InputError naming it. Opening never blocks (O_NONBLOCK)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise InputError(f"{path}: is not a regular file")
-    return os.fdopen(fd, "rb")
-
-
-def read_limited(path: Path, limit: int) -> bytes:
-    """A regular file's bytes, refused (InputError) beyond `limit` bytes."""
-    with open_regular(path) as f:
-        try:
-            data = f.read(limit + 1)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if len(data) > limit:
-        raise InputError(f"{path}: larger than {limit} bytes; not a file this project writes")
-    return data
-
-
-def decode_json(data: bytes, where: str, problem: str = "cannot read JSON") -> Any:
-    """JSON from bytes; bad UTF-8, bad JSON, over-long integers, absurd nesting -> InputError."""
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except (ValueError, RecursionError) as exc:
-        raise InputError(f"{where}: {problem} ({str(exc)[:200]})") from exc
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -147,7 +111,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def read_pointer_name(pointer: Path) -> Optional[str]:
     """The checkpoint directory name a `latest` pointer holds (None without a pointer)."""
-    from training.checkpoint import POINTER_TARGET
+    from training.engine.checkpoint import POINTER_TARGET
 
     if not os.path.lexists(pointer):
         return None

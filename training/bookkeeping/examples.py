@@ -19,8 +19,8 @@ from evaluators.render import describe_example, known_task, render_example
 from training.inference import ReadyModel, task_facts
 
 if TYPE_CHECKING:
-    from training.logger import RunLogger
-    from training.loop import TrainState
+    from training.bookkeeping.logger import RunLogger
+    from training.engine.state import TrainState
 
 
 def example_answers(state: "TrainState", count: int, facts: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -25,11 +25,11 @@ from models.act import block_region, check_model_cost, check_step_cost
 from models.layers import Block
 from models.losses import ACTLossHead
 from training.config import Config, ConfigError, check_inductor_options, inductor_option
-from training.ema import EMA
-from training.optim import AdamATan2, SignSGD
-from training.distributed import World
-from training.state import TrainState
-from training.threads import apply_threads
+from training.engine.ema import EMA
+from training.engine.optim import AdamATan2, SignSGD
+from training.engine.distributed import World
+from training.engine.state import TrainState
+from training.engine.threads import apply_threads
 
 
 def resolve_device(name: str) -> torch.device:

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from core.errors import InputError
 from training.files import own_file, replace_file
-from training.runs import task_of, write_run_file
+from training.bookkeeping.runs import task_of, write_run_file
 
 
 def wandb_logged_in() -> bool:

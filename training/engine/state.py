@@ -1,7 +1,7 @@
 """The train state: everything training changes, saved and restored as one object.
 
 `TrainState.state_dict()` / `load_state_dict()` follow the protocol torch.distributed.checkpoint
-calls Stateful. The state dict has four parts, one checkpoint file each (training/checkpoint.py):
+calls Stateful. The state dict has four parts, one checkpoint file each (training/engine/checkpoint.py):
   model  the weights (uncompiled names)
   ema    the EMA's shadow weights
   optim  both optimizers
@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from dataset.loader import IGNORE_LABEL_ID, DeviceArrays, PuzzleDataset, TrainSampler
-from training.checkpoint import CheckpointError, check_field as _check, check_tensors
+from training.engine.checkpoint import CheckpointError, check_field as _check, check_tensors
 from training.config import Config
-from training.distributed import World, all_gather_object, gather_rows
-from training.ema import EMA
-from training.optim import AdamATan2, SignSGD
+from training.engine.distributed import World, all_gather_object, gather_rows
+from training.engine.ema import EMA
+from training.engine.optim import AdamATan2, SignSGD
 
 WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_LR, MAX_WEIGHT_DECAY = 10.0, 1e3  # beyond these an update overflows float32 (and no recipe comes near)
@@ -39,7 +39,7 @@ MAX_LR, MAX_WEIGHT_DECAY = 10.0, 1e3  # beyond these an update overflows float32
 
 @dataclass
 class TrainState:
-    """Built by training/setup.py, advanced by `loop.train_step`, checkpointed as a whole."""
+    """Built by training/engine/setup.py, advanced by `loop.train_step`, checkpointed as a whole."""
 
     cfg: Config
     device: torch.device

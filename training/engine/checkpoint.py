@@ -31,7 +31,7 @@ import torch
 
 from core.errors import InputError
 from core.signals import Interrupted
-from training.distributed import World, barrier
+from training.engine.distributed import World, barrier
 from training.files import fsync_dir as _fsync_dir
 from training.files import replace_file
 
