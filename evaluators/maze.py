@@ -31,7 +31,7 @@ from dataset.maze_solver import (GOAL, MAX_SIZE, OPEN, PATH, START, VOCAB_SIZE, 
                                  inverse_dihedral, path_problems, shortest_lengths, token_char)
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import is_integer
-from evaluators.render import RIGHT, WRONG, new_figure
+from evaluators.render import RIGHT, RIGHT_MARKER, WRONG, WRONG_MARKER, new_figure
 from evaluators.tasks import Symmetry, Task
 
 if TYPE_CHECKING:
@@ -180,9 +180,9 @@ def render_maze(facts: dict[str, Any], inputs: np.ndarray, labels: Optional[np.n
     if guess is not None:
         on = guess == PATH
         right = on & (target if target is not None else np.zeros_like(on))
-        for mask, color in ((right, RIGHT), (on & ~right, WRONG)):
-            rows, cols = np.nonzero(mask)
-            ax.scatter(cols, rows, s=max(4.0, 900.0 / side), color=color, marker="o", linewidths=0)
+        for mask, color, marker in ((right, RIGHT, RIGHT_MARKER), (on & ~right, WRONG, WRONG_MARKER)):
+            rows, cols = np.nonzero(mask)  # right and wrong told apart by shape too, not colour alone
+            ax.scatter(cols, rows, s=max(4.0, 900.0 / side), color=color, marker=marker, linewidths=0)
     for token, marker, color in ((START, "^", "#1f78b4"), (GOAL, "*", "#e66101")):
         r, c = np.argwhere(grid == token)[0]
         ax.scatter([c], [r], s=max(12.0, 2400.0 / side), marker=marker, color=color, zorder=3)
