@@ -306,6 +306,21 @@ def arith_answer_positions(facts: dict[str, Any]) -> np.ndarray:
     return mask
 
 
+def digits_in_name(name: str, max_digits: int, new: int) -> Optional[str]:
+    """`d<min>-<max>` or `d<max>` in a folder name is the digit range: arith-mul-b10-d1-4 ->
+    arith-mul-b10-d1-5 (scripts/scaling.py, `Task.size_in_name`)."""
+    found = list(re.finditer(r"(?<![A-Za-z0-9])d(\d+)(?:-(\d+))?(?![0-9])", name))
+    if not found:
+        return None
+    said = {int(m.group(2) or m.group(1)) for m in found}
+    if said != {max_digits}:
+        raise InputError(f"its name says up to {'/'.join(str(k) for k in sorted(said))} digits")
+    for m in reversed(found):  # the last group of digits of each range is its maximum
+        start = m.start(2) if m.group(2) else m.start(1)
+        name = name[:start] + str(new) + name[m.end():]
+    return name
+
+
 TASK = Task(
     name="arith", builder="dataset.build_arith_dataset", builder_config="ArithBuildConfig",
     build_function="build_arith_dataset", evaluator=ArithEvaluator, headline_metric="eval/arith/exact_accuracy",
@@ -314,4 +329,9 @@ TASK = Task(
     input_help="one expression per line in the checkpoint's base and operation, e.g. \"1a3f+ff\"",
     symmetries=arith_symmetries, answer_positions=arith_answer_positions,
     tiny_build_args=dict(max_digits=2, num_train=200, num_test=50, seed=0),
+    # The size is max_digits: "5x5 digits" is operands of min_digits..5 digits (cfg_arith_mul:
+    # 1..5), the config's other arguments (min_digits, test digit range) kept as they are.
+    size_arg="max_digits", size_label="max_digits (operands of up to d digits)", size_in_name=digits_in_name,
+    scaling_metrics=(("eval/arith/exact_accuracy", "exact"), ("eval/arith/digit_accuracy", "digit"),
+                     ("eval/arith/well_formed_rate", "well formed")),
 )

@@ -20,7 +20,7 @@ from core.errors import InputError
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import csv_row, is_integer, read_npy
 from evaluators.render import RIGHT, RIGHT_MARKER, WRONG, WRONG_MARKER, new_figure
-from evaluators.tasks import Solver, Symmetry, Task
+from evaluators.tasks import Solver, Symmetry, Task, square_size_in_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -366,4 +366,8 @@ TASK = Task(
                 "line) or .npy of shape (n, n) or (N, n, n); n and the cost range 1..max_cost must be the checkpoint's"),
     symmetries=lsa_symmetries, check_answer=check_lsa,
     tiny_build_args=dict(n=4, max_cost=9, num_train=40, num_test=10, num_aug=3, seed=0),
+    size_arg="n", size_label="n (n x n cost matrix)", size_in_name=square_size_in_name,
+    scaling_metrics=(("eval/lsa/optimal_cost_rate", "optimal cost rate"), ("eval/lsa/exact_accuracy", "exact"),
+                     ("eval/lsa/valid_permutation_rate", "valid permutation"),
+                     ("eval/lsa/projected_optimal_cost_rate", "projected optimal")),
 )

@@ -32,7 +32,7 @@ from dataset.maze_solver import (GOAL, MAX_SIZE, OPEN, PATH, START, VOCAB_SIZE, 
 from evaluators.base import Evaluator, gather_arrays, save_predictions
 from evaluators.instances import is_integer
 from evaluators.render import RIGHT, RIGHT_MARKER, WRONG, WRONG_MARKER, new_figure
-from evaluators.tasks import Symmetry, Task
+from evaluators.tasks import Symmetry, Task, square_size_in_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -316,4 +316,7 @@ TASK = Task(
                 "a blank line between mazes; n must be the checkpoint's"),
     symmetries=maze_symmetries, check_answer=check_maze,
     tiny_build_args=dict(size=7, num_train=20, num_test=10, num_aug=2, min_path=4, loop_fraction=0.0, seed=0),
+    size_arg="size", size_label="size (size x size cells)", size_in_name=square_size_in_name,
+    scaling_metrics=(("eval/maze/exact_accuracy", "exact"), ("eval/maze/valid_path_rate", "valid path"),
+                     ("eval/maze/optimal_path_rate", "optimal path")),
 )

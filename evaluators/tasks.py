@@ -16,6 +16,8 @@ registry (tests/test_task_registry.py checks it).
 from __future__ import annotations
 
 import importlib
+import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol
 
@@ -75,6 +77,20 @@ CheckAnswers = Callable[[dict[str, Any], "np.ndarray", "np.ndarray"], "np.ndarra
 # The positions of a sequence that hold the answer (seq_len,) bool, where not all of them do
 # (arithmetic: the answer field): answers are compared there when votes are counted.
 AnswerPositions = Callable[[dict[str, Any]], "np.ndarray"]
+# How a dataset folder's name says its instance size: (name, the config's size, another size) ->
+# the name for the other size, or None when the name says no size; a name that says a size other
+# than the config's raises an InputError saying what it says ("its name says 3x3").
+SizeInName = Callable[[str, int, int], Optional[str]]
+
+
+def square_size_in_name(name: str, size: int, new: int) -> Optional[str]:
+    """`<k>x<k>` in a folder name is the size: lsa-9x9-10k -> lsa-4x4-10k (LSA's n, a maze's size)."""
+    named = {int(a) for a, b in re.findall(r"(?<!\d)(\d+)x(\d+)(?!\d)", name) if a == b}
+    if not named:
+        return None
+    if named != {size}:
+        raise InputError(f"its name says {'/'.join(f'{k}x{k}' for k in sorted(named))}")
+    return re.sub(rf"(?<!\d){size}x{size}(?!\d)", f"{new}x{new}", name)
 
 
 @dataclass(frozen=True)
@@ -125,12 +141,46 @@ class Task:
     check_answer: Optional[CheckAnswers] = None
     # Where the answer lies (see `AnswerPositions`); None: every position.
     answer_positions: Optional[AnswerPositions] = None
+    # Scaling experiments (scripts/scaling.py): the builder argument that sets the instance size
+    # (an int; None: the task has no size to sweep), the plot's axis label for it, how a dataset
+    # folder's name says it (see `SizeInName`; None: names never do, `-<size_arg><k>` is
+    # appended), and the metrics tabulated and plotted beside `headline_metric` (which comes
+    # first; label it here to name its column, else its key's last part is the label).
+    size_arg: Optional[str] = None
+    size_label: Optional[str] = None
+    size_in_name: Optional[SizeInName] = None
+    scaling_metrics: tuple[tuple[str, str], ...] = ()
 
     def config_class(self) -> type["pydantic.BaseModel"]:
         return getattr(importlib.import_module(self.builder), self.builder_config)
 
     def build(self, cfg: "pydantic.BaseModel") -> Any:
         return getattr(importlib.import_module(self.builder), self.build_function)(cfg)
+
+    def size_data_path(self, path: str, size: int, new: int) -> str:
+        """A config's data.path (for builder argument `size_arg` = `size`) for another size `new`:
+        absolute and normalised, the size in its folder name replaced (`size_in_name`), or
+        `-<size_arg><new>` appended to a name that says none. A name that says another size
+        than `size` is an InputError (it would put one size's data under another's name)."""
+        if self.size_arg is None:
+            raise InputError(f"task {self.name!r} has no instance size to change (Task.size_arg is None)")
+        path = os.path.abspath(path)
+        parent, name = os.path.split(path)
+        try:
+            renamed = self.size_in_name(name, size, new) if self.size_in_name is not None else None
+        except InputError as exc:
+            raise InputError(f"data.path={path}: {exc} but data.build_args.{self.size_arg}={size}; give a "
+                             "data.path that names the config's size, or none") from None
+        if new == size:
+            return path
+        return os.path.join(parent, renamed if renamed is not None else f"{name}-{self.size_arg}{new}")
+
+    def scaling_columns(self) -> list[tuple[str, str]]:
+        """(metric key, label) to tabulate against size: the headline first, then `scaling_metrics`."""
+        labels = dict(self.scaling_metrics)
+        headline = (self.headline_metric, labels.get(self.headline_metric,
+                                                     self.headline_metric.rsplit("/", 1)[-1].replace("_", " ")))
+        return [headline, *((k, label) for k, label in self.scaling_metrics if k != self.headline_metric)]
 
 
 def task_names() -> list[str]:
