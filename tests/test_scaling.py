@@ -1,11 +1,12 @@
-"""scripts/lsa_scaling.py: one recipe at several LSA sizes, a table and a plot of accuracy against n."""
+"""scripts/scaling.py: one recipe at several instance sizes of its task (LSA's n here, arithmetic's
+max_digits in the last tests), a table and a plot of accuracy against size."""
 
 import json
 import shutil
 
 import pytest
 
-from conftest import CPU_PROJECT, TINY_CLI, assert_one_line_error, load_script, run_module
+from conftest import CPU_PROJECT, REPO as REPO_ROOT, TINY_CLI, assert_one_line_error, load_script, run_module
 from core.errors import InputError
 from training.bookkeeping.runs import read_metrics
 
@@ -19,7 +20,9 @@ def argv(tmp_path, *extra):
 
 
 def test_data_path_follows_the_size(tmp_path, monkeypatch):
-    path_for = load_script("lsa_scaling").data_path_for
+    from evaluators.tasks import get_task
+
+    path_for = get_task("lsa").size_data_path
     monkeypatch.chdir(tmp_path)
     here = str(tmp_path)
     assert path_for("data/lsa-9x9-10k-aug10", 9, 4) == f"{here}/data/lsa-4x4-10k-aug10"
@@ -34,7 +37,7 @@ def test_data_path_follows_the_size(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_each_size_trains_and_the_table_and_plot_come_from_its_last_evaluation(tmp_path, capsys):
-    scaling = load_script("lsa_scaling")
+    scaling = load_script("scaling")
     scaling.main(argv(tmp_path, "--sizes", "3,4", "--gpus", "0,1"))  # two runs side by side
     printed = capsys.readouterr().out
     assert "n=3: exit 0" in printed and "n=4: exit 0" in printed and "(GPU 0)" in printed and "(GPU 1)" in printed
@@ -76,7 +79,7 @@ def test_each_size_trains_and_the_table_and_plot_come_from_its_last_evaluation(t
 @pytest.mark.slow
 def test_a_failing_size_is_named_with_its_error(tmp_path):
     with pytest.raises(InputError, match=r"n=3 failed \(error: train.global_batch_size=64 is larger"):
-        load_script("lsa_scaling").main(argv(tmp_path, "--sizes", "3", "train.global_batch_size=64"))
+        load_script("scaling").main(argv(tmp_path, "--sizes", "3", "train.global_batch_size=64"))
 
 
 @pytest.mark.parametrize("extra, culprit", [
@@ -97,7 +100,7 @@ def test_a_failing_size_is_named_with_its_error(tmp_path):
     (["--gpus", "0,00"], "appears twice"),
 ])
 def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, extra, culprit):
-    scaling = load_script("lsa_scaling")
+    scaling = load_script("scaling")
     with pytest.raises(InputError) as info:
         scaling.main(argv(tmp_path, *extra))
     assert culprit in str(info.value)
@@ -106,7 +109,7 @@ def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, extra, culprit):
 
 @pytest.mark.slow
 def test_command_line_contract(tmp_path):
-    assert_one_line_error(run_module("scripts/lsa_scaling.py", *argv(tmp_path, "--sizes", "0")), "n=0")
+    assert_one_line_error(run_module("scripts/scaling.py", *argv(tmp_path, "--sizes", "0")), "n=0")
 
 
 @pytest.mark.slow
@@ -147,7 +150,7 @@ def test_ctrl_c_reaches_the_running_size_once_and_it_checkpoints(tmp_path):
     from training.engine.checkpoint import resolve_checkpoint
 
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "lsa_scaling.py"),
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "scaling.py"),
                              *argv(tmp_path, "--sizes", "3,4", "train.max_steps=100000", "train.eval_interval=100000",
                                    "train.log_every=1")],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -170,11 +173,11 @@ def test_ctrl_c_reaches_the_running_size_once_and_it_checkpoints(tmp_path):
 def test_a_data_path_that_names_or_holds_another_size_is_refused(tmp_path):
     from conftest import build_lsa
 
-    scaling = load_script("lsa_scaling")
+    scaling = load_script("scaling")
     with pytest.raises(InputError, match="its name says 3x3 but data.build_args.n=4"):
         scaling.main([*argv(tmp_path, "--sizes", "3,4"), f"data.path={tmp_path / 'data' / 'lsa-3x3'}"])
     build_lsa(tmp_path / "data" / "mine", n=3)  # at the path the config's own size (4) would use
-    with pytest.raises(InputError, match="holds a dataset with task='lsa', n=3, not LSA n=4"):
+    with pytest.raises(InputError, match="holds a dataset with task='lsa', n=3, not lsa n=4"):
         scaling.main([*argv(tmp_path, "--sizes", "4"), f"data.path={tmp_path / 'data' / 'mine'}"])
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
 
@@ -188,7 +191,7 @@ def sweep(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        load_script("lsa_scaling").main(["--config-name", "cfg_lsa_cpu", "--out", "out", "--runs-dir", "runs", "--sizes", "3",
+        load_script("scaling").main(["--config-name", "cfg_lsa_cpu", "--out", "out", "--runs-dir", "runs", "--sizes", "3",
                                          "data.path=data/lsa-4x4-tiny", *TINY])
     finally:
         os.chdir(cwd)
@@ -253,7 +256,7 @@ def test_report_only_over_damaged_runs_is_one_line_and_leaves_the_report(sweep, 
     before = {name: (out / name).read_bytes() for name in ("scaling.json", "scaling.md", "scaling.png")}
     damage(runs / CPU_PROJECT / "scaling-n3")
     with pytest.raises(InputError) as info:
-        load_script("lsa_scaling").main(["--config-name", "cfg_lsa_cpu", "--out", str(out), "--runs-dir", str(runs),
+        load_script("scaling").main(["--config-name", "cfg_lsa_cpu", "--out", str(out), "--runs-dir", str(runs),
                                          "--sizes", "3", f"data.path={sweep / 'data' / 'lsa-4x4-tiny'}", *TINY,
                                          "--report-only"])
     assert culprit in str(info.value) and "\n" not in str(info.value)
@@ -268,7 +271,7 @@ def test_a_report_that_cannot_be_written_leaves_the_old_one_whole(sweep, tmp_pat
     (out / "scaling.md").unlink()
     (out / "scaling.md").mkdir()
     with pytest.raises(InputError, match="scaling.md there is not a file"):
-        load_script("lsa_scaling").main(["--config-name", "cfg_lsa_cpu", "--out", str(out), "--runs-dir",
+        load_script("scaling").main(["--config-name", "cfg_lsa_cpu", "--out", str(out), "--runs-dir",
                                          str(sweep / "runs"), "--sizes", "3",
                                          f"data.path={sweep / 'data' / 'lsa-4x4-tiny'}", *TINY, "--report-only"])
     assert (out / "scaling.json").read_bytes() == before
@@ -309,12 +312,12 @@ def test_an_existing_size_dataset_built_with_other_arguments_is_refused(tmp_path
 
     build_lsa(tmp_path / "data" / "lsa-3x3-tiny", n=3, max_cost=20, num_train=30, num_test=12, num_aug=1)
     with pytest.raises(InputError, match=r"holds the n=3 dataset built with max_cost=20 \(the config: 9\)"):
-        load_script("lsa_scaling").main(argv(tmp_path, "--sizes", "3"))
+        load_script("scaling").main(argv(tmp_path, "--sizes", "3"))
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_failure_while_writing_the_report_leaves_the_old_one(sweep, tmp_path, monkeypatch):
-    scaling = load_script("lsa_scaling")
+    scaling = load_script("scaling")
     out = tmp_path / "out"
     shutil.copytree(sweep / "out", out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -341,14 +344,14 @@ def test_report_only_over_odd_run_configs(sweep, tmp_path, damage, culprit):
     damage(config)
     config_file.write_text(json.dumps(config))
     with pytest.raises(InputError, match=culprit):
-        load_script("lsa_scaling").main(["--config-name", "cfg_lsa_cpu", "--out", str(tmp_path / "out"), "--runs-dir",
+        load_script("scaling").main(["--config-name", "cfg_lsa_cpu", "--out", str(tmp_path / "out"), "--runs-dir",
                                          str(runs), "--sizes", "3", f"data.path={sweep / 'data' / 'lsa-4x4-tiny'}",
                                          *TINY, "--report-only"])
 
 
 def test_gpu_indices_are_those_this_process_sees(tmp_path, monkeypatch):
     """--gpus 1 under CUDA_VISIBLE_DEVICES=5,7 is physical GPU 7 for the run."""
-    scaling = load_script("lsa_scaling")
+    scaling = load_script("scaling")
     seen = []
 
     def fake_popen(command, env, **kwargs):
@@ -363,7 +366,7 @@ def test_gpu_indices_are_those_this_process_sees(tmp_path, monkeypatch):
 
 
 def test_no_run_is_left_running_when_starting_another_fails(tmp_path, monkeypatch):
-    scaling = load_script("lsa_scaling")
+    scaling = load_script("scaling")
     real_popen, started = scaling.subprocess.Popen, []
 
     def second_fails(*args, **kwargs):
@@ -390,7 +393,7 @@ def test_report_only_alone_reads_the_reports_own_sweep(sweep, tmp_path, monkeypa
     before = json.loads((out / "scaling.json").read_text())
     (out / "scaling.md").unlink()
     monkeypatch.chdir(tmp_path)  # another folder than the sweep's
-    load_script("lsa_scaling").main(["--out", str(out), "--report-only"])
+    load_script("scaling").main(["--out", str(out), "--report-only"])
     after = json.loads((out / "scaling.json").read_text())
     assert after == before
     assert f"Command: `{before['command']}`" in (out / "scaling.md").read_text()
@@ -399,14 +402,14 @@ def test_report_only_alone_reads_the_reports_own_sweep(sweep, tmp_path, monkeypa
     moved = tmp_path / "moved"
     shutil.move(str(sweep / "runs"), str(moved))
     try:
-        load_script("lsa_scaling").main(["--out", str(out), "--report-only", "--runs-dir", str(moved)])
+        load_script("scaling").main(["--out", str(out), "--report-only", "--runs-dir", str(moved)])
         assert json.loads((out / "scaling.json").read_text())["rows"][0]["run"].startswith(str(moved))
     finally:
         shutil.move(str(moved), str(sweep / "runs"))
 
 
 def test_report_only_without_a_report_or_with_half_a_sweep_is_one_line(tmp_path):
-    scaling = load_script("lsa_scaling")
+    scaling = load_script("scaling")
     with pytest.raises(InputError, match="scaling.json is missing"):
         scaling.main(["--out", str(tmp_path / "none"), "--report-only"])
     with pytest.raises(InputError, match="give both --config-name and --sizes"):
@@ -420,10 +423,91 @@ def test_report_only_without_a_report_or_with_half_a_sweep_is_one_line(tmp_path)
 def test_equal_series_stay_visible_in_the_plot():
     """Four metrics all 0% at every n (an unlearned size) are four lines told apart by marker,
     line style and a small sideways shift, not one line hiding three."""
-    scaling = load_script("lsa_scaling")
-    rows = [{"n": n, "step": 10, **{key: 0.0 for key, _ in scaling.METRICS}} for n in (4, 6, 9)]
-    lines = [line for line in scaling.figure(rows, "t").axes[0].lines if line.get_label() in
-             {label for _, label in scaling.METRICS}]
+    from evaluators.tasks import get_task
+
+    scaling, columns = load_script("scaling"), get_task("lsa").scaling_columns()
+    rows = [{"n": n, "step": 10, **{key: 0.0 for key, _ in columns}} for n in (4, 6, 9)]
+    lines = [line for line in scaling.figure(rows, "t", "n", columns, "n").axes[0].lines if line.get_label() in
+             {label for _, label in columns}]
     assert len(lines) == 4
     assert len({line.get_marker() for line in lines}) == 4 and len({line.get_linestyle() for line in lines}) == 4
     assert len({tuple(line.get_xdata()) for line in lines}) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 19/21: the sweep is generic, its size the task's registry entry's (Task.size_arg)
+
+LEGACY = REPO_ROOT / "docs" / "benchmarks" / "2026-11-29-cpu-scaling"
+
+
+def test_a_report_of_the_old_lsa_script_still_reads(tmp_path):
+    """docs/benchmarks/2026-11-29-cpu-scaling was written as scripts/lsa_scaling.py (no size_arg,
+    rows keyed by n): --report-only over its runs (rebuilt here from the metrics committed beside
+    it) gives the same rows and the same table, its command kept."""
+    record = json.loads((LEGACY / "scaling.json").read_text())
+    assert "size_arg" not in record
+    runs = tmp_path / "runs"
+    for row in record["rows"]:
+        run = runs / "trm-lsa-cpu" / f"cpu-scaling-n{row['n']}"
+        run.mkdir(parents=True)
+        shutil.copy(LEGACY / f"n{row['n']}.metrics.jsonl", run / "metrics.jsonl")
+        (run / "config.json").write_text(json.dumps({"data": {"builder": "lsa", "build_args": {"n": row["n"]}},
+                                                     "train": {"max_train_seconds": 300, "max_steps": 100000}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(LEGACY / "scaling.json", out / "scaling.json")
+    load_script("scaling").main(["--out", str(out), "--report-only", "--runs-dir", str(runs)])
+    again = json.loads((out / "scaling.json").read_text())
+    assert again["command"] == record["command"] and again["size_arg"] == "n" and again["task"] == "lsa"
+    assert [{k: v for k, v in r.items() if k not in ("run", "train")} for r in again["rows"]] == \
+        [{k: v for k, v in r.items() if k != "run"} for r in record["rows"]]
+    assert (out / "scaling.md").read_text() == (LEGACY / "scaling.md").read_text()
+    assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_task_without_a_size_is_one_line(tmp_path):
+    with pytest.raises(InputError) as info:
+        load_script("scaling").main(["--config-name", "cfg_sudoku_cpu", "--out", str(tmp_path / "out")])
+    message = str(info.value)
+    assert "data.builder is 'sudoku', a task with no instance size" in message and "\n" not in message
+    assert message.endswith("arith, lsa, maze")
+    assert not (tmp_path / "out").exists()
+
+
+def test_arith_sweeps_max_digits(tmp_path):
+    """cfg_arith_mul at 2 and 3 digits: each size its own max_digits, data path (d1-4 -> d1-2),
+    run name and log; its own size key refused as an override; nothing trained or written."""
+    scaling = load_script("scaling")
+    base, task, size = scaling.base_config("cfg_arith_mul", ["device=cpu"])
+    assert (task.name, task.size_arg, size) == ("arith", "max_digits", 4)
+    plans = [scaling.Plan("cfg_arith_mul", ["device=cpu"], base, task, size, k, "s", tmp_path / "runs") for k in (2, 3)]
+    for plan, k in zip(plans, (2, 3)):
+        assert plan.cfg.data.build_args["max_digits"] == k and plan.cfg.data.build_args["min_digits"] == 1
+        assert plan.cfg.data.path.endswith(f"/arith-mul-b10-d1-{k}") and plan.name == f"s-max_digits{k}"
+        assert plan.log == f"max_digits{k}.log" and f"data.build_args.max_digits={k}" in plan.command
+    assert task.scaling_columns()[0] == ("eval/arith/exact_accuracy", "exact")
+    with pytest.raises(InputError, match="use --sizes"):
+        scaling.main(["--config-name", "cfg_arith_mul", "--out", str(tmp_path / "out"), "data.build_args.max_digits=5"])
+    with pytest.raises(InputError, match=r"its name says up to 3 digits but data.build_args.max_digits=4"):
+        scaling.main(["--config-name", "cfg_arith_mul", "--out", str(tmp_path / "out"), "--sizes", "2",
+                      f"data.path={tmp_path / 'arith-mul-d1-3'}"])
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_an_arith_sweep_trains_each_digit_count(tmp_path):
+    load_script("scaling").main(["--config-name", "cfg_arith_cpu", "--sizes", "2,3", "--out", str(tmp_path / "out"),
+                                 "--runs-dir", str(tmp_path / "runs"), f"data.path={tmp_path / 'data' / 'arith-d1-4'}",
+                                 *TINY, "data.build_args.num_train=200", "data.build_args.num_test=50",
+                                 "data.build_args.num_aug=1"])
+    report = json.loads((tmp_path / "out" / "scaling.json").read_text())
+    assert report["size_arg"] == "max_digits" and report["headline"] == "eval/arith/exact_accuracy"
+    for row, k in zip(report["rows"], (2, 3)):
+        run = tmp_path / "runs" / "trm-arith-cpu" / f"scaling-max_digits{k}"
+        config = json.loads((run / "config.json").read_text())
+        assert row["max_digits"] == k and row["run"] == str(run) and row["step"] == 4
+        assert config["data"]["path"] == str(tmp_path / "data" / f"arith-d1-{k}")
+        assert config["data"]["build_args"]["max_digits"] == k
+        last = [r for r in read_metrics(run) if "eval/examples" in r][-1]
+        assert row["eval/arith/digit_accuracy"] == last["eval/arith/digit_accuracy"]
+    assert (tmp_path / "out" / "scaling.md").read_text().startswith("| max_digits | steps | train seconds | exact |")

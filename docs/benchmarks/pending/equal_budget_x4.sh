@@ -5,10 +5,11 @@
 #   bash docs/benchmarks/pending/equal_budget_x4.sh sudoku     # TRM, HRM, transformer on cfg_sudoku_400s
 #   bash docs/benchmarks/pending/equal_budget_x4.sh mul        # TRM, HRM, transformer on cfg_arith_mul
 #   bash docs/benchmarks/pending/equal_budget_x4.sh scaling    # cfg_lsa_400s at n = 4, 6, 9, 12
+#   bash docs/benchmarks/pending/equal_budget_x4.sh mulscaling # cfg_arith_mul, 400 s, max_digits = 3, 4, 5, 6 (issue 21)
 # Needs the wheelhouse in .whl (bash ../shared/tools/gpu-wheelhouse.sh matplotlib); results
 # land in $OUT (logs, metrics.jsonl, the scaling table and plot). Not yet run: no results here.
 set -uo pipefail
-group=${1:?sudoku|mul|scaling}
+group=${1:?sudoku|mul|scaling|mulscaling}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site || exit 1
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1
@@ -44,7 +45,10 @@ case $group in
     side_by_side cfg_arith_mul "mul400-trm|train.max_train_seconds=400" "mul400-hrm|arch=hrm train.max_train_seconds=400" \
       "mul400-transformer|arch=transformer train.max_train_seconds=400" ;;
   scaling)
-    timeout 590 python3 scripts/lsa_scaling.py --config-name cfg_lsa_400s --sizes 4,6,9,12 --gpus 0,1,2,3 \
+    timeout 590 python3 scripts/scaling.py --config-name cfg_lsa_400s --sizes 4,6,9,12 --gpus 0,1,2,3 \
       --runs-dir /tmp/runs --out "$OUT/scaling" logging.progress=false ;;
-  *) echo "unknown group '$group' (sudoku|mul|scaling)" >&2; exit 2 ;;
+  mulscaling)
+    timeout 590 python3 scripts/scaling.py --config-name cfg_arith_mul --sizes 3,4,5,6 --gpus 0,1,2,3 \
+      --runs-dir /tmp/runs --out "$OUT/mulscaling" train.max_train_seconds=400 logging.progress=false ;;
+  *) echo "unknown group '$group' (sudoku|mul|scaling|mulscaling)" >&2; exit 2 ;;
 esac

@@ -1,24 +1,31 @@
-"""How a recipe scales with the LSA size n: the same config at several n, equal budget,
-one table and one PNG plot of accuracy against n.
+"""How a recipe scales with its task's instance size: the same config at several sizes, equal
+budget, one table and one PNG plot of accuracy against size.
 
-    python scripts/lsa_scaling.py --out scaling/                         # cfg_lsa_400s at n = 4, 6, 9, 12
-    python scripts/lsa_scaling.py --out scaling/ --gpus 0,1,2,3          # the four runs side by side, one per GPU
-    python scripts/lsa_scaling.py --out s/ --config-name cfg_lsa_cpu --sizes 3,4,5 train.max_train_seconds=120
-    python scripts/lsa_scaling.py --out scaling/ --report-only           # redo table and plot from the runs
+    python scripts/scaling.py --out scaling/                             # cfg_lsa_400s at n = 4, 6, 9, 12
+    python scripts/scaling.py --out scaling/ --gpus 0,1,2,3              # the four runs side by side, one per GPU
+    python scripts/scaling.py --out s/ --config-name cfg_lsa_cpu --sizes 3,4,5 train.max_train_seconds=120
+    python scripts/scaling.py --out mul/ --config-name cfg_arith_mul --sizes 3,4,5,6   # digits of multiplication
+    python scripts/scaling.py --out scaling/ --report-only               # redo table and plot from the runs
                                                                          # (the config, sizes and runs of its scaling.json)
 
-Every size trains `--config-name` with the given overrides, `data.build_args.n=<n>` and its
-own dataset: the config's data.path with its size replaced (`lsa-9x9-...` -> `lsa-4x4-...`,
-or `-n<n>` appended), built first, one at a time, so no two runs build at once; an existing
-dataset there must be LSA of that n. The budget is the config's (`train.max_train_seconds`,
-`train.max_steps`), the same for every n. Runs are named `<prefix>-n<n>` under `--runs-dir`;
-the script sets n, the run name and the runs folder itself (use --sizes, --prefix, --runs-dir).
-Training refuses run names that exist and an `--out` that holds an earlier sweep's report or
-logs; `--report-only` rewrites the report there from the runs. Writes `scaling.json`,
-`scaling.md`, `scaling.png` (an earlier report stays whole if writing fails) and one log per run (`n<n>.log`) into `--out`. The
-runs start in the current folder, like pretrain.py, with absolute paths. A SIGTERM or Ctrl-C
-is passed on to the runs once, which write a checkpoint and stop; the script then exits
-128 + the signal. On a CPU config, `--gpus` only sets how many sizes run at once.
+The size is the builder argument the config's task names in its registry entry
+(evaluators/tasks.py: `Task.size_arg`; LSA's n, a maze's size, arithmetic's max_digits); a task
+without one (Sudoku) is refused. Every size trains `--config-name` with the given overrides,
+`data.build_args.<size_arg>=<size>` and its own dataset: the config's data.path with its size
+replaced (`Task.size_data_path`: `lsa-9x9-...` -> `lsa-4x4-...`, `arith-mul-b10-d1-4` ->
+`...-d1-5`, or `-<size_arg><size>` appended), built first, one at a time, so no two runs build at
+once; an existing dataset there must be the task's at that size. The budget is the config's
+(`train.max_train_seconds`, `train.max_steps`), the same for every size. Runs are named
+`<prefix>-<size_arg><size>` under `--runs-dir`; the script sets the size, the run name and the runs
+folder itself (use --sizes, --prefix, --runs-dir). Training refuses run names that exist and an
+`--out` that holds an earlier sweep's report or logs; `--report-only` rewrites the report there
+from the runs. Writes `scaling.json`, `scaling.md`, `scaling.png` (an earlier report stays whole
+if writing fails) and one log per run (`<size_arg><size>.log`) into `--out`; the columns are the
+task's headline metric, then its `Task.scaling_metrics`. The runs start in the current folder,
+like pretrain.py, with absolute paths. A SIGTERM or Ctrl-C is passed on to the runs once, which
+write a checkpoint and stop; the script then exits 128 + the signal. On a CPU config, `--gpus`
+only sets how many sizes run at once. Reports written before the script was generic (as
+scripts/lsa_scaling.py) record no size_arg: their rows' size is n.
 """
 
 from __future__ import annotations
@@ -44,17 +51,11 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
 from core.cli import plain_parser, run_cli  # noqa: E402
 from core.errors import DatasetError, InputError  # noqa: E402
-from training.bookkeeping.runs import headline_metric, read_json, read_metrics  # noqa: E402
+from training.bookkeeping.runs import read_json, read_metrics  # noqa: E402
 
 DEFAULT_SIZES = "4,6,9,12"
 DEFAULT_CONFIG = "cfg_lsa_400s"
-# Columns of the table and lines of the plot, in this order, where the runs logged them.
-METRICS = (
-    ("eval/lsa/optimal_cost_rate", "optimal cost rate"),
-    ("eval/lsa/exact_accuracy", "exact"),
-    ("eval/lsa/valid_permutation_rate", "valid permutation"),
-    ("eval/lsa/projected_optimal_cost_rate", "projected optimal"),
-)
+LEGACY_SIZE_ARG = "n"  # the size of a report that records none (written as scripts/lsa_scaling.py)
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -94,15 +95,17 @@ def check_gpus(gpus: list[str], device: str) -> None:
                          "does not exist")
 
 
-# Overrides this script sets for every size; the user sets them through its options instead.
-OWN_KEYS = {"data.build_args.n": "--sizes", "logging.run_name": "--prefix", "logging.runs_dir": "--runs-dir"}
+# Overrides this script sets for every size; the user sets them through its options instead
+# (and data.build_args.<the task's size_arg>: --sizes).
+OWN_KEYS = {"logging.run_name": "--prefix", "logging.runs_dir": "--runs-dir"}
 
 
-def check_overrides(overrides: list[str]) -> None:
+def check_overrides(overrides: list[str], size_arg: Optional[str] = None) -> None:
+    own = {**OWN_KEYS, **({f"data.build_args.{size_arg}": "--sizes"} if size_arg else {})}
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0].strip()
-        if key in OWN_KEYS or key in ("data.build_args", "logging"):
-            raise InputError(f"{override}: the script sets {key} for each size; use {OWN_KEYS.get(key, 'its options')}")
+        if key in own or key in ("data.build_args", "logging"):
+            raise InputError(f"{override}: the script sets {key} for each size; use {own.get(key, 'its options')}")
 
 
 def quoted(path: str) -> str:
@@ -112,78 +115,72 @@ def quoted(path: str) -> str:
     return "'" + path.replace("${", "\\${") + "'"
 
 
-def data_path_for(path: str, base_n: int, n: int) -> str:
-    """The config's data.path with its size replaced: data/lsa-9x9-10k-aug10 -> data/lsa-4x4-10k-aug10
-    (absolute, normalised). A name that names no size gets `-n<n>`; one that names another size
-    than the config's n is refused (it would put one size's data under another's name)."""
-    path = os.path.abspath(path)
-    parent, name = os.path.split(path)
-    named = {int(a) for a, b in re.findall(r"(?<!\d)(\d+)x(\d+)(?!\d)", name) if a == b}
-    if named and named != {base_n}:
-        raise InputError(f"data.path={path}: its name says {'/'.join(f'{k}x{k}' for k in sorted(named))} but "
-                         f"data.build_args.n={base_n}; give a data.path that names the config's size, or none")
-    if n == base_n:
-        return path
-    if named:
-        return os.path.join(parent, re.sub(rf"(?<!\d){base_n}x{base_n}(?!\d)", f"{n}x{n}", name))
-    return os.path.join(parent, f"{name}-n{n}")
-
-
-def check_dataset_size(path: Path, n: int) -> None:
-    """An existing dataset at a size's path must be that size's (the builder records n)."""
+def check_dataset_size(path: Path, task: Any, size: int) -> None:
+    """An existing dataset at a size's path must be the task's at that size (the builder records
+    its arguments; datasets older than that record the size as a fact of the same name)."""
     meta_file = path / "train" / "dataset.json"
     if not meta_file.is_file():
         return
-    from training.bookkeeping.runs import read_json
-
     recorded = read_json(meta_file)
-    if recorded.get("task") != "lsa" or recorded.get("n") != n:
-        raise InputError(f"{path} holds a dataset with task={recorded.get('task')!r}, n={recorded.get('n')!r}, not "
-                         f"LSA n={n}; move it, or give another data.path")
+    args = recorded.get("build_args")
+    said = args.get(task.size_arg) if isinstance(args, dict) and task.size_arg in args else recorded.get(task.size_arg)
+    if recorded.get("task") != task.name or said != size:
+        raise InputError(f"{path} holds a dataset with task={recorded.get('task')!r}, {task.size_arg}={said!r}, not "
+                         f"{task.name} {task.size_arg}={size}; move it, or give another data.path")
 
 
-def base_config(config_name: str, overrides: list[str]) -> Any:
-    """The recipe as given, checked once: an LSA config whose builder arguments are valid."""
+def base_config(config_name: str, overrides: list[str]) -> tuple[Any, Any, int]:
+    """The recipe as given, checked once: a config of a task with an instance size
+    (`Task.size_arg`) whose builder arguments are valid. Returns the config, its task and its size."""
     from dataset import builder_config
+    from evaluators.tasks import all_tasks, get_task
     from training.config import validate_config
     from training.hydra_guard import compose_config
 
     base = validate_config(compose_config(config_name, overrides))
-    if base.data.builder != "lsa":
-        raise InputError(f"--config-name {config_name}: data.builder is {base.data.builder!r}; the scaling "
-                         "sweep changes the LSA builder's n, so it needs an LSA config (e.g. cfg_lsa_400s)")
-    builder_config("lsa", base.data.build_args, Path(base.data.path))  # the arguments, before any size
-    return base
+    task = get_task(base.data.builder, where=f"--config-name {config_name}: data.builder")
+    if task.size_arg is None:
+        sizable = ", ".join(t.name for t in all_tasks() if t.size_arg is not None)
+        raise InputError(f"--config-name {config_name}: data.builder is {base.data.builder!r}, a task with no instance "
+                         f"size to sweep (Task.size_arg); give a config of one that has: {sizable}")
+    built = builder_config(task.name, base.data.build_args, Path(base.data.path))  # the arguments, before any size
+    size = getattr(built, task.size_arg)
+    if isinstance(size, bool) or not isinstance(size, int):  # a registry entry naming a non-size argument
+        raise RuntimeError(f"evaluators.tasks: {task.name}'s size_arg {task.size_arg!r} is not an integer argument")
+    return base, task, size
 
 
 class Plan:
     """What one size runs: its overrides, dataset and run directory, checked before anything runs."""
 
-    def __init__(self, config_name: str, overrides: list[str], base: Any, n: int, prefix: str, runs_dir: Path):
+    def __init__(self, config_name: str, overrides: list[str], base: Any, task: Any, base_size: int, size: int,
+                 prefix: str, runs_dir: Path):
         from dataset import builder_config
         from training.config import validate_config
         from training.hydra_guard import compose_config
         from training.engine.setup import build_differences
 
-        self.n = n
-        self.name = f"{prefix}-n{n}"
+        self.size, arg = size, task.size_arg
+        self.label = f"{arg}={size}"  # in messages
+        self.log = f"{arg}{size}.log"
+        self.name = f"{prefix}-{arg}{size}"
         runs_dir = Path(os.path.abspath(runs_dir))
-        data_path = data_path_for(base.data.path, int(base.data.build_args.get("n", 9)), n)
-        self.overrides = [*overrides, f"data.build_args.n={n}", f"data.path={quoted(data_path)}",
+        data_path = task.size_data_path(base.data.path, base_size, size)
+        self.overrides = [*overrides, f"data.build_args.{arg}={size}", f"data.path={quoted(data_path)}",
                           f"logging.runs_dir={quoted(str(runs_dir))}", f"logging.run_name={self.name}"]
         try:
             self.cfg = validate_config(compose_config(config_name, self.overrides))
         except InputError as exc:
-            raise InputError(f"n={n}: {exc}") from None
+            raise InputError(f"{self.label}: {exc}") from None
         try:
-            builder_config("lsa", self.cfg.data.build_args, Path(self.cfg.data.path))
+            builder_config(task.name, self.cfg.data.build_args, Path(self.cfg.data.path))
         except DatasetError as exc:
-            raise InputError(f"--sizes: n={n} is not a valid LSA size ({exc})") from None
-        check_dataset_size(Path(data_path), n)
+            raise InputError(f"--sizes: {self.label} is not a valid {task.name} size ({exc})") from None
+        check_dataset_size(Path(data_path), task, size)
         differences = build_differences(self.cfg)
         if differences:
-            raise InputError(f"{data_path} holds the n={n} dataset built with {', '.join(differences)}; move it, or "
-                             "give another data.path")
+            raise InputError(f"{data_path} holds the {self.label} dataset built with {', '.join(differences)}; "
+                             "move it, or give another data.path")
         self.run_dir = runs_dir / self.cfg.logging.project / self.name
         self.command = [sys.executable, str(REPO / "pretrain.py"), "--config-name", config_name, *self.overrides]
 
@@ -210,8 +207,8 @@ def run_all(plans: list[Plan], gpus: list[str], out: Path) -> dict[int, int]:
                 env = dict(os.environ)
                 if slot is not None:  # an index among the GPUs this process sees
                     env["CUDA_VISIBLE_DEVICES"] = visible[int(slot)] if visible else slot
-                log = open(out / f"n{plan.n}.log", "w")
-                print(f"n={plan.n}: {shlex.join(plan.command)}" + (f"  (GPU {slot})" if slot else ""), flush=True)
+                log = open(out / plan.log, "w")
+                print(f"{plan.label}: {shlex.join(plan.command)}" + (f"  (GPU {slot})" if slot else ""), flush=True)
                 # Its own session: a Ctrl-C at the terminal reaches this script alone, which passes
                 # one SIGTERM on (a run that got both would take the second as "exit at once").
                 proc = subprocess.Popen(plan.command, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -221,8 +218,8 @@ def run_all(plans: list[Plan], gpus: list[str], out: Path) -> dict[int, int]:
                 proc.plan = plan  # type: ignore[attr-defined]
             finished = wait_any(list(running))
             for proc in finished:
-                codes[proc.plan.n] = proc.returncode  # type: ignore[attr-defined]
-                print(f"n={proc.plan.n}: exit {proc.returncode} (log {out / f'n{proc.plan.n}.log'})", flush=True)
+                codes[proc.plan.size] = proc.returncode  # type: ignore[attr-defined]
+                print(f"{proc.plan.label}: exit {proc.returncode} (log {out / proc.plan.log})", flush=True)
                 del running[proc]
     except BaseException:  # a signal, or anything else: no run is left training unwatched
         for proc in running:  # each run writes a checkpoint and stops (pretrain.py's first signal)
@@ -255,75 +252,85 @@ def number(value: Any, where: str) -> float:
     return float(value)
 
 
-def collect(plans: list[Plan]) -> list[dict[str, Any]]:
-    """One row per size: the run's last evaluation (its final result), read from its files."""
-    rows = []
+def collect(plans: list[Any], size_arg: str) -> tuple[list[dict[str, Any]], Any]:
+    """One row per size (keyed by `size_arg`): the run's last evaluation (its final result), read
+    from its files; and the runs' task (from the first run's data.builder)."""
+    from evaluators.tasks import get_task
+
+    rows, task = [], None
     for plan in plans:
+        label = f"{size_arg}={plan.size}"
         if not (plan.run_dir / "config.json").is_file():
-            raise InputError(f"no run {plan.name} in {plan.run_dir.parent} (run names are <--prefix>-n<n>; check "
-                             "--prefix, --runs-dir and the config's logging.project)")
+            raise InputError(f"no run {plan.name} in {plan.run_dir.parent} (run names are <--prefix>-{size_arg}<size>; "
+                             "check --prefix, --runs-dir and the config's logging.project)")
         config = read_json(plan.run_dir / "config.json")
         for part in ("data", "train"):
             if not isinstance(config.get(part), dict):
                 raise InputError(f"{plan.run_dir}/config.json: {part} is not a mapping")
+        run_task = get_task(config["data"].get("builder"), where=f"{plan.run_dir}/config.json: data.builder")
+        if run_task.size_arg != size_arg or (task is not None and run_task is not task):
+            raise InputError(f"{plan.run_dir}/config.json: data.builder is {run_task.name!r}, not a run of this sweep "
+                             f"(its size is {size_arg}" + (f", its task {task.name})" if task else ")"))
+        task = run_task
         build_args = config["data"].get("build_args")
-        if not isinstance(build_args, dict) or build_args.get("n") != plan.n:
-            raise InputError(f"{plan.run_dir}/config.json: data.build_args.n is not {plan.n}; this is not the n={plan.n} "
-                             "run of this sweep")
+        if not isinstance(build_args, dict) or build_args.get(size_arg) != plan.size:
+            raise InputError(f"{plan.run_dir}/config.json: data.build_args.{size_arg} is not {plan.size}; this is not "
+                             f"the {label} run of this sweep")
         evals = [r for r in read_metrics(plan.run_dir) if "eval/examples" in r and "step" in r]
         if not evals:
-            raise InputError(f"{plan.run_dir}/metrics.jsonl: no evaluation yet (did the n={plan.n} run finish? its "
-                             "log is n<n>.log in --out)")
+            raise InputError(f"{plan.run_dir}/metrics.jsonl: no evaluation yet (did the {label} run finish? its "
+                             f"log is {size_arg}<size>.log in --out)")
         last, where = evals[-1], f"{plan.run_dir}/metrics.jsonl, step {evals[-1]['step']}"
         rows.append({
-            "n": plan.n,
+            size_arg: plan.size,
             "run": str(plan.run_dir),
             "step": last["step"],  # the step of that evaluation
             "train_seconds": number(last["train/seconds"], f"{where}: train/seconds") if "train/seconds" in last else None,
             "test_examples": number(last["eval/examples"], f"{where}: eval/examples"),
-            **{key: number(last[key], f"{where}: {key}") for key, _ in METRICS if key in last},
+            **{key: number(last[key], f"{where}: {key}") for key, _ in task.scaling_columns() if key in last},
             "train": {k: config["train"].get(k) for k in ("max_train_seconds", "max_steps")},
         })
-    return rows
+    return rows, task
 
 
-def markdown(rows: list[dict[str, Any]], command: str) -> str:
-    keys = [(k, label) for k, label in METRICS if any(k in r for r in rows)]
-    lines = ["| n | steps | train seconds | " + " | ".join(label for _, label in keys) + " |",
+def markdown(rows: list[dict[str, Any]], command: str, size_arg: str, columns: list[tuple[str, str]]) -> str:
+    keys = [(k, label) for k, label in columns if any(k in r for r in rows)]
+    lines = [f"| {size_arg} | steps | train seconds | " + " | ".join(label for _, label in keys) + " |",
              "|---|---|---|" + "---|" * len(keys)]
     for r in rows:
         seconds = f"{r['train_seconds']:.0f}" if isinstance(r.get("train_seconds"), (int, float)) else "?"
         cells = [f"{100 * r[k]:.1f}%" if k in r else "" for k, _ in keys]
-        lines.append(f"| {r['n']} | {r['step']:,} | {seconds} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r[size_arg]} | {r['step']:,} | {seconds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\nCommand: `{command}`\n"
 
 
-def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
-    figure(rows, title).savefig(out, format="png")
+def plot(rows: list[dict[str, Any]], out: Path, title: str, size_arg: str, columns: list[tuple[str, str]],
+         xlabel: str) -> None:
+    figure(rows, title, size_arg, columns, xlabel).savefig(out, format="png")
 
 
-def figure(rows: list[dict[str, Any]], title: str):
-    """Accuracy against n, one line per metric the runs logged."""
+def figure(rows: list[dict[str, Any]], title: str, size_arg: str, columns: list[tuple[str, str]], xlabel: str):
+    """Accuracy against size, one line per metric (`columns`: key, label) the runs logged."""
     from evaluators.render import new_figure
 
     fig = new_figure(6, 4)
     ax = fig.add_subplot()
-    sizes = [r["n"] for r in rows]
+    sizes = [r[size_arg] for r in rows]
     # Series that coincide (0% everywhere, say) stay visible: each its own marker and line style,
     # shifted sideways a little.
     styles = (("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"))
     spread = 0.012 * (max(sizes) - min(sizes) + 2)
-    for i, (key, label) in enumerate(METRICS):
-        points = [(r["n"] + (i - (len(METRICS) - 1) / 2) * spread, 100 * r[key]) for r in rows if key in r]
+    for i, (key, label) in enumerate(columns):
+        points = [(r[size_arg] + (i - (len(columns) - 1) / 2) * spread, 100 * r[key]) for r in rows if key in r]
         if points:
             marker, line = styles[i % len(styles)]
             ax.plot(*zip(*points), marker=marker, linestyle=line, markerfacecolor="none" if i % 2 else None,
                     label=label)
     for r in rows:  # how far each size got in the budget
-        ax.annotate(f"{r['step']:,} steps", (r["n"], 100 * r.get(METRICS[0][0], 0)), textcoords="offset points",
+        ax.annotate(f"{r['step']:,} steps", (r[size_arg], 100 * r.get(columns[0][0], 0)), textcoords="offset points",
                     xytext=(4, 6), fontsize=7, color="dimgray")
     ax.set_xticks(sizes)
-    ax.set_xlabel("n (n x n cost matrix)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("% of test instances")
     ax.set_ylim(-2, 110)
     ax.set_xlim(min(sizes) - 0.7, max(sizes) + 0.25 * (max(sizes) - min(sizes) + 2))
@@ -336,7 +343,7 @@ def figure(rows: list[dict[str, Any]], title: str):
 REPORT_FILES = ("scaling.json", "scaling.md", "scaling.png")
 
 
-def check_out(out: Path, sizes: list[int], report_only: bool) -> None:
+def check_out(out: Path, logs: list[str], report_only: bool) -> None:
     """--out: a folder (made if missing). Training refuses one that holds an earlier sweep's report
     or logs (they exist nowhere else); --report-only rewrites the report files there."""
     if str(out) in ("", "."):
@@ -347,7 +354,7 @@ def check_out(out: Path, sizes: list[int], report_only: bool) -> None:
         if (out / name).exists() and not (out / name).is_file():
             raise InputError(f"--out {out}: {name} there is not a file")
     if not report_only:
-        ours = [name for name in (*REPORT_FILES, *(f"n{n}.log" for n in sizes)) if (out / name).exists()]
+        ours = [name for name in (*REPORT_FILES, *logs) if (out / name).exists()]
         if ours:
             raise InputError(f"--out {out} already holds {ours[0]} from another sweep; choose another --out "
                              "(--report-only rewrites a report from existing runs)")
@@ -362,63 +369,71 @@ def budget_of(rows: list[dict[str, Any]]) -> str:
     return ", ".join(part for part in parts if part) or "the config's budget"
 
 
-def write_report(out: Path, report: dict[str, Any], table: str, title: str) -> None:
-    """Each file is written beside its target first and moved into place only when all three
-    are written, so a failure while writing leaves the earlier report as it was."""
+def write_report(out: Path, report: dict[str, Any], task: Any) -> None:
+    """scaling.json (`report`), the table and the plot. Each file is written beside its target
+    first and moved into place only when all three are written, so a failure while writing leaves
+    the earlier report as it was."""
+    size_arg, rows, columns = report["size_arg"], report["rows"], task.scaling_columns()
+    table = markdown(rows, report["command"], size_arg, columns)
+    title = f"{report['config_name']}: accuracy against {size_arg}, equal budget ({budget_of(rows)})"
     out.mkdir(parents=True, exist_ok=True)
     tmp = {name: out / f".{name}.tmp" for name in REPORT_FILES}
     try:
         tmp["scaling.json"].write_text(json.dumps(report, indent=1, allow_nan=False))
         tmp["scaling.md"].write_text(table)
-        plot(report["rows"], tmp["scaling.png"], title)
+        plot(rows, tmp["scaling.png"], title, size_arg, columns, task.size_label or size_arg)
         for name, path in tmp.items():
             os.replace(path, out / name)
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)
+    print(table)
+    print(f"wrote {', '.join(str(out / name) for name in REPORT_FILES)}")
 
 
 def report_again(out: Path, runs_dir: Optional[Path]) -> None:
     """--report-only with nothing else: the report in `out` names its config, its runs and the
     command that trained them; read the runs again (under `runs_dir` when given: the runs moved)
-    and rewrite the table and plot, the command kept as it was."""
+    and rewrite the table and plot, the command kept as it was. A report without size_arg is one
+    written as scripts/lsa_scaling.py: its rows' size is n."""
     record_file = out / "scaling.json"
     if not record_file.is_file():
         raise InputError(f"--report-only: {record_file} is missing; give the sweep's --config-name and --sizes "
                          "(and its --prefix, --runs-dir and overrides)")
     record = read_json(record_file)
     rows = record.get("rows") if isinstance(record, dict) else None
+    size_arg = record.get("size_arg", LEGACY_SIZE_ARG) if isinstance(record, dict) else None
     if (not isinstance(rows, list) or not rows or not isinstance(record.get("command"), str)
             or not isinstance(record.get("config_name"), str)
-            or not all(isinstance(r, dict) and type(r.get("n")) is int and isinstance(r.get("run"), str) and r["run"]
-                       for r in rows)):
-        raise InputError(f"{record_file}: not a report of this script (needs command, config_name and rows with n "
-                         "and run); give the sweep's --config-name and --sizes")
+            or not isinstance(size_arg, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", size_arg)
+            or not all(isinstance(r, dict) and type(r.get(size_arg)) is int and isinstance(r.get("run"), str)
+                       and r["run"] for r in rows)):
+        raise InputError(f"{record_file}: not a report of this script (needs command, config_name and rows with "
+                         "their size and run); give the sweep's --config-name and --sizes")
     plans = []
     for row in rows:
         run = Path(row["run"])
         if runs_dir is not None:
             run = Path(os.path.abspath(runs_dir)) / run.parent.name / run.name
-        plans.append(SimpleNamespace(n=row["n"], name=run.name, run_dir=run))
-    found = collect(plans)
-    config = read_json(plans[0].run_dir / "config.json")
-    write_report(out, {**record, "headline": headline_metric(config), "rows": found}, markdown(found, record["command"]),
-                 f"{record['config_name']}: accuracy against n, equal budget ({budget_of(found)})")
-    print(markdown(found, record["command"]))
-    print(f"wrote {', '.join(str(out / name) for name in REPORT_FILES)}")
+        plans.append(SimpleNamespace(size=row[size_arg], name=run.name, run_dir=run))
+    found, task = collect(plans, size_arg)
+    write_report(out, {**record, "task": task.name, "size_arg": size_arg, "headline": task.headline_metric,
+                       "rows": found}, task)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    parser = plain_parser("Train one LSA recipe at several sizes n (equal budget) and tabulate and plot accuracy "
-                          "against n.")
+    parser = plain_parser("Train one recipe at several instance sizes of its task (equal budget) and tabulate and "
+                          "plot accuracy against size.")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pretrain.py overrides for every size")
     parser.add_argument("--out", required=True, type=Path, help="folder for scaling.json/.md/.png and the run logs")
-    parser.add_argument("--config-name", help=f"the recipe (an LSA config; default {DEFAULT_CONFIG}; --report-only: the "
-                        "report's own)")
-    parser.add_argument("--sizes", help=f"comma-separated n (default {DEFAULT_SIZES}; --report-only: the report's own)")
+    parser.add_argument("--config-name", help=f"the recipe (a config of a task with a size; default {DEFAULT_CONFIG}; "
+                        "--report-only: the report's own)")
+    parser.add_argument("--sizes", help=f"comma-separated sizes, values of the task's size argument (default "
+                        f"{DEFAULT_SIZES}; --report-only: the report's own)")
     parser.add_argument("--runs-dir", type=Path, help="where the runs go (default: runs; --report-only: where the report "
                         "found them)")
-    parser.add_argument("--prefix", default="scaling", help="run names are <prefix>-n<n> (default: scaling)")
+    parser.add_argument("--prefix", default="scaling",
+                        help="run names are <prefix>-<size_arg><size> (default: scaling)")
     parser.add_argument("--gpus", help="comma-separated GPU indices: run sizes side by side, one per GPU")
     parser.add_argument("--report-only", action="store_true", help="train nothing: table and plot from existing runs")
     args = parser.parse_intermixed_args(argv)  # overrides may come before and after the options
@@ -434,9 +449,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.prefix):
         raise InputError(f"--prefix {args.prefix!r}: letters, digits, '.', '_' and '-' only")
     check_overrides(args.overrides)
-    check_out(args.out, sizes, args.report_only)
-    base = base_config(args.config_name, args.overrides)
-    plans = [Plan(args.config_name, args.overrides, base, n, args.prefix, args.runs_dir) for n in sizes]
+    base, task, base_size = base_config(args.config_name, args.overrides)
+    check_overrides(args.overrides, task.size_arg)
+    check_out(args.out, [f"{task.size_arg}{size}.log" for size in sizes], args.report_only)
+    plans = [Plan(args.config_name, args.overrides, base, task, base_size, size, args.prefix, args.runs_dir)
+             for size in sizes]
     if not args.report_only:
         check_gpus(gpus, plans[0].cfg.train.device)
         taken = [str(p.run_dir) for p in plans if p.run_dir.exists()]
@@ -445,20 +462,15 @@ def main(argv: Optional[list[str]] = None) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         build_datasets(plans)
         codes = run_all(plans, gpus, args.out)
-        failed = sorted(n for n, code in codes.items() if code != 0)
+        failed = [p for p in plans if codes.get(p.size, 0) != 0]
         if failed:
-            raise InputError("; ".join(f"n={n} failed ({last_line(args.out / f'n{n}.log')}; log {args.out}/n{n}.log)"
-                                       for n in failed))
-    rows = collect(plans)
+            raise InputError("; ".join(f"{p.label} failed ({last_line(args.out / p.log)}; log {args.out}/{p.log})"
+                                       for p in failed))
+    rows, _ = collect(plans, task.size_arg)
     # What made this report: the training command, or (--report-only) the command that read the runs.
-    command = shlex.join(["python", "scripts/lsa_scaling.py", *(sys.argv[1:] if argv is None else argv)])
-    config = read_json(plans[0].run_dir / "config.json")
-    table = markdown(rows, command)
-    write_report(args.out, {"command": command, "config_name": args.config_name, "headline": headline_metric(config),
-                            "rows": rows}, table,
-                 f"{args.config_name}: accuracy against n, equal budget ({budget_of(rows)})")
-    print(table)
-    print(f"wrote {', '.join(str(args.out / name) for name in REPORT_FILES)}")
+    command = shlex.join(["python", "scripts/scaling.py", *(sys.argv[1:] if argv is None else argv)])
+    write_report(args.out, {"command": command, "config_name": args.config_name, "task": task.name,
+                            "size_arg": task.size_arg, "headline": task.headline_metric, "rows": rows}, task)
 
 
 if __name__ == "__main__":
