@@ -1,6 +1,6 @@
 """Linear Sum Assignment (LSA) dataset builder.
 
-    python -m dataset.build_lsa_dataset --output-dir data/lsa-9x9 --n 9 --max-cost 100 \
+    python -m dataset.build_lsa_dataset --output-dir data/lsa-9x9-10k-aug10 --n 9 --max-cost 100 \
         --num-train 10000 --num-test 1000 --num-aug 10 --seed 0
 
 Encoding: inputs are the n x n integer costs row-major, cost c -> token c (0 = PAD), so

@@ -1,7 +1,7 @@
 """Sudoku (9x9) dataset builder: generated puzzles with exactly one solution, or an import.
 
-    python -m dataset.build_sudoku_dataset --output-dir data/sudoku-hard --num-train 1000 \
-        --num-test 1000 --num-aug 100 --min-clues 22 --max-clues 26 --min-rating 2 --seed 0
+    python -m dataset.build_sudoku_dataset --output-dir data/sudoku-hard-22-26-1k-aug1000 --num-train 1000 \
+        --num-test 1000 --num-aug 1000 --min-clues 22 --max-clues 26 --min-rating 2 --seed 0
     python -m dataset.build_sudoku_dataset --output-dir data/sudoku-extreme-1k-aug-1000 \
         --source-csv sudoku-extreme/train.csv --source-test-csv sudoku-extreme/test.csv \
         --subsample-size 1000 --num-test 0 --num-aug 1000
