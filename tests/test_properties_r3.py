@@ -129,7 +129,11 @@ FILE_CONTENT = st.one_of(
 )
 METRICS = st.lists(st.one_of(JSON_VALUES.map(as_bytes), st.binary(max_size=40),
                              st.just(b'{"step": 3, "eval/lm_loss": NaN, "time": 1e400}')), max_size=4)
-NAMES = st.text(alphabet=st.characters(blacklist_characters="/\x00"), min_size=1, max_size=12).filter(
+# No lone surrogates (category Cs): no file name can hold one (a name read from argv or the disk
+# carries only \udc80-\udcff, which surrogateescape encodes); which examples come depends on
+# the test's source, so a surrogate first drawn after an edit failed CI once.
+NAMES = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1,
+                max_size=12).filter(
     lambda n: n not in (".", ".."))
 
 
