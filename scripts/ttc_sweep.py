@@ -76,9 +76,11 @@ class SweepArgs(BaseModel):
 
 
 def parse_list(text: str, flag: str, check) -> list:
-    items = [part.strip() for part in text.split(",") if part.strip()]
-    if not items:
+    items = [part.strip() for part in text.split(",")]
+    if not any(items):
         raise BudgetError(f"{flag} {text!r}: expected a comma-separated list")
+    if not all(items):
+        raise BudgetError(f"{flag} {text!r}: an item is empty")
     out = []
     for item in items:
         value: Any = item
@@ -87,7 +89,10 @@ def parse_list(text: str, flag: str, check) -> list:
                 value = int(item)
             except ValueError:
                 raise BudgetError(f"{flag} {text!r}: {item!r} is not an integer") from None
-            check(value)
+            try:
+                check(value)
+            except BudgetError as exc:  # the check names the single-value flag (--vote); this one is --votes
+                raise BudgetError(f"{flag} {text!r}: {exc}") from None
         out.append(value)
     if len(set(out)) != len(out):
         raise BudgetError(f"{flag} {text!r}: a value is repeated")
