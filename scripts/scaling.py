@@ -64,7 +64,7 @@ def parse_sizes(text: str) -> list[int]:
         raise InputError(f"--sizes {text!r}: no size given")
     # Every item an integer: an empty one ('4,,5') or '4_0' is a typo, not a size to drop or read as 40.
     if not all(re.fullmatch(r"-?[0-9]{1,9}", part) for part in parts):
-        raise InputError(f"--sizes {text!r}: expected comma-separated integers, e.g. {DEFAULT_SIZES}")
+        raise InputError(f"--sizes {text}: expected comma-separated integers, e.g. {DEFAULT_SIZES}")
     sizes = [int(part) for part in parts]
     if len(set(sizes)) != len(sizes):
         raise InputError(f"--sizes {text}: a size appears twice")
