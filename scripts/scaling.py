@@ -351,6 +351,11 @@ def check_out(out: Path, logs: list[str], report_only: bool) -> None:
         raise InputError(f"--out {str(out)!r}: give a folder of its own for the report")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
+    from dataset.replace_guard import is_run_dir
+
+    absolute = Path(os.path.abspath(out))
+    if any(is_run_dir(p) for p in (absolute, *absolute.parents)):  # logs and report are not a run's files
+        raise InputError(f"--out {out}: is in a run directory; give a folder of its own for the report")
     for name in REPORT_FILES:
         if (out / name).exists() and not (out / name).is_file():
             raise InputError(f"--out {out}: {name} there is not a file")
@@ -398,6 +403,8 @@ def report_again(out: Path, runs_dir: Optional[Path]) -> None:
     and rewrite the table and plot, the command kept as it was. A report without size_arg is one
     written as scripts/lsa_scaling.py: its rows' size is n."""
     record_file = out / "scaling.json"
+    if record_file.exists() and not record_file.is_file():
+        raise InputError(f"--report-only: {record_file} is not a regular file")
     if not record_file.is_file():
         raise InputError(f"--report-only: {record_file} is missing; give the sweep's --config-name and --sizes "
                          "(and its --prefix, --runs-dir and overrides)")
