@@ -109,7 +109,10 @@ def sweep(args: SweepArgs, command: str) -> dict[str, Any]:
     vote_counts = parse_list(args.votes, "--votes", lambda k: check_votes(k))
     policies = parse_list(args.vote_policies, "--vote-policies", None)
     for policy in policies:
-        check_votes(1, policy)
+        try:
+            check_votes(1, policy)
+        except BudgetError as exc:  # it names --vote-policy; this flag is --vote-policies
+            raise BudgetError(f"--vote-policies {args.vote_policies!r}: {exc}") from None
     if len(act_budgets) * len(vote_counts) * len(policies) > MAX_CELLS:
         raise BudgetError(f"--act-steps x --votes x --vote-policies: more than {MAX_CELLS} cells")
     if args.halting is not None and args.halting not in ("max_steps", "q_head"):
