@@ -286,6 +286,8 @@ CASES = {
     "arith val-size beyond the distinct pairs": builder("build_arith_dataset", "--max-digits", "1", "--num-train",
                                                         "2", "--num-test", "2", "--val-size", "100000",
                                                         culprits=("--val-size 100000", "distinct")),
+    "LSA val-size beyond memory names --val-size": builder("build_lsa_dataset", "--n", "64", "--val-size",
+                                                           str(1 << 24), culprits=("--val-size", "GiB")),
     "sudoku val-size above MAX_INSTANCES": builder("build_sudoku_dataset", "--workers", "1", "--val-size",
                                                    str(1 << 30), culprits=("--val-size", str(1 << 30))),
     # --- build_maze_dataset.py: generation ----------------------------------------------------------------
