@@ -210,6 +210,20 @@ def row(**fields):
     return lambda r, w: r["rows"][0].update(fields)
 
 
+def val_tampered(w, t, field, value, culprit):
+    """evaluate.py --split val on a Maze dataset with val/ whose dataset.json has `field` = `value`."""
+    data = t / "mv"
+    result = run(["-m", "dataset.build_maze_dataset", "--output-dir", str(data), "--no-progress", "--size", "7",
+                  "--num-train", "20", "--num-test", "10", "--num-aug", "2", "--min-path", "4", "--loop-fraction", "0",
+                  "--val-size", "3"])
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((data / "val" / "dataset.json").read_text())
+    meta[field] = value
+    (data / "val" / "dataset.json").write_text(json.dumps(meta))
+    return (["scripts/evaluate.py", "--checkpoint", str(w["maze"]), "--split", "val", "--device", "cpu", "--data",
+             str(data)], ("val/dataset.json", culprit), None)
+
+
 # ---------------------------------------------------------------------------------------------
 
 CASES = {
@@ -265,6 +279,7 @@ CASES = {
                   "--num-train", "20", "--num-test", "10", "--num-aug", "2", "--min-path", "4", "--loop-fraction", "0",
                   "--val-size", "3"]) and t / "mv")], None,
         lambda r, t: "eval/examples" in r.stdout or pytest.fail(r.stdout[-500:])),
+    "evaluate val/ of another task": lambda w, t: val_tampered(w, t, "task", "lsa", "disagree on 'task'"),
     "evaluate split train": tool("evaluate", "--split", "train", run_key="lsa", culprits=("--split", "train")),
     "ttc_sweep split val without val/": sweep(*TINY_SWEEP, "--split", "val", culprits=("maze7/val",)),
     "config eval_split=val without val/": pretrain_check("data.eval_split=val", culprits=("data.eval_split=val",
