@@ -487,7 +487,7 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
     width = layout.operand_width
     # int64 operands, answers and encoded rows before the final cast: ~32 bytes a cell.
     rows = cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size
-    check_memory("--num-train/--num-test", rows * layout.seq_len * 32)
+    check_memory("--num-train/--num-test" + ("/--val-size" if cfg.val_size else ""), rows * layout.seq_len * 32)
     train_seq, test_seq = np.random.SeedSequence(cfg.seed).spawn(2)
     pool = PairPool(cfg.base)
     total = cfg.num_train + cfg.num_test + cfg.val_size

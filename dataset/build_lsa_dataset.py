@@ -269,7 +269,7 @@ def build_lsa_dataset(cfg: LSABuildConfig) -> Path:
     checked = check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     # Augmentation holds int64 costs, their permuted copies and the labels: ~24 bytes a cell.
     rows = cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size
-    check_memory("--num-train/--num-aug/--n", rows * cfg.n**2 * 24)
+    check_memory("--num-train/--num-aug/--n" + ("/--val-size" if cfg.val_size else ""), rows * cfg.n**2 * 24)
     if cfg.max_cost + 2 > MAX_TABLE_ROWS:
         raise DatasetError(f"--max-cost {cfg.max_cost}: the vocabulary (max_cost + 2) may hold at most {MAX_TABLE_ROWS} "
                            "tokens")

@@ -240,7 +240,7 @@ def build_maze_dataset(cfg: MazeBuildConfig) -> Path:
     """Generate or import, augment and write the dataset; returns the output directory."""
     checked = check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     # uint8 inputs and labels, their augmented copies and the written arrays: ~6 bytes a cell.
-    check_memory("--num-train/--num-aug/--size",
+    check_memory("--num-train/--num-aug/--size" + ("/--val-size" if cfg.val_size else ""),
                  (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size) * cfg.size**2 * 6)
     splits = import_splits(cfg) if cfg.source_csv is not None else generate_splits(cfg)
     train, test = splits["train"], splits["test"]

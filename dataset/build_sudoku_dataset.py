@@ -511,7 +511,7 @@ def build_sudoku_dataset(cfg: SudokuBuildConfig) -> Path:
     """Generate or import, augment and write the dataset; returns the output directory."""
     checked = check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before spending time
     # uint8 puzzles and solutions, their augmented copies and the written arrays: ~6 bytes a cell.
-    check_memory("--num-train/--num-aug", (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size) * 81 * 6)
+    check_memory("--num-train/--num-aug" + ("/--val-size" if cfg.val_size else ""), (cfg.num_train * (1 + cfg.num_aug) + cfg.num_test + cfg.val_size) * 81 * 6)
     splits = import_splits(cfg) if cfg.source_csv is not None else generate_splits(cfg)
     train, test = splits["train"], splits["test"]
     aug_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(AUGMENT_KEY,)))

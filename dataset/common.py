@@ -383,8 +383,8 @@ SHARED_FIELDS = ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size
 
 
 def check_splits_agree(data_path: Path, train: DatasetMetadata, other: DatasetMetadata, split: str = "test") -> None:
-    for field in SHARED_FIELDS:
-        a, b = getattr(train, field), getattr(other, field)
+    for field in (*SHARED_FIELDS, "task"):  # a val/ of another task would be scored by this one's evaluator
+        a, b = getattr(train, field, None), getattr(other, field, None)
         if a != b:
             raise DatasetError(f"{data_path}: train/dataset.json and {split}/dataset.json disagree on '{field}' ({a} vs {b})")
 

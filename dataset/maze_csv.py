@@ -69,7 +69,7 @@ def read_maze_csv(path: Path, flag: str, skip_invalid: bool) -> CSVMazes:
     line, unless `skip_invalid`, in which case it is dropped and counted."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{flag} {path}: file not found")
+        raise DatasetError(f"{flag} {path}: " + ("is not a regular file" if path.exists() else "file not found"))
 
     def fail(line: int, message: str) -> DatasetError:
         hint = "" if line == 1 else "; pass --skip-invalid to skip bad rows"

@@ -241,7 +241,7 @@ def parse_maze(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
     mazes) of the checkpoint's n -> (N, n, n) tokens. Every line is read: '#' is a wall, not a
     comment."""
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark (Windows editors) is not a cell
     except UnicodeDecodeError as exc:
         raise InputError(f"{where}: byte {exc.start} is not UTF-8 text; a maze is drawn with '#', '.', 'S', 'G'") from exc
     return parse_maze_text(text, where, size=side_of(facts))

@@ -59,12 +59,13 @@ LEGACY_SIZE_ARG = "n"  # the size of a report that records none (written as scri
 
 
 def parse_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--sizes {text}: expected comma-separated integers, e.g. {DEFAULT_SIZES}") from None
-    if not sizes:
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
         raise InputError(f"--sizes {text!r}: no size given")
+    # Every item an integer: an empty one ('4,,5') or '4_0' is a typo, not a size to drop or read as 40.
+    if not all(re.fullmatch(r"-?[0-9]{1,9}", part) for part in parts):
+        raise InputError(f"--sizes {text}: expected comma-separated integers, e.g. {DEFAULT_SIZES}")
+    sizes = [int(part) for part in parts]
     if len(set(sizes)) != len(sizes):
         raise InputError(f"--sizes {text}: a size appears twice")
     return sizes
@@ -350,6 +351,11 @@ def check_out(out: Path, logs: list[str], report_only: bool) -> None:
         raise InputError(f"--out {str(out)!r}: give a folder of its own for the report")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
+    from dataset.replace_guard import is_run_dir
+
+    absolute = Path(os.path.abspath(out))
+    if any(is_run_dir(p) for p in (absolute, *absolute.parents)):  # logs and report are not a run's files
+        raise InputError(f"--out {out}: is in a run directory; give a folder of its own for the report")
     for name in REPORT_FILES:
         if (out / name).exists() and not (out / name).is_file():
             raise InputError(f"--out {out}: {name} there is not a file")
@@ -397,6 +403,8 @@ def report_again(out: Path, runs_dir: Optional[Path]) -> None:
     and rewrite the table and plot, the command kept as it was. A report without size_arg is one
     written as scripts/lsa_scaling.py: its rows' size is n."""
     record_file = out / "scaling.json"
+    if record_file.exists() and not record_file.is_file():
+        raise InputError(f"--report-only: {record_file} is not a regular file")
     if not record_file.is_file():
         raise InputError(f"--report-only: {record_file} is missing; give the sweep's --config-name and --sizes "
                          "(and its --prefix, --runs-dir and overrides)")
@@ -445,7 +453,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                          "and overrides), or none of them to read the report's own")
     args.config_name = args.config_name or DEFAULT_CONFIG
     args.runs_dir = args.runs_dir or Path("runs")
-    sizes, gpus = parse_sizes(args.sizes or DEFAULT_SIZES), parse_gpus(args.gpus)
+    sizes, gpus = parse_sizes(DEFAULT_SIZES if args.sizes is None else args.sizes), parse_gpus(args.gpus)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.prefix):
         raise InputError(f"--prefix {args.prefix!r}: letters, digits, '.', '_' and '-' only")
     check_overrides(args.overrides)

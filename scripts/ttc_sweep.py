@@ -76,9 +76,11 @@ class SweepArgs(BaseModel):
 
 
 def parse_list(text: str, flag: str, check) -> list:
-    items = [part.strip() for part in text.split(",") if part.strip()]
-    if not items:
+    items = [part.strip() for part in text.split(",")]
+    if not any(items):
         raise BudgetError(f"{flag} {text!r}: expected a comma-separated list")
+    if not all(items):
+        raise BudgetError(f"{flag} {text!r}: an item is empty")
     out = []
     for item in items:
         value: Any = item
@@ -87,7 +89,10 @@ def parse_list(text: str, flag: str, check) -> list:
                 value = int(item)
             except ValueError:
                 raise BudgetError(f"{flag} {text!r}: {item!r} is not an integer") from None
-            check(value)
+            try:
+                check(value)
+            except BudgetError as exc:  # the check names the single-value flag (--vote); this one is --votes
+                raise BudgetError(f"{flag} {text!r}: {exc}") from None
         out.append(value)
     if len(set(out)) != len(out):
         raise BudgetError(f"{flag} {text!r}: a value is repeated")
@@ -104,7 +109,10 @@ def sweep(args: SweepArgs, command: str) -> dict[str, Any]:
     vote_counts = parse_list(args.votes, "--votes", lambda k: check_votes(k))
     policies = parse_list(args.vote_policies, "--vote-policies", None)
     for policy in policies:
-        check_votes(1, policy)
+        try:
+            check_votes(1, policy)
+        except BudgetError as exc:  # it names --vote-policy; this flag is --vote-policies
+            raise BudgetError(f"--vote-policies {args.vote_policies!r}: {exc}") from None
     if len(act_budgets) * len(vote_counts) * len(policies) > MAX_CELLS:
         raise BudgetError(f"--act-steps x --votes x --vote-policies: more than {MAX_CELLS} cells")
     if args.halting is not None and args.halting not in ("max_steps", "q_head"):

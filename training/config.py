@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic_core import to_jsonable_python
 
 from core.dicts import flatten
@@ -150,7 +150,7 @@ class TrainConfig(Strict):
     ema: bool = True
     ema_rate: float = Field(0.999, ge=0, lt=1)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
-    num_threads: Optional[Union[Literal["auto"], Annotated[int, Field(ge=1, le=MAX_THREADS)]]] = Field(
+    num_threads: Optional[Union[Literal["auto"], Annotated[StrictInt, Field(ge=1, le=MAX_THREADS)]]] = Field(
         "auto", description="CPU threads for torch, in training and every script that runs the model: auto "
         "(OMP_NUM_THREADS if set, else torch's default lowered to the cores the load average leaves free; "
         "training/engine/threads.py), N, or null (torch's own setting)")

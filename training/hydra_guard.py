@@ -366,6 +366,7 @@ def compose(search: ConfigSearch, config_name: str, overrides: list[str]) -> Any
     parsed = parse_overrides(overrides, search)
     for override in parsed:
         check_override(override)
+    check_group_choices(parsed, search)
     primary = search.primary(config_name)
     written = OmegaConf.to_container(primary.config, resolve=False) if OmegaConf.is_dict(primary.config) else {}
     if isinstance(written.get("hydra"), dict) and written["hydra"].get("searchpath"):
@@ -394,6 +395,20 @@ def project_part(cfg: Any) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True)
     except (OmegaConfBaseException, ValueError) as exc:
         raise composition_error(exc, "", [], None) from exc
+
+
+def check_group_choices(parsed: list[Any], search: ConfigSearch) -> None:
+    """A config group's override picks one of its options by name: a path (`device=lsa/cpu`,
+    `device=../arch/trm_mlp`) would load a file that is not an option of the group, so it is refused."""
+    groups = config_groups(search.dirs)
+    for override in parsed:
+        group = override.key_or_group.lstrip("+~")
+        if override.package or group not in groups:
+            continue
+        for value in override_values(override):
+            if isinstance(value, str) and ("/" in value or "\\" in value or ".." in value):
+                raise ConfigError(f"override {override.input_line}: {value!r} is not an option of the config group "
+                                  f"{group}; choose one of {', '.join(group_options(search.dirs, group))}")
 
 
 def group_options(dirs: list[Path], group: str) -> list[str]:
