@@ -416,3 +416,22 @@ class ProgressBar(tqdm):
             values["bar_format"] = ("{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, ETA once "
                                     f"{ETA_AFTER:.0%} is done" + "{postfix}]")
         return values
+
+
+# The public puzzle CSVs (sudoku-extreme, Maze-Hard): a header naming these columns, any order.
+PUZZLE_CSV_COLUMNS = ("source", "question", "answer", "rating")
+
+
+def puzzle_csv_columns(reader, fail) -> tuple[int, int, int, int]:
+    """Read a puzzle CSV's header row from `reader` (a csv.reader): the indices of its question,
+    answer and rating columns and its number of fields. `fail(line, message)` makes the error
+    (naming the file) raised for an empty file or a missing column."""
+    header = next(reader, None)
+    if header is None:
+        raise fail(1, "file is empty (expected a header row: source,question,answer,rating)")
+    columns = [name.strip() for name in header]
+    missing = [name for name in PUZZLE_CSV_COLUMNS if name not in columns]
+    if missing:
+        raise fail(1, f"header lacks column(s) {missing} (expected source,question,answer,rating)")
+    q_col, a_col, r_col = (columns.index(name) for name in ("question", "answer", "rating"))
+    return q_col, a_col, r_col, len(columns)

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DatasetError
+from dataset.common import puzzle_csv_columns
 from dataset.maze_solver import CSV_CHARS, GOAL, MAX_SIZE, MIN_SIZE, OPEN, PATH, START
 
-REQUIRED_COLUMNS = ("source", "question", "answer", "rating")
 CHAR_TOKENS = np.zeros(256, dtype=np.uint8)  # byte -> token, 0 = not a maze character
 CHAR_TOKENS[np.frombuffer(CSV_CHARS.encode(), dtype=np.uint8)] = np.arange(1, len(CSV_CHARS) + 1)
 
@@ -81,21 +81,14 @@ def read_maze_csv(path: Path, flag: str, skip_invalid: bool) -> CSVMazes:
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.reader(handle)
         try:
-            header = next(reader, None)
-            if header is None:
-                raise fail(1, "file is empty (expected a header row: source,question,answer,rating)")
-            columns = [name.strip() for name in header]
-            missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-            if missing:
-                raise fail(1, f"header lacks column(s) {missing} (expected source,question,answer,rating)")
-            q_col, a_col, r_col = (columns.index(name) for name in ("question", "answer", "rating"))
+            q_col, a_col, r_col, width = puzzle_csv_columns(reader, fail)
             for row in reader:
                 line = reader.line_num
                 if not row:
                     continue
                 problem = None
-                if len(row) != len(columns):
-                    problem = f"has {len(row)} fields, the header has {len(columns)}"
+                if len(row) != width:
+                    problem = f"has {len(row)} fields, the header has {width}"
                 else:
                     question, answer = row[q_col], row[a_col]  # not stripped: ' ' is an open cell
                     side = math.isqrt(len(question))

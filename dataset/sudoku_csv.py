@@ -17,9 +17,9 @@ from typing import Optional
 import numpy as np
 
 from core.errors import DatasetError
+from dataset.common import puzzle_csv_columns
 from dataset.sudoku_solver import UNITS
 
-REQUIRED_COLUMNS = ("source", "question", "answer", "rating")
 UNIT_CELLS = np.array(UNITS, dtype=np.int64)  # (27, 9)
 ROWS_PER_CHUNK = 65536
 
@@ -114,15 +114,7 @@ def read_sudoku_csv(path: Path, flag: str, skip_invalid: bool) -> CSVPuzzles:
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.reader(handle)
         try:
-            header = next(reader, None)
-            if header is None:
-                raise fail(1, "file is empty (expected a header row: source,question,answer,rating)")
-            columns = [name.strip() for name in header]
-            missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-            if missing:
-                raise fail(1, f"header lacks column(s) {missing} (expected source,question,answer,rating)")
-            q_col, a_col, r_col = (columns.index(name) for name in ("question", "answer", "rating"))
-            width = len(columns)
+            q_col, a_col, r_col, width = puzzle_csv_columns(reader, fail)
             for row in reader:
                 line = reader.line_num
                 problem = None
