@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import sys
 import time
@@ -229,7 +230,29 @@ def table(report: dict[str, Any]) -> str:
                      f"{fmt(m.get(head))} | {fmt(m.get('eval/exact_accuracy'))} | "
                      f"{fmt(m.get('test_time/plain_exact_accuracy'))} | {fmt(m.get('test_time/agreement'), 3)} | "
                      f"{chosen} | {cell['seconds']:.2f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + group_table(report)) + "\n"
+
+
+GROUP_KEY = re.compile(r"^eval/[^/]+/((?:givens|rating)_[^/]+)/exact_accuracy$")
+
+
+def group_table(report: dict[str, Any]) -> list[str]:
+    """Exact accuracy of every cell by the evaluator's groups (Sudoku: number of givens), when it
+    reports them: one row per cell, one column per group, the groups' sizes in the last row."""
+    ran = [cell for cell in report["cells"] if cell["status"] == "ran"]
+    groups = sorted({m[1] for cell in ran for key in cell["metrics"] if (m := GROUP_KEY.match(key))},
+                    key=lambda g: (g.split("_")[0], [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", g)]))
+    if not groups:
+        return []
+    prefix = next(key for key in ran[0]["metrics"] if GROUP_KEY.match(key)).split("/")[1]
+    lines = ["", "Exact accuracy by group (the evaluator's own groups; sizes in the last row):", "",
+             "| ACT steps | K | policy | " + " | ".join(groups) + " |", "|---|---|---|" + "---|" * len(groups)]
+    for cell in ran:
+        lines.append(f"| {cell['act_steps']} | {cell['votes']} | {cell['policy']} | "
+                     + " | ".join(fmt(cell["metrics"].get(f"eval/{prefix}/{g}/exact_accuracy")) for g in groups) + " |")
+    lines.append("| | | instances | " + " | ".join(fmt(ran[0]["metrics"].get(f"eval/{prefix}/{g}/count"), 0)
+                                                   for g in groups) + " |")
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

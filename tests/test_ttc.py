@@ -388,3 +388,30 @@ def test_choose_properties(num_k, num, length, seed):
         else:
             assert checked.chosen_by[n] == "majority" and k == majority.index[n]
     assert np.array_equal(choose(preds, q, None, "confidence").index, q.argmax(0))
+
+
+def test_sweep_table_lists_the_evaluators_groups():
+    """A Sudoku sweep's markdown gains a by-givens table: one row per cell that ran, the groups in
+    numeric order, their sizes last; a task without groups gets none."""
+    from conftest import load_script
+
+    ttc = load_script("ttc_sweep")
+    def metrics(acc):
+        m = {"eval/exact_accuracy": acc[0], "eval/sudoku/exact_accuracy": acc[0]}
+        for g, a in zip((9, 10, 22), acc[1:]):
+            m[f"eval/sudoku/givens_{g}/exact_accuracy"] = a
+            m[f"eval/sudoku/givens_{g}/count"] = float(g)
+        return m
+    cells = [{"act_steps": 16, "votes": 1, "candidates": 1, "policy": "majority", "status": "ran",
+              "seconds": 1.0, "metrics": metrics((0.1, 0.2, 0.3, 0.4))},
+             {"act_steps": 32, "votes": 4, "candidates": 4, "policy": "check", "status": "ran",
+              "seconds": 2.0, "metrics": metrics((0.5, 0.6, 0.7, 0.8))},
+             {"act_steps": 64, "votes": 4, "candidates": 4, "policy": "check", "status": "skipped (--max-seconds)"}]
+    lines = ttc.group_table({"cells": cells})
+    assert lines[3] == "| ACT steps | K | policy | givens_9 | givens_10 | givens_22 |"
+    assert lines[5] == "| 16 | 1 | majority | 0.2000 | 0.3000 | 0.4000 |"
+    assert lines[6] == "| 32 | 4 | check | 0.6000 | 0.7000 | 0.8000 |"
+    assert lines[7] == "| | | instances | 9 | 10 | 22 |" and len(lines) == 8
+    for cell in cells[:2]:
+        cell["metrics"] = {k: v for k, v in cell["metrics"].items() if "givens" not in k}
+    assert ttc.group_table({"cells": cells}) == []
