@@ -285,10 +285,12 @@ def read_metadata(path: Path) -> DatasetMetadata:
     return meta
 
 
-def read_example_array(meta: DatasetMetadata, field: str, num_examples: int) -> Optional[np.ndarray]:
+def read_example_array(meta: DatasetMetadata, field: str, num_examples: int, first: bool = False) -> Optional[np.ndarray]:
     """An optional per-example integer array stored beside a split's standard ones
     (`<set>__<field>.npy` for every set, concatenated in set order as the loader concatenates
-    the sets), or None when the metadata was not read from disk or a set lacks the file."""
+    the sets), or None when the metadata was not read from disk or a set lacks the file.
+    `first`: the caller scored only the split's first `num_examples` examples
+    (train.eval_max_examples, ttc_sweep.py --max-examples): their entries are returned."""
     if meta.split_dir is None:
         return None
     files = [meta.split_dir / f"{name}__{field}.npy" for name in meta.sets]
@@ -299,6 +301,8 @@ def read_example_array(meta: DatasetMetadata, field: str, num_examples: int) -> 
         if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
             raise DatasetError(f"{f}: expected a 1-D integer array, got shape {arr.shape} dtype {arr.dtype}")
     values = np.concatenate(parts)
+    if first and values.shape[0] > num_examples:
+        return values[:num_examples]
     if values.shape[0] != num_examples:
         raise DatasetError(f"{files[0] if len(files) == 1 else files}: {values.shape[0]} entries for {num_examples} examples")
     return values

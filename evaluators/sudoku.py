@@ -180,8 +180,9 @@ class SudokuEvaluator(Evaluator):
         arrays = {k: np.concatenate(getattr(self, f"_{k}")) for k in ("inputs", "preds", "labels")}
         arrays = gather_arrays(arrays, world_size, group)
         metrics = score_sudoku(arrays["inputs"], arrays["preds"], arrays["labels"])
-        # Rows are the test examples in order (ranks hold contiguous shards, gathered in order).
-        ratings = read_example_array(self.metadata, RATINGS_FIELD, arrays["inputs"].shape[0])
+        # Rows are the split's first examples in order (ranks hold contiguous shards, gathered in
+        # order; all of them, or the first train.eval_max_examples / --max-examples).
+        ratings = read_example_array(self.metadata, RATINGS_FIELD, arrays["inputs"].shape[0], first=True)
         metrics.update(score_by_bucket(arrays["inputs"], arrays["preds"], arrays["labels"], ratings, self.givens_bucket))
         if save_path is not None and rank == 0:
             extra = {"ratings": ratings} if ratings is not None else {}

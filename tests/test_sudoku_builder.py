@@ -266,6 +266,31 @@ def test_test_ratings_array_matches_the_solver(hard_small):
     assert read_example_array(meta, "nonexistent", 6) is None
     with pytest.raises(DatasetError, match="all__ratings.npy: 6 entries for 7 examples"):
         read_example_array(meta, "ratings", 7)
+    with pytest.raises(DatasetError, match="all__ratings.npy: 6 entries for 4 examples"):
+        read_example_array(meta, "ratings", 4)  # a whole split's array must match it
+    # A caller that scored the first 4 examples only (eval_max_examples, --max-examples) gets theirs.
+    assert read_example_array(meta, "ratings", 4, first=True).tolist() == expected[:4]
+    with pytest.raises(DatasetError, match="all__ratings.npy: 6 entries for 7 examples"):
+        read_example_array(meta, "ratings", 7, first=True)
+
+
+def test_sudoku_evaluator_scores_the_first_examples_by_rating(hard_small):
+    """The evaluator over the first 4 test examples only (train.eval_max_examples, the sweep's
+    --max-examples): its by-rating buckets count those 4, from the first 4 ratings."""
+    import torch
+
+    from evaluators.sudoku import SudokuEvaluator
+
+    meta, sets = load_split(hard_small, "test")
+    inputs, labels = sets["all"].inputs[:4], sets["all"].labels[:4]
+    ev = SudokuEvaluator(meta)
+    ev.begin_eval()
+    ev.update_batch({"inputs": torch.as_tensor(inputs), "labels": torch.as_tensor(labels)},
+                    {"preds": torch.as_tensor(labels)})
+    metrics = ev.result(None)
+    assert metrics["exact_accuracy"] == 1.0
+    counts = {k: v for k, v in metrics.items() if k.startswith("rating_") and k.endswith("/count")}
+    assert counts and sum(counts.values()) == 4
 
 
 # ---------------------------------------------------------------------------------------------
