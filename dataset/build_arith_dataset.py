@@ -94,7 +94,7 @@ class ArithBuildConfig(BaseModel):
                                            "(default: --max-digits); seq_len fits the larger range")
     num_train: int = Field(10000, ge=1, le=MAX_INSTANCES, description="original training problems (groups)")
     num_test: int = Field(1000, ge=1, le=MAX_INSTANCES, description="test problems (not augmented)")
-    val_size: int = val_size_field("from the training digit range (in-distribution)")
+    val_size: int = val_size_field("drawn from the training digit range (in distribution),")
     num_aug: int = Field(1, ge=0, le=1, description="1: add the operand-swapped copy (b op a) to each group")
     seed: int = Field(0, ge=0, description="random seed; same arguments give byte-identical files")
     overwrite: bool = Field(False, description="replace a non-empty output directory")
