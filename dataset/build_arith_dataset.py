@@ -12,7 +12,8 @@ test share none in either order. Training pairs are drawn first, then test pairs
 ones left. Small digit-count classes run out (1x1-digit problems have only B(B+1)/2 pairs);
 draws then continue among the classes that remain, so a class that runs out is
 under-represented, never repeated. With --test-min-digits/--test-max-digits the test split
-draws its digit counts from that range instead (length generalisation at the same seq_len).
+draws its digit counts from that range instead (length generalisation at the same seq_len:
+e.g. train on 1..8 digits, test on 9..16, config/cfg_arith_lengen.yaml).
 
 Layout, with W = operand width = the larger of --max-digits and --test-max-digits and
 R = answer width (W + 1 for add, 2W for mul), so seq_len = 2W + 2 + R:
@@ -34,9 +35,16 @@ repeats the layout, which `dataset.json` records under "layout".
 Augmentation (--num-aug 1): a training group is a op b plus b op a (same answer), without the
 copy when a == b. The test split is not augmented.
 
-Validation (--val-size N): val/ holds N more problems drawn like the test ones (the test digit
-range), from a seed stream of their own, after train and test and sharing no pair with
-either; train/ and test/ are the same files with or without it.
+Validation (--val-size N): val/ holds N more problems from the TRAINING digit range (it measures
+what was trained: in-distribution accuracy; with a test range of its own, test/ is the
+out-of-distribution measure), drawn like the test ones (one example each, not augmented) from
+a seed stream of their own, after train and test and sharing no pair with either; train/ and
+test/ are the same files with or without it. Builder version 1 drew val/ from the test range.
+
+The cross-field checks (digit ranges in order, enough distinct pairs for each split) are made
+when the arguments are validated (ArithBuildConfig), so `pretrain.py --check` and the CLI refuse
+a bad request in one line before anything is drawn; the build itself checks only what depends
+on the draws (pairs left in a range after the splits drawn before it).
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from core.cli import CLI, run_cli
@@ -63,7 +71,7 @@ from dataset.common import (
 )
 from dataset.writer import check_output_dir, write_dataset
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: val/ drawn from the training digit range (1: from the test range)
 MAX_DIGITS = 256
 DIGIT_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
 PAD_TOKEN = 0
@@ -86,7 +94,7 @@ class ArithBuildConfig(BaseModel):
                                            "(default: --max-digits); seq_len fits the larger range")
     num_train: int = Field(10000, ge=1, le=MAX_INSTANCES, description="original training problems (groups)")
     num_test: int = Field(1000, ge=1, le=MAX_INSTANCES, description="test problems (not augmented)")
-    val_size: int = val_size_field()
+    val_size: int = val_size_field("drawn from the training digit range (in distribution),")
     num_aug: int = Field(1, ge=0, le=1, description="1: add the operand-swapped copy (b op a) to each group")
     seed: int = Field(0, ge=0, description="random seed; same arguments give byte-identical files")
     overwrite: bool = Field(False, description="replace a non-empty output directory")
@@ -96,6 +104,17 @@ class ArithBuildConfig(BaseModel):
         lo = self.min_digits if self.test_min_digits is None else self.test_min_digits
         hi = self.max_digits if self.test_max_digits is None else self.test_max_digits
         return lo, hi
+
+    def train_range(self) -> tuple[int, int]:
+        """The training digit range, which val/ follows too."""
+        return self.min_digits, self.max_digits
+
+    @model_validator(mode="after")
+    def _check(self) -> "ArithBuildConfig":
+        problem = argument_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,29 +408,52 @@ def decode_example(inputs_row: np.ndarray, labels_row: np.ndarray, layout: Arith
 # Building
 
 
-def check_arguments(cfg: ArithBuildConfig) -> tuple[int, int]:
-    """Cross-field checks pydantic cannot make per field; returns the test digit range."""
+def argument_problem(cfg: ArithBuildConfig) -> Optional[str]:
+    """The first cross-field problem of the arguments (one line naming the flags and values), or
+    None: digit ranges in order, and enough distinct pairs {a, b} for each split and for the
+    splits together (train and val draw from the training range, test from the test range, and
+    no two splits share a pair). What is left of a range after the earlier splits' draws is
+    checked by the build (it depends on the draws)."""
     if cfg.min_digits > cfg.max_digits:
-        raise DatasetError(f"--min-digits {cfg.min_digits} is larger than --max-digits {cfg.max_digits}")
+        return f"--min-digits {cfg.min_digits} is larger than --max-digits {cfg.max_digits}"
     test_lo, test_hi = cfg.test_range()
     if test_lo > test_hi:
-        raise DatasetError(f"--test-min-digits {test_lo} is larger than --test-max-digits {test_hi}")
+        defaulted = [f"{flag} defaults to {src} {value}" for flag, given, src, value in (
+            ("--test-min-digits", cfg.test_min_digits, "--min-digits", cfg.min_digits),
+            ("--test-max-digits", cfg.test_max_digits, "--max-digits", cfg.max_digits)) if given is None]
+        note = f" ({'; '.join(defaulted)}: give both test flags)" if defaulted else ""
+        return f"--test-min-digits {test_lo} is larger than --test-max-digits {test_hi}{note}"
     where = f"in base {cfg.base}"
     train_pairs = total_pairs(cfg.base, cfg.min_digits, cfg.max_digits)
     if cfg.num_train > train_pairs:
-        raise DatasetError(f"--num-train {cfg.num_train}: only {train_pairs} distinct pairs {{a, b}} of "
-                           f"{cfg.min_digits}..{cfg.max_digits}-digit numbers exist {where}")
+        return (f"--num-train {cfg.num_train}: only {train_pairs} distinct pairs {{a, b}} of "
+                f"{cfg.min_digits}..{cfg.max_digits}-digit numbers exist {where}")
     test_pairs = total_pairs(cfg.base, test_lo, test_hi)
     if cfg.num_test > test_pairs:
-        raise DatasetError(f"--num-test {cfg.num_test}: only {test_pairs} distinct pairs {{a, b}} of "
-                           f"{test_lo}..{test_hi}-digit numbers exist {where}")
+        return (f"--num-test {cfg.num_test}: only {test_pairs} distinct pairs {{a, b}} of "
+                f"{test_lo}..{test_hi}-digit numbers exist {where}")
+    if cfg.num_train + cfg.val_size > train_pairs:
+        return (f"--val-size {cfg.val_size}: val/ draws from the training range ({cfg.min_digits}..{cfg.max_digits} "
+                f"digits), where only {train_pairs} distinct pairs exist {where} and --num-train takes {cfg.num_train}")
     lo, hi = min(cfg.min_digits, test_lo), max(cfg.max_digits, test_hi)
     union_pairs = sum(pair_class_size(cfg.base, x, y) for x in range(lo, hi + 1) for y in range(x, hi + 1)
                       if (cfg.min_digits <= x and y <= cfg.max_digits) or (test_lo <= x and y <= test_hi))
     if cfg.num_train + cfg.num_test > union_pairs:
-        raise DatasetError(f"--num-test {cfg.num_test}: with --num-train {cfg.num_train}, only {union_pairs} distinct "
-                           f"pairs exist {where} (train and test share none)")
-    return test_lo, test_hi
+        return (f"--num-test {cfg.num_test}: with --num-train {cfg.num_train}, only {union_pairs} distinct "
+                f"pairs exist {where} (train and test share none)")
+    if cfg.num_train + cfg.num_test + cfg.val_size > union_pairs:
+        return (f"--val-size {cfg.val_size}: with --num-train {cfg.num_train} and --num-test {cfg.num_test}, only "
+                f"{union_pairs} distinct pairs exist {where} (no two splits share one)")
+    return None
+
+
+def check_arguments(cfg: ArithBuildConfig) -> tuple[int, int]:
+    """The cross-field checks (argument_problem) as a DatasetError, for a config made without
+    validation (model_construct); returns the test digit range."""
+    problem = argument_problem(cfg)
+    if problem:
+        raise DatasetError(problem)
+    return cfg.test_range()
 
 
 def _metadata(cfg: ArithBuildConfig, layout: ArithLayout, split: SplitArrays, digit_range: tuple[int, int],
@@ -499,13 +541,13 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
             raise DatasetError(f"--num-test {cfg.num_test}: only {left} distinct pairs of {test_range[0]}.."
                                f"{test_range[1]}-digit numbers are left after the training split (lower the counts)")
         test_a, test_b = draw_problems(np.random.default_rng(test_seq), cfg.num_test, test_range, width, pool, bar)
-        if cfg.val_size:  # like test, from its own stream, among the pairs neither split holds
-            left = pool.left_in_range(*test_range)
+        if cfg.val_size:  # the training range, from its own stream, among the pairs neither split holds
+            left = pool.left_in_range(*cfg.train_range())
             if cfg.val_size > left:
-                raise DatasetError(f"--val-size {cfg.val_size}: only {left} distinct pairs of {test_range[0]}.."
-                                   f"{test_range[1]}-digit numbers are left after the training and test splits "
-                                   "(lower the counts)")
-            val_a, val_b = draw_problems(val_rng(cfg.seed), cfg.val_size, test_range, width, pool, bar)
+                raise DatasetError(f"--val-size {cfg.val_size}: only {left} distinct pairs of {cfg.min_digits}.."
+                                   f"{cfg.max_digits}-digit numbers (the training range, which val/ follows) are "
+                                   "left after the training and test splits (lower the counts)")
+            val_a, val_b = draw_problems(val_rng(cfg.seed), cfg.val_size, cfg.train_range(), width, pool, bar)
 
     dtype = token_dtype(layout.vocab_size)
     train_answers = compute_answers(train_a, train_b, cfg.op, cfg.base, layout.answer_width)
@@ -519,13 +561,13 @@ def build_arith_dataset(cfg: ArithBuildConfig) -> Path:
     def larger(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.maximum(digit_lengths(a), digit_lengths(b))
 
-    train_meta = _metadata(cfg, layout, train, (cfg.min_digits, cfg.max_digits), larger(train_a, train_b))
+    train_meta = _metadata(cfg, layout, train, cfg.train_range(), larger(train_a, train_b))
     test_meta = _metadata(cfg, layout, test, test_range, larger(test_a, test_b))
     splits = {"train": (train_meta, train), "test": (test_meta, test)}
     if cfg.val_size:
         val_answers = compute_answers(val_a, val_b, cfg.op, cfg.base, layout.answer_width)
         val = _split_arrays(*encode_problems(val_a, val_b, val_answers, layout), np.ones(cfg.val_size, np.int64), dtype)
-        splits["val"] = (_metadata(cfg, layout, val, test_range, larger(val_a, val_b)), val)
+        splits["val"] = (_metadata(cfg, layout, val, cfg.train_range(), larger(val_a, val_b)), val)
 
     return write_dataset(cfg.output_dir, cfg.overwrite, splits,
                          {VOCAB_FILE: json.dumps(vocab_document(layout), indent=2) + "\n"},
@@ -541,7 +583,7 @@ def main(cfg: ArithBuildConfig) -> None:
     test_lo, test_hi = cfg.test_range()
     print(f"wrote {out} ({cfg.op}, base {cfg.base}, {cfg.min_digits}..{cfg.max_digits} digits "
           f"[test {test_lo}..{test_hi}]: {cfg.num_train} train groups, {cfg.num_test} test"
-          f"{f', {cfg.val_size} val' if cfg.val_size else ''})")
+          f"{f', {cfg.val_size} val [{cfg.min_digits}..{cfg.max_digits}]' if cfg.val_size else ''})")
 
 
 if __name__ == "__main__":

@@ -67,10 +67,11 @@ VAL_SIZE_ARG = "val_size"
 VAL_STREAM_KEY = 0x76616C  # "val"
 
 
-def val_size_field() -> Any:
-    """The `val_size` field every builder config declares (the same bounds and help)."""
-    return pydantic.Field(0, ge=0, le=MAX_INSTANCES, description="validation instances (val/: held out like test/, "
-                          "drawn like test/ from a seed stream of their own, none equal to a train or test instance; "
+def val_size_field(drawn: str = "drawn like test/") -> Any:
+    """The `val_size` field every builder config declares (the same bounds and help; `drawn`
+    says from what, for a builder whose val/ is not drawn like test/)."""
+    return pydantic.Field(0, ge=0, le=MAX_INSTANCES, description=f"validation instances (val/: held out like test/, "
+                          f"{drawn} from a seed stream of their own, none equal to a train or test instance; "
                           "not augmented). 0 = no val/; train/ and test/ are the same files either way")
 
 

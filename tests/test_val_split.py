@@ -79,8 +79,9 @@ def test_val_redraws_pairs_equal_to_train_or_test_arith(tmp_path):
 
     val, others = pairs("val"), pairs("train") + pairs("test")
     assert len(set(val)) == 3 and not set(val) & set(others)
-    with pytest.raises(DatasetError, match="--val-size 4: only 3 distinct pairs"):
-        build_arith(tmp_path / "e", base=2, num_train=4, num_test=3, num_aug=0, val_size=4)
+    with pytest.raises(ValueError, match="--val-size 4: with --num-train 4 and --num-test 3, only 10 distinct pairs"):
+        build_arith(tmp_path / "e", base=2, num_train=4, num_test=3, num_aug=0, val_size=4)  # refused by the arguments' check
+    assert not (tmp_path / "e").exists()
 
 
 def test_val_of_an_import_skips_puzzles_equal_to_train_or_test(tmp_path):
