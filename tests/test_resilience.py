@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, build_lsa, run_module, sigterm_after_step, tiny_config
+from conftest import REPO, TINY_CLI, build_lsa, run_in_process, sigterm_after_step, tiny_config
 from models.losses import ACTLossHead
 from training.engine.checkpoint import CheckpointError, load_file, resolve_checkpoint, save_checkpoint
 from training.loop import TrainingDiverged, train
@@ -98,7 +98,7 @@ def _start(tmp_path, data_dir, *extra):
            "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data_dir}",
             f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=sig", "logging.progress=false",
-            "train.max_steps=100000", "train.log_every=5", "train.eval_interval=100000", *extra]
+            "train.max_steps=100000", "train.log_every=5", "train.eval_interval=100000", *TINY_CLI, *extra]
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -127,14 +127,15 @@ def test_signal_checkpoints_and_exits_zero_then_resumes(tmp_path, data_dir, sig)
     meta = json.loads((ckpt / "meta.json").read_text())
     assert meta["preempted"] and meta["step"] > 0
     assert json.loads(out.strip().splitlines()[-1])["preempted"] is True
-    # Resume it and let it finish a few steps later.
-    done = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data_dir}",
-                      f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=sig", "logging.progress=false",
-                      "train.resume=true", f"train.max_steps={meta['step'] + 5}", "train.eval_interval=100000")
+    # Resume it (in this process: the signal above went to the real command line) and let it
+    # finish a few steps later.
+    done = run_in_process("pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data_dir}",
+                          f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=sig", *TINY_CLI,
+                          "train.resume=true", f"train.max_steps={meta['step'] + 5}", "train.eval_interval=100000")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["step"] == meta["step"] + 5
     # The checkpoint pre-emption wrote is an ordinary one for evaluate.py.
-    ev = run_module("scripts/evaluate.py", "--checkpoint", str(ckpt), "--no-progress")
+    ev = run_in_process("scripts/evaluate.py", "--checkpoint", str(ckpt), "--no-progress")
     assert ev.returncode == 0 and "eval/lsa/optimal_cost_rate" in json.loads(ev.stdout.strip().splitlines()[-1])
 
 
@@ -359,7 +360,7 @@ def test_best_checkpoint_survives_pruning_and_seeds_a_new_run(tmp_path, data_dir
     first_eval = [r for r in metrics(tmp_path / "runs" / PROJECT / "child") if "eval/accuracy" in r][0]
     assert first_eval["eval/lsa/projected_optimal_cost_rate"] == best_value
     assert new["step"] == 1 and src["step"] == 120
-    ev = run_module("scripts/evaluate.py", "--checkpoint", str(ckpts / "best"), "--no-progress")
+    ev = run_in_process("scripts/evaluate.py", "--checkpoint", str(ckpts / "best"), "--no-progress")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout.strip().splitlines()[-1])["eval/lsa/projected_optimal_cost_rate"] == best_value
 
