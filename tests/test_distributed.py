@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, build_lsa
+from conftest import REPO, build_lsa, run_in_process
 from training.engine.checkpoint import resolve_checkpoint
 
 pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
@@ -46,9 +46,22 @@ def command(nproc, data, runs, *extra):
 
 
 def launch(nproc, data, runs, *extra, timeout=300):
-    """nproc=None: plain python; else torchrun with nproc processes."""
+    """nproc=None: one process, pretrain.py's command line run in this one (no process group:
+    what `python pretrain.py` does, without a new interpreter); else torchrun with nproc processes."""
+    if nproc is None:
+        return run_in_process(*command(None, data, runs, *extra)[1:])
     return subprocess.run(command(nproc, data, runs, *extra), cwd=REPO, env=env(), capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory):
+    """The uninterrupted one-rank run (20 steps, evaluated at 10 and 20) the multi-rank runs are
+    compared with; only read."""
+    runs = tmp_path_factory.mktemp("straight") / "runs"
+    result = launch(None, data, runs, "logging.run_name=straight", "train.max_steps=20", "train.eval_interval=10")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return runs / PROJECT / "straight"
 
 
 def losses(run_dir):
@@ -67,20 +80,18 @@ def assert_close_curves(a, b):
     assert max(gaps.values()) < LOSS_RTOL, max(gaps.items(), key=lambda kv: kv[1])
 
 
-def test_two_ranks_follow_one_rank_and_score_every_example_once(data, tmp_path):
+def test_two_ranks_follow_one_rank_and_score_every_example_once(data, straight, tmp_path):
     runs = tmp_path / "runs"
-    one = launch(None, data, runs, "logging.run_name=one", "train.max_steps=24", "train.eval_interval=12")
-    two = launch(2, data, runs, "logging.run_name=two", "train.max_steps=24", "train.eval_interval=12")
-    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch(2, data, runs, "logging.run_name=two", "train.max_steps=20", "train.eval_interval=10")
     assert two.returncode == 0, two.stderr[-3000:]
-    assert_close_curves(losses(runs / PROJECT / "two"), losses(runs / PROJECT / "one"))
+    assert_close_curves(losses(runs / PROJECT / "two"), losses(straight))
     # Evaluation is sharded over the ranks (21 examples: 11 + 10) and gathered: each scored once.
     for record in evals(runs / PROJECT / "two"):
         assert record["eval/examples"] == 21
-    predictions = np.load(runs / PROJECT / "two" / "eval" / "step_0000024" / "lsa_predictions.npz")
+    predictions = np.load(runs / PROJECT / "two" / "eval" / "step_0000020" / "lsa_predictions.npz")
     test_inputs = np.load(data / "test" / "all__inputs.npy")
     assert np.array_equal(predictions["costs"].reshape(21, -1), test_inputs)  # all of them, in order, once
-    last_one, last_two = evals(runs / PROJECT / "one")[-1], evals(runs / PROJECT / "two")[-1]
+    last_one, last_two = evals(straight)[-1], evals(runs / PROJECT / "two")[-1]
     assert last_two["eval/lm_loss"] == pytest.approx(last_one["eval/lm_loss"], rel=1e-3)
     # Rank 0 alone wrote the run directory; the checkpoint records how many ranks made it.
     assert sorted(p.name for p in runs.iterdir()) == [PROJECT]
@@ -88,19 +99,18 @@ def test_two_ranks_follow_one_rank_and_score_every_example_once(data, tmp_path):
 
 
 @pytest.mark.parametrize("first, second", [(2, None), (None, 2)])
-def test_resume_with_another_number_of_ranks(data, tmp_path, first, second):
+def test_resume_with_another_number_of_ranks(data, straight, tmp_path, first, second):
     """The carry is saved whole (rank order) and cut anew for the new world size; with
     exploration off nothing else depends on the ranks, so the resumed run follows the
     uninterrupted one-rank run."""
     runs = tmp_path / "runs"
-    straight = launch(None, data, runs, "logging.run_name=straight", "train.max_steps=20", "train.eval_interval=10")
     part1 = launch(first, data, runs, "logging.run_name=r", "train.max_steps=10", "train.eval_interval=10")
     part2 = launch(second, data, runs, "logging.run_name=r", "train.max_steps=20", "train.eval_interval=10",
                    "train.resume=true")
-    for result in (straight, part1, part2):
+    for result in (part1, part2):
         assert result.returncode == 0, result.stderr[-3000:]
     assert "random streams" in part2.stdout  # the log says the RNG streams could not continue as they were
-    assert_close_curves(losses(runs / PROJECT / "r"), losses(runs / PROJECT / "straight"))
+    assert_close_curves(losses(runs / PROJECT / "r"), losses(straight))
 
 
 def test_bad_setups_end_with_one_line_on_every_rank(data, tmp_path):
