@@ -4,7 +4,7 @@ scoreable by scripts/evaluate.py with the same numbers."""
 import json
 
 import pytest
-from conftest import assert_one_line_error, run_module, tiny_config
+from conftest import assert_one_line_error, run_in_process, run_module, tiny_config
 from training.loop import train
 
 pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
@@ -51,7 +51,7 @@ def test_checkpoint_layout(tiny_run):
 def test_evaluate_script_reproduces_training_eval(tiny_run):
     tmp, result = tiny_run
     run_dir = tmp / "runs" / "trm-lsa-cpu" / "tiny"
-    out = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")
+    out = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
     assert metrics["weights"] == "ema"
@@ -59,7 +59,7 @@ def test_evaluate_script_reproduces_training_eval(tiny_run):
         assert metrics[key] == pytest.approx(result[key], abs=1e-6), key
     # The other answer policy: the Q head's halt step. Its exact accuracy is the halted view
     # training's (max_steps) evaluation reported, and it never takes more steps.
-    out = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress", "--halting", "q_head")
+    out = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress", "--halting", "q_head")
     assert out.returncode == 0, out.stderr
     halted = json.loads(out.stdout.strip().splitlines()[-1])
     assert halted["eval/exact_accuracy"] == pytest.approx(result["eval/halt_exact_accuracy"], abs=1e-6)
@@ -70,12 +70,12 @@ def test_evaluate_script_reproduces_training_eval(tiny_run):
 def test_evaluate_script_errors(tiny_run, tmp_path):
     tmp, _ = tiny_run
     run_dir = tmp / "runs" / "trm-lsa-cpu" / "tiny"
-    missing = run_module("scripts/evaluate.py", "--checkpoint", str(tmp_path / "nope"))
+    missing = run_module("scripts/evaluate.py", "--checkpoint", str(tmp_path / "nope"))  # the real command line
     assert_one_line_error(missing, "nope")
     from conftest import build_lsa
 
     other = build_lsa(tmp_path / "lsa3", n=3)
-    wrong = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--data", str(other))
+    wrong = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--data", str(other))
     assert_one_line_error(wrong, "seq_len=9")
 
 
