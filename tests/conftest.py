@@ -163,7 +163,9 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
                         sys.modules[spec.name] = _SCRIPTS[args[0]]  # pydantic resolves annotations through it
                         spec.loader.exec_module(_SCRIPTS[args[0]])
                     module, argv = _SCRIPTS[args[0]], list(args[1:])
-                run_cli(lambda: module.cli(argv))
+                # argdantic scripts and builders: `cli(argv)`; the others: `main(argv)`, under run_cli as in __main__
+                entry = module.cli if hasattr(module, "cli") else module.main
+                run_cli(lambda: entry(argv))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
