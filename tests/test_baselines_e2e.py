@@ -4,7 +4,7 @@ checkpoints and scripts/evaluate.py, as TRM goes in test_train_e2e.py; HRM resum
 import json
 
 import pytest
-from conftest import build_lsa, run_module, sigterm_after_step, tiny_config
+from conftest import build_lsa, run_in_process, sigterm_after_step, tiny_config
 from test_resilience import assert_same_tensors, final_state, losses
 from training.loop import train
 
@@ -57,7 +57,7 @@ def test_checkpoint_and_evaluate_script_reproduce_training_eval(tiny_run):
     assert (run_dir / "checkpoints" / "latest").read_text() == ckpt.name
     for name in ("model.pt", "ema.pt", "optim.pt", "state.pt", "config.json", "meta.json"):
         assert (ckpt / name).is_file()
-    out = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")
+    out = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")  # its command line: test_train_e2e
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
     assert metrics["weights"] == "ema"
