@@ -158,11 +158,14 @@ def test_second_signal_exits_at_once(tmp_path, data_dir):
 
 # The saver reports every point of a save on stdout ("<save> <point>") and, at the point the test
 # names, stops and waits to be killed: the kill lands exactly there, whatever the machine's speed.
+# One process imports torch once and forks a saver per kill point (a new interpreter for each
+# would spend most of the test importing torch); it says "pid <n>" before each saver's lines and
+# "reaped <n> <status>" once that saver is gone.
 SAVER = """
 import os, sys, threading, torch
 sys.path.insert(0, {repo!r})
 import training.engine.checkpoint as checkpoint
-run_dir, kill_save, kill_point = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+root, kill_save, kill_points = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 save = 0
 
 def point(name):
@@ -176,13 +179,22 @@ checkpoint._write_file = lambda path, fn: (point("write " + os.path.basename(pat
 checkpoint.replace_file = lambda path, content: (point("replace " + os.path.basename(path)), replace_file(path, content))[1]
 checkpoint._set_pointer = lambda root, name, target: (point("pointer " + name), set_pointer(root, name, target))[1]
 checkpoint._prune = lambda root, keep: (point("prune"), prune(root, keep))[1]
-big = {{"w": torch.randn(1_000_000)}}
-while save < kill_save:  # bounded: a kill point that is never reached ends the script (the test fails, not hangs)
-    save += 1
-    big["w"] += 1
-    checkpoint.save_checkpoint(run_dir, save, {{"model": big, "ema": big, "optim": {{}}, "state": {{"step": save}}}},
-                               {{"step": save}}, {{}}, keep=2)
-    point("saved")
+for n, kill_point in enumerate(kill_points):
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        run_dir = os.path.join(root, f"run{{n}}")
+        big = {{"w": torch.randn(1_000_000)}}
+        while save < kill_save:  # bounded: a kill point never reached ends the saver (the test fails, not hangs)
+            save += 1
+            big["w"] += 1
+            checkpoint.save_checkpoint(run_dir, save, {{"model": big, "ema": big, "optim": {{}}, "state": {{"step": save}}}},
+                                       {{"step": save}}, {{}}, keep=2)
+            point("saved")
+        sys.stdout.flush()
+        os._exit(0)
+    print("pid", pid, flush=True)
+    print("reaped", pid, os.waitpid(pid, 0)[1], flush=True)
 """
 KILL_POINTS = ["write model.pt", "write ema.pt", "write optim.pt", "write state.pt", "write config.json",
                "write meta.json", "pointer latest", "prune", "replace latest"]
@@ -194,24 +206,33 @@ def test_kill_9_during_saves_never_breaks_latest(tmp_path):
     what the killed one left."""
     script = tmp_path / "saver.py"
     script.write_text(SAVER.format(repo=str(REPO)))
-    for n, kill_point in enumerate(KILL_POINTS):
-        run_dir = tmp_path / f"run{n}"
-        proc = subprocess.Popen([sys.executable, str(script), str(run_dir), "3", kill_point], stdout=subprocess.PIPE,
-                                text=True)
-        seen = []
-        for line in proc.stdout:  # wait for the event, not for time
-            seen.append(line.strip())
-            if seen[-1] == f"3 {kill_point}":
-                break
-        proc.kill()
-        proc.wait()
-        assert "2 saved" in seen and seen[-1] == f"3 {kill_point}", seen  # the kill landed inside save 3
-        ckpt = resolve_checkpoint(run_dir)
-        step = load_file(ckpt / "state.pt")["step"]
-        # Until `latest` is replaced (after the checkpoint's rename) it names save 2; then save 3.
-        assert step == (3 if kill_point == "prune" else 2), (kill_point, step)
-        assert json.loads((ckpt / "meta.json").read_text())["step"] == step
-        assert torch.equal(load_file(ckpt / "model.pt")["w"], load_file(ckpt / "ema.pt")["w"])
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), "3", *KILL_POINTS], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        for n, kill_point in enumerate(KILL_POINTS):
+            run_dir = tmp_path / f"run{n}"
+            pid, seen = None, []
+            for line in proc.stdout:  # wait for the event, not for time
+                seen.append(line.strip())
+                if seen[-1].startswith("pid "):
+                    pid = int(seen[-1].split()[1])
+                if seen[-1] == f"3 {kill_point}" or seen[-1].startswith("reaped "):
+                    break
+            assert pid and "2 saved" in seen and seen[-1] == f"3 {kill_point}", seen  # the kill lands inside save 3
+            os.kill(pid, signal.SIGKILL)
+            reaped = proc.stdout.readline().split()
+            assert reaped == ["reaped", str(pid), str(int(signal.SIGKILL))], reaped  # gone, killed, before any check
+            ckpt = resolve_checkpoint(run_dir)
+            step = load_file(ckpt / "state.pt")["step"]
+            # Until `latest` is replaced (after the checkpoint's rename) it names save 2; then save 3.
+            assert step == (3 if kill_point == "prune" else 2), (kill_point, step)
+            assert json.loads((ckpt / "meta.json").read_text())["step"] == step
+            assert torch.equal(load_file(ckpt / "model.pt")["w"], load_file(ckpt / "ema.pt")["w"])
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     # A later save cleans up after a killed one.
     save_checkpoint(tmp_path / "run0", 4, {"model": {"w": torch.ones(1)}, "state": {"step": 4}}, {}, {}, keep=2)
     assert not [p for p in (tmp_path / "run0" / "checkpoints").iterdir() if p.name.startswith(".tmp")]
