@@ -5,6 +5,7 @@ bit for bit."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,6 +65,16 @@ def straight(data, tmp_path_factory):
     return runs / PROJECT / "straight"
 
 
+@pytest.fixture(scope="module")
+def two(data, tmp_path_factory):
+    """The same run's first 10 steps on 2 ranks (evaluated at 5 and 10); tests that resume it
+    copy it first."""
+    runs = tmp_path_factory.mktemp("two") / "runs"
+    result = launch(2, data, runs, "logging.run_name=two", "train.max_steps=10", "train.eval_interval=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return runs
+
+
 def losses(run_dir):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["train/lm_loss"] for r in records if "train/lm_loss" in r}
@@ -80,18 +91,18 @@ def assert_close_curves(a, b):
     assert max(gaps.values()) < LOSS_RTOL, max(gaps.items(), key=lambda kv: kv[1])
 
 
-def test_two_ranks_follow_one_rank_and_score_every_example_once(data, straight, tmp_path):
-    runs = tmp_path / "runs"
-    two = launch(2, data, runs, "logging.run_name=two", "train.max_steps=20", "train.eval_interval=10")
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert_close_curves(losses(runs / PROJECT / "two"), losses(straight))
+def test_two_ranks_follow_one_rank_and_score_every_example_once(data, straight, two):
+    runs = two
+    assert_close_curves(losses(runs / PROJECT / "two"), {k: v for k, v in losses(straight).items() if k <= 10})
     # Evaluation is sharded over the ranks (21 examples: 11 + 10) and gathered: each scored once.
+    assert [r["step"] for r in evals(runs / PROJECT / "two")] == [5, 10]
     for record in evals(runs / PROJECT / "two"):
         assert record["eval/examples"] == 21
-    predictions = np.load(runs / PROJECT / "two" / "eval" / "step_0000020" / "lsa_predictions.npz")
+    predictions = np.load(runs / PROJECT / "two" / "eval" / "step_0000010" / "lsa_predictions.npz")
     test_inputs = np.load(data / "test" / "all__inputs.npy")
     assert np.array_equal(predictions["costs"].reshape(21, -1), test_inputs)  # all of them, in order, once
-    last_one, last_two = evals(straight)[-1], evals(runs / PROJECT / "two")[-1]
+    (last_one,) = [r for r in evals(straight) if r["step"] == 10]
+    last_two = evals(runs / PROJECT / "two")[-1]
     assert last_two["eval/lm_loss"] == pytest.approx(last_one["eval/lm_loss"], rel=1e-3)
     # Rank 0 alone wrote the run directory; the checkpoint records how many ranks made it.
     assert sorted(p.name for p in runs.iterdir()) == [PROJECT]
@@ -99,18 +110,24 @@ def test_two_ranks_follow_one_rank_and_score_every_example_once(data, straight, 
 
 
 @pytest.mark.parametrize("first, second", [(2, None), (None, 2)])
-def test_resume_with_another_number_of_ranks(data, straight, tmp_path, first, second):
+def test_resume_with_another_number_of_ranks(data, straight, two, tmp_path, first, second):
     """The carry is saved whole (rank order) and cut anew for the new world size; with
     exploration off nothing else depends on the ranks, so the resumed run follows the
     uninterrupted one-rank run."""
     runs = tmp_path / "runs"
-    part1 = launch(first, data, runs, "logging.run_name=r", "train.max_steps=10", "train.eval_interval=10")
-    part2 = launch(second, data, runs, "logging.run_name=r", "train.max_steps=20", "train.eval_interval=10",
+    if first == 2:  # the first 10 steps on 2 ranks: the `two` run (a copy, since this resume adds to it)
+        name = "two"
+        shutil.copytree(two / PROJECT / name, runs / PROJECT / name)
+    else:
+        name = "r"
+        part1 = launch(first, data, runs, f"logging.run_name={name}", "train.max_steps=10", "train.eval_interval=10")
+        assert part1.returncode == 0, part1.stderr[-3000:]
+        assert json.loads((resolve_checkpoint(runs / PROJECT / name) / "meta.json").read_text())["step"] == 10
+    part2 = launch(second, data, runs, f"logging.run_name={name}", "train.max_steps=20", "train.eval_interval=10",
                    "train.resume=true")
-    for result in (part1, part2):
-        assert result.returncode == 0, result.stderr[-3000:]
+    assert part2.returncode == 0, part2.stderr[-3000:]
     assert "random streams" in part2.stdout  # the log says the RNG streams could not continue as they were
-    assert_close_curves(losses(runs / PROJECT / "r"), losses(straight))
+    assert_close_curves(losses(runs / PROJECT / name), losses(straight))
 
 
 def test_bad_setups_end_with_one_line_on_every_rank(data, tmp_path):
