@@ -363,16 +363,18 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path, monkeypatch):
 
 
 def test_best_checkpoint_survives_pruning_and_seeds_a_new_run(tmp_path, data_dir):
-    src = train(tiny_config(tmp_path, "train.max_steps=120", "train.eval_interval=20", "train.keep_checkpoints=1",
-                            "train.best_metric=eval/lsa/projected_optimal_cost_rate", "logging.run_name=best",
-                            data=data_dir))
+    # The rate only rises over these steps; with best_mode=min the best checkpoint is the first
+    # evaluation's, so keep_checkpoints=1 must keep it beside the latest while pruning the middle one.
+    src = train(tiny_config(tmp_path, "train.max_steps=60", "train.eval_interval=20", "train.keep_checkpoints=1",
+                            "train.best_metric=eval/lsa/projected_optimal_cost_rate", "train.best_mode=min",
+                            "logging.run_name=best", data=data_dir))
     ckpts = tmp_path / "runs" / PROJECT / "best" / "checkpoints"
     best_dir = resolve_checkpoint(ckpts / "best")
     evals = [r for r in metrics(ckpts.parent) if "eval/lsa/projected_optimal_cost_rate" in r]
-    best_value = max(r["eval/lsa/projected_optimal_cost_rate"] for r in evals)
+    best_value = min(r["eval/lsa/projected_optimal_cost_rate"] for r in evals)
     assert json.loads((best_dir / "meta.json").read_text())["metrics"]["eval/lsa/projected_optimal_cost_rate"] == best_value
     kept = sorted(p.name for p in ckpts.iterdir() if p.is_dir())
-    assert kept == sorted({best_dir.name, "step_0000120"})
+    assert kept == sorted({best_dir.name, "step_0000060"}) and len(kept) == 2  # the best is not the latest
 
     # A new run from the best weights: its first evaluation equals the source's at that checkpoint.
     new = train(tiny_config(tmp_path, "train.max_steps=1", "train.eval_at_start=true", "logging.run_name=child",
@@ -380,7 +382,7 @@ def test_best_checkpoint_survives_pruning_and_seeds_a_new_run(tmp_path, data_dir
                             data=data_dir))
     first_eval = [r for r in metrics(tmp_path / "runs" / PROJECT / "child") if "eval/accuracy" in r][0]
     assert first_eval["eval/lsa/projected_optimal_cost_rate"] == best_value
-    assert new["step"] == 1 and src["step"] == 120
+    assert new["step"] == 1 and src["step"] == 60
     ev = run_in_process("scripts/evaluate.py", "--checkpoint", str(ckpts / "best"), "--no-progress")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout.strip().splitlines()[-1])["eval/lsa/projected_optimal_cost_rate"] == best_value
