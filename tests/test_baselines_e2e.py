@@ -57,7 +57,8 @@ def test_checkpoint_and_evaluate_script_reproduce_training_eval(tiny_run):
     assert (run_dir / "checkpoints" / "latest").read_text() == ckpt.name
     for name in ("model.pt", "ema.pt", "optim.pt", "state.pt", "config.json", "meta.json"):
         assert (ckpt / name).is_file()
-    out = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")  # its command line: test_train_e2e
+    # in-process: evaluate.py's real command line is test_train_e2e's
+    out = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
     assert metrics["weights"] == "ema"

@@ -52,7 +52,7 @@ def test_loader_rebuilds_the_same_model_without_pickle(runs_zoo, exported, monke
 def test_export_refuses_to_overwrite_and_bad_exports_are_one_line(runs_zoo, exported, tmp_path):
     from core.errors import InputError
 
-    again = run_module("scripts/export.py", "--checkpoint", str(runs_zoo["alpha"]), "--out", str(exported))  # the real command line
+    again = run_module("scripts/export.py", "--checkpoint", str(runs_zoo["alpha"]), "--out", str(exported))  # real CLI
     assert_one_line_error(again, "--out", "--overwrite")
     bad = tmp_path / "bad"
     bad.mkdir()

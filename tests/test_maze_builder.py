@@ -188,7 +188,8 @@ def test_overwrite_goes_through_the_guard(tmp_path):
     (["--source-csv", "x.csv"], "--source-test-csv"),
 ])
 def test_bad_flags_one_line(tmp_path, flags, culprit):
-    result = run_in_process("-m", "dataset.build_maze_dataset", "--output-dir", str(tmp_path / "d"), "--no-progress", *flags)
+    result = run_in_process("-m", "dataset.build_maze_dataset", "--output-dir", str(tmp_path / "d"), "--no-progress",
+                            *flags)
     assert_one_line_error(result, culprit)
     assert not (tmp_path / "d").exists()
 

@@ -188,8 +188,8 @@ for n, kill_point in enumerate(kill_points):
         while save < kill_save:  # bounded: a kill point never reached ends the saver (the test fails, not hangs)
             save += 1
             big["w"] += 1
-            checkpoint.save_checkpoint(run_dir, save, {{"model": big, "ema": big, "optim": {{}}, "state": {{"step": save}}}},
-                                       {{"step": save}}, {{}}, keep=2)
+            payload = {{"model": big, "ema": big, "optim": {{}}, "state": {{"step": save}}}}
+            checkpoint.save_checkpoint(run_dir, save, payload, {{"step": save}}, {{}}, keep=2)
             point("saved")
         sys.stdout.flush()
         os._exit(0)
