@@ -132,11 +132,12 @@ def run_module(*args: str, cwd: Path = REPO, timeout: float = 300, env: dict | N
 _SCRIPTS: dict[str, object] = {}
 
 
-def run_in_process(*args: str) -> subprocess.CompletedProcess:
+def run_in_process(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run a command line of this project in this process (about 10x faster than a subprocess,
     which mostly pays for importing torch): `pretrain.py ...`, `-m dataset.build_x ...` or
-    `scripts/x.py ...`, through the same entry functions `__main__` calls. Returns what
-    `run_module` would: the exit code and the captured stdout/stderr."""
+    `scripts/x.py ...`, through the same entry functions `__main__` calls; `stdin` is the text
+    it reads from standard input. Returns what `run_module` would: the exit code and the
+    captured stdout/stderr."""
     import importlib
     import importlib.util
     import io
@@ -146,6 +147,9 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
+    real_stdin = sys.stdin
+    if stdin is not None:
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8")
     with redirect_stdout(out), redirect_stderr(err):
         try:
             if args[0] == "pretrain.py":
@@ -163,9 +167,13 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
                         sys.modules[spec.name] = _SCRIPTS[args[0]]  # pydantic resolves annotations through it
                         spec.loader.exec_module(_SCRIPTS[args[0]])
                     module, argv = _SCRIPTS[args[0]], list(args[1:])
-                run_cli(lambda: module.cli(argv))
+                # argdantic scripts and builders: `cli(argv)`; the others: `main(argv)`, under run_cli as in __main__
+                entry = module.cli if hasattr(module, "cli") else module.main
+                run_cli(lambda: entry(argv))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            sys.stdin = real_stdin
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 

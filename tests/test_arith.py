@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, dir_digest, run_module
+from conftest import REPO, assert_one_line_error, dir_digest, run_in_process, run_module
 from dataset.build_arith_dataset import (
     ArithBuildConfig,
     ArithLayout,
@@ -245,8 +245,8 @@ def test_impossible_request_is_an_error_before_writing(tmp_path):
 @pytest.mark.slow
 def test_bad_arguments_fail_with_one_line(tmp_path, args, culprit):
     out = tmp_path / "out"
-    result = run_module("-m", "dataset.build_arith_dataset", "--output-dir", str(out), "--no-progress",
-                        "--num-test", "1", *args)
+    result = run_in_process("-m", "dataset.build_arith_dataset", "--output-dir", str(out), "--no-progress",
+                            "--num-test", "1", *args)
     assert_one_line_error(result, culprit)
     assert not out.exists()
 

@@ -4,7 +4,7 @@ checkpoints and scripts/evaluate.py, as TRM goes in test_train_e2e.py; HRM resum
 import json
 
 import pytest
-from conftest import build_lsa, run_module, sigterm_after_step, tiny_config
+from conftest import build_lsa, run_in_process, sigterm_after_step, tiny_config
 from test_resilience import assert_same_tensors, final_state, losses
 from training.loop import train
 
@@ -29,7 +29,7 @@ def data_dir(tmp_path_factory):
 def tiny_run(request, tmp_path_factory, data_dir):
     arch = request.param
     tmp = tmp_path_factory.mktemp(f"e2e-{arch}")
-    result = train(tiny_config(tmp, *ARCH[arch], "train.max_steps=300", "train.eval_interval=150",
+    result = train(tiny_config(tmp, *ARCH[arch], "train.max_steps=150", "train.eval_interval=75",
                                "train.log_every=20", "train.eval_at_start=true", "logging.run_name=tiny", data=data_dir))
     return arch, tmp / "runs" / PROJECT / "tiny", result
 
@@ -41,23 +41,24 @@ def test_tiny_run_learns(tiny_run):
     assert config["arch"]["name"] == arch
     train_losses = [r["train/lm_loss"] for r in records if "train/lm_loss" in r]
     evals = [r for r in records if "eval/lsa/optimal_cost_rate" in r]
-    assert len(evals) == 3  # at the start, at 150 and at 300
+    assert len(evals) == 3  # at the start, at 75 and at 150
     assert train_losses[-1] < 0.7 * train_losses[0]
     before, after = evals[0]["eval/lsa/projected_optimal_cost_rate"], result["eval/lsa/projected_optimal_cost_rate"]
     assert after > before + 0.2, (before, after)  # chance for a 4x4 permutation is about 1/24
     for key in ("eval/accuracy", "eval/exact_accuracy", "eval/lsa/valid_permutation_rate", "eval/q_halt_accuracy"):
         assert key in result, key
     assert result["eval/steps"] == (1 if arch == "transformer" else 2)
-    assert result["step"] == 300
+    assert result["step"] == 150
 
 
 def test_checkpoint_and_evaluate_script_reproduce_training_eval(tiny_run):
     arch, run_dir, result = tiny_run
-    ckpt = run_dir / "checkpoints" / "step_0000300"
+    ckpt = run_dir / "checkpoints" / "step_0000150"
     assert (run_dir / "checkpoints" / "latest").read_text() == ckpt.name
     for name in ("model.pt", "ema.pt", "optim.pt", "state.pt", "config.json", "meta.json"):
         assert (ckpt / name).is_file()
-    out = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")
+    # in-process: evaluate.py's real command line is test_train_e2e's
+    out = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
     assert metrics["weights"] == "ema"

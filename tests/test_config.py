@@ -2,7 +2,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO, run_module
+from conftest import REPO, run_in_process, run_module
 from training.config import Config, ConfigError, validate_config
 
 CONFIG_DIR = str(REPO / "config")
@@ -67,7 +67,7 @@ def test_pretrain_rejects_bad_config_before_running(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: config: train.lrr: Extra inputs are not permitted (got 1) (did you mean optim.lr?)"]
     assert not any(tmp_path.iterdir())  # nothing built or written
-    result = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "train.lrr=1")  # a key absent from the YAML
+    result = run_in_process("pretrain.py", "--config-name", "cfg_lsa_cpu", "train.lrr=1")  # a key absent from the YAML
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: config: train.lrr: no such config key (did you mean optim.lr?) (to add a new key, write +train.lrr=...)"]
 

@@ -5,6 +5,7 @@ bit for bit."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, build_lsa
+from conftest import REPO, build_lsa, run_in_process
 from training.engine.checkpoint import resolve_checkpoint
 
 pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
@@ -46,9 +47,32 @@ def command(nproc, data, runs, *extra):
 
 
 def launch(nproc, data, runs, *extra, timeout=300):
-    """nproc=None: plain python; else torchrun with nproc processes."""
+    """nproc=None: one process, pretrain.py's command line run in this one (no process group:
+    what `python pretrain.py` does, without a new interpreter); else torchrun with nproc processes."""
+    if nproc is None:
+        return run_in_process(*command(None, data, runs, *extra)[1:])
     return subprocess.run(command(nproc, data, runs, *extra), cwd=REPO, env=env(), capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory):
+    """The uninterrupted one-rank run (20 steps, evaluated at 10 and 20) the multi-rank runs are
+    compared with; only read."""
+    runs = tmp_path_factory.mktemp("straight") / "runs"
+    result = launch(None, data, runs, "logging.run_name=straight", "train.max_steps=20", "train.eval_interval=10")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return runs / PROJECT / "straight"
+
+
+@pytest.fixture(scope="module")
+def two(data, tmp_path_factory):
+    """The same run's first 10 steps on 2 ranks (evaluated at 5 and 10); tests that resume it
+    copy it first."""
+    runs = tmp_path_factory.mktemp("two") / "runs"
+    result = launch(2, data, runs, "logging.run_name=two", "train.max_steps=10", "train.eval_interval=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return runs
 
 
 def losses(run_dir):
@@ -67,20 +91,18 @@ def assert_close_curves(a, b):
     assert max(gaps.values()) < LOSS_RTOL, max(gaps.items(), key=lambda kv: kv[1])
 
 
-def test_two_ranks_follow_one_rank_and_score_every_example_once(data, tmp_path):
-    runs = tmp_path / "runs"
-    one = launch(None, data, runs, "logging.run_name=one", "train.max_steps=24", "train.eval_interval=12")
-    two = launch(2, data, runs, "logging.run_name=two", "train.max_steps=24", "train.eval_interval=12")
-    assert one.returncode == 0, one.stderr[-3000:]
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert_close_curves(losses(runs / PROJECT / "two"), losses(runs / PROJECT / "one"))
+def test_two_ranks_follow_one_rank_and_score_every_example_once(data, straight, two):
+    runs = two
+    assert_close_curves(losses(runs / PROJECT / "two"), {k: v for k, v in losses(straight).items() if k <= 10})
     # Evaluation is sharded over the ranks (21 examples: 11 + 10) and gathered: each scored once.
+    assert [r["step"] for r in evals(runs / PROJECT / "two")] == [5, 10]
     for record in evals(runs / PROJECT / "two"):
         assert record["eval/examples"] == 21
-    predictions = np.load(runs / PROJECT / "two" / "eval" / "step_0000024" / "lsa_predictions.npz")
+    predictions = np.load(runs / PROJECT / "two" / "eval" / "step_0000010" / "lsa_predictions.npz")
     test_inputs = np.load(data / "test" / "all__inputs.npy")
     assert np.array_equal(predictions["costs"].reshape(21, -1), test_inputs)  # all of them, in order, once
-    last_one, last_two = evals(runs / PROJECT / "one")[-1], evals(runs / PROJECT / "two")[-1]
+    (last_one,) = [r for r in evals(straight) if r["step"] == 10]
+    last_two = evals(runs / PROJECT / "two")[-1]
     assert last_two["eval/lm_loss"] == pytest.approx(last_one["eval/lm_loss"], rel=1e-3)
     # Rank 0 alone wrote the run directory; the checkpoint records how many ranks made it.
     assert sorted(p.name for p in runs.iterdir()) == [PROJECT]
@@ -88,19 +110,24 @@ def test_two_ranks_follow_one_rank_and_score_every_example_once(data, tmp_path):
 
 
 @pytest.mark.parametrize("first, second", [(2, None), (None, 2)])
-def test_resume_with_another_number_of_ranks(data, tmp_path, first, second):
+def test_resume_with_another_number_of_ranks(data, straight, two, tmp_path, first, second):
     """The carry is saved whole (rank order) and cut anew for the new world size; with
     exploration off nothing else depends on the ranks, so the resumed run follows the
     uninterrupted one-rank run."""
     runs = tmp_path / "runs"
-    straight = launch(None, data, runs, "logging.run_name=straight", "train.max_steps=20", "train.eval_interval=10")
-    part1 = launch(first, data, runs, "logging.run_name=r", "train.max_steps=10", "train.eval_interval=10")
-    part2 = launch(second, data, runs, "logging.run_name=r", "train.max_steps=20", "train.eval_interval=10",
+    if first == 2:  # the first 10 steps on 2 ranks: the `two` run (a copy, since this resume adds to it)
+        name = "two"
+        shutil.copytree(two / PROJECT / name, runs / PROJECT / name)
+    else:
+        name = "r"
+        part1 = launch(first, data, runs, f"logging.run_name={name}", "train.max_steps=10", "train.eval_interval=10")
+        assert part1.returncode == 0, part1.stderr[-3000:]
+        assert json.loads((resolve_checkpoint(runs / PROJECT / name) / "meta.json").read_text())["step"] == 10
+    part2 = launch(second, data, runs, f"logging.run_name={name}", "train.max_steps=20", "train.eval_interval=10",
                    "train.resume=true")
-    for result in (straight, part1, part2):
-        assert result.returncode == 0, result.stderr[-3000:]
+    assert part2.returncode == 0, part2.stderr[-3000:]
     assert "random streams" in part2.stdout  # the log says the RNG streams could not continue as they were
-    assert_close_curves(losses(runs / PROJECT / "r"), losses(runs / PROJECT / "straight"))
+    assert_close_curves(losses(runs / PROJECT / name), losses(straight))
 
 
 def test_bad_setups_end_with_one_line_on_every_rank(data, tmp_path):
@@ -149,7 +176,8 @@ def test_a_rank_that_dies_ends_the_run_without_a_hang(data, tmp_path):
 
 def test_sigterm_to_torchrun_checkpoints_once_and_resumes(data, tmp_path):
     """torchrun passes a SIGTERM on to every rank; the ranks agree at the next log step, save
-    one checkpoint together and stop; the run then resumes."""
+    one checkpoint together and stop; the run then resumes (here in one process: a resume on 2
+    ranks of a 2-rank pre-empted checkpoint is test_hostile_r3_bounds.py's signal test)."""
     runs = tmp_path / "runs"
     proc = subprocess.Popen(command(2, data, runs, "logging.run_name=pre", "train.max_steps=100000",
                                     "train.eval_interval=100000"),
@@ -163,8 +191,8 @@ def test_sigterm_to_torchrun_checkpoints_once_and_resumes(data, tmp_path):
     proc.communicate(timeout=120)
     meta = json.loads((resolve_checkpoint(runs / PROJECT / "pre") / "meta.json").read_text())
     assert meta["preempted"] is True and meta["world_size"] == 2
-    resumed = launch(2, data, runs, "logging.run_name=pre", "train.resume=true", f"train.max_steps={meta['step'] + 3}",
-                     "train.eval_interval=100000")
+    resumed = launch(None, data, runs, "logging.run_name=pre", "train.resume=true",
+                     f"train.max_steps={meta['step'] + 3}", "train.eval_interval=100000")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert max(losses(runs / PROJECT / "pre")) == meta["step"] + 3
 

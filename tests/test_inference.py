@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_module
+from conftest import assert_one_line_error, run_in_process, run_module
 from evaluators.tasks import get_task
 from training.engine.checkpoint import load_file, resolve_checkpoint
 from training.inference import load_checkpoint_model, load_model
@@ -15,7 +15,7 @@ from training.inference import load_checkpoint_model, load_model
 @pytest.fixture(scope="module")
 def exported(runs_zoo, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "alpha"
-    result = run_module("scripts/export.py", "--checkpoint", str(runs_zoo["alpha"]), "--out", str(out))
+    result = run_in_process("scripts/export.py", "--checkpoint", str(runs_zoo["alpha"]), "--out", str(out))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["weights"] == "ema" and summary["source"]["step"] == 40
@@ -52,7 +52,7 @@ def test_loader_rebuilds_the_same_model_without_pickle(runs_zoo, exported, monke
 def test_export_refuses_to_overwrite_and_bad_exports_are_one_line(runs_zoo, exported, tmp_path):
     from core.errors import InputError
 
-    again = run_module("scripts/export.py", "--checkpoint", str(runs_zoo["alpha"]), "--out", str(exported))
+    again = run_module("scripts/export.py", "--checkpoint", str(runs_zoo["alpha"]), "--out", str(exported))  # real CLI
     assert_one_line_error(again, "--out", "--overwrite")
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -67,7 +67,8 @@ def test_export_refuses_to_overwrite_and_bad_exports_are_one_line(runs_zoo, expo
             load_model(bad)
     (bad / "model.safetensors").write_bytes(b"\x00" * 16)
     (bad / "config.json").write_text(json.dumps(config))
-    assert_one_line_error(run_module("scripts/solve.py", "--checkpoint", str(bad), "--input", "-"), "model.safetensors")
+    assert_one_line_error(run_in_process("scripts/solve.py", "--checkpoint", str(bad), "--input", "-", stdin=""),
+                          "model.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +156,12 @@ def test_solve_lsa_refuses_input_that_does_not_fit(solve_script, text, culprit):
 
 @pytest.mark.slow
 def test_solve_refusals_are_one_line_and_exit_2(runs_zoo):
-    assert_one_line_error(solve(runs_zoo["alpha"], text="1,2,3\n1,2,3\n1,2,3\n"), "3x3")
-    assert_one_line_error(solve(runs_zoo["sudoku"], text=SUDOKU[:-1]), "line 1")
-    assert_one_line_error(solve(runs_zoo["arith"], text="12345+1"), "12345")
+    assert_one_line_error(solve(runs_zoo["alpha"], text="1,2,3\n1,2,3\n1,2,3\n"), "3x3")  # the real command line
+    in_process = ("scripts/solve.py", "--checkpoint", "--input", "-")
+    assert_one_line_error(run_in_process(*in_process[:2], str(runs_zoo["sudoku"]), *in_process[2:], stdin=SUDOKU[:-1]),
+                          "line 1")
+    assert_one_line_error(run_in_process(*in_process[:2], str(runs_zoo["arith"]), *in_process[2:], stdin="12345+1"),
+                          "12345")
 
 
 SUDOKU = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, build_lsa, run_module
+from conftest import REPO, assert_one_line_error, build_lsa, run_in_process, run_module
 
 pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
 
@@ -126,7 +126,7 @@ def test_train_lsa_sh_without_screen_keeps_the_overrides():
 
 
 def test_pretrain_help_lists_the_configs():
-    result = run_module("pretrain.py", "--help")
+    result = run_in_process("pretrain.py", "--help")
     assert result.returncode == 0
     for name in [p.stem for p in (REPO / "config").glob("cfg_*.yaml")] + ["arch=trm_mlp", "--check", "-m"]:
         assert name in result.stdout, name
@@ -134,7 +134,7 @@ def test_pretrain_help_lists_the_configs():
 
 @pytest.mark.parametrize("flags", [["--cfg", "job"], ["-m"]])
 def test_hydra_flags_validate_like_a_run(flags):
-    result = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "+train.lrr=1", *flags)
+    result = run_in_process("pretrain.py", "--config-name", "cfg_lsa_cpu", "+train.lrr=1", *flags)
     assert_one_line_error(result, "train.lrr")
 
 
@@ -164,8 +164,9 @@ def test_cfg_job_prints_a_valid_config():
     assert "max_steps: 5" in result.stdout
 
 
-def test_multirun_validates_every_job_and_names_runs_by_job_number(tmp_path):
-    bad = run_module(str(REPO / "pretrain.py"), "--config-name", "cfg_lsa_cpu", "-m", "optim.lr=1e-3,-1", cwd=tmp_path)
+def test_multirun_validates_every_job_and_names_runs_by_job_number(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where Hydra would put multirun/
+    bad = run_in_process("pretrain.py", "--config-name", "cfg_lsa_cpu", "-m", "optim.lr=1e-3,-1")
     assert_one_line_error(bad, "optim.lr")
     assert not (tmp_path / "multirun").exists()  # refused before the first job ran
     result = run_module(str(REPO / "pretrain.py"), "--config-name", "cfg_lsa_cpu", "-m", "train.max_steps=2,3", *TINY,
@@ -180,11 +181,11 @@ def test_multirun_validates_every_job_and_names_runs_by_job_number(tmp_path):
 
 
 def test_check_prints_the_run_dir_and_starts_nothing(tmp_path):
-    result = run_module("pretrain.py", "--check", "--config-name", "cfg_lsa_cpu", "logging.run_name=c1",
+    result = run_in_process("pretrain.py", "--check", "--config-name", "cfg_lsa_cpu", "logging.run_name=c1",
                         f"logging.runs_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "runs" / "trm-lsa-cpu" / "c1")
     assert not any(tmp_path.iterdir())
-    no_data = run_module("pretrain.py", "--check", "--config-name", "cfg_lsa_cpu", "data.builder=null",
+    no_data = run_in_process("pretrain.py", "--check", "--config-name", "cfg_lsa_cpu", "data.builder=null",
                          f"data.path={tmp_path / 'nodata'}")
     assert_one_line_error(no_data, "data.path=")

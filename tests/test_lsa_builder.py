@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from conftest import assert_one_line_error, build_lsa, dir_digest, run_module
+from conftest import assert_one_line_error, build_lsa, dir_digest, run_in_process, run_module
 from dataset.build_lsa_dataset import LABEL_ASSIGNED, LABEL_UNASSIGNED, augment, has_unique_optimum, solve
 from dataset.common import load_split
 
@@ -117,7 +117,7 @@ def test_has_unique_optimum_matches_brute_force():
 )
 def test_bad_arguments_fail_with_one_line(tmp_path, args, culprit):
     out = tmp_path / "out"
-    result = run_module("-m", "dataset.build_lsa_dataset", "--output-dir", str(out), "--no-progress", *args)
+    result = run_in_process("-m", "dataset.build_lsa_dataset", "--output-dir", str(out), "--no-progress", *args)
     assert_one_line_error(result, culprit)
     assert not out.exists()
 

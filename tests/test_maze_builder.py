@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, dir_digest, run_module
+from conftest import assert_one_line_error, dir_digest, run_in_process, run_module
 from dataset.build_maze_dataset import MazeBuildConfig, augment, build_maze_dataset
 from dataset.common import load_split
 from dataset.maze_solver import (GOAL, OPEN, PATH, START, WALL, bfs_counts, carve_maze, dihedral, generate_maze,
@@ -188,7 +188,8 @@ def test_overwrite_goes_through_the_guard(tmp_path):
     (["--source-csv", "x.csv"], "--source-test-csv"),
 ])
 def test_bad_flags_one_line(tmp_path, flags, culprit):
-    result = run_module("-m", "dataset.build_maze_dataset", "--output-dir", str(tmp_path / "d"), "--no-progress", *flags)
+    result = run_in_process("-m", "dataset.build_maze_dataset", "--output-dir", str(tmp_path / "d"), "--no-progress",
+                            *flags)
     assert_one_line_error(result, culprit)
     assert not (tmp_path / "d").exists()
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, build_lsa, run_module, sigterm_after_step, tiny_config
+from conftest import REPO, TINY_CLI, build_lsa, run_in_process, sigterm_after_step, tiny_config
 from models.losses import ACTLossHead
 from training.engine.checkpoint import CheckpointError, load_file, resolve_checkpoint, save_checkpoint
 from training.loop import TrainingDiverged, train
@@ -98,7 +98,7 @@ def _start(tmp_path, data_dir, *extra):
            "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data_dir}",
             f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=sig", "logging.progress=false",
-            "train.max_steps=100000", "train.log_every=5", "train.eval_interval=100000", *extra]
+            "train.max_steps=100000", "train.log_every=5", "train.eval_interval=100000", *TINY_CLI, *extra]
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -127,14 +127,15 @@ def test_signal_checkpoints_and_exits_zero_then_resumes(tmp_path, data_dir, sig)
     meta = json.loads((ckpt / "meta.json").read_text())
     assert meta["preempted"] and meta["step"] > 0
     assert json.loads(out.strip().splitlines()[-1])["preempted"] is True
-    # Resume it and let it finish a few steps later.
-    done = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data_dir}",
-                      f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=sig", "logging.progress=false",
-                      "train.resume=true", f"train.max_steps={meta['step'] + 5}", "train.eval_interval=100000")
+    # Resume it (in this process: the signal above went to the real command line) and let it
+    # finish a few steps later.
+    done = run_in_process("pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data_dir}",
+                          f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=sig", *TINY_CLI,
+                          "train.resume=true", f"train.max_steps={meta['step'] + 5}", "train.eval_interval=100000")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["step"] == meta["step"] + 5
     # The checkpoint pre-emption wrote is an ordinary one for evaluate.py.
-    ev = run_module("scripts/evaluate.py", "--checkpoint", str(ckpt), "--no-progress")
+    ev = run_in_process("scripts/evaluate.py", "--checkpoint", str(ckpt), "--no-progress")
     assert ev.returncode == 0 and "eval/lsa/optimal_cost_rate" in json.loads(ev.stdout.strip().splitlines()[-1])
 
 
@@ -157,11 +158,14 @@ def test_second_signal_exits_at_once(tmp_path, data_dir):
 
 # The saver reports every point of a save on stdout ("<save> <point>") and, at the point the test
 # names, stops and waits to be killed: the kill lands exactly there, whatever the machine's speed.
+# One process imports torch once and forks a saver per kill point (a new interpreter for each
+# would spend most of the test importing torch); it says "pid <n>" before each saver's lines and
+# "reaped <n> <status>" once that saver is gone.
 SAVER = """
 import os, sys, threading, torch
 sys.path.insert(0, {repo!r})
 import training.engine.checkpoint as checkpoint
-run_dir, kill_save, kill_point = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+root, kill_save, kill_points = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 save = 0
 
 def point(name):
@@ -175,13 +179,22 @@ checkpoint._write_file = lambda path, fn: (point("write " + os.path.basename(pat
 checkpoint.replace_file = lambda path, content: (point("replace " + os.path.basename(path)), replace_file(path, content))[1]
 checkpoint._set_pointer = lambda root, name, target: (point("pointer " + name), set_pointer(root, name, target))[1]
 checkpoint._prune = lambda root, keep: (point("prune"), prune(root, keep))[1]
-big = {{"w": torch.randn(1_000_000)}}
-while save < kill_save:  # bounded: a kill point that is never reached ends the script (the test fails, not hangs)
-    save += 1
-    big["w"] += 1
-    checkpoint.save_checkpoint(run_dir, save, {{"model": big, "ema": big, "optim": {{}}, "state": {{"step": save}}}},
-                               {{"step": save}}, {{}}, keep=2)
-    point("saved")
+for n, kill_point in enumerate(kill_points):
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        run_dir = os.path.join(root, f"run{{n}}")
+        big = {{"w": torch.randn(1_000_000)}}
+        while save < kill_save:  # bounded: a kill point never reached ends the saver (the test fails, not hangs)
+            save += 1
+            big["w"] += 1
+            payload = {{"model": big, "ema": big, "optim": {{}}, "state": {{"step": save}}}}
+            checkpoint.save_checkpoint(run_dir, save, payload, {{"step": save}}, {{}}, keep=2)
+            point("saved")
+        sys.stdout.flush()
+        os._exit(0)
+    print("pid", pid, flush=True)
+    print("reaped", pid, os.waitpid(pid, 0)[1], flush=True)
 """
 KILL_POINTS = ["write model.pt", "write ema.pt", "write optim.pt", "write state.pt", "write config.json",
                "write meta.json", "pointer latest", "prune", "replace latest"]
@@ -193,24 +206,33 @@ def test_kill_9_during_saves_never_breaks_latest(tmp_path):
     what the killed one left."""
     script = tmp_path / "saver.py"
     script.write_text(SAVER.format(repo=str(REPO)))
-    for n, kill_point in enumerate(KILL_POINTS):
-        run_dir = tmp_path / f"run{n}"
-        proc = subprocess.Popen([sys.executable, str(script), str(run_dir), "3", kill_point], stdout=subprocess.PIPE,
-                                text=True)
-        seen = []
-        for line in proc.stdout:  # wait for the event, not for time
-            seen.append(line.strip())
-            if seen[-1] == f"3 {kill_point}":
-                break
-        proc.kill()
-        proc.wait()
-        assert "2 saved" in seen and seen[-1] == f"3 {kill_point}", seen  # the kill landed inside save 3
-        ckpt = resolve_checkpoint(run_dir)
-        step = load_file(ckpt / "state.pt")["step"]
-        # Until `latest` is replaced (after the checkpoint's rename) it names save 2; then save 3.
-        assert step == (3 if kill_point == "prune" else 2), (kill_point, step)
-        assert json.loads((ckpt / "meta.json").read_text())["step"] == step
-        assert torch.equal(load_file(ckpt / "model.pt")["w"], load_file(ckpt / "ema.pt")["w"])
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), "3", *KILL_POINTS], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        for n, kill_point in enumerate(KILL_POINTS):
+            run_dir = tmp_path / f"run{n}"
+            pid, seen = None, []
+            for line in proc.stdout:  # wait for the event, not for time
+                seen.append(line.strip())
+                if seen[-1].startswith("pid "):
+                    pid = int(seen[-1].split()[1])
+                if seen[-1] == f"3 {kill_point}" or seen[-1].startswith("reaped "):
+                    break
+            assert pid and "2 saved" in seen and seen[-1] == f"3 {kill_point}", seen  # the kill lands inside save 3
+            os.kill(pid, signal.SIGKILL)
+            reaped = proc.stdout.readline().split()
+            assert reaped == ["reaped", str(pid), str(int(signal.SIGKILL))], reaped  # gone, killed, before any check
+            ckpt = resolve_checkpoint(run_dir)
+            step = load_file(ckpt / "state.pt")["step"]
+            # Until `latest` is replaced (after the checkpoint's rename) it names save 2; then save 3.
+            assert step == (3 if kill_point == "prune" else 2), (kill_point, step)
+            assert json.loads((ckpt / "meta.json").read_text())["step"] == step
+            assert torch.equal(load_file(ckpt / "model.pt")["w"], load_file(ckpt / "ema.pt")["w"])
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     # A later save cleans up after a killed one.
     save_checkpoint(tmp_path / "run0", 4, {"model": {"w": torch.ones(1)}, "state": {"step": 4}}, {}, {}, keep=2)
     assert not [p for p in (tmp_path / "run0" / "checkpoints").iterdir() if p.name.startswith(".tmp")]
@@ -341,16 +363,18 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path, monkeypatch):
 
 
 def test_best_checkpoint_survives_pruning_and_seeds_a_new_run(tmp_path, data_dir):
-    src = train(tiny_config(tmp_path, "train.max_steps=120", "train.eval_interval=20", "train.keep_checkpoints=1",
-                            "train.best_metric=eval/lsa/projected_optimal_cost_rate", "logging.run_name=best",
-                            data=data_dir))
+    # The rate only rises over these steps; with best_mode=min the best checkpoint is the first
+    # evaluation's, so keep_checkpoints=1 must keep it beside the latest while pruning the middle one.
+    src = train(tiny_config(tmp_path, "train.max_steps=60", "train.eval_interval=20", "train.keep_checkpoints=1",
+                            "train.best_metric=eval/lsa/projected_optimal_cost_rate", "train.best_mode=min",
+                            "logging.run_name=best", data=data_dir))
     ckpts = tmp_path / "runs" / PROJECT / "best" / "checkpoints"
     best_dir = resolve_checkpoint(ckpts / "best")
     evals = [r for r in metrics(ckpts.parent) if "eval/lsa/projected_optimal_cost_rate" in r]
-    best_value = max(r["eval/lsa/projected_optimal_cost_rate"] for r in evals)
+    best_value = min(r["eval/lsa/projected_optimal_cost_rate"] for r in evals)
     assert json.loads((best_dir / "meta.json").read_text())["metrics"]["eval/lsa/projected_optimal_cost_rate"] == best_value
     kept = sorted(p.name for p in ckpts.iterdir() if p.is_dir())
-    assert kept == sorted({best_dir.name, "step_0000120"})
+    assert kept == sorted({best_dir.name, "step_0000060"}) and len(kept) == 2  # the best is not the latest
 
     # A new run from the best weights: its first evaluation equals the source's at that checkpoint.
     new = train(tiny_config(tmp_path, "train.max_steps=1", "train.eval_at_start=true", "logging.run_name=child",
@@ -358,8 +382,8 @@ def test_best_checkpoint_survives_pruning_and_seeds_a_new_run(tmp_path, data_dir
                             data=data_dir))
     first_eval = [r for r in metrics(tmp_path / "runs" / PROJECT / "child") if "eval/accuracy" in r][0]
     assert first_eval["eval/lsa/projected_optimal_cost_rate"] == best_value
-    assert new["step"] == 1 and src["step"] == 120
-    ev = run_module("scripts/evaluate.py", "--checkpoint", str(ckpts / "best"), "--no-progress")
+    assert new["step"] == 1 and src["step"] == 60
+    ev = run_in_process("scripts/evaluate.py", "--checkpoint", str(ckpts / "best"), "--no-progress")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout.strip().splitlines()[-1])["eval/lsa/projected_optimal_cost_rate"] == best_value
 

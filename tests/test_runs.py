@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import assert_one_line_error, load_script, run_module, tiny_config
+from conftest import assert_one_line_error, load_script, run_in_process, run_module, tiny_config
 from training.bookkeeping.runs import RunNotFound, find_run, read_metrics, summarize
 
 
@@ -18,7 +18,7 @@ def list_runs(capsys, *args):
 @pytest.mark.slow
 def test_list_runs_table_and_json(runs_zoo, capsys):
     runs_dir = str(runs_zoo["runs_dir"])
-    out = run_module("scripts/list_runs.py", "--runs-dir", runs_dir)
+    out = run_in_process("scripts/list_runs.py", "--runs-dir", runs_dir)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["created", "run", "task"] and len(lines) == 5
@@ -100,6 +100,6 @@ def test_resume_by_name_or_wandb_id_continues_and_time_keeps_counting(runs_zoo, 
 
 @pytest.mark.slow
 def test_resume_by_unknown_name_is_one_line(runs_zoo, tmp_path):
-    out = run_module("pretrain.py", "--config-name", "cfg_lsa_cpu", "train.resume=no-such-run",
-                     f"logging.runs_dir={runs_zoo['runs_dir']}", f"data.path={tmp_path / 'data'}")
+    out = run_in_process("pretrain.py", "--config-name", "cfg_lsa_cpu", "train.resume=no-such-run",
+                         f"logging.runs_dir={runs_zoo['runs_dir']}", f"data.path={tmp_path / 'data'}")
     assert_one_line_error(out, "no-such-run", "list_runs.py")

@@ -6,7 +6,9 @@ import shutil
 
 import pytest
 
-from conftest import CPU_PROJECT, REPO as REPO_ROOT, TINY_CLI, assert_one_line_error, load_script, run_module
+from conftest import (
+    CPU_PROJECT, REPO as REPO_ROOT, TINY_CLI, assert_one_line_error, load_script, run_in_process, run_module,
+)
 from core.errors import InputError
 from training.bookkeeping.runs import read_metrics
 
@@ -283,8 +285,9 @@ def test_build_data_refuses_a_dataset_of_other_arguments_or_a_broken_one(tmp_pat
 
     data = build_lsa(tmp_path / "lsa", n=4)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in data.rglob("*"))
-    result = run_module("scripts/build_data.py", "--config-name", "cfg_lsa_cpu", f"data.path={data}",
-                        "data.build_args.n=5")
+    # in-process: build_data.py's real command line is the test above's
+    result = run_in_process("scripts/build_data.py", "--config-name", "cfg_lsa_cpu", f"data.path={data}",
+                            "data.build_args.n=5")
     assert_one_line_error(result, f"data.path={data}", "n=4 (the config: 5)")
     (tmp_path / "fake" / "train").mkdir(parents=True)
     (tmp_path / "fake" / "test").mkdir()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,22 +16,35 @@ TINY = ["data.build_args.num_train=40", "data.build_args.num_test=10", "train.ma
         "train.global_batch_size=16", "logging.progress=false"]
 
 
-@pytest.mark.slow
-def test_wandb_offline_run_logs_locally(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
-           "WANDB_SILENT": "true"}
+def pythonpath():
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+
+
+@pytest.fixture(scope="module")
+def wandb_run(tmp_path_factory):
+    """A real pretrain.py run with wandb left to choose (auto): not logged in, it goes offline.
+    Returns (the folder holding data/, runs/ and the isolated home/, the finished process).
+    Tests that change the run copy it first."""
+    root = tmp_path_factory.mktemp("wandb")
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "WANDB_SILENT": "true"}
     env.pop("WANDB_MODE", None)
     env.pop("WANDB_API_KEY", None)
-    env["NETRC"] = str(tmp_path / "no-netrc")  # not logged in -> auto mode must pick offline
-    env["HOME"] = str(tmp_path / "home")  # wandb must write nothing outside the run (its caches and logs)
+    env["NETRC"] = str(root / "no-netrc")  # not logged in -> auto mode must pick offline
+    env["HOME"] = str(root / "home")  # wandb must write nothing outside the run (its caches and logs)
     for variable in ("XDG_CACHE_HOME", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_DIR"):
         env.pop(variable, None)
-    (tmp_path / "home").mkdir()
+    (root / "home").mkdir()
     result = subprocess.run(
-        [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'data'}",
-         f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=wb", *TINY],
+        [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={root / 'data'}",
+         f"logging.runs_dir={root / 'runs'}", "logging.run_name=wb", *TINY],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
+    return root, result
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_logs_locally(wandb_run):
+    tmp_path, result = wandb_run
     assert result.returncode == 0, result.stderr
     # (Library caches such as matplotlib's font list are the library's business, not the run's.)
     assert [str(p.relative_to(tmp_path)) for p in (tmp_path / "home").rglob("*") if "wandb" in p.name] == []
@@ -50,20 +64,21 @@ def test_wandb_offline_run_logs_locally(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_continues_the_same_wandb_run(tmp_path):
+def test_resume_continues_the_same_wandb_run(wandb_run, tmp_path):
     from training.engine.checkpoint import load_file, resolve_checkpoint
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
-           "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
-    base = [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'data'}",
-            f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=wr", *TINY]
-    first = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    source, first = wandb_run
     assert first.returncode == 0, first.stderr
-    run_dir = tmp_path / "runs" / "trm-lsa-cpu" / "wr"
+    for name in ("data", "runs"):  # a copy: the resume below adds to the run
+        shutil.copytree(source / name, tmp_path / name, symlinks=True)
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+    run_dir = tmp_path / "runs" / "trm-lsa-cpu" / "wb"
     wandb_id = load_file(resolve_checkpoint(run_dir) / "state.pt")["wandb_id"]
     assert wandb_id
-    second = subprocess.run([*base, "train.resume=true", "train.max_steps=6"], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300)
+    second = subprocess.run([sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu",
+                             f"data.path={tmp_path / 'data'}", f"logging.runs_dir={tmp_path / 'runs'}",
+                             "logging.run_name=wb", *TINY, "train.resume=true", "train.max_steps=6"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert load_file(resolve_checkpoint(run_dir) / "state.pt")["wandb_id"] == wandb_id
     runs = [p.name for p in (run_dir / "wandb").iterdir() if p.name.startswith("offline-run-")]

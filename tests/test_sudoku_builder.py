@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, dir_digest, run_module
+from conftest import assert_one_line_error, dir_digest, run_in_process, run_module
 from dataset.build_sudoku_dataset import SudokuBuildConfig, augment, build_sudoku_dataset
 from core.errors import DatasetError
 from dataset.common import load_split
@@ -316,7 +316,7 @@ def test_impossible_filter_is_a_clear_error(tmp_path, monkeypatch):
 )
 def test_bad_arguments_fail_with_one_line(tmp_path, args, culprit):
     out = tmp_path / "out"
-    result = run_module("-m", "dataset.build_sudoku_dataset", "--output-dir", str(out), "--no-progress", *args)
+    result = run_in_process("-m", "dataset.build_sudoku_dataset", "--output-dir", str(out), "--no-progress", *args)
     assert_one_line_error(result, culprit)
     assert not out.exists()
 

@@ -4,7 +4,7 @@ scoreable by scripts/evaluate.py with the same numbers."""
 import json
 
 import pytest
-from conftest import assert_one_line_error, run_module, tiny_config
+from conftest import assert_one_line_error, run_in_process, run_module, tiny_config
 from training.loop import train
 
 pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # not in the fast subset (pytest -m "not slow")
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    result = train(tiny_config(tmp, "train.max_steps=360", "train.eval_interval=180", "train.log_every=20",
+    result = train(tiny_config(tmp, "train.max_steps=240", "train.eval_interval=120", "train.log_every=20",
                                "train.eval_at_start=true", "logging.run_name=tiny"))
     return tmp, result
 
@@ -27,31 +27,31 @@ def test_tiny_run_learns(tiny_run):
     records = read_metrics(tmp / "runs" / "trm-lsa-cpu" / "tiny")
     train_losses = [r["train/lm_loss"] for r in records if "train/lm_loss" in r]
     evals = [r for r in records if "eval/lsa/optimal_cost_rate" in r]
-    assert len(train_losses) == 18 and len(evals) == 3  # eval at start, at 180 and at 360
+    assert len(train_losses) == 12 and len(evals) == 3  # eval at start, at 120 and at 240
     assert train_losses[-1] < 0.6 * train_losses[0]
     # Chance for a random 4x4 permutation is 1/24 (a little more with ties); the untrained
     # model's scores decode to optimal assignments rarely, the trained one's mostly.
     before, after = evals[0]["eval/lsa/projected_optimal_cost_rate"], result["eval/lsa/projected_optimal_cost_rate"]
     assert after > 0.6 and after > before + 0.4
     assert result["eval/accuracy"] > 0.78  # per cell; all-"unassigned" scores 0.75
-    assert result["step"] == 360
+    assert result["step"] == 240
 
 
 def test_checkpoint_layout(tiny_run):
     tmp, _ = tiny_run
     ckpts = tmp / "runs" / "trm-lsa-cpu" / "tiny" / "checkpoints"
-    assert (ckpts / "latest").read_text() == "step_0000360"
-    assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == ["step_0000180", "step_0000360"]  # keep 2
+    assert (ckpts / "latest").read_text() == "step_0000240"
+    assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == ["step_0000120", "step_0000240"]  # keep 2
     for name in ("model.pt", "ema.pt", "optim.pt", "state.pt", "config.json", "meta.json"):
-        assert (ckpts / "step_0000360" / name).is_file()
-    meta = json.loads((ckpts / "step_0000360" / "meta.json").read_text())
-    assert meta["step"] == 360 and meta["dataset"]["seq_len"] == 16
+        assert (ckpts / "step_0000240" / name).is_file()
+    meta = json.loads((ckpts / "step_0000240" / "meta.json").read_text())
+    assert meta["step"] == 240 and meta["dataset"]["seq_len"] == 16
 
 
 def test_evaluate_script_reproduces_training_eval(tiny_run):
     tmp, result = tiny_run
     run_dir = tmp / "runs" / "trm-lsa-cpu" / "tiny"
-    out = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")
+    out = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress")
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
     assert metrics["weights"] == "ema"
@@ -59,7 +59,7 @@ def test_evaluate_script_reproduces_training_eval(tiny_run):
         assert metrics[key] == pytest.approx(result[key], abs=1e-6), key
     # The other answer policy: the Q head's halt step. Its exact accuracy is the halted view
     # training's (max_steps) evaluation reported, and it never takes more steps.
-    out = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress", "--halting", "q_head")
+    out = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--no-progress", "--halting", "q_head")
     assert out.returncode == 0, out.stderr
     halted = json.loads(out.stdout.strip().splitlines()[-1])
     assert halted["eval/exact_accuracy"] == pytest.approx(result["eval/halt_exact_accuracy"], abs=1e-6)
@@ -70,18 +70,19 @@ def test_evaluate_script_reproduces_training_eval(tiny_run):
 def test_evaluate_script_errors(tiny_run, tmp_path):
     tmp, _ = tiny_run
     run_dir = tmp / "runs" / "trm-lsa-cpu" / "tiny"
-    missing = run_module("scripts/evaluate.py", "--checkpoint", str(tmp_path / "nope"))
+    missing = run_module("scripts/evaluate.py", "--checkpoint", str(tmp_path / "nope"))  # the real command line
     assert_one_line_error(missing, "nope")
     from conftest import build_lsa
 
     other = build_lsa(tmp_path / "lsa3", n=3)
-    wrong = run_module("scripts/evaluate.py", "--checkpoint", str(run_dir), "--data", str(other))
+    wrong = run_in_process("scripts/evaluate.py", "--checkpoint", str(run_dir), "--data", str(other))
     assert_one_line_error(wrong, "seq_len=9")
 
 
 def test_pretrain_entry_point(tmp_path):
-    """The real command line, shrunk: builds its dataset, trains, prints a JSON line."""
-    result = run_module(
+    """pretrain.py's command line (in-process: test_config.py and test_resilience.py run the real
+    one), shrunk: builds its dataset, trains, prints a JSON line."""
+    result = run_in_process(
         "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'data'}",
         "data.build_args.num_train=50", "data.build_args.num_test=20", "train.max_steps=6", "train.eval_interval=3",
         "train.global_batch_size=16", f"logging.runs_dir={tmp_path / 'runs'}", "logging.progress=false",
@@ -106,8 +107,8 @@ def test_evaluate_compile_takes_inductor_options_from_the_user_only(tiny_run, tm
     from conftest import REPO
 
     tmp, result = tiny_run
-    ckpt = tmp_path / "step_0000360"
-    shutil.copytree(tmp / "runs" / "trm-lsa-cpu" / "tiny" / "checkpoints" / "step_0000360", ckpt)
+    ckpt = tmp_path / "step_0000240"
+    shutil.copytree(tmp / "runs" / "trm-lsa-cpu" / "tiny" / "checkpoints" / "step_0000240", ckpt)
     config = json.loads((ckpt / "config.json").read_text())
     config["train"]["inductor"] = {"coordinate_descent_tuning": True}
     (ckpt / "config.json").write_text(json.dumps(config))
