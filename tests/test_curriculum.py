@@ -379,3 +379,22 @@ def test_step_scope_traces_each_depth_and_raises_the_recompile_limit(monkeypatch
     assert len(graphs) == 2  # one per distinct depth; the third step reuses the first depth's graph
     for g, e in zip(got, eager):
         torch.testing.assert_close(g[1], e[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_ranks_switch_together_at_a_log_step(tmp_path):
+    """torchrun, 2 ranks (gloo), a time schedule: each rank measures its own training time, so the
+    ranks take the clock they agreed at the last log step and switch at the step after it."""
+    from test_distributed import launch
+
+    data = build_lsa(tmp_path / "lsa4", num_train=100, num_test=21, num_aug=3)
+    run = launch(2, data, tmp_path / "runs", "logging.run_name=t2", curriculum("time", "{until:0.5,L_cycles:1}"),
+                 "train.max_train_seconds=4", "train.max_steps=100000", "train.log_every=10",
+                 "train.eval_interval=100000")
+    assert run.returncode == 0, run.stderr[-3000:]
+    switches = [line for line in run.stdout.splitlines() if line.startswith("depth curriculum from step")]
+    assert len(switches) == 2 and switches[0].startswith("depth curriculum from step 1: H_cycles=1, L_cycles=1 until 50%")
+    step = int(switches[1].split()[4].rstrip(":"))
+    assert step > 1 and (step - 1) % 10 == 0 and "(the full depth)" in switches[1], switches
+    logged = [r["train/L_cycles"] for r in metrics(tmp_path / "runs" / PROJECT / "t2") if "train/L_cycles" in r]
+    assert logged == sorted(logged) and logged[0] == 1 and logged[-1] == 2
