@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Issues 20 and 25: the depth curriculum (train.depth_curriculum, docs/USAGE.md) on cfg_lsa_400s,
+# judged on the validation split. One nvidia-h200 call (timeout_s 570), from the repository root,
+# with the wheelhouse in .whl (bash ../shared/tools/gpu-wheelhouse.sh):
+#   bash docs/benchmarks/pending/curriculum.sh [NAME [overrides...]]
+# The dataset is cfg_lsa_400s's with a 1000-instance val split (train and test byte-identical to the
+# shipped one, the same directory as docs/benchmarks/2026-12-02-lsa-val/cand.sh); the run is cold (new
+# empty Inductor and Triton caches), evaluates on val every 500 steps, 400 s budget, SIGTERM after
+# 480 s at the latest. Default schedule, by training time: H_cycles 1, L_cycles 2 for the first 30%
+# of the 400 s, then H 2, L 4 until 60%, then the full H 3, L 6. train.max_steps=7000 is an estimate
+# of what fits (not measured): the shipped 3,700 full-depth steps took 392 s (9.7 steps/s); a step at
+# H 1, L 2 is 18 of 70 block-application equivalents, at H 2, L 4 40 of 70 (docs/USAGE.md), so about
+# 30 and 16 steps/s if the blocks dominate -> ~3,300 + ~1,900 + ~1,550 steps. The LR's cosine runs
+# over max_steps: if the summary's steps/s show another total, set train.max_steps to it next time.
+# Overrides after NAME win over the defaults, e.g. the baseline on the same split in the same call
+# shape: bash docs/benchmarks/pending/curriculum.sh base train.depth_curriculum=null train.max_steps=3700
+# (or read the shipped recipe's val figure from docs/benchmarks/2026-12-02-ttc/ttc.sh's results).
+# Sudoku: the same overrides on cfg_sudoku_400s (data.path=data/sudoku-hard-22-26-1k-aug1000-val1k,
+# +data.build_args.workers=16; its val build takes ~100 s of the call).
+# Results in $OUT: build.log, NAME.log, NAME.metrics.jsonl; the last lines printed: steps/s at each
+# depth and every val evaluation (step, training seconds, optimal cost rate, exact).
+set -uo pipefail
+name=${1:-curriculum}; [ $# -gt 0 ] && shift
+t0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - t0 )); }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site || exit 1
+export WANDB_MODE=disabled PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) TRITON_CACHE_DIR=$(mktemp -d)
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+data_args=(data.path=data/lsa-9x9-10k-aug10-val1k +data.build_args.val_size=1000)
+common=(logging.runs_dir=/tmp/runs logging.progress=false logging.wandb_mode=disabled logging.run_name=$name)
+schedule=('train.depth_curriculum={by:time,phases:[{until:0.3,H_cycles:1,L_cycles:2},{until:0.6,H_cycles:2,L_cycles:4}]}'
+          train.max_steps=7000)
+python3 scripts/build_data.py --config-name cfg_lsa_400s "${data_args[@]}" "${common[@]}" > "$OUT/build.log" 2>&1 \
+  || { tail -3 "$OUT/build.log"; exit 1; }
+echo "data ready at $(elapsed) s"
+timeout -s TERM 480 python3 pretrain.py --config-name cfg_lsa_400s "${data_args[@]}" data.eval_split=val \
+  train.eval_interval=500 "${common[@]}" "${schedule[@]}" "$@" > "$OUT/$name.log" 2>&1
+echo "rc $? at $(elapsed) s"
+grep -E "^(step [0-9]*:|depth curriculum|stopping)" "$OUT/$name.log" | cut -c1-200; tail -1 "$OUT/$name.log" | cut -c1-300
+cp /tmp/runs/*/"$name"/metrics.jsonl "$OUT/$name.metrics.jsonl"
+python3 - "$OUT/$name.metrics.jsonl" <<'EOF'
+import collections, json, sys
+records = [json.loads(line) for line in open(sys.argv[1])]
+rates = collections.defaultdict(list)  # (H_cycles, L_cycles) -> steps/s of each log window at that depth
+for r in records:
+    if "train/steps_per_sec" in r:
+        rates[(r.get("train/H_cycles", "arch"), r.get("train/L_cycles", "arch"))].append(r["train/steps_per_sec"])
+for (h, l), values in rates.items():
+    print(f"H_cycles={h} L_cycles={l}: {len(values)} log windows, median {sorted(values)[len(values) // 2]:.3g} steps/s")
+for r in records:
+    if "eval/lsa/optimal_cost_rate" in r:
+        print(f"val at step {r['step']}: {r['train/seconds']:.0f} s of training, optimal cost "
+              f"{100 * r['eval/lsa/optimal_cost_rate']:.1f}%, exact {100 * r['eval/lsa/exact_accuracy']:.1f}%")
+EOF
