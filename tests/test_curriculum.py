@@ -110,9 +110,15 @@ def test_schedule_phases_and_depths(tmp_path):
     assert schedule.depths == [{"H_cycles": 1, "L_cycles": 1}, {"H_cycles": 2, "L_cycles": 2},
                                {"H_cycles": 2, "L_cycles": 3}]
     assert [schedule.phase(schedule.progress(step, 40, 0.0)) for step in (0, 9, 10, 19, 20, 39, 40)] == [0, 0, 1, 1, 2, 2, 2]
+    assert [schedule.describe(phase, 40) for phase in range(3)] == [
+        "H_cycles=1, L_cycles=1 to step 10 (25% of the 40 planned steps)",
+        "H_cycles=2, L_cycles=2 to step 20 (50% of the 40 planned steps)",
+        "H_cycles=2, L_cycles=3 (the full depth) from here on"]
+    assert schedule.describe(0, 7) == "H_cycles=1, L_cycles=1 to step 2 (25% of the 7 planned steps)"  # 1/7 < 0.25 <= 2/7
     timed = DepthSchedule(tiny_config(tmp_path, *DEPTH, TWO_PHASES.replace("steps", "time"),
                                       "train.max_train_seconds=400").train.depth_curriculum, cfg.arch, 400.0)
     assert [timed.phase(timed.progress(10**6, 40, s)) for s in (0.0, 99.9, 100.0, 199.9, 200.0, 500.0)] == [0, 0, 1, 1, 2, 2]
+    assert timed.describe(1, 40) == "H_cycles=2, L_cycles=2 until 50% of train.max_train_seconds=400"
 
 
 def test_each_rank_follows_the_agreed_clock_under_torchrun(tmp_path):

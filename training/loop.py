@@ -369,7 +369,7 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             phase = set_training_depth(state)
             if phase != depth_phase:
                 depth_phase = phase
-                tqdm.write(f"depth curriculum from step {state.step + 1}: {state.depth_schedule.describe(phase)}",
+                tqdm.write(f"depth curriculum from step {state.step + 1}: {state.depth_schedule.describe(phase, state.total_steps)}",
                            file=sys.stdout)
             stacked = train_step(state)
             window = stacked if window is None else window + stacked

@@ -49,10 +49,14 @@ class DepthSchedule:
         """Index of the phase at `progress` (len(phases): past the last, the full depth)."""
         return next((i for i, end in enumerate(self.ends) if progress < end), len(self.ends))
 
-    def describe(self, phase: int) -> str:
+    def describe(self, phase: int, total_steps: int) -> str:
         """'H_cycles=1, L_cycles=2 until 30% of train.max_train_seconds=400' (for the log)."""
         depth = ", ".join(f"{name}={value}" for name, value in self.depths[phase].items())
         if phase == len(self.ends):
             return f"{depth} (the full depth) from here on"
-        of = f"train.max_train_seconds={self.budget:g}" if self.by == "time" else "the planned steps"
-        return f"{depth} until {100 * self.ends[phase]:g}% of {of}"
+        if self.by == "time":
+            return f"{depth} until {100 * self.ends[phase]:g}% of train.max_train_seconds={self.budget:g}"
+        last = max(0, int(self.ends[phase] * total_steps) - 1)  # the steps done when the next phase starts
+        while last < total_steps and self.phase(self.progress(last, total_steps, 0.0)) <= phase:
+            last += 1
+        return f"{depth} to step {last} ({100 * self.ends[phase]:g}% of the {total_steps} planned steps)"
