@@ -6,7 +6,7 @@
 # The dataset is cfg_lsa_400s's with a 1000-instance val split (train and test byte-identical to the
 # shipped one, the same directory as docs/benchmarks/2026-12-02-lsa-val/cand.sh); the run is cold (new
 # empty Inductor and Triton caches), evaluates on val every 500 steps, 400 s budget, SIGTERM after
-# 480 s at the latest. Default schedule, by training time: H_cycles 1, L_cycles 2 for the first 30%
+# 500 s at the latest. Default schedule, by training time: H_cycles 1, L_cycles 2 for the first 30%
 # of the 400 s, then H 2, L 4 until 60%, then the full H 3, L 6. train.max_steps=7000 is an estimate
 # of what fits (not measured): the shipped 3,700 full-depth steps took 392 s (9.7 steps/s); a step at
 # H 1, L 2 is 18 of 70 block-application equivalents, at H 2, L 4 40 of 70 (docs/USAGE.md), so about
@@ -17,6 +17,8 @@
 # (or read the shipped recipe's val figure from docs/benchmarks/2026-12-02-ttc/ttc.sh's results).
 # Sudoku: the same overrides on cfg_sudoku_400s (data.path=data/sudoku-hard-22-26-1k-aug1000-val1k,
 # +data.build_args.workers=16; its val build takes ~100 s of the call).
+# Call time: the wheelhouse ~10 s, the LSA build ~5 s (4.3 s on the 2-core development CPU), the run
+# 400 s of training + ~15 val evaluations (~2 s each at the shipped recipe's shape) + start-up.
 # Results in $OUT: build.log, NAME.log, NAME.metrics.jsonl; the last lines printed: steps/s at each
 # depth and every val evaluation (step, training seconds, optimal cost rate, exact).
 set -uo pipefail
@@ -34,7 +36,7 @@ schedule=('train.depth_curriculum={by:time,phases:[{until:0.3,H_cycles:1,L_cycle
 python3 scripts/build_data.py --config-name cfg_lsa_400s "${data_args[@]}" "${common[@]}" > "$OUT/build.log" 2>&1 \
   || { tail -3 "$OUT/build.log"; exit 1; }
 echo "data ready at $(elapsed) s"
-timeout -s TERM 480 python3 pretrain.py --config-name cfg_lsa_400s "${data_args[@]}" data.eval_split=val \
+timeout -s TERM 500 python3 pretrain.py --config-name cfg_lsa_400s "${data_args[@]}" data.eval_split=val \
   train.eval_interval=500 "${common[@]}" "${schedule[@]}" "$@" > "$OUT/$name.log" 2>&1
 echo "rc $? at $(elapsed) s"
 grep -E "^(step [0-9]*:|depth curriculum|stopping)" "$OUT/$name.log" | cut -c1-200; tail -1 "$OUT/$name.log" | cut -c1-300
