@@ -359,29 +359,30 @@ def test_step_scope_traces_each_depth_and_raises_the_recompile_limit(monkeypatch
     from training.engine.setup import compile_step
 
     name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-    monkeypatch.setattr(torch._dynamo.config, name, getattr(torch._dynamo.config, name))
     before = getattr(torch._dynamo.config, name)
-    compile_step(ACTLossHead(family("trm")), "blocks", depths=3)  # (a model never run: nothing compiles)
-    assert getattr(torch._dynamo.config, name) == before  # blocks: nothing to make room for
-    torch._dynamo.reset()
-    model = family("trm").train()
-    shallow = {"H_cycles": 1, "L_cycles": 1}
-    depths = [shallow, None, shallow]  # the loop hands the model each phase's one dict
-    eager = []
-    for depth in depths:
-        model.depth_override = depth
-        eager.append(step_results(ACTLossHead(model), model))
-    fn, graphs = compiled_with(monkeypatch, ACTLossHead(model), "step")
-    try:
-        compile_step(ACTLossHead(model), "step", depths=3)
-        assert getattr(torch._dynamo.config, name) == before + 2
-        got = []
+    with torch._dynamo.config.patch({name: before}):  # compile_step's raise undone afterwards
+        torch._dynamo.reset()
+        model = family("trm").train()
+        shallow = {"H_cycles": 1, "L_cycles": 1}
+        depths = [shallow, None, shallow]  # the loop hands the model each phase's one dict
+        eager = []
         for depth in depths:
             model.depth_override = depth
-            got.append(step_results(fn, model))
-    finally:
-        torch._dynamo.reset()
-        model.depth_override = None
+            eager.append(step_results(ACTLossHead(model), model))
+        fn, graphs = compiled_with(monkeypatch, ACTLossHead(model), "step")
+        try:
+            compile_step(ACTLossHead(family("trm")), "blocks", depths=3)  # (a model never run: nothing compiles)
+            assert getattr(torch._dynamo.config, name) == before  # blocks: nothing to make room for
+            compile_step(ACTLossHead(model), "step", depths=3)
+            assert getattr(torch._dynamo.config, name) == before + 2
+            got = []
+            for depth in depths:
+                model.depth_override = depth
+                got.append(step_results(fn, model))
+        finally:
+            torch._dynamo.reset()
+            model.depth_override = None
+    assert getattr(torch._dynamo.config, name) == before
     assert len(graphs) == 2  # one per distinct depth; the third step reuses the first depth's graph
     for g, e in zip(got, eager):
         torch.testing.assert_close(g[1], e[1], rtol=1e-5, atol=1e-5)
