@@ -12,7 +12,7 @@ block applications one step makes (`block_applications`, for FLOP counts and the
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import pydantic
 import torch
@@ -55,6 +55,9 @@ class ModelConfig(pydantic.BaseModel):
     """Fields every family has; a family's config adds its own and sets `name`."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
+    # The fields that set how deep one ACT step recurses, which training's depth curriculum may
+    # lower (train.depth_curriculum; ACTModel.cycles); empty for a family that does not recurse.
+    CYCLE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     name: str
     hidden_size: int = pydantic.Field(512, ge=1, le=MAX_HIDDEN_SIZE)
@@ -210,6 +213,10 @@ class ACTModel(nn.Module):
     STATES: dict[str, str] = {}
     # Apply each block as a nested compile region (set by training.engine.setup.compile_step).
     block_regions: bool = False
+    # Training's depth curriculum (train.depth_curriculum, set before each step by training/loop.py):
+    # cycle counts (CYCLE_FIELDS) a training step runs instead of the config's; None: the config's.
+    # Eval mode always runs the config's depth (`cycles`).
+    depth_override: Optional[dict[str, int]] = None
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_identifiers: int, dtype: torch.dtype):
         super().__init__()
@@ -255,6 +262,13 @@ class ACTModel(nn.Module):
         return self.cfg.block_applications()
 
     # ----- shared pieces --------------------------------------------------------------------
+
+    def cycles(self, field: str) -> int:
+        """The cycle count `field` (one of the config's CYCLE_FIELDS) this step runs: the
+        curriculum's lower value in training mode while it has one, else the config's."""
+        if self.training and self.depth_override is not None and field in self.depth_override:
+            return self.depth_override[field]
+        return getattr(self.cfg, field)
 
     def make_blocks(self, count: int) -> nn.ModuleList:
         cfg = self.cfg

@@ -33,6 +33,8 @@ class HRMConfig(ModelConfig):
     2 x (4 + 4) = 16, the Q-continue target's no-grad forward 24: 64, against TRM's 70.
     """
 
+    CYCLE_FIELDS = ("H_cycles", "L_cycles")
+
     name: Literal["hrm"] = "hrm"
     H_layers: int = pydantic.Field(4, ge=1, le=MAX_LAYERS, description="blocks in the high-level module")
     L_layers: int = pydantic.Field(4, ge=1, le=MAX_LAYERS, description="blocks in the low-level module")
@@ -69,12 +71,12 @@ class HRM(ACTModel):
         return self.run_blocks(self.high_blocks, z_high + z_low, self.rotary_tables())  # (B, P+L, D)
 
     def core(self, states, x):
-        cfg = self.cfg
+        h_cycles, l_cycles = self.cycles("H_cycles"), self.cycles("L_cycles")  # the config's or the curriculum's
         z_high, z_low = states
         with torch.no_grad():  # all but the last L- and H-update: no gradients (one-step gradient)
-            for h in range(cfg.H_cycles):
-                last_h = h == cfg.H_cycles - 1
-                for _ in range(cfg.L_cycles - 1 if last_h else cfg.L_cycles):
+            for h in range(h_cycles):
+                last_h = h == h_cycles - 1
+                for _ in range(l_cycles - 1 if last_h else l_cycles):
                     z_low = self.low(z_low, z_high, x)
                 if not last_h:
                     z_high = self.high(z_high, z_low)

@@ -24,6 +24,8 @@ class TRMConfig(ModelConfig):
     """Tiny Recursive Model, attention mixer (the paper's default for fixed-size grids). `arch=trm_mlp`: an MLP
     across the sequence instead."""
 
+    CYCLE_FIELDS = ("H_cycles", "L_cycles")
+
     name: Literal["trm"] = "trm"
     num_layers: int = pydantic.Field(2, ge=1, le=MAX_LAYERS, description="blocks in the shared network (L_layers)")
     H_cycles: int = pydantic.Field(3, ge=1, le=MAX_CYCLES, description="answer refinements per ACT step")
@@ -52,14 +54,15 @@ class TRM(ACTModel):
         return self.run_blocks(self.blocks, hidden + injection, self.rotary_tables())
 
     def recurse(self, z_answer: torch.Tensor, z_latent: torch.Tensor, x: torch.Tensor):
-        """H_cycles x (L_cycles latent updates + 1 answer update); gradients only in the last."""
-        cfg = self.cfg
+        """H_cycles x (L_cycles latent updates + 1 answer update); gradients only in the last.
+        (The counts: `cycles`, the config's or, in training, the depth curriculum's.)"""
+        h_cycles, l_cycles = self.cycles("H_cycles"), self.cycles("L_cycles")
         with torch.no_grad():
-            for _ in range(cfg.H_cycles - 1):
-                for _ in range(cfg.L_cycles):
+            for _ in range(h_cycles - 1):
+                for _ in range(l_cycles):
                     z_latent = self.net(z_latent, z_answer + x)
                 z_answer = self.net(z_answer, z_latent)
-        for _ in range(cfg.L_cycles):
+        for _ in range(l_cycles):
             z_latent = self.net(z_latent, z_answer + x)
         z_answer = self.net(z_answer, z_latent)
         return z_answer, z_latent

@@ -26,6 +26,7 @@ from pydantic_core import to_jsonable_python
 from core.dicts import flatten
 from core.errors import InputError, one_line
 from models import DEFAULT_ARCH, MODELS, ArchConfig, validate_arch
+from models.act import MAX_CYCLES
 
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -132,6 +133,43 @@ class OptimConfig(Strict):
     grad_clip: Optional[float] = Field(1.0, gt=0, le=MAX_GRAD_CLIP, description="max global gradient norm; null = no clipping")
 
 
+MAX_DEPTH_PHASES = 8  # depth_curriculum.phases (compile_scope step/region compiles the step once per depth)
+
+
+class DepthPhase(Strict):
+    """One phase of a depth curriculum: lower cycle counts until a point of the run."""
+
+    until: float = Field(gt=0, le=1, description="the phase lasts while the run's progress (the fraction of "
+                         "train.max_train_seconds or of the planned steps spent: depth_curriculum.by) is below this")
+    H_cycles: Optional[int] = Field(None, ge=1, le=MAX_CYCLES, description="null: the arch's H_cycles")
+    L_cycles: Optional[int] = Field(None, ge=1, le=MAX_CYCLES, description="null: the arch's L_cycles")
+
+    @pydantic.model_validator(mode="after")
+    def _sets_a_depth(self) -> "DepthPhase":
+        if self.H_cycles is None and self.L_cycles is None:
+            raise ValueError(f"the phase until {self.until:g} sets neither H_cycles nor L_cycles")
+        return self
+
+
+class DepthCurriculum(Strict):
+    """train.depth_curriculum: training recurses less deeply early on, then at the arch's full
+    depth (evaluation always at full depth). `by`: what `until` is a fraction of."""
+
+    by: Literal["time", "steps"] = Field(description="time: of train.max_train_seconds (training time, the first "
+                                         "step's compile included, as the budget counts it); steps: of the planned "
+                                         "steps (train.max_steps or epochs)")
+    phases: list[DepthPhase] = Field(min_length=1, max_length=MAX_DEPTH_PHASES, description="in order; after the "
+                                     "last one's `until` the arch's own cycle counts apply")
+
+    @pydantic.model_validator(mode="after")
+    def _in_order(self) -> "DepthCurriculum":
+        for i in range(1, len(self.phases)):
+            if self.phases[i].until <= self.phases[i - 1].until:
+                raise ValueError(f"phases[{i}].until={self.phases[i].until:g} is not after phases[{i - 1}].until="
+                                 f"{self.phases[i - 1].until:g} (the phases are listed in the order they run)")
+        return self
+
+
 class TrainConfig(Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy and torch take seeds in 0..2**32-1")
     global_batch_size: int = Field(768, ge=1, le=MAX_BATCH_SIZE)
@@ -191,6 +229,11 @@ class TrainConfig(Strict):
     load_checkpoint: Optional[str] = Field(
         None, description="start a new run from this checkpoint's weights (its EMA weights when present): a run or "
         "checkpoint path, a run name or a wandb id")
+    depth_curriculum: Optional[DepthCurriculum] = Field(
+        None, description="train shallower first: {by: time|steps, phases: [{until: 0.3, H_cycles: 1, L_cycles: 2}, "
+        "...]}, each phase's cycle counts while the run's progress is below its `until` (a fraction of "
+        "train.max_train_seconds, or of the planned steps), the arch's after the last; evaluation always runs the "
+        "full depth; null: off (training/engine/curriculum.py)")
     max_bad_steps: int = Field(20, ge=1, le=MAX_COUNT, description="non-finite steps in a row before rolling back to the last checkpoint")
     rollback_lr_factor: float = Field(0.5, gt=0, le=1, description="LR multiplier applied at each rollback")
     max_rollbacks: int = Field(3, ge=0, le=MAX_COUNT, description="rollbacks before giving up with an error")
@@ -205,6 +248,9 @@ class TrainConfig(Strict):
             raise ValueError("set train.resume or train.load_checkpoint, not both")
         if self.rewind and self.resume is False:
             raise ValueError("train.rewind=true needs train.resume (the checkpoint of the run to rewind to)")
+        if self.depth_curriculum is not None and self.depth_curriculum.by == "time" and self.max_train_seconds is None:
+            raise ValueError("train.depth_curriculum.by=time: its fractions are of train.max_train_seconds, which is "
+                             "not set (set it, or use by=steps: fractions of the planned steps)")
         return self
 
     @pydantic.field_validator("best_metric")
@@ -279,6 +325,27 @@ class Config(Strict):
         if not isinstance(value, dict):
             raise ValueError("arch must be a mapping with a 'name'")
         return validate_arch(value)
+
+    @pydantic.model_validator(mode="after")
+    def _depth_curriculum_fits_arch(self) -> "Config":
+        curriculum = self.train.depth_curriculum
+        if curriculum is None:
+            return self
+        fields = type(self.arch).CYCLE_FIELDS
+        for i, phase in enumerate(curriculum.phases):
+            for name in ("H_cycles", "L_cycles"):
+                value = getattr(phase, name)
+                if value is None:
+                    continue
+                where = f"train.depth_curriculum.phases[{i}].{name}={value}"
+                if name not in fields:
+                    raise ValueError(f"{where}: arch {self.arch.name} has no {name} (it does not recurse; a depth "
+                                     f"curriculum needs arch=trm or hrm)" if not fields else
+                                     f"{where}: arch {self.arch.name} has no {name} (its cycle counts: {', '.join(fields)})")
+                if value > getattr(self.arch, name):
+                    raise ValueError(f"{where} is more than arch.{name}={getattr(self.arch, name)} (a phase runs at "
+                                     "most the full depth, which applies after the last phase)")
+        return self
 
     @pydantic.field_validator("evaluators")
     @classmethod

@@ -88,6 +88,21 @@ def train_step(state: TrainState) -> torch.Tensor:
     return torch.cat([torch.where(ok, values, 0.0), (~ok).float().reshape(1)])
 
 
+def set_training_depth(state: TrainState) -> Optional[int]:
+    """The depth curriculum (train.depth_curriculum) at this point of the run: its phase's cycle
+    counts set on the model for the next training step (None in the last phase: the config's full
+    depth); returns the phase, or None without a curriculum. Its clock: the steps done, or the
+    training seconds (under torchrun the most any rank counted at the last log step, so that the
+    ranks switch together)."""
+    schedule = state.depth_schedule
+    if schedule is None:
+        return None
+    seconds = state.curriculum_seconds if state.world.distributed else state.train_seconds
+    phase = schedule.phase(schedule.progress(state.step, state.total_steps, seconds))
+    state.model.depth_override = None if phase == len(schedule.ends) else schedule.depths[phase]
+    return phase
+
+
 def eval_examples(cfg: Config, available: int) -> int:
     """How many examples of the evaluation split (data.eval_split) evaluation scores: all, or the first train.eval_max_examples."""
     return min(available, cfg.train.eval_max_examples or available)
@@ -111,19 +126,21 @@ def run_evaluation(state: TrainState, save_path: Optional[Path], progress: bool 
                         halting=cfg.train.eval_halting)
 
 
-def read_back(window: torch.Tensor, state: TrainState, out_of_time: bool, stop: bool, save_time: bool = False
-              ) -> tuple[dict[str, float], float, tuple[bool, bool, bool]]:
-    """The window's metric sums (over all ranks), the non-finite streak, and whether any rank is
-    out of time, was asked to stop, or finds a timed checkpoint due: one host sync (and, with
-    several ranks, two small all-reduces)."""
-    flags = torch.tensor([float(out_of_time), float(stop), float(save_time)], device=window.device)
+def read_back(window: torch.Tensor, state: TrainState, out_of_time: bool, stop: bool, save_time: bool = False,
+              seconds: float = 0.0) -> tuple[dict[str, float], float, tuple[bool, bool, bool], float]:
+    """The window's metric sums (over all ranks), the non-finite streak, whether any rank is
+    out of time, was asked to stop, or finds a timed checkpoint due, and the most training
+    `seconds` any rank counts (the depth curriculum's clock under torchrun): one host sync (and,
+    with several ranks, two small all-reduces)."""
+    flags = torch.tensor([float(out_of_time), float(stop), float(save_time), seconds], device=window.device)
     if state.world.distributed:
         window = all_reduce_(window.clone(), state.world)
         window[TRAIN_METRIC_KEYS.index("grad_norm"):] /= state.world.world_size  # the same on every rank
         all_reduce_(flags, state.world, "max")
-    *sums, bad_in_a_row, any_out_of_time, any_stop, any_save_time = torch.cat(
+    *sums, bad_in_a_row, any_out_of_time, any_stop, any_save_time, most_seconds = torch.cat(
         [window, state.bad_in_a_row.float().reshape(1), flags]).tolist()
-    return dict(zip(TRAIN_METRIC_KEYS, sums)), bad_in_a_row, (bool(any_out_of_time), bool(any_stop), bool(any_save_time))
+    return (dict(zip(TRAIN_METRIC_KEYS, sums)), bad_in_a_row,
+            (bool(any_out_of_time), bool(any_stop), bool(any_save_time)), most_seconds)
 
 
 def summarize_window(values: dict[str, float], steps: int, seconds: float, state: TrainState) -> dict[str, float]:
@@ -330,6 +347,7 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
     last_eval_step: Optional[int] = None  # the step of `last_eval`
     window: Optional[torch.Tensor] = None
     window_steps, window_start, compile_seconds, preempted = 0, time.perf_counter(), None, False
+    depth_phase: Optional[int] = None  # the depth curriculum's phase (train.depth_curriculum)
     # Progress lines and the pace check time training only (state.train_seconds), from after the first step.
     progress_every = cfg.logging.progress_every
     next_progress = (state.step // progress_every + 1) * progress_every if progress_every else None
@@ -348,6 +366,11 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             last_eval, last_eval_step = evaluate_and_save(run, stop), state.step
         while state.step < state.total_steps:
             t0 = time.perf_counter()
+            phase = set_training_depth(state)
+            if phase != depth_phase:
+                depth_phase = phase
+                tqdm.write(f"depth curriculum from step {state.step + 1}: {state.depth_schedule.describe(phase, state.total_steps)}",
+                           file=sys.stdout)
             stacked = train_step(state)
             window = stacked if window is None else window + stacked
             window_steps += 1
@@ -366,10 +389,13 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             finished = state.step >= state.total_steps or out_of_time
             save_time = False  # a timed checkpoint: decided at log steps, by all ranks together
             if state.step % cfg.train.log_every == 0 or finished or stop_now:
-                values, bad_in_a_row, (out_of_time, stop_now, save_time) = read_back(
-                    window, state, local_out_of_time, stop.requested, run.checkpoints.minutes_passed())
+                values, bad_in_a_row, (out_of_time, stop_now, save_time), state.curriculum_seconds = read_back(
+                    window, state, local_out_of_time, stop.requested, run.checkpoints.minutes_passed(),
+                    state.train_seconds + time.perf_counter() - t0)
                 finished = state.step >= state.total_steps or out_of_time
                 logged = summarize_window(values, window_steps, time.perf_counter() - window_start, state)
+                if depth_phase is not None:  # the depth of this window's last step: curves show the switches
+                    logged.update({f"train/{k}": v for k, v in state.depth_schedule.depths[depth_phase].items()})
                 state.skipped_steps += int(values["skipped"])
                 logger.log(logged, state.step)
                 bar.set_postfix_str(format_metrics(logged, ("train/lm_loss", "train/accuracy", "train/exact_accuracy")))

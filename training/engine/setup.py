@@ -25,6 +25,7 @@ from models.act import block_region, check_model_cost, check_step_cost
 from models.layers import Block
 from models.losses import ACTLossHead
 from training.config import Config, ConfigError, check_inductor_options, inductor_option
+from training.engine.curriculum import DepthSchedule
 from training.engine.ema import EMA
 from training.engine.optim import AdamATan2, SignSGD
 from training.engine.distributed import World
@@ -149,15 +150,23 @@ def apply_inductor_options(options: dict[str, Any]) -> None:
         setattr(*inductor_option(name), value)
 
 
-def compile_step(loss_head: ACTLossHead, scope: str, mode: str = "default") -> Callable[..., Any]:
+def compile_step(loss_head: ACTLossHead, scope: str, mode: str = "default", depths: int = 1) -> Callable[..., Any]:
     """The ACT step, compiled as train.compile_scope says. Cold compile on one H200 (TRM,
     docs/BENCHMARKS.md, issue 18): "step" traces the recursion unrolled (42 block applications
     in one graph; ~59 s, the fastest steps); "region" keeps one graph but makes each block
     application a nested compile region (torch >= 2.8, else the same as "step"; ~47 s: the
     tracing still visits every call site); "blocks" compiles each block module alone (one graph
     per gradient mode, reused by every block and application) and runs the rest of the step
-    eagerly (~17 s, ~3% slower steps)."""
+    eagerly (~17 s, ~3% slower steps).
+
+    `depths`: the training depths a depth curriculum runs (train.depth_curriculum). Under
+    "blocks" a depth changes nothing compiled (the same block graphs, the same shapes); under
+    "step" and "region" Dynamo guards on the model's depth_override, so each depth is one more
+    trace of the step: the recompile limit is raised by that many, so that none falls back to eager."""
     model = loss_head.model
+    if scope != "blocks" and depths > 1:
+        limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+        setattr(torch._dynamo.config, limit, getattr(torch._dynamo.config, limit) + depths - 1)
     model.block_regions = scope == "region" and block_region is not None
     if scope == "blocks":
         # One graph for every block instance needs Dynamo to take a module's parameters as graph
@@ -229,7 +238,9 @@ def build_train_state(cfg: Config, progress: bool = True, world: World = World()
     if getattr(model, "puzzle_emb", None) is not None:
         sign = SignSGD([model.puzzle_emb], lr=0.0, weight_decay=o.puzzle_emb_weight_decay)
     loss_head = ACTLossHead(model)
-    step_fn = compile_step(loss_head, cfg.train.compile_scope, cfg.train.compile_mode) if compiled else loss_head
+    curriculum = cfg.train.depth_curriculum
+    depths = 1 + (len(curriculum.phases) if curriculum is not None else 0)
+    step_fn = compile_step(loss_head, cfg.train.compile_scope, cfg.train.compile_mode, depths) if compiled else loss_head
     train_fn = step_fn
     if world.distributed:  # the compiled module inside DDP, as PyTorch recommends
         # Buffers (initial states, rotary tables) never change: no need to sync them every step.
@@ -252,6 +263,8 @@ def build_train_state(cfg: Config, progress: bool = True, world: World = World()
         sign=sign,
         ema=EMA(model, cfg.train.ema_rate, compile_update=compile_update) if cfg.train.ema else None,
         total_steps=total_steps_of(cfg, data),
+        depth_schedule=(DepthSchedule(cfg.train.depth_curriculum, cfg.arch, cfg.train.max_train_seconds)
+                        if cfg.train.depth_curriculum is not None else None),
         compiled=compiled,
         clip_params=weights,
         bad_in_a_row=torch.zeros((), dtype=torch.int32, device=device),

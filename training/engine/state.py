@@ -29,6 +29,7 @@ from torch import nn
 from dataset.loader import IGNORE_LABEL_ID, DeviceArrays, PuzzleDataset, TrainSampler
 from training.engine.checkpoint import CheckpointError, check_field as _check, check_tensors
 from training.config import Config
+from training.engine.curriculum import DepthSchedule
 from training.engine.distributed import World, all_gather_object, gather_rows
 from training.engine.ema import EMA
 from training.engine.optim import AdamATan2, SignSGD
@@ -66,6 +67,10 @@ class TrainState:
     best_value: Optional[float] = None
     wandb_id: Optional[str] = None
     bad_in_a_row: Optional[torch.Tensor] = None  # device counter of consecutive skipped steps
+    depth_schedule: Optional[DepthSchedule] = None  # train.depth_curriculum (training/engine/curriculum.py)
+    # The curriculum's clock under torchrun: the most training seconds any rank counted at the last
+    # log step (training/loop.py); a restore sets it to the checkpoint's train_seconds.
+    curriculum_seconds: float = 0.0
 
     # ----- saving ------------------------------------------------------------------------------
 
@@ -134,6 +139,7 @@ class TrainState:
             raise CheckpointError(f"{files['optim']}: does not fit this model's optimizers ({exc})") from exc
         self.step = saved["step"]
         self.train_seconds = float(saved["train_seconds"])
+        self.curriculum_seconds = self.train_seconds
         self.sampler.load_state_dict(saved["sampler"])
         self.carry = None
         if saved["carry"] and not any("carry" in n for n in notes):  # this rank's rows of the global carry
