@@ -1,7 +1,8 @@
 """Issue 23, item 7: Ctrl-C to pytest stops the suite, also while a test trains in-process (the
 training's own SIGINT handler would otherwise take it as a pre-emption: checkpoint, return, the
 test fails and the suite goes on). conftest.py's UserInterruptGuard turns a signal from outside
-into KeyboardInterrupt; signals the tests send themselves still reach the training."""
+into KeyboardInterrupt; signals the tests send themselves still reach the training. The same with
+`pytest -n 2` (pytest-xdist), the README's commands: a terminal's Ctrl-C reaches both workers."""
 
 import os
 import signal
