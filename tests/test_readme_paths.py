@@ -36,10 +36,26 @@ def test_every_dataset_the_docs_name_is_a_configs():
     assert {"data/lsa-9x9-10k-aug10", "data/sudoku-hard-22-26-1k-aug1000"} <= known
 
 
+def readme_set_up_commands() -> list[str]:
+    """The commands of the README's first code block (`## Set up`), comments left off."""
+    block = re.search(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
 def test_the_readme_shows_the_set_up_commands_ci_runs_and_the_fast_subset():
     readme = (REPO / "README.md").read_text()
-    ci = (REPO / ".ci" / "run").read_text()
-    for command in ('pip install -q torch==2.13.0 && pip install -q -e ".[dev]"', "python -m pytest -q"):
-        assert command in readme and command in ci
-    assert 'python -m pytest -q -m "not slow"' in readme
+    commands = readme_set_up_commands()
+    ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    install, full, fast = ('pip install -q torch==2.13.0 && pip install -q -e ".[dev]"', "python -m pytest -q -n 2",
+                           'python -m pytest -q -n 2 -m "not slow"')
+    assert commands == [install, full, fast]
+    assert install in ci_lines and full in ci_lines  # CI runs exactly the README's install and full suite
     assert "python pretrain.py --config-name cfg_lsa\n" in readme or "python pretrain.py --config-name cfg_lsa " in readme
+
+
+def test_the_dev_extra_brings_what_the_test_commands_use():
+    """`-n 2` is pytest-xdist's: the dev extra that the README and CI install must bring it."""
+    dev = re.search(r"^dev = \[(.*)\]$", (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    names = {re.split(r"[<>=!~\[ ;]", requirement.strip().strip('"'), maxsplit=1)[0].lower()
+             for requirement in dev.split(",")}
+    assert {"pytest", "pytest-xdist"} <= names, dev
