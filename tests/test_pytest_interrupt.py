@@ -66,7 +66,11 @@ def test_ctrl_c_stops_pytest_during_in_process_training(tmp_path, workers):
             time.sleep(0.05)
         sent = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # a hang: SIGABRT makes pytest's faulthandler print every thread's stack
+            os.killpg(proc.pid, signal.SIGABRT)
+            pytest.fail(f"pytest still running 60 s after Ctrl-C; its threads:\n{proc.communicate(timeout=60)[0][-8000:]}")
         while group_alive(proc.pid):  # nothing of the suite is left running (the workers end with it)
             assert time.monotonic() - sent < 30, f"processes of the interrupted pytest are still alive:\n{out}"
             time.sleep(0.05)
@@ -76,7 +80,9 @@ def test_ctrl_c_stops_pytest_during_in_process_training(tmp_path, workers):
         proc.wait()
     assert proc.returncode == 2, out  # pytest's ExitCode.INTERRUPTED
     assert time.monotonic() - sent < 30, out
-    assert "KeyboardInterrupt" in out, out
+    # Plain pytest reports the KeyboardInterrupt; under xdist whichever gets there first does:
+    # the controller's own KeyboardInterrupt, or a worker's "node down: keyboard-interrupt".
+    assert "KeyboardInterrupt" in out or (workers and "keyboard-interrupt" in out), out
     began = sorted(p.name for p in tmp_path.glob("began-*"))
     assert len(began) == running, (began, out)  # the remaining tests did not run
 
