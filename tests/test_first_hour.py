@@ -182,7 +182,19 @@ def test_a_run_far_beyond_the_device_says_so_early(lsa_small, tmp_path, capsys, 
     assert result["preempted"] and result["step"] == 20
     warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "h of training" in warning[0] and "lower train.epochs or train.max_steps" in warning[0]
-    assert ("(device=cpu, or --config-name cfg_lsa_cpu)" in warning[0]) == (config == "cfg_lsa")  # the preset, unless it is this run
+    assert ("CPU preset (add device=cpu" in warning[0]) == (config == "cfg_lsa")  # the preset, unless it is this run
+
+
+def test_every_cpu_preset_is_known_as_one():
+    """The pace warning's test for "already a CPU preset": every task config with device=cpu
+    (arith_lengen's own preset included) lands in a preset project; the GPU configs do not."""
+    from training.hydra_guard import compose_config
+    from training.loop import cpu_preset_projects
+
+    projects = cpu_preset_projects()
+    for name in ("cfg_lsa", "cfg_sudoku", "cfg_arith", "cfg_arith_lengen", "cfg_maze"):
+        assert compose_config(name, ["device=cpu"])["logging"]["project"] in projects, name
+        assert compose_config(name, [])["logging"]["project"] not in projects, name
 
 
 def test_builder_eta_waits_for_enough_items():

@@ -190,6 +190,21 @@ PACE_WARNING_SECONDS = 12 * 3600
 PACE_STEPS = 10  # timed steps (the first, which compiles, excluded) before the speed is judged
 
 
+def cpu_preset_projects() -> set[str]:
+    """The wandb projects the CPU presets set (config/device/<preset>/cpu.yaml): a run in one of
+    them was made with device=cpu. (A run does not record which config file it was composed from.)"""
+    import yaml
+
+    from training.config import CONFIG_DIR
+
+    projects = set()
+    for path in sorted((Path(CONFIG_DIR) / "device").glob("*/cpu.yaml")):
+        project = ((yaml.safe_load(path.read_text()) or {}).get("logging") or {}).get("project")
+        if project:
+            projects.add(project)
+    return projects
+
+
 def pace_warning(state: TrainState, rate: float) -> Optional[str]:
     """One line when the run, at the speed its first steps showed, would take more than
     PACE_WARNING_SECONDS (e.g. the GPU preset cfg_lsa on a CPU); on a CPU, the task's CPU preset."""
@@ -198,16 +213,8 @@ def pace_warning(state: TrainState, rate: float) -> Optional[str]:
         return None
     cfg = state.cfg
     hint = "lower train.epochs or train.max_steps"
-    if state.device.type == "cpu":
-        import yaml
-
-        from training.config import CONFIG_DIR
-        from training.bookkeeping.runs import task_of
-
-        task = task_of(cfg.to_dict())
-        path = Path(CONFIG_DIR) / "device" / str(task) / "cpu.yaml"  # the task's part of device=cpu
-        if path.is_file() and (yaml.safe_load(path.read_text()) or {}).get("logging", {}).get("project") != cfg.logging.project:
-            hint = f"use the CPU preset (device=cpu, or --config-name cfg_{task}_cpu), {hint}"  # not that preset already
+    if state.device.type == "cpu" and cfg.logging.project not in cpu_preset_projects():  # not a CPU preset already
+        hint = f"use the task config's CPU preset (add device=cpu to the command), {hint}"
     return (f"warning: {state.total_steps - state.step} steps left at {rate:.3g} steps/s on {state.device.type}: about "
             f"{eta / 3600:.0f} h of training; {hint}, or set train.max_train_seconds")
 
