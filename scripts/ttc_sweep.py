@@ -72,7 +72,7 @@ class SweepArgs(BaseModel):
     votes: str = Field("1,4,8,16", description="vote counts K, comma-separated (each 1..64)")
     vote_policies: str = Field("majority,confidence,check", description="policies, comma-separated")
     vote_seed: int = Field(0, ge=0, description="seed of the symmetries")
-    max_examples: Optional[int] = Field(None, ge=1, description="score the first N test instances only")
+    max_examples: Optional[int] = Field(None, ge=1, description="score the first N instances of the split only")
     max_seconds: Optional[float] = Field(None, gt=0, description="stop answering after this many seconds (wall time)")
 
 
@@ -214,7 +214,7 @@ def table(report: dict[str, Any]) -> str:
     lines = [f"# Test-time compute sweep: {report['task']}", "",
              f"Command: `{report['command']}`", "",
              f"Checkpoint `{report['checkpoint']}` (trained with {report['trained_act_steps']} ACT steps, halting "
-             f"{report['halting']}), {report['examples']} test instances of `{report['data']}`, on {report['device']}; "
+             f"{report['halting']}), {report['examples']} {report.get('split', 'test')} instances of `{report['data']}`, on {report['device']}; "
              f"total {report['seconds']:.1f} s.", "",
              f"| ACT steps | K | candidates | policy | {head} | exact | plain exact | agreement | chosen by check / "
              "majority / confidence | seconds |",
@@ -280,7 +280,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_title(f"policy: {policy}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{report['task']}: {report['examples']} test instances", fontsize=10)
+    fig.suptitle(f"{report['task']}: {report['examples']} {report.get('split', 'test')} instances", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png")
 

@@ -333,6 +333,9 @@ def test_sweep_table_json_and_png(world, tmp_path):
     cell = next(c for c in report["cells"] if c["act_steps"] == 2 and c["votes"] == 1)
     assert cell["metrics"]["eval/exact_accuracy"] == cell["metrics"]["test_time/plain_exact_accuracy"]
     assert "| ACT steps |" in (out / "ttc_sweep.md").read_text()
+    assert f"{saved['examples']} test instances of" in (out / "ttc_sweep.md").read_text()
+    # the header names the split that was swept (a val sweep's once said "test instances")
+    assert f"{saved['examples']} val instances of" in ttc.table({**saved, "split": "val"})
     with pytest.raises(InputError, match="not an empty directory"):
         ttc.sweep(ttc.SweepArgs(checkpoint=world["run"], out=out), "x")
 
