@@ -405,3 +405,21 @@ def test_two_ranks_switch_together_at_a_log_step(tmp_path):
     assert step > 1 and (step - 1) % 10 == 0 and "(the full depth)" in switches[1], switches
     logged = [r["train/L_cycles"] for r in metrics(tmp_path / "runs" / PROJECT / "t2") if "train/L_cycles" in r]
     assert logged == sorted(logged) and logged[0] == 1 and logged[-1] == 2
+
+
+def test_the_shipped_lsa_budget_recipe_has_the_curriculum_and_its_cpu_preset_does_not():
+    """cfg_lsa_400s ships the depth curriculum chosen on val (docs/BENCHMARKS.md, issue 20); with
+    device=cpu (what the pace warning tells a CPU user to add) the CPU model's H 2 / L 2 is
+    shallower than the middle phase, so the preset switches the curriculum off instead of failing."""
+    from training.config import validate_config
+    from training.hydra_guard import compose_config
+
+    gpu = validate_config(compose_config("cfg_lsa_400s", []))
+    assert gpu.train.depth_curriculum.by == "time" and gpu.train.max_train_seconds == 400
+    assert [(p.until, p.H_cycles, p.L_cycles) for p in gpu.train.depth_curriculum.phases] == [(0.3, 1, 2), (0.6, 2, 4)]
+    assert (gpu.arch.H_cycles, gpu.arch.L_cycles) == (3, 6)
+    cpu = validate_config(compose_config("cfg_lsa_400s", ["device=cpu"]))
+    assert cpu.train.depth_curriculum is None and cpu.train.device == "cpu"
+    # what the preset avoids: the recipe's schedule on a model as shallow as the CPU one
+    with pytest.raises(ConfigError, match=r"phases\[1\]\.L_cycles=4 is more than arch\.L_cycles=2"):
+        validate_config(compose_config("cfg_lsa_400s", ["arch.L_cycles=2"]))

@@ -3,7 +3,9 @@
 # timeout_s 590): cfg_arith_lengen trains on 1..8-digit decimal operands (val/ the same range),
 # then the last checkpoint is scored on val/ (in distribution) and test/ (9..16 digits, out of
 # distribution). Needs the wheelhouse in .whl (bash ../shared/tools/gpu-wheelhouse.sh).
-#   bash docs/benchmarks/pending/arith_lengen.sh
+#   bash docs/benchmarks/pending/arith_lengen.sh [overrides...]
+# Overrides go to pretrain.py after the script's own (e.g. train.max_train_seconds=250 when less
+# device time is left; CAP=seconds then bounds the training process, default 500).
 # Results in $OUT: build.log, train.log, metrics.jsonl, eval_val.log, eval_test.log (the last
 # line of each is the JSON of metrics). Not yet run: no results here.
 set -uo pipefail
@@ -18,8 +20,8 @@ python3 scripts/build_data.py --config-name cfg_arith_lengen "${common[@]}" > "$
   || { tail -3 "$OUT/build.log"; exit 1; }
 echo "data ready at $(elapsed) s"
 # The config's 7,000 steps are sized for ~400 s (an estimate); the cap keeps the call inside 10 minutes.
-timeout -s TERM 500 python3 pretrain.py --config-name cfg_arith_lengen "${common[@]}" train.max_train_seconds=420 \
-  > "$OUT/train.log" 2>&1
+timeout -s TERM "${CAP:-500}" python3 pretrain.py --config-name cfg_arith_lengen "${common[@]}" train.max_train_seconds=420 \
+  "$@" > "$OUT/train.log" 2>&1
 echo "training ended (rc $?) at $(elapsed) s"; tail -2 "$OUT/train.log"
 run=/tmp/runs/trm-arith-lengen/lengen
 cp "$run/metrics.jsonl" "$OUT/metrics.jsonl"
