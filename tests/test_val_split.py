@@ -257,7 +257,7 @@ def test_evaluate_script_split(val_run, tmp_path):
 
 
 def test_every_registered_builder_takes_val_size():
-    """A new task's builder gets --val-size (ARCHITECTURE.md, "Adding a task") and declares a
+    """A new task's builder gets --val-size (docs/EXTENDING.md, "Adding a task") and declares a
     tiny build, so the checks above cover it."""
     from evaluators.tasks import get_task
 
