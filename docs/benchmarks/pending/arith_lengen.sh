@@ -7,7 +7,7 @@
 # Overrides go to pretrain.py after the script's own (e.g. train.max_train_seconds=250 when less
 # device time is left; CAP=seconds then bounds the training process, default 500).
 # Results in $OUT: build.log, train.log, metrics.jsonl, eval_val.log, eval_test.log (the last
-# line of each is the JSON of metrics). Not yet run: no results here.
+# line of each is the JSON of metrics). Run 2026-12-03 with train.max_train_seconds=200 (docs/BENCHMARKS.md).
 set -uo pipefail
 t0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t0 )); }
