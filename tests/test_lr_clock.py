@@ -1,8 +1,8 @@
-"""optim.lr_schedule_clock: `steps` (the default) gives the LRs of the step schedule, `time` decays
+"""optim.lr_schedule_clock: `steps` (the default) gives the LRs of the step schedule; `time` decays
 the LR over train.max_train_seconds by the training clock all ranks agreed at the last log step,
-warm-up in steps; it ends at the floor at the budget, a stop and resume continues the schedule
-bit for bit, two torchrun ranks take the same LR at every step, and a time clock without a
-budget is a one-line config error.
+warm-up in steps, ending within one log window's decay of the floor at the budget; a stop and
+resume continues the schedule bit for bit, two torchrun ranks take the same LR at every step, and
+a time clock without a budget is a one-line config error.
 
 The runs use a stand-in clock (StepClock) that advances a fixed amount per training step, so no
 assertion depends on the machine's speed (the two-rank run keeps the real clock: what it checks,
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -62,6 +62,21 @@ def test_default_is_the_step_clock(tmp_path):
     assert tiny_config(tmp_path, "optim.lr_schedule_clock=time", "train.max_train_seconds=60").optim.lr_schedule_clock == "time"
 
 
+def test_the_loop_takes_the_configured_clock(tmp_path):
+    """loop.scheduled_lr: the step schedule by default; with the time clock, the clock agreed at
+    the last log step (agreed_seconds), not the rank's own training seconds, in one process too."""
+    from training.loop import scheduled_lr
+
+    state = types.SimpleNamespace(cfg=tiny_config(tmp_path, *SCHEDULE), step=30, total_steps=40, train_seconds=9.0,
+                                  agreed_seconds=2.0)
+    assert scheduled_lr(state, LR) == lr_at(30, LR, WARMUP, 40, FLOOR)
+    state.cfg = tiny_config(tmp_path, *SCHEDULE, "optim.lr_schedule_clock=time", "train.max_train_seconds=10")
+    assert scheduled_lr(state, LR) == lr_at_time(30, 2.0, LR, WARMUP, 10.0, FLOOR)
+    assert scheduled_lr(state, LR) != lr_at_time(30, 9.0, LR, WARMUP, 10.0, FLOOR) != lr_at(30, LR, WARMUP, 40, FLOOR)
+    state.step, state.agreed_seconds = 2, 10.0  # still warming up at the end of the budget: at most the floor
+    assert scheduled_lr(state, LR) == pytest.approx(LR * FLOOR * 2 / WARMUP)
+
+
 # ---------------------------------------------------------------------------------------------
 # Config errors: one line naming the field
 
@@ -84,7 +99,7 @@ def test_pretrain_refuses_a_time_clock_without_a_budget_in_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Training runs (a second or two each on a CPU)
+# Training runs (a second or two each on a CPU; slow: the fast subset trains nothing end to end)
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +144,7 @@ def metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_step_clock_gives_the_step_schedule(tmp_path, data_dir, lrs):
     """The default: each step's LRs are lr_at of the step over the planned steps, as before the
     option (the same function, called with the same arguments), warm-up and cosine both run."""
@@ -153,11 +169,12 @@ def time_run(tmp_path, data_dir, name, *extra):
                              "train.keep_checkpoints=5", f"logging.run_name={name}", *extra, data=data_dir))
 
 
+@pytest.mark.slow
 def test_time_clock_follows_the_agreed_clock_to_the_floor(tmp_path, data_dir, lrs, capsys):
     """10 s of budget at DT per step: 20 steps, the budget (not max_steps) ends the run. Each
     step's LR is lr_at_time of the clock read at the last log step (every 3 steps), so it holds
     for a log window and falls window by window to within one window's decay of the floor."""
-    result = time_run(tmp_path, data_dir, "t")
+    result = time_run(tmp_path, data_dir, "t", "logging.progress_every=6")
     assert result["step"] == 20 and result["train_seconds"] == 10.0 and not result["preempted"]
     for step, agreed, lr, emb_lr in lrs:
         assert agreed == DT * 3 * ((step - 1) // 3), (step, agreed)  # steps 1-3: 0; 4-6: 1.5 s; ...
@@ -173,8 +190,12 @@ def test_time_clock_follows_the_agreed_clock_to_the_floor(tmp_path, data_dir, lr
     assert logged == {step: lr for step, _, lr, _ in lrs if step % 3 == 0 or step == 20}
     out = capsys.readouterr().out
     assert "LR schedule: warm-up over 4 steps, then a cosine to 0.1 x the LR over train.max_train_seconds=10" in out
+    # progress lines: the budget spent (the training seconds before the step), not a share of max_steps
+    progress = [line.split(":")[0] for line in out.splitlines() if line.startswith("step ") and "ETA" in line]
+    assert progress == [f"step {s} ({100 * (s - 1) * DT / 10:.1f}% of train.max_train_seconds=10)" for s in (6, 12, 18)]
 
 
+@pytest.mark.slow
 def test_time_clock_resumes_bit_for_bit(tmp_path, data_dir, lrs, monkeypatch):
     """Stopped after step 7, which is no log step: the checkpoint holds the clock agreed at step 6,
     not its own training seconds, so the resumed run's steps 8-9 take the LR the uninterrupted

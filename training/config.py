@@ -127,13 +127,12 @@ class OptimConfig(Strict):
     lr_warmup_steps: int = Field(2000, ge=0, le=MAX_STEPS, description="linear warm-up over this many steps "
                                  "(with either lr_schedule_clock)")
     lr_schedule_clock: Literal["steps", "time"] = Field(
-        "steps", description="what the cosine decay (to lr * lr_min_ratio) is a fraction of: steps: the steps after "
-        "the warm-up over the planned steps (train.max_steps or epochs); time: the fraction of "
-        "train.max_train_seconds spent (training time, the first step's compile included, evaluations excluded: "
-        "the clock the budget and the depth curriculum count; the value all ranks agreed at the last log step, "
-        "train.log_every), times the warm-up's ramp, so the LR ends near its floor when the budget does however "
-        "many steps fit; train.max_steps then only caps the steps and may be set high (training/engine/optim.py: "
-        "lr_at_time)")
+        "steps", description="what the cosine decay (to lr * lr_min_ratio) runs over: steps: the planned steps "
+        "after the warm-up (train.max_steps or epochs); time: train.max_train_seconds (needs it), by the training "
+        "clock the budget and the depth curriculum count (the first step's compile included, evaluations excluded; "
+        "the value all ranks agreed at the last log step, train.log_every), the cosine times the warm-up's ramp, so "
+        "the LR ends near its floor when the budget does, however many steps fit; train.max_steps then only caps "
+        "the steps and may be set high (docs/USAGE.md, training/engine/optim.py: lr_at_time)")
     weight_decay: float = Field(1.0, ge=0, le=1e3)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
