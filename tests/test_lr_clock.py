@@ -276,3 +276,28 @@ def test_two_ranks_take_the_same_lr_at_every_step(tmp_path):
     assert all(lr < LR for step, _, lr, _ in ranks[0] if step > 4)  # the clock really decays it
     logged = {r["step"]: r["train/lr"] for r in metrics(tmp_path / "runs" / PROJECT / "r2") if "train/lr" in r}
     assert logged and all(logged[step] == lr for step, _, lr, _ in ranks[0] if step in logged)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_without_the_agreed_clock_resumes_from_its_training_seconds(tmp_path, data_dir, lrs, monkeypatch):
+    """A checkpoint written before the agreed clock was saved continues from its training seconds;
+    a bad saved value is refused naming the file and field."""
+    import torch
+
+    from training.engine.checkpoint import CheckpointError, resolve_checkpoint
+
+    with sigterm_after_step(monkeypatch, 7):
+        time_run(tmp_path, data_dir, "old")
+    state_file = resolve_checkpoint(tmp_path / "runs" / PROJECT / "old") / "state.pt"
+    saved = torch.load(state_file, weights_only=True)
+    assert saved["agreed_seconds"] == 6 * DT and saved["train_seconds"] == 7 * DT
+    saved["agreed_seconds"] = float("nan")
+    torch.save(saved, state_file)
+    with pytest.raises(CheckpointError) as info:
+        time_run(tmp_path, data_dir, "old", "train.resume=true")
+    assert "state.pt" in str(info.value) and "agreed_seconds" in str(info.value) and "\n" not in str(info.value)
+    del saved["agreed_seconds"]
+    torch.save(saved, state_file)
+    lrs.clear()
+    assert time_run(tmp_path, data_dir, "old", "train.resume=true")["step"] == 20
+    assert lrs[0][:2] == (8, 7 * DT)

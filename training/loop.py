@@ -90,10 +90,10 @@ def train_step(state: TrainState) -> torch.Tensor:
 
 def scheduled_lr(state: TrainState, base_lr: float) -> float:
     """The LR schedule at the step being taken (state.step counts it), before a rollback's scale:
-    the warm-up, then the cosine over the planned steps (optim.lr_schedule_clock=steps) or over
-    train.max_train_seconds by the clock all ranks agreed at the last log step (time; the same
-    value in one process, so that one rank and several follow one schedule, and a resumed run,
-    which restores it, the uninterrupted one's)."""
+    the cosine over the planned steps (optim.lr_schedule_clock=steps), or over
+    train.max_train_seconds by the clock agreed at the last log step (time). That clock, not the
+    rank's own, also in one process: every rank takes the same LR, one rank and several follow one
+    schedule, and a resumed run (the clock is checkpointed) the uninterrupted one's."""
     o = state.cfg.optim
     if o.lr_schedule_clock == "time":
         return lr_at_time(state.step, state.agreed_seconds, base_lr, o.lr_warmup_steps,
