@@ -123,18 +123,18 @@ def test_schedule_phases_and_depths(tmp_path):
 
 def test_each_rank_follows_the_agreed_clock_under_torchrun(tmp_path):
     """With several ranks the time phase comes from the clock all ranks agreed at the last log
-    step (curriculum_seconds), not from the rank's own training seconds."""
+    step (agreed_seconds), not from the rank's own training seconds."""
     from training.engine.distributed import World
     from training.loop import set_training_depth
 
     cfg = tiny_config(tmp_path, *DEPTH, TWO_PHASES.replace("steps", "time"), "train.max_train_seconds=100")
     state = types.SimpleNamespace(
         depth_schedule=DepthSchedule(cfg.train.depth_curriculum, cfg.arch, 100.0), step=0, total_steps=10,
-        train_seconds=60.0, curriculum_seconds=20.0, model=types.SimpleNamespace(depth_override="unset"), world=World())
+        train_seconds=60.0, agreed_seconds=20.0, model=types.SimpleNamespace(depth_override="unset"), world=World())
     assert set_training_depth(state) == 2 and state.model.depth_override is None  # one process: its own 60 s
     state.world = World(rank=1, world_size=2)
     assert set_training_depth(state) == 0 and state.model.depth_override == {"H_cycles": 1, "L_cycles": 1}
-    state.curriculum_seconds = 30.0
+    state.agreed_seconds = 30.0
     assert set_training_depth(state) == 1 and state.model.depth_override == {"H_cycles": 2, "L_cycles": 2}
 
 

@@ -124,7 +124,15 @@ class DataConfig(Strict):
 class OptimConfig(Strict):
     lr: float = Field(1e-4, gt=0, le=10)
     lr_min_ratio: float = Field(1.0, ge=0, le=1)
-    lr_warmup_steps: int = Field(2000, ge=0, le=MAX_STEPS)
+    lr_warmup_steps: int = Field(2000, ge=0, le=MAX_STEPS, description="linear warm-up over this many steps "
+                                 "(with either lr_schedule_clock)")
+    lr_schedule_clock: Literal["steps", "time"] = Field(
+        "steps", description="what the cosine decay (to lr * lr_min_ratio) runs over: steps: the planned steps "
+        "after the warm-up (train.max_steps or epochs); time: train.max_train_seconds (needs it), by the training "
+        "clock the budget and the depth curriculum count (the first step's compile included, evaluations excluded; "
+        "the value all ranks agreed at the last log step, train.log_every), the cosine times the warm-up's ramp, so "
+        "the LR ends near its floor when the budget does, however many steps fit; train.max_steps then only caps "
+        "the steps and may be set high (docs/USAGE.md, training/engine/optim.py: lr_at_time)")
     weight_decay: float = Field(1.0, ge=0, le=1e3)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
@@ -325,6 +333,13 @@ class Config(Strict):
         if not isinstance(value, dict):
             raise ValueError("arch must be a mapping with a 'name'")
         return validate_arch(value)
+
+    @pydantic.model_validator(mode="after")
+    def _time_clock_has_a_budget(self) -> "Config":
+        if self.optim.lr_schedule_clock == "time" and self.train.max_train_seconds is None:
+            raise ValueError("optim.lr_schedule_clock=time: the LR decays over train.max_train_seconds, which is not "
+                             "set (set it, or use optim.lr_schedule_clock=steps: over the planned steps)")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _depth_curriculum_fits_arch(self) -> "Config":

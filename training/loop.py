@@ -35,7 +35,7 @@ from training.config import Config
 from training.engine.evaluation import EvaluationInterrupted, evaluate
 from training.engine.distributed import World, all_reduce_, check_same_everywhere, close_world, init_world, lost_peer
 from training.bookkeeping.examples import log_eval_examples
-from training.engine.optim import lr_at, set_lr
+from training.engine.optim import lr_at, lr_at_time, set_lr
 from training.engine.preemption import StopSignal
 from training.bookkeeping.run import Run, has_checkpoint, open_run, plan_and_own, restore
 from training.engine.state import TrainState
@@ -72,11 +72,11 @@ def train_step(state: TrainState) -> torch.Tensor:
 
     state.step += 1
     scale = state.lr_scale
-    set_lr(state.adam, scale * lr_at(state.step, o.lr, o.lr_warmup_steps, state.total_steps, o.lr_min_ratio))
+    set_lr(state.adam, scale * scheduled_lr(state, o.lr))
     state.adam.step(ok=ok)
     state.adam.zero_grad(set_to_none=True)
     if state.sign is not None:
-        set_lr(state.sign, scale * lr_at(state.step, o.puzzle_emb_lr, o.lr_warmup_steps, state.total_steps, o.lr_min_ratio))
+        set_lr(state.sign, scale * scheduled_lr(state, o.puzzle_emb_lr))
         state.sign.step(ok=ok)
         state.sign.zero_grad(set_to_none=True)
     if state.ema is not None:
@@ -88,6 +88,19 @@ def train_step(state: TrainState) -> torch.Tensor:
     return torch.cat([torch.where(ok, values, 0.0), (~ok).float().reshape(1)])
 
 
+def scheduled_lr(state: TrainState, base_lr: float) -> float:
+    """The LR schedule at the step being taken (state.step counts it), before a rollback's scale:
+    the cosine over the planned steps (optim.lr_schedule_clock=steps), or over
+    train.max_train_seconds by the clock agreed at the last log step (time). That clock, not the
+    rank's own, also in one process: every rank takes the same LR, one rank and several follow one
+    schedule, and a resumed run (the clock is checkpointed) the uninterrupted one's."""
+    o = state.cfg.optim
+    if o.lr_schedule_clock == "time":
+        return lr_at_time(state.step, state.agreed_seconds, base_lr, o.lr_warmup_steps,
+                          state.cfg.train.max_train_seconds, o.lr_min_ratio)
+    return lr_at(state.step, base_lr, o.lr_warmup_steps, state.total_steps, o.lr_min_ratio)
+
+
 def set_training_depth(state: TrainState) -> Optional[int]:
     """The depth curriculum (train.depth_curriculum) at this point of the run: its phase's cycle
     counts set on the model for the next training step (None in the last phase: the config's full
@@ -97,7 +110,7 @@ def set_training_depth(state: TrainState) -> Optional[int]:
     schedule = state.depth_schedule
     if schedule is None:
         return None
-    seconds = state.curriculum_seconds if state.world.distributed else state.train_seconds
+    seconds = state.agreed_seconds if state.world.distributed else state.train_seconds
     phase = schedule.phase(schedule.progress(state.step, state.total_steps, seconds))
     state.model.depth_override = None if phase == len(schedule.ends) else schedule.depths[phase]
     return phase
@@ -130,7 +143,7 @@ def read_back(window: torch.Tensor, state: TrainState, out_of_time: bool, stop: 
               seconds: float = 0.0) -> tuple[dict[str, float], float, tuple[bool, bool, bool], float]:
     """The window's metric sums (over all ranks), the non-finite streak, whether any rank is
     out of time, was asked to stop, or finds a timed checkpoint due, and the most training
-    `seconds` any rank counts (the depth curriculum's clock under torchrun): one host sync (and,
+    `seconds` any rank counts (the agreed clock, TrainState.agreed_seconds): one host sync (and,
     with several ranks, two small all-reduces)."""
     flags = torch.tensor([float(out_of_time), float(stop), float(save_time), seconds], device=window.device)
     if state.world.distributed:
@@ -220,8 +233,13 @@ def pace_warning(state: TrainState, rate: float) -> Optional[str]:
 
 
 def progress_line(state: TrainState, logged: dict[str, float], rate: float) -> str:
-    """The log's line every logging.progress_every steps (train_lsa.sh's log shows no bar frames)."""
-    return (f"step {state.step}/{state.total_steps} ({100 * state.step / max(1, state.total_steps):.1f}%): "
+    """The log's line every logging.progress_every steps (train_lsa.sh's log shows no bar frames).
+    With optim.lr_schedule_clock=time, where train.max_steps is only a cap, its share of the budget."""
+    budget = state.cfg.train.max_train_seconds
+    where = (f"step {state.step} ({100 * state.train_seconds / budget:.1f}% of train.max_train_seconds={budget:g})"
+             if state.cfg.optim.lr_schedule_clock == "time" else
+             f"step {state.step}/{state.total_steps} ({100 * state.step / max(1, state.total_steps):.1f}%)")
+    return (f"{where}: "
             f"loss {logged['train/lm_loss']:.4g}, accuracy {logged['train/accuracy']:.4g}, {rate:.3g} steps/s, "
             f"ETA {format_duration(seconds_left(state, rate))} of training (evaluations not counted)")
 
@@ -371,6 +389,10 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             # A stop cut this step's evaluation short (or came before it): redo it before training on.
             tqdm.write(f"step {state.step}: redoing the evaluation that a stop interrupted", file=sys.stdout)
             last_eval, last_eval_step = evaluate_and_save(run, stop), state.step
+        if cfg.optim.lr_schedule_clock == "time":
+            tqdm.write(f"LR schedule: warm-up over {cfg.optim.lr_warmup_steps} steps, then a cosine to "
+                       f"{cfg.optim.lr_min_ratio:g} x the LR over train.max_train_seconds={max_seconds:g} (the training "
+                       f"clock at log steps); the {state.total_steps} planned steps only cap the run", file=sys.stdout)
         while state.step < state.total_steps:
             t0 = time.perf_counter()
             phase = set_training_depth(state)
@@ -396,9 +418,13 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             finished = state.step >= state.total_steps or out_of_time
             save_time = False  # a timed checkpoint: decided at log steps, by all ranks together
             if state.step % cfg.train.log_every == 0 or finished or stop_now:
-                values, bad_in_a_row, (out_of_time, stop_now, save_time), state.curriculum_seconds = read_back(
+                values, bad_in_a_row, (out_of_time, stop_now, save_time), most_seconds = read_back(
                     window, state, local_out_of_time, stop.requested, run.checkpoints.minutes_passed(),
                     state.train_seconds + time.perf_counter() - t0)
+                if state.step % cfg.train.log_every == 0:
+                    # The agreed clock moves at log steps only: a read-back at the end or at a stop trains
+                    # no step after it, and leaves the checkpoint the value a resumed run must continue with.
+                    state.agreed_seconds = most_seconds
                 finished = state.step >= state.total_steps or out_of_time
                 logged = summarize_window(values, window_steps, time.perf_counter() - window_start, state)
                 if depth_phase is not None:  # the depth of this window's last step: curves show the switches

@@ -11,7 +11,7 @@ steps done over train.max_steps or the epochs' steps; bit-exact across a resume)
 Both clocks are part of the checkpointed train state (`step`, `train_seconds`), so a resumed
 run continues in the phase it stopped in. Under torchrun the time each rank measured differs a
 little; the ranks switch together, at the log step (train.log_every) where they all-reduce it
-(`TrainState.curriculum_seconds`, training/loop.py: read_back).
+(`TrainState.agreed_seconds`, training/loop.py: read_back).
 
 The depth reaches the model as `ACTModel.depth_override`, which only training mode reads:
 evaluation runs the full depth. No shape changes, so under train.compile_scope=blocks (each

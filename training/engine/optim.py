@@ -188,6 +188,20 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ra
     return base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def lr_at_time(step: int, seconds: float, base_lr: float, warmup_steps: int, budget_seconds: float,
+               min_ratio: float) -> float:
+    """optim.lr_schedule_clock=time: the linear warm-up over `warmup_steps` steps (as lr_at's)
+    times a cosine decay from 1 to min_ratio over the time budget, at `seconds` of it spent;
+    base_lr * min_ratio from the budget on.
+
+    The factors multiply, so the schedule is continuous: when the budget ends before the warm-up
+    does, the LR still falls to (at most) the floor, and the decay that the warm-up's own seconds
+    (the first step's compile among them) spend is not made up afterwards."""
+    ramp = step / warmup_steps if step < warmup_steps else 1.0
+    progress = min(1.0, seconds / budget_seconds)
+    return base_lr * ramp * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def set_lr(optimizer: Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -5,9 +5,9 @@ calls Stateful. The state dict has four parts, one checkpoint file each (trainin
   model  the weights (uncompiled names)
   ema    the EMA's shadow weights
   optim  both optimizers
-  state  step, training seconds, LR scale, rollbacks, skipped steps, best metric, the data
-         sampler's position, the ACT carry, every RNG (Python, numpy, torch CPU and CUDA) and
-         the wandb run id.
+  state  step, training seconds (and the agreed clock: below), LR scale, rollbacks, skipped
+         steps, best metric, the data sampler's position, the ACT carry, every RNG (Python,
+         numpy, torch CPU and CUDA) and the wandb run id.
 Loading checks every field against this model and config before anything is changed (a bad
 one is a CheckpointError naming the file and field), so a restored run continues exactly: on
 a CPU, bit for bit (tests/test_resilience.py).
@@ -68,9 +68,12 @@ class TrainState:
     wandb_id: Optional[str] = None
     bad_in_a_row: Optional[torch.Tensor] = None  # device counter of consecutive skipped steps
     depth_schedule: Optional[DepthSchedule] = None  # train.depth_curriculum (training/engine/curriculum.py)
-    # The curriculum's clock under torchrun: the most training seconds any rank counted at the last
-    # log step (training/loop.py); a restore sets it to the checkpoint's train_seconds.
-    curriculum_seconds: float = 0.0
+    # The clock every rank agrees on: the most training seconds any rank counted at the last log
+    # step (a multiple of train.log_every; training/loop.py). The LR schedule's clock with
+    # optim.lr_schedule_clock=time, and the depth curriculum's (by: time) under torchrun. Saved with
+    # the checkpoint, so a resumed run continues with the value the uninterrupted one had; a
+    # checkpoint written before it was saved restores it as its train_seconds.
+    agreed_seconds: float = 0.0
 
     # ----- saving ------------------------------------------------------------------------------
 
@@ -90,6 +93,7 @@ class TrainState:
             "state": {
                 "step": self.step,
                 "train_seconds": self.train_seconds,
+                "agreed_seconds": self.agreed_seconds,
                 "sampler": self.sampler.state_dict(),
                 "carry": carry,
                 "rng": rng_state(),
@@ -139,7 +143,7 @@ class TrainState:
             raise CheckpointError(f"{files['optim']}: does not fit this model's optimizers ({exc})") from exc
         self.step = saved["step"]
         self.train_seconds = float(saved["train_seconds"])
-        self.curriculum_seconds = self.train_seconds
+        self.agreed_seconds = float(saved.get("agreed_seconds", self.train_seconds))
         self.sampler.load_state_dict(saved["sampler"])
         self.carry = None
         if saved["carry"] and not any("carry" in n for n in notes):  # this rank's rows of the global carry
@@ -297,6 +301,8 @@ def check_saved_state(saved: Any, state: TrainState, path: Path) -> None:
         _check(key in saved, path, key, "is missing")
     _check(_int(saved["step"]), path, "step", f"is {saved['step']!r}, expected an integer >= 0")
     _check(_float(saved["train_seconds"]), path, "train_seconds", f"is {saved['train_seconds']!r}, expected a number >= 0")
+    _check(_float(saved.get("agreed_seconds", 0.0)), path, "agreed_seconds",
+           f"is {saved.get('agreed_seconds')!r}, expected a number >= 0")
     sampler = saved["sampler"]
     _check(isinstance(sampler, dict) and _int(sampler.get("epoch")) and _int(sampler.get("seed"), 0, 2**63 - 1)
            and _int(sampler.get("offset")), path, "sampler", f"is {sampler!r}, expected epoch, offset, seed >= 0")
