@@ -6,7 +6,6 @@ is bit-exact, and under torch.compile's default scope a switch compiles nothing 
 
 from __future__ import annotations
 
-import json
 import types
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 from conftest import assert_one_line_error, build_lsa, pretrain_argv, run_in_process, sigterm_after_step, tiny_config
 from models.act import ACTModel
 from models.layers import Block
+from training.bookkeeping.runs import read_metrics
 from training.config import ConfigError
 from training.engine.curriculum import DepthSchedule
 
@@ -53,10 +53,6 @@ def block_calls(monkeypatch):
     monkeypatch.setattr(Block, "forward", counting_block)
     monkeypatch.setattr(ACTModel, "forward", recording_step)
     return calls
-
-
-def metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +182,7 @@ def data_dir(tmp_path_factory):
 
 
 def losses(run_dir):
-    return {r["step"]: r["train/lm_loss"] for r in metrics(run_dir) if "train/lm_loss" in r}
+    return {r["step"]: r["train/lm_loss"] for r in read_metrics(run_dir) if "train/lm_loss" in r}
 
 
 @pytest.mark.slow
@@ -203,7 +199,7 @@ def test_training_follows_the_step_schedule_and_evaluates_at_full_depth(tmp_path
     assert [calls for _, calls in training] == expected
     assert [depth for depth, _ in training] == [{"H_cycles": 1, "L_cycles": 1}] * 10 + [{"H_cycles": 2, "L_cycles": 2}] * 10 + [None] * 20
     assert evaluation and set(evaluation) == {2 * 2 * (3 + 1)}  # both evaluations (steps 20, 40): full depth
-    logged = [(r["step"], r["train/H_cycles"], r["train/L_cycles"]) for r in metrics(tmp_path / "runs" / PROJECT / "c")
+    logged = [(r["step"], r["train/H_cycles"], r["train/L_cycles"]) for r in read_metrics(tmp_path / "runs" / PROJECT / "c")
               if "train/lm_loss" in r]
     assert logged == [(5, 1, 1), (10, 1, 1), (15, 2, 2), (20, 2, 2), (25, 2, 3), (30, 2, 3), (35, 2, 3), (40, 2, 3)]
 
@@ -239,7 +235,7 @@ def test_off_and_full_depth_phases_train_exactly_as_before(tmp_path, data_dir):
     assert losses(runs / "off") == losses(runs / "same") and len(losses(runs / "off")) == 12
     assert_same_tensors(final_state(runs / "off"), final_state(runs / "same"))
     assert off["eval/lsa/optimal_cost_rate"] == same["eval/lsa/optimal_cost_rate"]
-    assert not any("train/H_cycles" in r for r in metrics(runs / "off"))  # nothing new in the records without it
+    assert not any("train/H_cycles" in r for r in read_metrics(runs / "off"))  # nothing new in the records without it
     # ... and a real curriculum does change training (the comparison above can fail).
     train(tiny_config(tmp_path, *common, TWO_PHASES, "logging.run_name=shallow", data=data_dir))
     assert losses(runs / "shallow")[1] != losses(runs / "off")[1]
@@ -261,7 +257,7 @@ def test_resume_across_phase_boundaries_is_bit_exact(tmp_path, data_dir, monkeyp
     assert second["step"] == 40
     runs = tmp_path / "runs" / PROJECT
     assert losses(runs / "split") == losses(runs / "straight")
-    depths = {r["step"]: (r["train/H_cycles"], r["train/L_cycles"]) for r in metrics(runs / "split") if "train/H_cycles" in r}
+    depths = {r["step"]: (r["train/H_cycles"], r["train/L_cycles"]) for r in read_metrics(runs / "split") if "train/H_cycles" in r}
     assert depths[10] == (1, 1) and depths[11] == (2, 2) and depths[21] == (2, 3)
     assert_same_tensors(final_state(runs / "split"), final_state(runs / "straight"))
     assert second["eval/lsa/optimal_cost_rate"] == straight["eval/lsa/optimal_cost_rate"]
@@ -403,7 +399,7 @@ def test_two_ranks_switch_together_at_a_log_step(tmp_path):
     assert len(switches) == 2 and switches[0].startswith("depth curriculum from step 1: H_cycles=1, L_cycles=1 until 50%")
     step = int(switches[1].split()[4].rstrip(":"))
     assert step > 1 and (step - 1) % 10 == 0 and "(the full depth)" in switches[1], switches
-    logged = [r["train/L_cycles"] for r in metrics(tmp_path / "runs" / PROJECT / "t2") if "train/L_cycles" in r]
+    logged = [r["train/L_cycles"] for r in read_metrics(tmp_path / "runs" / PROJECT / "t2") if "train/L_cycles" in r]
     assert logged == sorted(logged) and logged[0] == 1 and logged[-1] == 2
 
 

@@ -19,6 +19,7 @@ import types
 import pytest
 
 from conftest import REPO, assert_one_line_error, build_lsa, pretrain_argv, run_in_process, sigterm_after_step, tiny_config
+from training.bookkeeping.runs import read_metrics
 from training.config import ConfigError
 from training.engine.optim import lr_at, lr_at_time
 
@@ -140,10 +141,6 @@ def lrs(monkeypatch):
     return records
 
 
-def metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_step_clock_gives_the_step_schedule(tmp_path, data_dir, lrs):
     """The default: each step's LRs are lr_at of the step over the planned steps, as before the
@@ -157,7 +154,7 @@ def test_step_clock_gives_the_step_schedule(tmp_path, data_dir, lrs):
     for step, _, lr, emb_lr in lrs:
         assert lr == lr_at(step, LR, WARMUP, 12, FLOOR) and emb_lr == lr_at(step, EMB_LR, WARMUP, 12, FLOOR), step
     assert lrs[-1][2] == LR * FLOOR  # the floor at the last planned step
-    logged = {r["step"]: r["train/lr"] for r in metrics(tmp_path / "runs" / PROJECT / "s") if "train/lr" in r}
+    logged = {r["step"]: r["train/lr"] for r in read_metrics(tmp_path / "runs" / PROJECT / "s") if "train/lr" in r}
     assert logged == {step: lr for step, _, lr, _ in lrs if step % 4 == 0}
 
 
@@ -186,7 +183,7 @@ def test_time_clock_follows_the_agreed_clock_to_the_floor(tmp_path, data_dir, lr
     window_decay = LR * (1 - FLOOR) * 0.5 * (1 + math.cos(math.pi * 9 / 10))
     assert LR * FLOOR < lrs[-1][2] <= LR * FLOOR + window_decay + 1e-18
     assert lrs[-1][2] < LR * (FLOOR + 0.03)
-    logged = {r["step"]: r["train/lr"] for r in metrics(tmp_path / "runs" / PROJECT / "t") if "train/lr" in r}
+    logged = {r["step"]: r["train/lr"] for r in read_metrics(tmp_path / "runs" / PROJECT / "t") if "train/lr" in r}
     assert logged == {step: lr for step, _, lr, _ in lrs if step % 3 == 0 or step == 20}
     out = capsys.readouterr().out
     assert "LR schedule: warm-up over 4 steps, then a cosine to 0.1 x the LR over train.max_train_seconds=10" in out
@@ -215,7 +212,7 @@ def test_time_clock_resumes_bit_for_bit(tmp_path, data_dir, lrs, monkeypatch):
     runs = tmp_path / "runs" / PROJECT
 
     def losses(run_dir):
-        return {r["step"]: r["train/lm_loss"] for r in metrics(run_dir) if "train/lm_loss" in r}
+        return {r["step"]: r["train/lm_loss"] for r in read_metrics(run_dir) if "train/lm_loss" in r}
 
     # The stop logged its own window (step 7), so the split run's window at step 9 holds steps 8-9 only.
     split, whole = losses(runs / "split"), losses(runs / "straight")
@@ -274,7 +271,7 @@ def test_two_ranks_take_the_same_lr_at_every_step(tmp_path):
     agreed = [a for _, a, *_ in ranks[0]]
     assert agreed == sorted(agreed) and len(set(agreed)) >= 2
     assert all(lr < LR for step, _, lr, _ in ranks[0] if step > 4)  # the clock really decays it
-    logged = {r["step"]: r["train/lr"] for r in metrics(tmp_path / "runs" / PROJECT / "r2") if "train/lr" in r}
+    logged = {r["step"]: r["train/lr"] for r in read_metrics(tmp_path / "runs" / PROJECT / "r2") if "train/lr" in r}
     assert logged and all(logged[step] == lr for step, _, lr, _ in ranks[0] if step in logged)
 
 
