@@ -2,10 +2,12 @@
 
     python scripts/plot_run.py my-run --out curves.png                      # a run by name (or wandb id, or path)
     python scripts/plot_run.py run-a run-b --out cmp.png --x time           # overlaid, against wall-clock time
+    python scripts/plot_run.py run-a --out e.png --x train_seconds --metrics eval/exact_accuracy  # the training clock
     python scripts/plot_run.py run-a --out f.png --metrics train/lm_loss,eval/lsa/optimal_cost_rate
 
 Default panels: training loss and accuracy, evaluation loss, exact accuracy and each task's
 headline metric (LSA: optimal cost rate). Reads metrics.jsonl only; works while a run trains.
+With --metrics, a directory holding only metrics.jsonl will do (e.g. a record under docs/benchmarks).
 A damaged run is one `skipped: ...` line on stderr and the others are plotted (exit 2 when none
 can be read). An existing --out is replaced only with --overwrite, and never written through: the
 PNG is written beside it and renamed into place (a symbolic link there is refused).
@@ -13,7 +15,9 @@ PNG is written beside it and renamed into place (a symbolic link there is refuse
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -33,11 +37,16 @@ from training.bookkeeping.runs import (  # noqa: E402
 
 DEFAULT_PANELS = ("train/lm_loss", "train/accuracy", "eval/lm_loss", "eval/exact_accuracy")
 LOG_SCALE = ("loss",)
+# --x: the record key it reads, and the axis label
+X_AXES = {"step": ("step", "step"),
+          "time": ("time", "seconds (wall clock, summed over resumes)"),
+          "train_seconds": ("train/seconds", "training seconds (compile included, evaluations excluded)")}
 
 
 def series(records: list[dict[str, Any]], metric: str, x: str) -> tuple[list[float], list[float]]:
     """The finite (x, value) points of `metric` (NaN, infinities and non-numbers are left out)."""
-    points = [(finite_number(r.get(x)), finite_number(r.get(metric))) for r in records]
+    key = X_AXES[x][0]
+    points = [(finite_number(r.get(key)), finite_number(r.get(metric))) for r in records]
     points = [(a, b) for a, b in points if a is not None and b is not None]
     return [a for a, _ in points], [b for _, b in points]
 
@@ -47,9 +56,17 @@ def plain_text(text: str) -> str:
     return printable(text).replace("$", r"\$")
 
 
-def read_run(run_dir: Path) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]:
-    config = read_json(run_dir / "config.json")
-    config_section(config, "data", run_dir / "config.json")  # headline_metric reads it
+def read_run(run_dir: Path, need_config: bool = True) -> tuple[Path, list[dict[str, Any]], Optional[dict[str, Any]]]:
+    """The run's records and config. With `need_config` false (--metrics names the panels, so no
+    headline is looked up) a directory holding only metrics.jsonl, e.g. a benchmark record copied
+    from another machine, will do; one with neither file is still an error."""
+    path = run_dir / "config.json"
+    if not need_config and not os.path.lexists(path):
+        if not os.path.lexists(run_dir / "metrics.jsonl"):
+            raise InputError(f"{printable(run_dir)}: neither config.json nor metrics.jsonl (not a run directory)")
+        return run_dir, read_metrics(run_dir), None
+    config = read_json(path)
+    config_section(config, "data", path)  # headline_metric reads it
     return run_dir, read_metrics(run_dir), config
 
 
@@ -63,7 +80,7 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = No
     from matplotlib.figure import Figure
 
     check_new_output(out, overwrite)
-    runs = read_each(run_dirs, read_run, "plot_run")
+    runs = read_each(run_dirs, functools.partial(read_run, need_config=not metrics), "plot_run")
     available = sorted({k for _, records, _ in runs for r in records for k in r if "/" in k})
     if metrics:
         missing = [m for m in metrics if m not in available]
@@ -96,7 +113,7 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = No
         if any(word in metric for word in LOG_SCALE) and ax.lines and all(min(line.get_ydata()) > 0 for line in ax.lines):
             ax.set_yscale("log")
         ax.set_title(plain_text(metric), fontsize=10)
-        ax.set_xlabel("step" if x == "step" else "seconds (wall clock, summed over resumes)")
+        ax.set_xlabel(X_AXES[x][1])
         ax.grid(alpha=0.3)
     for ax in axes[len(panels):]:
         ax.axis("off")
@@ -118,7 +135,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="the PNG file to write")
     parser.add_argument("--runs-dir", default="runs", help="where names are looked up (default: runs)")
     parser.add_argument("--metrics", help="comma-separated metric names (default: losses, accuracies, the task's headline)")
-    parser.add_argument("--x", choices=("step", "time"), default="step", help="the x axis (default: step)")
+    parser.add_argument("--x", choices=tuple(X_AXES), default="step",
+                        help="the x axis (default: step); train_seconds: the training clock, logged with evaluations "
+                             "only, so it suits eval/ panels")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
     if args.out.suffix.lower() != ".png":

@@ -75,6 +75,43 @@ def test_plot_runs_draws_one_line_per_run(runs_zoo, tmp_path, monkeypatch):
     assert [t.get_text() for t in figures[0].legends[0].get_texts()] == ["alpha", "beta"]
 
 
+def test_plot_run_reads_a_bare_metrics_file_when_metrics_are_named(runs_zoo, tmp_path, capsys):
+    """A benchmark record (metrics.jsonl copied without config.json) plots with --metrics; without
+    --metrics the headline needs config.json, so it is skipped with a line naming the file."""
+    record = tmp_path / "record"
+    record.mkdir()
+    (record / "metrics.jsonl").write_bytes((runs_zoo["alpha"] / "metrics.jsonl").read_bytes())
+    plot_run = load_script("plot_run")
+    plot_run.main([str(record), "--out", str(tmp_path / "r.png"), "--metrics", "eval/lsa/optimal_cost_rate", "--x", "time"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["panels"] == ["eval/lsa/optimal_cost_rate"]
+    assert read_png(tmp_path / "r.png").std() > 0.05
+    from core.errors import InputError
+
+    with pytest.raises(InputError, match="none of the 1 run"):
+        plot_run.main([str(record), "--out", str(tmp_path / "s.png")])
+    assert "config.json" in capsys.readouterr().err and not (tmp_path / "s.png").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="none of the 1 run"):
+        plot_run.main([str(empty), "--out", str(tmp_path / "t.png"), "--metrics", "eval/lm_loss"])
+    assert "neither config.json nor metrics.jsonl" in capsys.readouterr().err
+
+
+def test_plot_run_against_training_seconds(runs_zoo, tmp_path, monkeypatch):
+    """--x train_seconds puts each evaluation at the run's training clock (train/seconds)."""
+    from matplotlib.figure import Figure
+
+    from training.bookkeeping.runs import read_metrics
+
+    figures = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figures.append(self))
+    load_script("plot_run").plot_runs([runs_zoo["alpha"]], tmp_path / "x.png", ["eval/exact_accuracy"], "train_seconds")
+    evals = [r for r in read_metrics(runs_zoo["alpha"]) if "eval/exact_accuracy" in r]
+    (line,) = [ax for ax in figures[0].axes if ax.lines][0].lines
+    assert list(line.get_xdata()) == [r["train/seconds"] for r in evals] != [r["time"] for r in evals]
+    assert "training seconds" in figures[0].axes[0].get_xlabel()
+
+
 @pytest.mark.slow
 def test_plot_run_bad_input(runs_zoo, tmp_path):
     from core.errors import InputError
