@@ -403,19 +403,23 @@ def test_two_ranks_switch_together_at_a_log_step(tmp_path):
     assert logged == sorted(logged) and logged[0] == 1 and logged[-1] == 2
 
 
-def test_the_shipped_lsa_budget_recipe_has_the_curriculum_and_its_cpu_preset_does_not():
-    """cfg_lsa_400s ships the depth curriculum chosen on val (docs/BENCHMARKS.md, issue 20); with
-    device=cpu (what the pace warning tells a CPU user to add) the CPU model's H 2 / L 2 is
-    shallower than the middle phase, so the preset switches the curriculum off instead of failing."""
+@pytest.mark.parametrize("name, clock", [("cfg_lsa_400s", "steps"), ("cfg_sudoku_400s", "time")])
+def test_the_shipped_budget_recipes_have_the_curriculum_and_their_cpu_presets_do_not(name, clock):
+    """cfg_lsa_400s and cfg_sudoku_400s ship the depth curriculum chosen on val (docs/BENCHMARKS.md,
+    issues 20 and 25; Sudoku with the LR's cosine over the 400 s by the clock); with device=cpu (what
+    the pace warning tells a CPU user to add) the CPU model's H 2 / L 2 is shallower than the middle
+    phase, so the preset switches the curriculum off instead of failing, and keeps the LR clock."""
     from training.config import validate_config
     from training.hydra_guard import compose_config
 
-    gpu = validate_config(compose_config("cfg_lsa_400s", []))
+    gpu = validate_config(compose_config(name, []))
     assert gpu.train.depth_curriculum.by == "time" and gpu.train.max_train_seconds == 400
     assert [(p.until, p.H_cycles, p.L_cycles) for p in gpu.train.depth_curriculum.phases] == [(0.3, 1, 2), (0.6, 2, 4)]
-    assert (gpu.arch.H_cycles, gpu.arch.L_cycles) == (3, 6)
-    cpu = validate_config(compose_config("cfg_lsa_400s", ["device=cpu"]))
-    assert cpu.train.depth_curriculum is None and cpu.train.device == "cpu"
+    assert (gpu.arch.H_cycles, gpu.arch.L_cycles) == (3, 6) and gpu.optim.lr_schedule_clock == clock
+    for cpu in (validate_config(compose_config(name, ["device=cpu"])),
+                validate_config(compose_config(f"{name}_cpu", []))):
+        assert cpu.train.depth_curriculum is None and cpu.train.device == "cpu"
+        assert cpu.optim.lr_schedule_clock == clock and cpu.train.max_train_seconds == 400
     # what the preset avoids: the recipe's schedule on a model as shallow as the CPU one
     with pytest.raises(ConfigError, match=r"phases\[1\]\.L_cycles=4 is more than arch\.L_cycles=2"):
-        validate_config(compose_config("cfg_lsa_400s", ["arch.L_cycles=2"]))
+        validate_config(compose_config(name, ["arch.L_cycles=2"]))
