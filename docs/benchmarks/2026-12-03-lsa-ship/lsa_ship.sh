@@ -3,7 +3,7 @@
 # nvidia-h200 call (timeout_s 590), evaluated every 250 steps (evaluation time is not training
 # time: it changes no step of the run) so the time it needs to pass the reference's 400-second
 # figure (77.7% optimal cost) can be read within 20 s. From the repository root with .whl built:
-#   bash docs/benchmarks/pending/lsa_ship.sh [overrides...]
+#   bash docs/benchmarks/2026-12-03-lsa-ship/lsa_ship.sh [overrides...]
 set -uo pipefail
 t0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t0 )); }
