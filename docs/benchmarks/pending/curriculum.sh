@@ -4,6 +4,10 @@
 # with the wheelhouse in .whl (bash ../shared/tools/gpu-wheelhouse.sh):
 #   bash docs/benchmarks/pending/curriculum.sh [NAME [overrides...]]
 #   CONFIG=cfg_sudoku_400s bash docs/benchmarks/pending/curriculum.sh [NAME [overrides...]]
+#   CONFIG=cfg_arith_mul bash docs/benchmarks/pending/curriculum.sh [NAME [overrides...]]   # issue 21, item 1
+# (cfg_arith_mul has no time budget of its own: the call gives it train.max_train_seconds=400 and the
+# LR over the clock, optim.lr_schedule_clock=time, with train.max_steps=60000 as a cap only; its val
+# split is 2000 problems from the training digit range, in distribution like its test split.)
 # The dataset is the config's with a 1000-instance val split (train and test byte-identical to the
 # shipped one; for LSA the directory of docs/benchmarks/2026-12-02-lsa-val/cand.sh); the run is cold
 # (new empty Inductor and Triton caches), evaluates on val (LSA every 500 steps; Sudoku every 1000,
@@ -30,7 +34,10 @@ case "$cfg" in
                 build_extra=(); steps=7000; every=500 ;;
   cfg_sudoku_400s) data_args=(data.path=data/sudoku-hard-22-26-1k-aug1000-val1k +data.build_args.val_size=1000)
                    build_extra=(+data.build_args.workers=16); steps=6000; every=1000 ;;
-  *) echo "curriculum.sh: CONFIG=$cfg: expected cfg_lsa_400s or cfg_sudoku_400s" >&2; exit 2 ;;
+  cfg_arith_mul) data_args=(data.path=data/arith-mul-b10-d1-4-val2k +data.build_args.val_size=2000
+                           train.max_train_seconds=400 optim.lr_schedule_clock=time)
+                 build_extra=(); steps=60000; every=2000 ;;
+  *) echo "curriculum.sh: CONFIG=$cfg: expected cfg_lsa_400s, cfg_sudoku_400s or cfg_arith_mul" >&2; exit 2 ;;
 esac
 t0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t0 )); }
