@@ -78,6 +78,25 @@ def test_the_loop_takes_the_configured_clock(tmp_path):
     assert scheduled_lr(state, LR) == pytest.approx(LR * FLOOR * 2 / WARMUP)
 
 
+def test_the_pace_warning_names_the_budget_under_the_time_clock(tmp_path):
+    """Under the time clock train.max_steps is only a cap: a run far beyond the device is told to
+    lower train.max_train_seconds, not max_steps; with the step clock the advice is unchanged."""
+    from training.loop import pace_warning
+
+    device = types.SimpleNamespace(type="cuda")
+    cfg = tiny_config(tmp_path, *SCHEDULE, "optim.lr_schedule_clock=time", "train.max_train_seconds=172800",
+                      "train.max_steps=100000000")
+    state = types.SimpleNamespace(cfg=cfg, step=10, total_steps=100000000, train_seconds=5.0, device=device)
+    warning = pace_warning(state, 2.0)
+    assert warning.startswith("warning: train.max_train_seconds=172800 at 2 steps/s on cuda: about 48 h of training")
+    assert warning.endswith("; lower train.max_train_seconds") and "max_steps" not in warning
+    state.cfg = tiny_config(tmp_path, *SCHEDULE, "train.max_train_seconds=172800", "train.max_steps=100000000")
+    assert "lower train.epochs or train.max_steps" in pace_warning(state, 2.0)
+    state.cfg = tiny_config(tmp_path, *SCHEDULE, "optim.lr_schedule_clock=time", "train.max_train_seconds=3600",
+                            "train.max_steps=100000000")
+    assert pace_warning(state, 2.0) is None  # an hour's budget is not far beyond anything
+
+
 # ---------------------------------------------------------------------------------------------
 # Config errors: one line naming the field
 

@@ -225,9 +225,13 @@ def pace_warning(state: TrainState, rate: float) -> Optional[str]:
     if eta <= PACE_WARNING_SECONDS:
         return None
     cfg = state.cfg
-    hint = "lower train.epochs or train.max_steps"
+    by_time = cfg.optim.lr_schedule_clock == "time"  # the budget is what ends the run; max_steps only caps it
+    hint = "lower train.max_train_seconds" if by_time else "lower train.epochs or train.max_steps"
     if state.device.type == "cpu" and cfg.logging.project not in cpu_preset_projects():  # not a CPU preset already
         hint = f"use the task config's CPU preset (add device=cpu to the command), {hint}"
+    if by_time:
+        return (f"warning: train.max_train_seconds={cfg.train.max_train_seconds:g} at {rate:.3g} steps/s on "
+                f"{state.device.type}: about {eta / 3600:.0f} h of training; {hint}")
     return (f"warning: {state.total_steps - state.step} steps left at {rate:.3g} steps/s on {state.device.type}: about "
             f"{eta / 3600:.0f} h of training; {hint}, or set train.max_train_seconds")
 
