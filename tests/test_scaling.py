@@ -266,6 +266,42 @@ def test_report_only_over_damaged_runs_is_one_line_and_leaves_the_report(sweep, 
     assert sorted(p.name for p in out.iterdir()) == ["n3.log", "scaling.json", "scaling.md", "scaling.png"]
 
 
+@pytest.mark.slow
+def test_runs_of_separate_calls_assemble_into_one_report(sweep, tmp_path, monkeypatch):
+    """One size per device call (docs/benchmarks/pending/lsa_scaling_1gpu.sh): each call is its own
+    sweep, with its own runs folder and --out, and only the run's config.json, metrics.jsonl and
+    run.json come back. Copied side by side under one folder, --report-only with the sweep's
+    config and sizes reads them as one table, each row the same as its own call's report."""
+    scaling = load_script("scaling")
+    scaling.main(["--config-name", "cfg_lsa_cpu", "--sizes", "4", "--out", str(tmp_path / "call4"), "--runs-dir",
+                  str(tmp_path / "machine2"), f"data.path={tmp_path / 'data' / 'lsa-4x4-tiny'}", *TINY])
+    calls = tmp_path / "calls"
+    for runs_dir, out in ((sweep / "runs", sweep / "out"), (tmp_path / "machine2", tmp_path / "call4")):
+        [run] = [row["run"] for row in json.loads((out / "scaling.json").read_text())["rows"]]
+        copy = calls / CPU_PROJECT / run.rsplit("/", 1)[1]
+        copy.mkdir(parents=True)
+        for name in ("config.json", "metrics.jsonl", "run.json"):  # what the call copies back: no checkpoints
+            shutil.copy(runs_dir / CPU_PROJECT / copy.name / name, copy / name)
+    monkeypatch.chdir(tmp_path)  # the config's own data paths (none built here) resolve under tmp_path
+    table = tmp_path / "table"
+    scaling.main(["--report-only", "--config-name", "cfg_lsa_cpu", "--sizes", "3,4", "--runs-dir", str(calls),
+                  "--out", str(table)])
+    report = json.loads((table / "scaling.json").read_text())
+    alone = [json.loads((out / "scaling.json").read_text())["rows"][0] for out in (sweep / "out", tmp_path / "call4")]
+    assert [row["n"] for row in report["rows"]] == [3, 4]
+    for row, own in zip(report["rows"], alone):
+        assert row["run"] == str(calls / CPU_PROJECT / f"scaling-n{row['n']}")
+        assert {k: v for k, v in row.items() if k != "run"} == {k: v for k, v in own.items() if k != "run"}
+        assert row["step"] == 4 and "eval/lsa/optimal_cost_rate" in row
+    lines = (table / "scaling.md").read_text().splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:4]] == ["3", "4"]
+    assert (table / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # and later from its own scaling.json alone, as any sweep's report
+    (table / "scaling.md").unlink()
+    scaling.main(["--out", str(table), "--report-only"])
+    assert json.loads((table / "scaling.json").read_text()) == report and (table / "scaling.md").is_file()
+
+
 def test_a_report_that_cannot_be_written_leaves_the_old_one_whole(sweep, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(sweep / "out", out)

@@ -37,10 +37,12 @@ side_by_side() {  # config, then one "name|overrides" per GPU; $BUILD: extra bui
 }
 
 case $group in
-  sudoku)  # cfg_sudoku has no positions (its MLP mixer needs none); attention baselines get RoPE back.
+  sudoku)  # cfg_sudoku has no positions (its MLP mixer needs none); attention baselines get RoPE back,
+    # and no depth curriculum (cfg_sudoku_400s's phases are cut from TRM's H3/L6: the transformer
+    # does not recurse, HRM's own H2/L2 is below the H2/L4 phase; validation refuses both).
     # Generation takes ~0.22 s of CPU per puzzle (2,000 puzzles): 32 workers (the output does not depend on it).
-    BUILD=++data.build_args.workers=32 side_by_side cfg_sudoku_400s "sudoku400-trm|" "sudoku400-hrm|arch=hrm arch.pos_encodings=rope" \
-      "sudoku400-transformer|arch=transformer arch.pos_encodings=rope" ;;
+    BUILD=++data.build_args.workers=32 side_by_side cfg_sudoku_400s "sudoku400-trm|" "sudoku400-hrm|arch=hrm arch.pos_encodings=rope train.depth_curriculum=null" \
+      "sudoku400-transformer|arch=transformer arch.pos_encodings=rope train.depth_curriculum=null" ;;
   mul)
     side_by_side cfg_arith_mul "mul400-trm|train.max_train_seconds=400" "mul400-hrm|arch=hrm train.max_train_seconds=400" \
       "mul400-transformer|arch=transformer train.max_train_seconds=400" ;;

@@ -1,0 +1,182 @@
+"""The ready device calls in docs/benchmarks/pending/ compose and validate: each script is run
+under bash with a stand-in `python3` on PATH that records its arguments and does nothing else, so
+the override strings checked here are the ones the script would really pass (they cannot drift
+from a copy kept in the test); every pretrain.py and build_data.py command line then goes
+through training.hydra_guard.compose_config + training.config.validate_config, and every
+scripts/scaling.py one through scaling.py's own planning (each size composed and validated)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, load_script
+from core.errors import InputError
+from training.config import validate_config
+from training.hydra_guard import compose_config
+
+PENDING = REPO / "docs" / "benchmarks" / "pending"
+
+RECORDER = f"""#!{sys.executable}
+import json, os, sys
+with open(os.environ["RECORDED"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def run_script(tmp_path, name, *args):
+    """Run docs/benchmarks/pending/<name> with python3 (and nvidia-smi, find) replaced; returns
+    the completed process and the python3 argument lists it recorded, in order."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "python3").write_text(RECORDER)
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'name, driver_version'\n")
+    (bin_dir / "find").write_text("#!/bin/sh\nexit 0\n")  # the scripts' `find /tmp/runs ...`: no real runs here
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    recorded = tmp_path / "recorded.jsonl"
+    recorded.unlink(missing_ok=True)
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORDED": str(recorded),
+           "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path / "tmp")}
+    proc = subprocess.run(["bash", str(PENDING / name), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    calls = [json.loads(line) for line in recorded.read_text().splitlines()] if recorded.exists() else []
+    return proc, calls
+
+
+def entry_calls(calls, entry):
+    """The recorded calls of one entry point (`pretrain.py`, `scripts/scaling.py`, ...)."""
+    return [call[1:] for call in calls if call and call[0] == entry]
+
+
+def same_dataset(build, run):
+    """The build makes the dataset the run reads: same path, builder and arguments (workers only
+    sets the build's parallelism, not its output)."""
+    def args(cfg):
+        return {k: v for k, v in cfg.data.build_args.items() if k != "workers"}
+    return (build.data.path, build.data.builder, args(build)) == (run.data.path, run.data.builder, args(run))
+
+
+def config_and_overrides(args):
+    assert args[0] == "--config-name", args
+    return args[1], args[2:]
+
+
+def composed(args):
+    """A pretrain.py / build_data.py command line's config, composed and validated."""
+    name, overrides = config_and_overrides(args)
+    return validate_config(compose_config(name, overrides))
+
+
+def scaling_plans(args, tmp_path):
+    """A scaling.py command line planned by scaling.py itself: every size composed and validated."""
+    scaling = load_script("scaling")
+    options, overrides, i = {}, [], 0
+    while i < len(args):
+        if args[i] in ("--config-name", "--sizes", "--gpus", "--runs-dir", "--out", "--prefix"):
+            options[args[i]] = args[i + 1]
+            i += 2
+        else:
+            assert not args[i].startswith("--"), f"an option this test does not know: {args[i]}"
+            overrides.append(args[i])
+            i += 1
+    scaling.check_overrides(overrides)
+    base, task, base_size = scaling.base_config(options["--config-name"], overrides)
+    scaling.check_overrides(overrides, task.size_arg)
+    return options, [scaling.Plan(options["--config-name"], overrides, base, task, base_size, size,
+                                  options.get("--prefix", "scaling"), tmp_path / "runs")
+                     for size in scaling.parse_sizes(options["--sizes"])]
+
+
+@pytest.mark.parametrize("task", ["sudoku", "mul"])
+@pytest.mark.parametrize("model", ["trm", "hrm", "transformer"])
+def test_equal_budget_1gpu_commands_compose_and_validate(tmp_path, monkeypatch, task, model):
+    monkeypatch.chdir(tmp_path)  # relative data paths: here, not the repository's data/
+    proc, calls = run_script(tmp_path, "equal_budget_1gpu.sh", task, model)
+    assert proc.returncode == 0, proc.stderr
+    builds, runs = entry_calls(calls, "scripts/build_data.py"), entry_calls(calls, "pretrain.py")
+    assert len(builds) == 1 and len(runs) == 1
+    build, run = composed(builds[0]), composed(runs[0])
+    assert same_dataset(build, run)
+    assert run.arch.name == model and run.train.max_train_seconds == 400
+    assert run.logging.run_name == f"{task}-{model}"
+    if task == "sudoku" and model == "trm":
+        assert run.train.depth_curriculum is not None  # the recipe's own, kept for the model it was cut for
+    if task == "sudoku" and model != "trm":
+        assert run.train.depth_curriculum is None and run.arch.pos_encodings == "rope"
+
+
+def test_equal_budget_1gpu_refuses_an_unknown_task_or_model(tmp_path):
+    for args, culprit in ((["maze", "trm"], "unknown task 'maze'"), (["mul", "gpt"], "unknown model 'gpt'")):
+        proc, calls = run_script(tmp_path, "equal_budget_1gpu.sh", *args)
+        assert proc.returncode == 2 and culprit in proc.stderr and calls == []
+
+
+@pytest.mark.parametrize("group, config, names", [
+    ("sudoku", "cfg_sudoku_400s", ["sudoku400-trm", "sudoku400-hrm", "sudoku400-transformer"]),
+    ("mul", "cfg_arith_mul", ["mul400-trm", "mul400-hrm", "mul400-transformer"]),
+])
+def test_equal_budget_x4_side_by_side_groups_compose_and_validate(tmp_path, monkeypatch, group, config, names):
+    monkeypatch.chdir(tmp_path)
+    proc, calls = run_script(tmp_path, "equal_budget_x4.sh", group)
+    assert proc.returncode == 0, proc.stderr
+    builds, runs = entry_calls(calls, "scripts/build_data.py"), entry_calls(calls, "pretrain.py")
+    assert len(builds) == 1 and config_and_overrides(builds[0])[0] == config
+    configs = sorted((composed(args) for args in runs), key=lambda cfg: names.index(cfg.logging.run_name))
+    assert [cfg.logging.run_name for cfg in configs] == names
+    for cfg in configs:
+        assert cfg.arch.name == cfg.logging.run_name.rsplit("-", 1)[1] and cfg.train.max_train_seconds == 400
+        assert same_dataset(composed(builds[0]), cfg)
+        if group == "sudoku":
+            assert (cfg.train.depth_curriculum is None) == (cfg.arch.name != "trm")
+
+
+@pytest.mark.parametrize("group, config, sizes", [
+    ("scaling", "cfg_lsa_400s", [4, 6, 9, 12]),
+    ("mulscaling", "cfg_arith_mul", [3, 4, 5, 6]),
+])
+def test_equal_budget_x4_scaling_groups_plan_every_size(tmp_path, monkeypatch, group, config, sizes):
+    monkeypatch.chdir(tmp_path)
+    proc, calls = run_script(tmp_path, "equal_budget_x4.sh", group)
+    assert proc.returncode == 0, proc.stderr
+    sweeps = entry_calls(calls, "scripts/scaling.py")
+    assert len(sweeps) == 1
+    options, plans = scaling_plans(sweeps[0], tmp_path)
+    assert options["--config-name"] == config and [plan.size for plan in plans] == sizes
+    assert all(plan.cfg.train.max_train_seconds == 400 for plan in plans)
+
+
+@pytest.mark.parametrize("size", [4, 6, 9, 12, 16])
+def test_lsa_scaling_1gpu_plans_its_size_with_the_shipped_recipe(tmp_path, monkeypatch, size):
+    monkeypatch.chdir(tmp_path)
+    proc, calls = run_script(tmp_path, "lsa_scaling_1gpu.sh", str(size), "train.eval_interval=500")
+    sweeps = entry_calls(calls, "scripts/scaling.py")
+    assert len(sweeps) == 1, (proc.stdout, proc.stderr)
+    options, plans = scaling_plans(sweeps[0], tmp_path)
+    assert options["--config-name"] == "cfg_lsa_400s" and options["--prefix"] == "lsa400"
+    [plan] = plans
+    cfg = plan.cfg
+    assert plan.size == size and plan.name == f"lsa400-n{size}" and cfg.data.build_args["n"] == size
+    assert cfg.data.path.endswith(f"/data/lsa-{size}x{size}-10k-aug10")
+    assert (cfg.train.max_train_seconds, cfg.train.max_steps) == (400, 7700)
+    assert cfg.train.depth_curriculum is not None and cfg.train.device != "cpu"
+    assert cfg.train.eval_interval == 500  # the call's own overrides reach the run
+    assert [call[0] for call in calls if call[0] == "-m"] == ["-m"]  # the wheelhouse is installed first
+
+
+def test_lsa_scaling_1gpu_refuses_a_size_that_is_not_a_number(tmp_path):
+    for args in (["x"], ["4,6"], []):
+        proc, calls = run_script(tmp_path, "lsa_scaling_1gpu.sh", *args)
+        assert proc.returncode != 0 and calls == [] and proc.stderr.strip()
+
+
+def test_the_assembly_command_in_the_header_is_what_the_calls_produce():
+    """The header's --report-only command names the prefix and the files the call copies back."""
+    text = (PENDING / "lsa_scaling_1gpu.sh").read_text()
+    assert "--report-only --config-name cfg_lsa_400s --sizes 4,6,9,12,16" in text
+    assert "--prefix lsa400 --runs-dir $D/calls --out $D" in text and "--prefix lsa400" in text.split("set -uo")[1]
+    with pytest.raises(InputError, match="use --prefix"):
+        load_script("scaling").check_overrides(["logging.run_name=lsa400-n4"])
