@@ -3,7 +3,7 @@
 # timeout_s 590): cfg_arith_lengen trains on 1..8-digit decimal operands (val/ the same range),
 # then the last checkpoint is scored on val/ (in distribution) and test/ (9..16 digits, out of
 # distribution). Needs the wheelhouse in .whl (bash ../shared/tools/gpu-wheelhouse.sh).
-#   bash docs/benchmarks/pending/arith_lengen.sh [overrides...]
+#   bash docs/benchmarks/2026-12-03-lengen-h200/arith_lengen.sh [overrides...]
 # Overrides go to pretrain.py after the script's own (e.g. train.max_train_seconds=250 when less
 # device time is left; CAP=seconds then bounds the training process, default 500).
 # Results in $OUT: build.log, train.log, metrics.jsonl, eval_val.log, eval_test.log (the last
