@@ -95,6 +95,14 @@ def test_the_pace_warning_names_the_budget_under_the_time_clock(tmp_path):
     state.cfg = tiny_config(tmp_path, *SCHEDULE, "optim.lr_schedule_clock=time", "train.max_train_seconds=3600",
                             "train.max_steps=100000000")
     assert pace_warning(state, 2.0) is None  # an hour's budget is not far beyond anything
+    # the cap before the budget at this speed (100,000 steps at 2 steps/s: ~14 h of the 48 h): the
+    # steps end the run, so they are what the line names, not the 48 h budget it would not reach
+    state.cfg = tiny_config(tmp_path, *SCHEDULE, "optim.lr_schedule_clock=time", "train.max_train_seconds=172800",
+                            "train.max_steps=100000")
+    state.total_steps = 100000
+    warning = pace_warning(state, 2.0)
+    assert warning.startswith("warning: 99990 steps left at 2 steps/s on cuda: about 14 h of training")
+    assert warning.endswith("lower train.epochs or train.max_steps, or lower train.max_train_seconds")
 
 
 # ---------------------------------------------------------------------------------------------
