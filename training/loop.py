@@ -401,7 +401,11 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             tqdm.write(f"LR schedule: warm-up over {cfg.optim.lr_warmup_steps} steps, then a cosine to "
                        f"{cfg.optim.lr_min_ratio:g} x the LR over train.max_train_seconds={max_seconds:g} (the training "
                        f"clock at log steps); the {state.total_steps} planned steps only cap the run", file=sys.stdout)
-        while state.step < state.total_steps:
+        # A resume whose budget was already spent (its interrupted last evaluation redone above; without
+        # one, opening the run refuses it) trains no step. Decided once, from the checkpointed seconds
+        # every rank restored: inside the loop, the budget is decided together at log steps.
+        budget_spent = max_seconds is not None and state.train_seconds >= max_seconds
+        while state.step < state.total_steps and not budget_spent:
             t0 = time.perf_counter()
             phase = set_training_depth(state)
             if phase != depth_phase:
