@@ -8,6 +8,8 @@
 Default panels: training loss and accuracy, evaluation loss, exact accuracy and each task's
 headline metric (LSA: optimal cost rate). Reads metrics.jsonl only; works while a run trains.
 With --metrics, a directory holding only metrics.jsonl will do (e.g. a record under docs/benchmarks).
+A default panel with no point against --x is left out (training metrics against train_seconds, which
+is logged with evaluations only); a panel named with --metrics that would be empty is an error.
 A damaged run is one `skipped: ...` line on stderr and the others are plotted (exit 2 when none
 can be read). An existing --out is replaced only with --overwrite, and never written through: the
 PNG is written beside it and renamed into place (a symbolic link there is refused).
@@ -61,9 +63,12 @@ def read_run(run_dir: Path, need_config: bool = True) -> tuple[Path, list[dict[s
     headline is looked up) a directory holding only metrics.jsonl, e.g. a benchmark record copied
     from another machine, will do; one with neither file is still an error."""
     path = run_dir / "config.json"
-    if not need_config and not os.path.lexists(path):
+    if not os.path.lexists(path):
         if not os.path.lexists(run_dir / "metrics.jsonl"):
             raise InputError(f"{printable(run_dir)}: neither config.json nor metrics.jsonl (not a run directory)")
+        if need_config:  # the default panels include the task's headline, which config.json names
+            raise InputError(f"{printable(path)}: not there (a directory holding only metrics.jsonl is plotted "
+                             "with --metrics naming its panels)")
         return run_dir, read_metrics(run_dir), None
     config = read_json(path)
     config_section(config, "data", path)  # headline_metric reads it
@@ -94,6 +99,19 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = No
     if not panels:
         raise InputError(f"{printable(', '.join(str(d) for d, _, _ in runs))}: no metrics logged yet "
                          "(metrics.jsonl is empty)")
+    # A panel no run has a point for would be drawn empty: e.g. training metrics against
+    # --x train_seconds (logged with evaluations only), or an x value that is never finite.
+    drawable = [m for m in panels if any(series(records, m, x)[0] for _, records, _ in runs)]
+    if metrics and len(drawable) < len(panels):
+        empty = next(m for m in panels if m not in drawable)
+        why = ("; train/seconds is logged with evaluations only" if x == "train_seconds" and not empty.startswith("eval/")
+               else "")
+        raise InputError(f"--metrics {printable(empty)}: no record of these runs has a finite value of it beside a "
+                         f"finite {X_AXES[x][0]!r} (--x {x}){why}")
+    if not drawable:
+        raise InputError(f"{printable(', '.join(str(d) for d, _, _ in runs))}: no point to draw against --x {x} "
+                         f"(no finite {X_AXES[x][0]!r} beside {printable(', '.join(panels))})")
+    panels = drawable
 
     columns = 2 if len(panels) > 1 else 1
     rows = -(-len(panels) // columns)

@@ -95,6 +95,14 @@ def test_the_pace_warning_names_the_budget_under_the_time_clock(tmp_path):
     state.cfg = tiny_config(tmp_path, *SCHEDULE, "optim.lr_schedule_clock=time", "train.max_train_seconds=3600",
                             "train.max_steps=100000000")
     assert pace_warning(state, 2.0) is None  # an hour's budget is not far beyond anything
+    # the cap before the budget at this speed (100,000 steps at 2 steps/s: ~14 h of the 48 h): the
+    # steps end the run, so they are what the line names, not the 48 h budget it would not reach
+    state.cfg = tiny_config(tmp_path, *SCHEDULE, "optim.lr_schedule_clock=time", "train.max_train_seconds=172800",
+                            "train.max_steps=100000")
+    state.total_steps = 100000
+    warning = pace_warning(state, 2.0)
+    assert warning.startswith("warning: 99990 steps left at 2 steps/s on cuda: about 14 h of training")
+    assert warning.endswith("lower train.epochs or train.max_steps, or lower train.max_train_seconds")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +247,29 @@ def test_time_clock_resumes_bit_for_bit(tmp_path, data_dir, lrs, monkeypatch):
     assert split == whole and len(split) == 6
     assert_same_tensors(final_state(runs / "split"), final_state(runs / "straight"))
     assert second["eval/lsa/optimal_cost_rate"] == straight["eval/lsa/optimal_cost_rate"]
+
+
+@pytest.mark.slow
+def test_a_resume_after_the_budget_trains_no_step(tmp_path, data_dir, lrs):
+    """A run the budget ended (20 steps of DT in 10 s) has nothing left to train: resuming it with
+    the same budget is one line naming the field, before any step (it used to train one step
+    more and evaluate and checkpoint again); with its last evaluation cut short by a stop, the
+    resume redoes that evaluation and trains no step; a raised budget trains on."""
+    from training.engine.checkpoint import load_meta
+
+    assert time_run(tmp_path, data_dir, "done")["step"] == 20 and len(lrs) == 20
+    with pytest.raises(ConfigError, match=r"train.max_train_seconds=10 is not above the training seconds of the "
+                                          r"checkpoint it resumes from \(.*step_0000020, 10.000 s at step 20\)"):
+        time_run(tmp_path, data_dir, "done", "train.resume=true")
+    assert len(lrs) == 20
+    ckpt = tmp_path / "runs" / PROJECT / "done" / "checkpoints" / "step_0000020"
+    meta = json.loads((ckpt / "meta.json").read_text())
+    (ckpt / "meta.json").write_text(json.dumps({**meta, "eval_pending": True}))
+    assert load_meta(ckpt)["eval_pending"] is True
+    redone = time_run(tmp_path, data_dir, "done", "train.resume=true")
+    assert redone["step"] == 20 and len(lrs) == 20 and "eval/lsa/optimal_cost_rate" in redone
+    assert time_run(tmp_path, data_dir, "done", "train.resume=true", "train.max_train_seconds=12")["step"] == 24
+    assert [step for step, *_ in lrs[20:]] == [21, 22, 23, 24]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -149,6 +149,52 @@ def test_equal_budget_x4_scaling_groups_plan_every_size(tmp_path, monkeypatch, g
     assert all(plan.cfg.train.max_train_seconds == 400 for plan in plans)
 
 
+@pytest.mark.parametrize("config", ["cfg_lsa_400s", "cfg_sudoku_400s", "cfg_arith_mul"])
+def test_curriculum_commands_compose_and_validate(tmp_path, monkeypatch, config):
+    """curriculum.sh's call for each CONFIG builds the val split its run reads and runs the default
+    schedule on it. Where the LR is on the clock, max_steps is only a cap and must stay out of the
+    budget's reach: for cfg_sudoku_400s that is the shipped recipe's own cap (its val run did 6,467
+    steps in 400 s), so the call is the shipped recipe evaluated on val."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONFIG", config)
+    proc, calls = run_script(tmp_path, "curriculum.sh", "cur")
+    assert proc.returncode == 0, proc.stderr
+    builds, runs = entry_calls(calls, "scripts/build_data.py"), entry_calls(calls, "pretrain.py")
+    assert len(builds) == 1 and len(runs) == 1
+    build, run = composed(builds[0]), composed(runs[0])
+    assert config_and_overrides(runs[0])[0] == config and same_dataset(build, run)
+    assert run.data.eval_split == "val" and run.train.max_train_seconds == 400 and run.logging.run_name == "cur"
+    assert [(p.until, p.H_cycles, p.L_cycles) for p in run.train.depth_curriculum.phases] == [(0.3, 1, 2), (0.6, 2, 4)]
+    if run.optim.lr_schedule_clock == "time":
+        assert run.train.max_steps >= 20000, "a cap the budget can reach ends the run before its 400 s"
+    if config == "cfg_sudoku_400s":
+        shipped = composed(["--config-name", config])
+        assert (run.train.max_steps, run.optim.lr_schedule_clock, run.train.depth_curriculum) == (
+            shipped.train.max_steps, shipped.optim.lr_schedule_clock, shipped.train.depth_curriculum)
+
+
+def test_curriculum_refuses_an_unknown_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONFIG", "cfg_maze")
+    proc, calls = run_script(tmp_path, "curriculum.sh")
+    assert proc.returncode == 2 and "CONFIG=cfg_maze" in proc.stderr and calls == []
+
+
+@pytest.mark.parametrize("config", ["cfg_lsa_400s", "cfg_sudoku_400s"])
+def test_ship_runs_the_shipped_recipe_on_test(tmp_path, monkeypatch, config):
+    """ship.sh CONFIG [overrides]: the build makes the dataset the run reads, and the run is the
+    shipped config itself (only logging differs) with the call's overrides, on the test split."""
+    monkeypatch.chdir(tmp_path)
+    proc, calls = run_script(tmp_path, "ship.sh", config, "train.seed=1")
+    assert proc.returncode == 0, proc.stderr
+    builds, runs = entry_calls(calls, "scripts/build_data.py"), entry_calls(calls, "pretrain.py")
+    assert len(builds) == 1 and len(runs) == 1
+    build, run = composed(builds[0]), composed(runs[0])
+    assert same_dataset(build, run) and run.data.eval_split == "test" and run.train.seed == 1
+    shipped = composed(["--config-name", config, "train.seed=1"]).model_dump()
+    assert {k: v for k, v in run.model_dump().items() if k != "logging"} == {k: v for k, v in shipped.items()
+                                                                            if k != "logging"}
+
+
 @pytest.mark.parametrize("size", [4, 6, 9, 12, 16])
 def test_lsa_scaling_1gpu_plans_its_size_with_the_shipped_recipe(tmp_path, monkeypatch, size):
     monkeypatch.chdir(tmp_path)

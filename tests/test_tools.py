@@ -89,7 +89,8 @@ def test_plot_run_reads_a_bare_metrics_file_when_metrics_are_named(runs_zoo, tmp
 
     with pytest.raises(InputError, match="none of the 1 run"):
         plot_run.main([str(record), "--out", str(tmp_path / "s.png")])
-    assert "config.json" in capsys.readouterr().err and not (tmp_path / "s.png").exists()
+    err = capsys.readouterr().err
+    assert "config.json" in err and "--metrics" in err and not (tmp_path / "s.png").exists()  # says how
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="none of the 1 run"):
@@ -110,6 +111,34 @@ def test_plot_run_against_training_seconds(runs_zoo, tmp_path, monkeypatch):
     (line,) = [ax for ax in figures[0].axes if ax.lines][0].lines
     assert list(line.get_xdata()) == [r["train/seconds"] for r in evals] != [r["time"] for r in evals]
     assert "training seconds" in figures[0].axes[0].get_xlabel()
+
+
+def test_plot_run_draws_no_empty_panel(runs_zoo, tmp_path, capsys):
+    """Training metrics have no train/seconds (it is logged with evaluations): against --x
+    train_seconds the default panels leave them out, and one named with --metrics is an error
+    naming it, with nothing written; so is a record whose train/seconds is never finite."""
+    from core.errors import InputError
+
+    plot_run = load_script("plot_run")
+    args = ["alpha", "--runs-dir", str(runs_zoo["runs_dir"]), "--x", "train_seconds"]
+    plot_run.main([*args, "--out", str(tmp_path / "a.png")])
+    panels = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["panels"]
+    assert panels == ["eval/lm_loss", "eval/exact_accuracy", "eval/lsa/optimal_cost_rate"]
+    with pytest.raises(InputError, match=r"--metrics train/lm_loss: .*'train/seconds' \(--x train_seconds\); "
+                                         r"train/seconds is logged with evaluations only"):
+        plot_run.main([*args, "--out", str(tmp_path / "b.png"), "--metrics", "eval/lm_loss,train/lm_loss"])
+    plot_run.main([*args[:-1], "step", "--out", str(tmp_path / "c.png"), "--metrics", "eval/lm_loss,train/lm_loss"])
+    nan = tmp_path / "nan"
+    nan.mkdir()
+    lines = [json.loads(line) for line in (runs_zoo["alpha"] / "metrics.jsonl").read_text().splitlines()]
+    (nan / "metrics.jsonl").write_text("".join(json.dumps({**r, "train/seconds": float("nan")} if "train/seconds" in r
+                                                          else r) + "\n" for r in lines))
+    with pytest.raises(InputError, match="--metrics eval/lm_loss: no record of these runs has a finite value"):
+        plot_run.main([str(nan), "--x", "train_seconds", "--out", str(tmp_path / "d.png"), "--metrics", "eval/lm_loss"])
+    (nan / "config.json").write_bytes((runs_zoo["alpha"] / "config.json").read_bytes())
+    with pytest.raises(InputError, match="no point to draw against --x train_seconds"):
+        plot_run.main([str(nan), "--x", "train_seconds", "--out", str(tmp_path / "e.png")])
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "c.png"]
 
 
 @pytest.mark.slow

@@ -225,15 +225,19 @@ def pace_warning(state: TrainState, rate: float) -> Optional[str]:
     if eta <= PACE_WARNING_SECONDS:
         return None
     cfg = state.cfg
-    by_time = cfg.optim.lr_schedule_clock == "time"  # the budget is what ends the run; max_steps only caps it
+    # Under the time clock the budget is what ends the run and max_steps only caps it, unless the
+    # cap comes first at this speed: then the steps are what to lower, as with the step clock.
+    steps_eta = (state.total_steps - state.step) / rate
+    by_time = cfg.optim.lr_schedule_clock == "time" and eta < steps_eta
     hint = "lower train.max_train_seconds" if by_time else "lower train.epochs or train.max_steps"
     if state.device.type == "cpu" and cfg.logging.project not in cpu_preset_projects():  # not a CPU preset already
         hint = f"use the task config's CPU preset (add device=cpu to the command), {hint}"
     if by_time:
         return (f"warning: train.max_train_seconds={cfg.train.max_train_seconds:g} at {rate:.3g} steps/s on "
                 f"{state.device.type}: about {eta / 3600:.0f} h of training; {hint}")
+    budget = "set" if cfg.train.max_train_seconds is None else "lower"
     return (f"warning: {state.total_steps - state.step} steps left at {rate:.3g} steps/s on {state.device.type}: about "
-            f"{eta / 3600:.0f} h of training; {hint}, or set train.max_train_seconds")
+            f"{eta / 3600:.0f} h of training; {hint}, or {budget} train.max_train_seconds")
 
 
 def progress_line(state: TrainState, logged: dict[str, float], rate: float) -> str:
@@ -397,7 +401,11 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
             tqdm.write(f"LR schedule: warm-up over {cfg.optim.lr_warmup_steps} steps, then a cosine to "
                        f"{cfg.optim.lr_min_ratio:g} x the LR over train.max_train_seconds={max_seconds:g} (the training "
                        f"clock at log steps); the {state.total_steps} planned steps only cap the run", file=sys.stdout)
-        while state.step < state.total_steps:
+        # A resume whose budget was already spent (its interrupted last evaluation redone above; without
+        # one, opening the run refuses it) trains no step. Decided once, from the checkpointed seconds
+        # every rank restored: inside the loop, the budget is decided together at log steps.
+        budget_spent = max_seconds is not None and state.train_seconds >= max_seconds
+        while state.step < state.total_steps and not budget_spent:
             t0 = time.perf_counter()
             phase = set_training_depth(state)
             if phase != depth_phase:

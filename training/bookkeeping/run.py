@@ -542,6 +542,12 @@ def _open_run(cfg: Config, plan: RunPlan, world: World, lock: Optional[RunLock])
             value = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs
             raise ConfigError(f"{field}={value} ends at step {state.total_steps}, not after the step of the checkpoint "
                               f"it resumes from ({plan.resume_from}, step {state.step}): nothing is left to train")
+        budget = cfg.train.max_train_seconds
+        if (budget is not None and state.train_seconds >= budget
+                and not load_meta(plan.resume_from).get("eval_pending")):  # a stop cut its last evaluation: that is left
+            raise ConfigError(f"train.max_train_seconds={budget:g} is not above the training seconds of the checkpoint "
+                              f"it resumes from ({plan.resume_from}, {state.train_seconds:.3f} s at step {state.step}): "
+                              f"nothing is left to train; set train.max_train_seconds above {state.train_seconds:.3f}")
         if not plan.in_place or plan.rewind:
             state.wandb_id = None  # a new run directory, or a rewound run, gets its own wandb run
         if plan.in_place:

@@ -16,9 +16,11 @@
 # H 2, L 4 until 60%, then the full H 3, L 6. train.max_steps is an estimate of what fits (not
 # measured): the shipped LSA recipe's 3,700 full-depth steps took 392 s (9.7 steps/s); a step at
 # H 1, L 2 is 18 of 70 block-application equivalents, at H 2, L 4 40 of 70 (docs/USAGE.md), so about
-# 30 and 16 steps/s if the blocks dominate -> ~3,300 + ~1,900 + ~1,550 steps: 7000 (Sudoku, 7.6-7.9
-# full-depth steps/s: 6000). The LR's cosine runs over max_steps: if the summary's steps/s give
-# another total, set train.max_steps to it next time.
+# 30 and 16 steps/s if the blocks dominate -> ~3,300 + ~1,900 + ~1,550 steps: 7000 for LSA, whose
+# LR's cosine runs over max_steps (if the summary's steps/s give another total, set train.max_steps
+# to it next time). cfg_sudoku_400s (since 2026-12-03) and cfg_arith_mul (here) have the LR over the
+# clock, where max_steps is only a cap set out of reach: 20000 (cfg_sudoku_400s's own; its 2026-12-03
+# val run did 6,467 steps in 400 s, so a lower cap would end the run early) and 60000.
 # Overrides after NAME win over the defaults, e.g. the baseline on the same split in the same call
 # shape: bash docs/benchmarks/pending/curriculum.sh base train.depth_curriculum=null train.max_steps=3700
 # (or read the shipped recipe's val figure from docs/benchmarks/2026-12-02-ttc/ttc.sh's results).
@@ -33,7 +35,7 @@ case "$cfg" in
   cfg_lsa_400s) data_args=(data.path=data/lsa-9x9-10k-aug10-val1k +data.build_args.val_size=1000)
                 build_extra=(); steps=7000; every=500 ;;
   cfg_sudoku_400s) data_args=(data.path=data/sudoku-hard-22-26-1k-aug1000-val1k +data.build_args.val_size=1000)
-                   build_extra=(+data.build_args.workers=16); steps=6000; every=1000 ;;
+                   build_extra=(+data.build_args.workers=16); steps=20000; every=1000 ;;
   cfg_arith_mul) data_args=(data.path=data/arith-mul-b10-d1-4-val2k +data.build_args.val_size=2000
                            train.max_train_seconds=400 optim.lr_schedule_clock=time)
                  build_extra=(); steps=60000; every=2000 ;;
