@@ -228,44 +228,6 @@ def test_the_assembly_command_in_the_header_is_what_the_calls_produce():
         load_script("scaling").check_overrides(["logging.run_name=lsa400-n4"])
 
 
-@pytest.mark.parametrize("extra", [[], ["train.seed=1"]])
-def test_ship_runs_the_shipped_sudoku_recipe_as_shipped(tmp_path, monkeypatch, extra):
-    monkeypatch.chdir(tmp_path)
-    proc, calls = run_script(tmp_path, "ship.sh", "cfg_sudoku_400s", *extra)
-    assert proc.returncode == 0, proc.stderr
-    builds, runs = entry_calls(calls, "scripts/build_data.py"), entry_calls(calls, "pretrain.py")
-    assert len(builds) == 1 and len(runs) == 1
-    build, run = composed(builds[0]), composed(runs[0])
-    assert same_dataset(build, run) and build.data.build_args["workers"] == 16
-    shipped = validate_config(compose_config("cfg_sudoku_400s", []))
-    # the recipe itself is untouched: only logging, and the seed where asked
-    assert run.optim == shipped.optim and run.arch == shipped.arch and run.data.eval_split == "test"
-    assert run.train.model_copy(update={"seed": shipped.train.seed}) == shipped.train
-    assert run.train.seed == (1 if extra else shipped.train.seed)
-
-
-@pytest.mark.parametrize("config", ["cfg_lsa_400s", "cfg_sudoku_400s", "cfg_arith_mul"])
-def test_curriculum_calls_train_on_a_val_split_with_the_schedule(tmp_path, monkeypatch, config):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CONFIG", config)
-    proc, calls = run_script(tmp_path, "curriculum.sh", "try")
-    assert proc.returncode == 0, proc.stderr
-    builds, runs = entry_calls(calls, "scripts/build_data.py"), entry_calls(calls, "pretrain.py")
-    assert len(builds) == 1 and len(runs) == 1
-    build, run = composed(builds[0]), composed(runs[0])
-    assert same_dataset(build, run) and build.data.build_args["val_size"] > 0 and run.data.eval_split == "val"
-    assert [(p.until, p.H_cycles, p.L_cycles) for p in run.train.depth_curriculum.phases] == [(0.3, 1, 2), (0.6, 2, 4)]
-    assert run.train.max_train_seconds == 400 and run.logging.run_name == "try"
-    if config == "cfg_arith_mul":
-        assert run.optim.lr_schedule_clock == "time"
-
-
-def test_curriculum_refuses_an_unknown_config(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONFIG", "cfg_maze")
-    proc, calls = run_script(tmp_path, "curriculum.sh")
-    assert proc.returncode == 2 and "CONFIG=cfg_maze" in proc.stderr and calls == []
-
-
 def test_the_pending_readme_lists_every_script_and_only_scripts_that_are_here():
     import re
 
