@@ -196,9 +196,9 @@ def test_ship_runs_the_shipped_recipe_on_test(tmp_path, monkeypatch, config):
 
 
 @pytest.mark.parametrize("size", [4, 6, 9, 12, 16])
-def test_lsa_scaling_1gpu_plans_its_size_with_the_shipped_recipe(tmp_path, monkeypatch, size):
+def test_scaling_1gpu_plans_its_size_with_the_shipped_recipe(tmp_path, monkeypatch, size):
     monkeypatch.chdir(tmp_path)
-    proc, calls = run_script(tmp_path, "lsa_scaling_1gpu.sh", str(size), "train.eval_interval=500")
+    proc, calls = run_script(tmp_path, "scaling_1gpu.sh", str(size), "train.eval_interval=500")
     sweeps = entry_calls(calls, "scripts/scaling.py")
     assert len(sweeps) == 1, (proc.stdout, proc.stderr)
     options, plans = scaling_plans(sweeps[0], tmp_path)
@@ -213,17 +213,38 @@ def test_lsa_scaling_1gpu_plans_its_size_with_the_shipped_recipe(tmp_path, monke
     assert [call[0] for call in calls if call[0] == "-m"] == ["-m"]  # the wheelhouse is installed first
 
 
-def test_lsa_scaling_1gpu_refuses_a_size_that_is_not_a_number(tmp_path):
+@pytest.mark.parametrize("digits", [5, 6])
+def test_scaling_1gpu_plans_multiplication_by_digits(tmp_path, monkeypatch, digits):
+    """CONFIG=cfg_arith_mul: the size is max_digits, the runs are mul400-max_digits<d>, the budget the call's."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONFIG", "cfg_arith_mul")
+    proc, calls = run_script(tmp_path, "scaling_1gpu.sh", str(digits), "train.max_train_seconds=400",
+                             "optim.lr_schedule_clock=time", "train.max_steps=100000")
+    sweeps = entry_calls(calls, "scripts/scaling.py")
+    assert len(sweeps) == 1, (proc.stdout, proc.stderr)
+    options, [plan] = scaling_plans(sweeps[0], tmp_path)
+    assert options["--config-name"] == "cfg_arith_mul" and plan.name == f"mul400-max_digits{digits}"
+    assert plan.cfg.data.build_args["max_digits"] == digits and plan.cfg.data.build_args["op"] == "mul"
+    assert (plan.cfg.train.max_train_seconds, plan.cfg.optim.lr_schedule_clock) == (400, "time")
+
+
+def test_scaling_1gpu_refuses_an_unknown_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONFIG", "cfg_maze")
+    proc, calls = run_script(tmp_path, "scaling_1gpu.sh", "4")
+    assert proc.returncode == 2 and "CONFIG=cfg_maze" in proc.stderr and calls == []
+
+
+def test_scaling_1gpu_refuses_a_size_that_is_not_a_number(tmp_path):
     for args in (["x"], ["4,6"], []):
-        proc, calls = run_script(tmp_path, "lsa_scaling_1gpu.sh", *args)
+        proc, calls = run_script(tmp_path, "scaling_1gpu.sh", *args)
         assert proc.returncode != 0 and calls == [] and proc.stderr.strip()
 
 
 def test_the_assembly_command_in_the_header_is_what_the_calls_produce():
     """The header's --report-only command names the prefix and the files the call copies back."""
-    text = (PENDING / "lsa_scaling_1gpu.sh").read_text()
+    text = (PENDING / "scaling_1gpu.sh").read_text()
     assert "--report-only --config-name cfg_lsa_400s --sizes 4,6,9,12,16" in text
-    assert "--prefix lsa400 --runs-dir $D/calls --out $D" in text and "--prefix lsa400" in text.split("set -uo")[1]
+    assert "--prefix lsa400 --runs-dir $D/calls --out $D" in text and "cfg_lsa_400s) prefix=lsa400" in text
     with pytest.raises(InputError, match="use --prefix"):
         load_script("scaling").check_overrides(["logging.run_name=lsa400-n4"])
 

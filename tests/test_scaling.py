@@ -268,7 +268,7 @@ def test_report_only_over_damaged_runs_is_one_line_and_leaves_the_report(sweep, 
 
 @pytest.mark.slow
 def test_runs_of_separate_calls_assemble_into_one_report(sweep, tmp_path, monkeypatch):
-    """One size per device call (docs/benchmarks/pending/lsa_scaling_1gpu.sh): each call is its own
+    """One size per device call (docs/benchmarks/pending/scaling_1gpu.sh): each call is its own
     sweep, with its own runs folder and --out, and only the run's config.json, metrics.jsonl and
     run.json come back. Copied side by side under one folder, --report-only with the sweep's
     config and sizes reads them as one table, each row the same as its own call's report."""

@@ -2,7 +2,11 @@
 # Issue 20 item 3: the LSA scaling table on ONE H200, one size per device call. Each call is one
 # cold 400-second run of `cfg_lsa_400s` at one n, alone on the GPU (so the budget is 400 s of
 # wall time for every n, compile included; no GPU sharing), through scripts/scaling.py itself:
-#   bash docs/benchmarks/pending/lsa_scaling_1gpu.sh SIZE [overrides...]
+#   bash docs/benchmarks/pending/scaling_1gpu.sh SIZE [overrides...]
+#   CONFIG=cfg_arith_mul bash docs/benchmarks/pending/scaling_1gpu.sh DIGITS [overrides...]   # issue 21, item 1
+# (CONFIG: cfg_lsa_400s by default, the size n; cfg_arith_mul, the size max_digits, run prefix mul400,
+# budget from the overrides, e.g. train.max_train_seconds=400 optim.lr_schedule_clock=time
+# train.max_steps=100000. What follows describes the LSA calls.)
 # as run(kind "nvidia-h200", timeout_s 590, carry [".whl"]), from the repository root with the
 # wheelhouse in .whl (matplotlib included: scaling.py draws its one-row plot). SIZE: 4, 6, 9, 12,
 # 16. Overrides go to every pretrain.py of the sweep (scaling.py refuses the ones it sets itself:
@@ -20,7 +24,7 @@
 # whether that happened. The calls to make for the table therefore lift the cap and put the LR
 # on the clock (the schedule Sudoku's recipe ships with), the same overrides at every n, n = 9
 # included, and the table says so:
-#   bash docs/benchmarks/pending/lsa_scaling_1gpu.sh N optim.lr_schedule_clock=time train.max_steps=100000
+#   bash docs/benchmarks/pending/scaling_1gpu.sh N optim.lr_schedule_clock=time train.max_steps=100000
 # so every n trains 400 s with its curriculum phases at 120 s and 240 s and the LR at its floor at
 # the end, however many steps each n's step time allows.
 #
@@ -74,18 +78,24 @@
 # Dry run on CPU (the shape, not the GPU), 2026-12-03 on the development machine: the real
 # recipe with a CPU device and a tiny budget and dataset; both ran through, the second stopped by
 # its SIGTERM (STOP_AT=25) at step 4, checkpointed, copied back and summarised as PREEMPTED:
-#   NO_INSTALL=1 OUT=/tmp/scale1/dry/out4 bash docs/benchmarks/pending/lsa_scaling_1gpu.sh 4 \
+#   NO_INSTALL=1 OUT=/tmp/scale1/dry/out4 bash docs/benchmarks/pending/scaling_1gpu.sh 4 \
 #     train.device=cpu train.global_batch_size=16 train.max_steps=4 train.eval_interval=2 \
 #     data.build_args.num_train=30 data.build_args.num_test=12 data.path=/tmp/scale1/dry/data/lsa-9x9-tiny
-#   STOP_AT=25 NO_INSTALL=1 OUT=/tmp/scale1/dry/out16 bash docs/benchmarks/pending/lsa_scaling_1gpu.sh 16 \
+#   STOP_AT=25 NO_INSTALL=1 OUT=/tmp/scale1/dry/out16 bash docs/benchmarks/pending/scaling_1gpu.sh 16 \
 #     train.device=cpu train.global_batch_size=16 train.max_steps=100000 train.eval_interval=50000 \
 #     data.build_args.num_train=30 data.build_args.num_test=12 data.path=/tmp/scale1/dry/data/lsa-9x9-tiny
 # tests/test_pending_scripts.py runs this script with a stand-in python3 and plans the scaling.py
 # command it passes at n = 4, 6, 9, 12, 16 through scaling.py itself (composed and validated).
 set -uo pipefail
-size=${1:?usage: lsa_scaling_1gpu.sh SIZE [overrides...]}
+size=${1:?usage: [CONFIG=cfg_lsa_400s|cfg_arith_mul] scaling_1gpu.sh SIZE [overrides...]}
 shift
-[[ $size =~ ^[0-9]+$ ]] || { echo "lsa_scaling_1gpu.sh: SIZE '$size' is not a whole number (4, 6, 9, 12, 16)" >&2; exit 2; }
+cfg=${CONFIG:-cfg_lsa_400s}
+case "$cfg" in
+  cfg_lsa_400s) prefix=lsa400 arg=n ;;         # the task's size argument (evaluators/tasks.py: size_arg)
+  cfg_arith_mul) prefix=mul400 arg=max_digits ;;
+  *) echo "scaling_1gpu.sh: CONFIG=$cfg: expected cfg_lsa_400s or cfg_arith_mul" >&2; exit 2 ;;
+esac
+[[ $size =~ ^[0-9]+$ ]] || { echo "scaling_1gpu.sh: SIZE '$size' is not a whole number (4, 6, 9, 12, 16)" >&2; exit 2; }
 t0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t0 )); }
 STOP_AT=${STOP_AT:-540}  # seconds after the start: SIGTERM to the sweep (the call's timeout_s is 590)
@@ -97,39 +107,38 @@ fi
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) TRITON_CACHE_DIR=$(mktemp -d)
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 work=$(mktemp -d)  # runs and scaling.py's own --out: fresh, even on a machine still warm from another call
-name=lsa400-n$size
+name=$prefix-$arg$size  # scaling.py's run name; its log is $arg$size.log
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)"; echo "cpus $(nproc)"; } \
   > "$OUT/machine.txt" 2>&1
 echo "installed at $(elapsed) s"
-timeout --foreground -s TERM -k 25 $(( STOP_AT - $(elapsed) )) python3 scripts/scaling.py --config-name cfg_lsa_400s \
-  --sizes "$size" --prefix lsa400 --runs-dir "$work/runs" --out "$work/report" \
+timeout --foreground -s TERM -k 25 $(( STOP_AT - $(elapsed) )) python3 scripts/scaling.py --config-name "$cfg" \
+  --sizes "$size" --prefix "$prefix" --runs-dir "$work/runs" --out "$work/report" \
   logging.progress=false logging.wandb_mode=disabled "$@" 2>&1 \
   | while IFS= read -r line; do echo "[$(elapsed) s] $line"; done > "$OUT/scaling.log"  # when the build ended
 rc=${PIPESTATUS[0]}
 echo "scaling.py rc $rc at $(elapsed) s"
-cp "$work/report/n$size.log" "$OUT/" 2>/dev/null
+cp "$work/report/$arg$size.log" "$OUT/" 2>/dev/null
 run=$(find "$work/runs" -mindepth 2 -maxdepth 2 -type d -name "$name" 2>/dev/null | head -1)
 if [ -n "$run" ]; then
   mkdir -p "$OUT/$name"
   for f in config.json metrics.jsonl run.json; do cp "$run/$f" "$OUT/$name/" 2>/dev/null; done
 fi
 grep -E "^\[[0-9]+ s\] (Building|n=$size: )" "$OUT/scaling.log" | cut -c1-200
-[ -f "$OUT/n$size.log" ] && grep -E "^(run |depth curriculum|stopping|stopped at step)" "$OUT/n$size.log" | cut -c1-300
-[ -f "$OUT/n$size.log" ] && tail -1 "$OUT/n$size.log" | cut -c1-600
+[ -f "$OUT/$arg$size.log" ] && grep -E "^(run |depth curriculum|stopping|stopped at step)" "$OUT/$arg$size.log" | cut -c1-300
+[ -f "$OUT/$arg$size.log" ] && tail -1 "$OUT/$arg$size.log" | cut -c1-600
 [ $rc -ne 0 ] && tail -5 "$OUT/scaling.log" | cut -c1-600
 if [ -f "$OUT/$name/metrics.jsonl" ]; then
-  python3 - "$OUT/$name/metrics.jsonl" "$OUT/n$size.log" <<'PY'
+  python3 - "$OUT/$name/metrics.jsonl" "$OUT/$arg$size.log" <<'PY'
 import json, sys
 records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 print("first step", [r["perf/first_step_seconds"] for r in records if "perf/first_step_seconds" in r])
 for r in records:
     if "eval/examples" in r:
-        print(f"step {r['step']}: {r.get('train/seconds', float('nan')):.1f} s, "
-              f"optimal {100 * r['eval/lsa/optimal_cost_rate']:.1f}%, exact {100 * r['eval/exact_accuracy']:.1f}%, "
-              f"valid {100 * r['eval/lsa/valid_permutation_rate']:.1f}%, "
-              f"projected {100 * r['eval/lsa/projected_optimal_cost_rate']:.1f}%, "
-              f"peak {r.get('perf/peak_memory_gib', float('nan')):.1f} GiB")
+        task = ", ".join(f"{k.split('/', 1)[1]} {100 * v:.1f}%" for k, v in r.items()  # eval/<task>/<name>
+                         if k.startswith("eval/") and k.count("/") == 2 and not k.endswith(("count", "difference")))
+        print(f"step {r['step']}: {r.get('train/seconds', float('nan')):.1f} s, exact {100 * r['eval/exact_accuracy']:.1f}%; "
+              f"{task}; peak {r.get('perf/peak_memory_gib', float('nan')):.1f} GiB")
 log = open(sys.argv[2]).read() if len(sys.argv) > 2 else ""
 if "stopped at step" in log:
     print("PREEMPTED: the run was stopped before its budget ended; this is not a 400-second result")
