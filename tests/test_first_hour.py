@@ -167,8 +167,11 @@ def test_progress_lines_land_in_the_log(lsa_small, tmp_path, capsys):
     assert all("loss " in line and "steps/s" in line for line in lines)
 
     train(tiny_config(tmp_path, "train.max_steps=20", "train.log_every=5", "logging.progress_every=0",
-                      "logging.run_name=quiet", data=lsa_small))
-    assert "ETA" not in capsys.readouterr().out
+                      "logging.run_name=quiet", "train.seed=7", data=lsa_small))
+    out = capsys.readouterr().out
+    assert "ETA" not in out
+    # the run's opening line names its seed: a log alone says which seed made it
+    assert [line for line in out.splitlines() if line.startswith("run quiet:") and ", seed 7; run dir " in line]
 
 
 @pytest.mark.parametrize("config", ["cfg_lsa", "cfg_lsa_cpu"])

@@ -583,8 +583,8 @@ def _open_run(cfg: Config, plan: RunPlan, world: World, lock: Optional[RunLock])
         f"{f' ({threads_text(torch.get_num_threads())})' if state.device.type == 'cpu' else ''}, "
         f"{data.train.num_examples} train / {data.split(cfg.data.eval_split)[1].num_examples} "
         f"{cfg.data.eval_split} examples, {state.total_steps} steps of {cfg.train.global_batch_size}"
-        f"{f' ({world.world_size} ranks of {state.sampler.local_batch_size})' if world.distributed else ''}; "
-        f"run dir {run_dir}",
+        f"{f' ({world.world_size} ranks of {state.sampler.local_batch_size})' if world.distributed else ''}, "
+        f"seed {cfg.train.seed}; run dir {run_dir}",
         flush=True,
     )
     return Run(plan, state, logger, checkpoints, lock)
