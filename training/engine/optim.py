@@ -178,6 +178,11 @@ class SignSGD(Optimizer):
         return None
 
 
+def cosine_to_floor(progress: float, min_ratio: float) -> float:
+    """The decay factor both schedules share: 1 at progress 0, min_ratio at progress 1."""
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
     """Linear warmup to base_lr, then cosine decay to base_lr * min_ratio at total_steps.
 
@@ -185,7 +190,7 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ra
     if step < warmup_steps:
         return base_lr * step / max(1, warmup_steps)
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return base_lr * cosine_to_floor(progress, min_ratio)
 
 
 def lr_at_time(step: int, seconds: float, base_lr: float, warmup_steps: int, budget_seconds: float,
@@ -199,7 +204,7 @@ def lr_at_time(step: int, seconds: float, base_lr: float, warmup_steps: int, bud
     (the first step's compile among them) spend is not made up afterwards."""
     ramp = step / warmup_steps if step < warmup_steps else 1.0
     progress = min(1.0, seconds / budget_seconds)
-    return base_lr * ramp * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return base_lr * ramp * cosine_to_floor(progress, min_ratio)
 
 
 def set_lr(optimizer: Optimizer, lr: float) -> None:
