@@ -3,13 +3,14 @@
 # (timeout_s 590), from the repository root with the wheelhouse in .whl
 # (bash ../shared/tools/gpu-wheelhouse.sh matplotlib safetensors):
 #   bash docs/benchmarks/pending/ship.sh CONFIG [overrides...]
-#   bash docs/benchmarks/pending/ship.sh cfg_sudoku_400s                 # issue 25: the test figure
-#   bash docs/benchmarks/pending/ship.sh cfg_sudoku_400s train.seed=1    # its second seed
+#   bash docs/benchmarks/pending/ship.sh cfg_arith_mul train.max_train_seconds=400 ...   # issue 21, once its recipe is chosen
+# (the two cfg_sudoku_400s test runs of 2026-12-03 were `ship.sh cfg_sudoku_400s [train.seed=1]`; the
+# copy beside their results, docs/benchmarks/2026-12-03-sudoku-ship/ship.sh, is the script as they ran.)
 # The run is `python3 pretrain.py --config-name CONFIG [overrides]` plus logging overrides, with new
 # empty Inductor and Triton caches (cold), the dataset built first in the same call (Sudoku with 16
 # workers: the builder's output does not depend on them), SIGTERM when the call nears 565 s.
-# Call time for cfg_sudoku_400s: wheels ~10 s, the build ~60-90 s (87 s with a 1000-puzzle val split
-# on 2026-12-03), 400 s of training, ~7 evaluations of 1000 puzzles. (docs/benchmarks/2026-12-03-lsa-ship/
+# Call time for cfg_sudoku_400s: wheels ~10 s, the build ~65-90 s (64 s, and 87 s with a 1000-puzzle
+# val split, on 2026-12-03), 400 s of training, ~7 evaluations of 1000 puzzles. (docs/benchmarks/2026-12-03-lsa-ship/
 # lsa_ship.sh is the LSA call of 2026-12-03, kept as it ran.)
 # Results in $OUT: machine.txt, build.log, ship.log, ship.metrics.jsonl; printed: the depth
 # switches, the stop line, the first step's seconds and every evaluation with the task's metrics.
