@@ -274,3 +274,29 @@ def test_profile_blocks_profiles_both_variants_and_runs_the_numerics_check(tmp_p
     selection = pytest_call[pytest_call.index("-k") + 1]
     gpu_tests = re.findall(r"^def (test_\w+)\(", (REPO / "tests" / "test_gpu.py").read_text(), re.MULTILINE)
     assert [t for t in gpu_tests if selection in t] == ["test_fast_path_loss_curve_matches_eager_over_200_steps"]
+
+
+def test_every_complete_command_in_the_pending_readme_composes_and_validates(tmp_path, monkeypatch):
+    """The README's calls that carry no placeholder (N, a|b) are run as written, with the stand-in
+    python3: each exits 0 and every pretrain.py / build_data.py command it passes validates."""
+    import shlex
+
+    commands = [c for c in re.findall(r"`((?:[A-Z]+=\S+ )*bash docs/benchmarks/pending/[^`]+)`",
+                                      (PENDING / "README.md").read_text())
+                if not re.search(r"\bN\b|\\\||\[the ", c)]
+    assert len(commands) >= 4, commands
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        words = shlex.split(command)
+        env = dict(w.split("=", 1) for w in words[:words.index("bash")])
+        script, args = words[words.index("bash") + 1], words[words.index("bash") + 2:]
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        proc, calls = run_script(tmp_path, script.rsplit("/", 1)[1], *args)
+        for name in env:
+            monkeypatch.delenv(name)
+        assert proc.returncode == 0, (command, proc.stderr)
+        runs = entry_calls(calls, "pretrain.py") + entry_calls(calls, "scripts/build_data.py")
+        assert runs or entry_calls(calls, "scripts/profile_step.py"), command
+        for args in runs:
+            composed(args)
