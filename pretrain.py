@@ -222,7 +222,7 @@ Train a recursive reasoning model. Configs (--config-name, default cfg_lsa):
 Model variants:
 {arches}
 
-Devices (the task configs cfg_lsa, cfg_sudoku, cfg_arith):
+Devices (the task configs cfg_lsa, cfg_sudoku, cfg_arith, cfg_arith_lengen, cfg_maze):
   device=gpu       the task's own recipe (the default)
   device=cpu       its CPU preset: a small model and dataset (cfg_<task>_cpu is the same)
 

@@ -127,6 +127,22 @@ def test_device_cpu_is_the_cpu_preset():
         validate_config(preset)
 
 
+@pytest.mark.parametrize("recipe, differs", [
+    ("lsa_400s", {"train.max_train_seconds"}),
+    ("sudoku_400s", {"train.max_train_seconds", "optim.lr_schedule_clock", "train.max_steps"}),
+    ("maze_400s", {"train.max_train_seconds"})])
+def test_a_budget_recipe_on_the_cpu_is_its_tasks_cpu_preset_with_the_budget(recipe, differs):
+    """`cfg_<task>_400s device=cpu` is `cfg_<task>_cpu` (model, data, LR, warm-up, steps) with the
+    400-second budget (Sudoku: and the LR's cosine over it by the clock, max_steps only a cap); the
+    recipe's own values come after the preset's in its defaults, so its device/<recipe>/cpu.yaml
+    sets the preset's back, and nothing of the GPU recipe may leak through."""
+    task = recipe.removesuffix("_400s")
+    cpu = field_values(composed(CONFIG_DIR, f"cfg_{recipe}", ["device=cpu"]))
+    preset = field_values(composed(CONFIG_DIR, f"cfg_{task}_cpu"))
+    assert {k for k in cpu.keys() | preset.keys() if cpu.get(k) != preset.get(k)} == differs
+    assert cpu["train.max_train_seconds"] == 400 and cpu["train.device"] == "cpu"
+
+
 def test_base_holds_every_typed_field_with_its_default():
     """The generated `base` and `arch/<name>` configs: every field of every section and family,
     with the typed default (required fields ???), so `key=value` works without `+` for each."""
