@@ -48,29 +48,47 @@ VALUE_FLAGS = ("--config-name", "-cn", "--cfg", "-c", "-p", "--package", "-cp", 
 INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 
 
-def parse_argv(argv: list[str]) -> tuple[str, list[str], set[str]]:
-    """(config name, overrides, flags given) from a pretrain.py command line."""
-    config_name, overrides, flags, args = "cfg_lsa", [], set(), iter(argv)
+def split_argv(argv: list[str]) -> tuple[str, list[str], set[str], list[str]]:
+    """(config name, overrides, flags given, the flags' own words in order) from a pretrain.py
+    command line."""
+    config_name, overrides, flags, flag_words, args = "cfg_lsa", [], set(), [], iter(argv)
     for arg in args:
         flag, has_value, value = arg.partition("=")
         if not arg.startswith("-"):
             overrides.append(arg)
             continue
         flags.add(flag)
+        flag_words.append(arg)
         if flag in VALUE_FLAGS and not has_value:
             value = next(args, "")
             if not value or value.startswith("-"):
                 raise ConfigError(f"{flag}: needs a value (e.g. {flag} cfg_lsa_cpu)" if flag in ("--config-name", "-cn")
                                   else f"{flag}: needs a value")
+            flag_words.append(value)
         elif flag == "--info" and not has_value:  # an optional topic
             topic = next(args, None)
             if topic is not None and topic not in INFO_TOPICS:
                 overrides.append(topic)
+            elif topic is not None:
+                flag_words.append(topic)
         if flag in ("--config-name", "-cn"):
             if not value:
                 raise ConfigError(f"{flag}: needs a value (e.g. {flag}=cfg_lsa_cpu)")
             config_name = value
-    return config_name, overrides, flags
+    return config_name, overrides, flags, flag_words
+
+
+def parse_argv(argv: list[str]) -> tuple[str, list[str], set[str]]:
+    """(config name, overrides, flags given) from a pretrain.py command line."""
+    return split_argv(argv)[:3]
+
+
+def flags_first(argv: list[str]) -> list[str]:
+    """The same command line with every flag (and its value) before the overrides, each group in
+    its own order: Hydra's parser takes the overrides as one run of words, so `A=1 -m B=1,2`
+    would leave `B=1,2` unrecognised."""
+    _, overrides, _, flag_words = split_argv(argv)
+    return flag_words + overrides
 
 
 def hydra_needed(flags: set[str], overrides: list[str]) -> bool:
@@ -190,7 +208,7 @@ def check(argv: list[str]) -> None:
     from training.hydra_guard import ConfigSearch
     from training.bookkeeping.run import preflight
 
-    args = hydra_args([a for a in argv if a != "--check"])
+    args = hydra_args(flags_first([a for a in argv if a != "--check"]))
     if args.experimental_rerun is not None or args.multirun:
         raise ConfigError("--check: checks one run; give no -m or --experimental-rerun")
     search = ConfigSearch.from_flags(args.config_path, args.config_dir)
@@ -264,6 +282,12 @@ def main(hydra_cfg: DictConfig) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(128 + exc.signum)
     print(json.dumps(result))
+    if result.get("preempted") and hydra_state.mode == RunMode.MULTIRUN:
+        # A signal (pre-emption, Ctrl-C) stops the sweep, not only its current job: the jobs after
+        # it are not started, and the process exits 0 as a stopped single run does.
+        print(f"sweep stopped at job {hydra_state.job.num} by a signal: the jobs after it were not started "
+              f"(continue this one with train.resume=true logging.run_name={raw['logging']['run_name']})", flush=True)
+        sys.exit(0)
 
 
 def cli(argv: list[str]) -> Optional[int]:
@@ -279,7 +303,7 @@ def cli(argv: list[str]) -> Optional[int]:
         name, overrides, flags = parse_argv(argv)
         if not hydra_needed(flags, overrides):
             return run(name, overrides)
-        precheck(argv)
+        precheck(flags_first(argv))
     except ReportedError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -293,4 +317,5 @@ if __name__ == "__main__":
     code = cli(sys.argv[1:])
     if code is not None:
         sys.exit(code)
+    sys.argv[1:] = flags_first(sys.argv[1:])  # as precheck read it (cli has refused a malformed one)
     main()

@@ -276,9 +276,13 @@ def parse_sudoku(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
     """Puzzles as digits (N, 81), 0 = blank; malformed or self-contradicting grids are errors."""
     grids = []
     for number, line in content_lines(raw.decode(errors="replace")):
-        if len(line) != 81 or not re.fullmatch(r"[0-9.]{81}", line):
+        if len(line) != 81:
             raise InputError(f"{where}: line {number}: expected 81 characters (digits 1-9, '.' or '0' for a blank), "
                              f"got {len(line)}: {line[:30]!r}")
+        bad = re.search(r"[^0-9.]", line)
+        if bad:
+            raise InputError(f"{where}: line {number}: column {bad.start() + 1}: {bad.group()!r} is not a digit 1-9, "
+                             "'.' or '0' (a blank)")
         grid = np.array([0 if ch == "." else int(ch) for ch in line])
         for unit_index, unit in enumerate(UNITS):
             digits = grid[list(unit)]

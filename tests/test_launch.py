@@ -180,6 +180,50 @@ def test_multirun_validates_every_job_and_names_runs_by_job_number(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == [".data.lock", "data", "runs"]  # the sweep record: in runs_dir
 
 
+def test_flags_may_come_anywhere_among_the_overrides(tmp_path, monkeypatch):
+    """Hydra's parser takes the overrides as one run of words; pretrain.py puts its flags first, so
+    `A=1 -m B=1,2` is the sweep it reads as, not `unrecognized arguments: B=1,2`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretrain_cli", REPO / "pretrain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.flags_first(["a=1", "-m", "b=1,2", "--config-dir", "d", "c=3", "--info", "config"]) == [
+        "-m", "--config-dir", "d", "--info", "config", "a=1", "b=1,2", "c=3"]
+    monkeypatch.chdir(tmp_path)
+    bad = run_in_process("pretrain.py", "--config-name", "cfg_lsa_cpu", "train.max_steps=2", "-m", "optim.lr=1e-3,-1")
+    assert_one_line_error(bad, "optim.lr")  # the sweep was read and its job 1 refused, before anything ran
+    assert "unrecognized" not in bad.stderr and not (tmp_path / "multirun").exists()
+
+
+def test_check_refuses_what_the_run_directory_cannot_be_as_the_run_does(tmp_path):
+    """A file where the run directory (or runs_dir) would be, and a folder of the user's with the
+    run's name: --check says so in the run's own line (train_lsa.sh relies on it), and so does the
+    run, before writing anything; the user's files stay as they were."""
+    runs = tmp_path / "runs"
+    (runs / "trm-lsa-cpu").mkdir(parents=True)
+    (runs / "trm-lsa-cpu" / "afile").write_text("x")
+    (runs / "trm-lsa-cpu" / "mine").mkdir()
+    (runs / "trm-lsa-cpu" / "mine" / "notes.txt").write_text("precious")
+    (tmp_path / "runs_file").write_text("y")
+    base = ["--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'data'}", *TINY]
+    cases = [(f"logging.runs_dir={runs}", "logging.run_name=afile", "afile: is not a directory"),
+             (f"logging.runs_dir={tmp_path / 'runs_file'}", "logging.run_name=r", "runs_file: is not a directory"),
+             (f"logging.runs_dir={runs}", "logging.run_name=mine", "exists and holds files that are not a run's ('notes.txt')")]
+    for runs_dir, name, said in cases:
+        for mode in (["--check"], ["logging.progress=false"]):
+            result = run_in_process("pretrain.py", *mode, *base, runs_dir, name)
+            assert_one_line_error(result, said)
+    assert (runs / "trm-lsa-cpu" / "afile").read_text() == "x" and (tmp_path / "runs_file").read_text() == "y"
+    assert sorted(p.name for p in (runs / "trm-lsa-cpu" / "mine").iterdir()) == ["notes.txt"]
+    # a directory holding only what a run writes (one that stopped before its first checkpoint) may start again
+    (runs / "trm-lsa-cpu" / "again").mkdir()
+    for name in ("config.json", "metrics.jsonl", ".lock", "metrics.stale-1.jsonl"):
+        (runs / "trm-lsa-cpu" / "again" / name).write_text("")
+    again = run_in_process("pretrain.py", "--check", *base, f"logging.runs_dir={runs}", "logging.run_name=again")
+    assert again.returncode == 0, again.stderr
+
+
 def test_check_prints_the_run_dir_and_starts_nothing(tmp_path):
     result = run_in_process("pretrain.py", "--check", "--config-name", "cfg_lsa_cpu", "logging.run_name=c1",
                         f"logging.runs_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}")

@@ -102,8 +102,8 @@ def _start(tmp_path, data_dir, *extra):
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_training(tmp_path, proc, timeout=120):
-    log = tmp_path / "runs" / PROJECT / "sig" / "metrics.jsonl"
+def _wait_for_training(tmp_path, proc, timeout=120, name="sig"):
+    log = tmp_path / "runs" / PROJECT / name / "metrics.jsonl"
     deadline = time.time() + timeout
     while time.time() < deadline:
         if log.is_file() and "train/lm_loss" in log.read_text():
@@ -137,6 +137,21 @@ def test_signal_checkpoints_and_exits_zero_then_resumes(tmp_path, data_dir, sig)
     # The checkpoint pre-emption wrote is an ordinary one for evaluate.py.
     ev = run_in_process("scripts/evaluate.py", "--checkpoint", str(ckpt), "--no-progress")
     assert ev.returncode == 0 and "eval/lsa/optimal_cost_rate" in json.loads(ev.stdout.strip().splitlines()[-1])
+
+
+def test_a_signal_stops_a_sweep_not_only_its_job(tmp_path, data_dir):
+    """Under -m the first SIGTERM checkpoints the running job and ends the sweep (exit 0): the
+    next job must not start (a pre-empted sweep would otherwise train on until the SIGKILL)."""
+    proc = _start(tmp_path, data_dir, "-m", "train.seed=0,1")
+    _wait_for_training(tmp_path, proc, name="sig-0")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "sweep stopped at job 0 by a signal" in out and "job 1:" not in out
+    assert "train.resume=true logging.run_name=sig-0" in out
+    runs = sorted(p.name for p in (tmp_path / "runs" / PROJECT).iterdir() if not p.name.startswith("."))
+    assert runs == ["sig-0"], runs
+    assert json.loads((resolve_checkpoint(tmp_path / "runs" / PROJECT / "sig-0") / "meta.json").read_text())["preempted"]
 
 
 def test_second_signal_exits_at_once(tmp_path, data_dir):

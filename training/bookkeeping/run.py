@@ -26,6 +26,7 @@ directories it made, and only those.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import random
@@ -93,6 +94,21 @@ def _refuse_if_taken(run_dir: Path) -> None:
     if has_checkpoint(run_dir):
         raise ConfigError(f"logging.run_name={run_dir.name}: {run_dir} already holds a run; choose another name "
                           "or continue it with train.resume=true")
+    real_dir = run_dir.is_dir() and not run_dir.is_symlink()  # a link: check_real_dirs names it
+    foreign = sorted(entry.name for entry in run_dir.iterdir() if not is_run_entry(entry.name)) if real_dir else []
+    if foreign:  # a folder of the user's that happens to have the name: a run would write among their files
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise ConfigError(f"logging.run_name={run_dir.name}: {run_dir} exists and holds files that are not a run's "
+                          f"({foreign[0]!r}{more}); choose another name")
+
+
+def is_run_entry(name: str) -> bool:
+    """A name a run of this project writes at the top of its directory (its files and folders, its
+    lock, metrics set aside on resume, an atomic write's temporary file): a directory holding only
+    these (a run that stopped before its first checkpoint, say) may be started again."""
+    return (name in RUN_FILES or name in RUN_DIRS or name == ".lock"
+            or fnmatch.fnmatchcase(name, "metrics.stale-*.jsonl")
+            or any(fnmatch.fnmatchcase(name, f".{file}.tmp-*") for file in RUN_FILES))
 
 
 def fork_name(project_dir: Path, source: str, ckpt: str) -> str:
@@ -373,11 +389,19 @@ def remove_made_dirs(made: tuple[Path, ...]) -> None:
 
 def check_real_dirs(run_dir: Path) -> None:
     """The project and run directories must be real directories (or not exist yet): a symbolic
-    link there would send every write, and every pruning, into the folder it names."""
+    link there would send every write, and every pruning, into the folder it names. The nearest
+    level that exists must be a directory, or the run directory cannot be made (`--check` says so
+    before a run would)."""
     for path in (run_dir.parent, run_dir):
         if path.is_symlink():
             raise ConfigError(f"{path}: is a symbolic link; a run writes only into a real directory inside "
                               "logging.runs_dir")
+    for path in (run_dir, *run_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"{path}: is not a directory; a run writes only into a real directory inside "
+                                  "logging.runs_dir")
+            break
 
 
 def make_run_dir(run_dir: Path) -> tuple[Path, ...]:
