@@ -1,6 +1,7 @@
 """Exported weights (safetensors, loaded without pickle) and solve.py on one's own instances."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -46,6 +47,25 @@ def test_loader_rebuilds_the_same_model_without_pickle(runs_zoo, exported, monke
     a, b = model.solve(tokens), from_checkpoint.solve(tokens)
     assert np.array_equal(a["preds"], b["preds"]) and np.allclose(a["logits"], b["logits"])
     assert np.all((1 <= a["steps"]) & (a["steps"] <= 2))
+
+
+def test_solve_refuses_inputs_the_model_cannot_read_in_one_line(exported):
+    """Token ids outside the vocabulary, an empty batch, floats or booleans: an InputError naming
+    the problem (not torch's IndexError from the embedding), with and without voting."""
+    from core.errors import InputError
+
+    model = load_model(exported)
+    vocab, good = model.facts["vocab_size"], np.ones((2, 16), dtype=np.int64)
+    cases = [(np.where(np.eye(2, 16, 3) > 0, vocab, good), f"row 0, position 3: token {vocab} is outside [0, {vocab})"),
+             (np.where(np.eye(2, 16, 0) > 0, -1, good), "row 0, position 0: token -1 is outside"),
+             (np.zeros((0, 16), dtype=np.int64), "with N >= 1, got (0, 16)"),
+             (good + 0.5, "integer token ids, got dtype float64"),
+             (good.astype(bool), "integer token ids, got dtype bool")]
+    for tokens, said in cases:
+        for votes in (1, 2):
+            with pytest.raises(InputError, match=re.escape(said)):
+                model.solve(tokens, votes=votes)
+    assert model.solve(good)["preds"].shape == (2, 16)
 
 
 @pytest.mark.slow

@@ -158,13 +158,27 @@ class ReadyModel(nn.Module):
     def act_steps(self) -> int:
         return int(self.model.cfg.halt_max_steps)
 
+    def checked_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """The inputs as a numpy array of token ids the model can read, or one InputError: shape
+        (N >= 1, seq_len), integers, each in [0, vocab_size)."""
+        tokens = np.asarray(tokens)
+        seq_len, vocab = self.facts["seq_len"], self.facts["vocab_size"]
+        if tokens.ndim != 2 or tokens.shape[1] != seq_len or tokens.shape[0] == 0:
+            raise InputError(f"inputs: expected shape (N, {seq_len}) with N >= 1, got {tokens.shape}")
+        if tokens.dtype == np.bool_ or not np.issubdtype(tokens.dtype, np.integer):
+            raise InputError(f"inputs: expected integer token ids, got dtype {tokens.dtype}")
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= vocab:
+            row, col = np.argwhere((tokens < 0) | (tokens >= vocab))[0]
+            raise InputError(f"inputs: row {row}, position {col}: token {int(tokens[row, col])} is outside "
+                             f"[0, {vocab}) (the model's vocab_size)")
+        return tokens
+
     def answer(self, tokens: np.ndarray, batch_size: int = 256, puzzle_identifiers: Optional[np.ndarray] = None,
                keep_logits: bool = True) -> dict[str, np.ndarray]:
         """One answer per row, no voting: numpy (N, seq_len) tokens -> {"preds", "steps", "q_halt"}
         and, with `keep_logits`, "logits" (N, L, V)."""
-        tokens = np.asarray(tokens)
-        if tokens.ndim != 2 or tokens.shape[1] != self.facts["seq_len"]:
-            raise InputError(f"inputs: expected shape (N, {self.facts['seq_len']}), got {tokens.shape}")
+        tokens = self.checked_tokens(tokens)
         parts = []
         for i in range(0, tokens.shape[0], batch_size):
             ids = None if puzzle_identifiers is None else torch.from_numpy(
@@ -189,9 +203,7 @@ class ReadyModel(nn.Module):
         self.last_vote = None
         if votes == 1:
             return self.answer(tokens, batch_size)
-        tokens = np.asarray(tokens)
-        if tokens.ndim != 2 or tokens.shape[1] != self.facts["seq_len"]:
-            raise InputError(f"inputs: expected shape (N, {self.facts['seq_len']}), got {tokens.shape}")
+        tokens = self.checked_tokens(tokens)
         task = get_task(self.facts.get("task"), where="the model's task")
         symmetries = candidate_symmetries(task, self.facts, votes, self.vote_seed)
         candidates = answer_candidates(lambda x: self.answer(x, batch_size, keep_logits=False), tokens, symmetries)
