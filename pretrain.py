@@ -59,13 +59,13 @@ def split_argv(argv: list[str]) -> tuple[str, list[str], set[str], list[str]]:
             continue
         flags.add(flag)
         flag_words.append(arg)
-        if flag in VALUE_FLAGS and not has_value:
+        if takes_value(flag) and not has_value:
             value = next(args, "")
             if not value or value.startswith("-"):
                 raise ConfigError(f"{flag}: needs a value (e.g. {flag} cfg_lsa_cpu)" if flag in ("--config-name", "-cn")
                                   else f"{flag}: needs a value")
             flag_words.append(value)
-        elif flag == "--info" and not has_value:  # an optional topic
+        elif flag in ("--info", "-i") and not has_value:  # an optional topic
             topic = next(args, None)
             if topic is not None and topic not in INFO_TOPICS:
                 overrides.append(topic)
@@ -78,17 +78,30 @@ def split_argv(argv: list[str]) -> tuple[str, list[str], set[str], list[str]]:
     return config_name, overrides, flags, flag_words
 
 
+def takes_value(flag: str) -> bool:
+    """A Hydra flag that takes a value, given whole or (as argparse allows) as a unique prefix of
+    a long option (`--config-n`)."""
+    if flag in VALUE_FLAGS:
+        return True
+    long_options = ("--help", "--hydra-help", "--version", "--cfg", "--resolve", "--package", "--run", "--multirun",
+                    "--shell-completion", "--config-path", "--config-name", "--config-dir", "--experimental-rerun",
+                    "--info")
+    matches = [o for o in long_options if flag.startswith("--") and o.startswith(flag)]
+    return len(matches) == 1 and matches[0] in VALUE_FLAGS
+
+
 def parse_argv(argv: list[str]) -> tuple[str, list[str], set[str]]:
     """(config name, overrides, flags given) from a pretrain.py command line."""
     return split_argv(argv)[:3]
 
 
 def flags_first(argv: list[str]) -> list[str]:
-    """The same command line with every flag (and its value) before the overrides, each group in
-    its own order: Hydra's parser takes the overrides as one run of words, so `A=1 -m B=1,2`
-    would leave `B=1,2` unrecognised."""
+    """The same command line with the overrides together, then every flag (and its value), each
+    group in its own order: Hydra's parser takes the overrides as one run of words, so `A=1 -m
+    B=1,2` would leave `B=1,2` unrecognised (and a bare `--info` takes no override as its topic
+    when it comes last)."""
     _, overrides, _, flag_words = split_argv(argv)
-    return flag_words + overrides
+    return overrides + flag_words
 
 
 def hydra_needed(flags: set[str], overrides: list[str]) -> bool:
@@ -281,13 +294,18 @@ def main(hydra_cfg: DictConfig) -> None:
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(128 + exc.signum)
-    print(json.dumps(result))
-    if result.get("preempted") and hydra_state.mode == RunMode.MULTIRUN:
+    stopped = result.get("preempted") or result.get("signal") is not None
+    if stopped and hydra_state.mode == RunMode.MULTIRUN:
         # A signal (pre-emption, Ctrl-C) stops the sweep, not only its current job: the jobs after
         # it are not started, and the process exits 0 as a stopped single run does.
-        print(f"sweep stopped at job {hydra_state.job.num} by a signal: the jobs after it were not started "
-              f"(continue this one with train.resume=true logging.run_name={raw['logging']['run_name']})", flush=True)
+        job = [o for o in hydra_state.overrides.task if not o.startswith("logging.run_name=")]
+        again = " ".join(["python pretrain.py --config-name", hydra_state.job.config_name or "cfg_lsa", *job,
+                          f"logging.run_name={raw['logging']['run_name']}", "train.resume=true"])
+        print(f"sweep stopped at job {hydra_state.job.num} by a signal: the jobs after it were not started"
+              + (f"; continue this job with: {again}" if result.get("preempted") else ""), flush=True)
+        print(json.dumps(result))
         sys.exit(0)
+    print(json.dumps(result))
 
 
 def cli(argv: list[str]) -> Optional[int]:

@@ -281,7 +281,7 @@ def parse_sudoku(raw: bytes, where: str, facts: dict[str, Any]) -> np.ndarray:
                              f"got {len(line)}: {line[:30]!r}")
         bad = re.search(r"[^0-9.]", line)
         if bad:
-            raise InputError(f"{where}: line {number}: column {bad.start() + 1}: {bad.group()!r} is not a digit 1-9, "
+            raise InputError(f"{where}: line {number}: cell {bad.start() + 1}: {bad.group()!r} is not a digit 1-9, "
                              "'.' or '0' (a blank)")
         grid = np.array([0 if ch == "." else int(ch) for ch in line])
         for unit_index, unit in enumerate(UNITS):

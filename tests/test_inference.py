@@ -202,8 +202,8 @@ def test_solve_sudoku(runs_zoo, solved):
 
 @pytest.mark.parametrize("text, culprit", [
     (SUDOKU[:-1], "line 1: expected 81 characters"),
-    ("x" + SUDOKU[1:], "line 1: column 1: 'x' is not a digit"),
-    (SUDOKU[:40] + " " + SUDOKU[41:], "line 1: column 41: ' ' is not a digit"),
+    ("x" + SUDOKU[1:], "line 1: cell 1: 'x' is not a digit"),
+    (SUDOKU[:40] + " " + SUDOKU[41:], "line 1: cell 41: ' ' is not a digit"),
     ("55" + SUDOKU[2:], "the givens repeat a digit in row 1"),
 ])
 def test_solve_sudoku_refuses_malformed_grids(solve_script, text, culprit):

@@ -189,7 +189,11 @@ def test_flags_may_come_anywhere_among_the_overrides(tmp_path, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.flags_first(["a=1", "-m", "b=1,2", "--config-dir", "d", "c=3", "--info", "config"]) == [
-        "-m", "--config-dir", "d", "--info", "config", "a=1", "b=1,2", "c=3"]
+        "a=1", "b=1,2", "c=3", "-m", "--config-dir", "d", "--info", "config"]
+    assert module.flags_first(["a=1", "--config-n", "cfg_lsa_cpu", "b=2"]) == ["a=1", "b=2", "--config-n", "cfg_lsa_cpu"]
+    for argv in (["a=1", "--info"], ["a=1", "-i", "defaults"], ["--info", "defaults", "a=1"], ["a=1", "-m", "b=1,2"],
+                 ["a=1", "--config-n", "cfg_lsa_cpu", "--cfg", "job"], ["~a", "-m", "+c=1,2", "--config-name=x"]):
+        module.hydra_args(module.flags_first(argv))  # Hydra's own parser takes each (a usage error would raise)
     monkeypatch.chdir(tmp_path)
     bad = run_in_process("pretrain.py", "--config-name", "cfg_lsa_cpu", "train.max_steps=2", "-m", "optim.lr=1e-3,-1")
     assert_one_line_error(bad, "optim.lr")  # the sweep was read and its job 1 refused, before anything ran

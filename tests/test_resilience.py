@@ -148,7 +148,9 @@ def test_a_signal_stops_a_sweep_not_only_its_job(tmp_path, data_dir):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "sweep stopped at job 0 by a signal" in out and "job 1:" not in out
-    assert "train.resume=true logging.run_name=sig-0" in out
+    assert "continue this job with: python pretrain.py --config-name cfg_lsa_cpu" in out
+    assert "train.seed=0 logging.run_name=sig-0 train.resume=true" in out.splitlines()[-2]
+    assert json.loads(out.strip().splitlines()[-1])["signal"] == signal.SIGTERM  # the JSON stays the last line
     runs = sorted(p.name for p in (tmp_path / "runs" / PROJECT).iterdir() if not p.name.startswith("."))
     assert runs == ["sig-0"], runs
     assert json.loads((resolve_checkpoint(tmp_path / "runs" / PROJECT / "sig-0") / "meta.json").read_text())["preempted"]

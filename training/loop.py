@@ -302,9 +302,12 @@ def train_in_world(cfg: Config, world: World) -> dict[str, Any]:
                 plan, lock = plan_and_own(cfg, world)  # one run name for all ranks, owned before any work
                 run = open_run(cfg, plan, world, lock)
                 try:
-                    return run_loop(run, stop)
+                    result = run_loop(run, stop)
                 finally:
                     run.close()
+                # a signal after the last step (during the final save or the close) stopped nothing, but
+                # it was sent: a -m sweep must not start its next job (pretrain.py reads this)
+                return result | {"signal": stop.signum}
             except ReportedError:
                 raise
             except Exception as exc:
