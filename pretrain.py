@@ -27,12 +27,13 @@ if __name__ == "__main__":  # first of all: a signal while the imports below run
     faulthandler.enable()  # a crash below Python (SIGSEGV, SIGABRT) prints where each thread was
 
 import argparse
+import functools
 import itertools
 import json
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -42,9 +43,6 @@ from core.signals import Interrupted, interrupt_on_signals
 from training.config import CONFIG_DIR, ConfigError, validate_config
 from training.hydra_guard import ConfigSearch, compose_config
 
-# Hydra's flags that take a value (`--cfg job`); the hydra path re-reads argv with Hydra's own parser.
-VALUE_FLAGS = ("--config-name", "-cn", "--cfg", "-c", "-p", "--package", "-cp", "--config-path", "-cd",
-               "--config-dir", "--experimental-rerun")
 INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 
 
@@ -78,16 +76,23 @@ def split_argv(argv: list[str]) -> tuple[str, list[str], set[str], list[str]]:
     return config_name, overrides, flags, flag_words
 
 
+@functools.cache
+def hydra_flag_arity() -> dict[str, Any]:
+    """Each of Hydra's own flags -> its argparse nargs (None: one value, "?": optional, 0: none),
+    read from the parser @hydra.main uses (the hydra path re-reads argv with it)."""
+    from hydra._internal.utils import get_args_parser
+
+    return {option: action.nargs for action in get_args_parser()._actions for option in action.option_strings}
+
+
 def takes_value(flag: str) -> bool:
-    """A Hydra flag that takes a value, given whole or (as argparse allows) as a unique prefix of
-    a long option (`--config-n`)."""
-    if flag in VALUE_FLAGS:
-        return True
-    long_options = ("--help", "--hydra-help", "--version", "--cfg", "--resolve", "--package", "--run", "--multirun",
-                    "--shell-completion", "--config-path", "--config-name", "--config-dir", "--experimental-rerun",
-                    "--info")
-    matches = [o for o in long_options if flag.startswith("--") and o.startswith(flag)]
-    return len(matches) == 1 and matches[0] in VALUE_FLAGS
+    """A Hydra flag that takes a value (`--cfg job`), given whole or, as argparse allows, as a
+    unique prefix of a long option (`--config-n`)."""
+    arity = hydra_flag_arity()
+    if flag not in arity and flag.startswith("--"):
+        matches = [option for option in arity if option.startswith("--") and option.startswith(flag)]
+        flag = matches[0] if len(matches) == 1 else flag
+    return flag in arity and arity[flag] is None
 
 
 def parse_argv(argv: list[str]) -> tuple[str, list[str], set[str]]:
@@ -294,18 +299,18 @@ def main(hydra_cfg: DictConfig) -> None:
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(128 + exc.signum)
-    stopped = result.get("preempted") or result.get("signal") is not None
-    if stopped and hydra_state.mode == RunMode.MULTIRUN:
-        # A signal (pre-emption, Ctrl-C) stops the sweep, not only its current job: the jobs after
-        # it are not started, and the process exits 0 as a stopped single run does.
+    # A signal (pre-emption, Ctrl-C) stops a -m sweep, not only its current job: the jobs after it
+    # are not started, and the process exits 0 as a stopped single run does.
+    end_sweep = hydra_state.mode == RunMode.MULTIRUN and (result.get("preempted") or result.get("signal") is not None)
+    if end_sweep:
         job = [o for o in hydra_state.overrides.task if not o.startswith("logging.run_name=")]
         again = " ".join(["python pretrain.py --config-name", hydra_state.job.config_name or "cfg_lsa", *job,
                           f"logging.run_name={raw['logging']['run_name']}", "train.resume=true"])
         print(f"sweep stopped at job {hydra_state.job.num} by a signal: the jobs after it were not started"
               + (f"; continue this job with: {again}" if result.get("preempted") else ""), flush=True)
-        print(json.dumps(result))
-        sys.exit(0)
     print(json.dumps(result))
+    if end_sweep:
+        sys.exit(0)
 
 
 def cli(argv: list[str]) -> Optional[int]:

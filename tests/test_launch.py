@@ -183,11 +183,9 @@ def test_multirun_validates_every_job_and_names_runs_by_job_number(tmp_path, mon
 def test_flags_may_come_anywhere_among_the_overrides(tmp_path, monkeypatch):
     """Hydra's parser takes the overrides as one run of words; pretrain.py puts its flags first, so
     `A=1 -m B=1,2` is the sweep it reads as, not `unrecognized arguments: B=1,2`."""
-    import importlib.util
+    sys.path.insert(0, str(REPO))
+    import pretrain as module
 
-    spec = importlib.util.spec_from_file_location("pretrain_cli", REPO / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     assert module.flags_first(["a=1", "-m", "b=1,2", "--config-dir", "d", "c=3", "--info", "config"]) == [
         "a=1", "b=1,2", "c=3", "-m", "--config-dir", "d", "--info", "config"]
     assert module.flags_first(["a=1", "--config-n", "cfg_lsa_cpu", "b=2"]) == ["a=1", "b=2", "--config-n", "cfg_lsa_cpu"]

@@ -165,11 +165,11 @@ class ReadyModel(nn.Module):
         seq_len, vocab = self.facts["seq_len"], self.facts["vocab_size"]
         if tokens.ndim != 2 or tokens.shape[1] != seq_len or tokens.shape[0] == 0:
             raise InputError(f"inputs: expected shape (N, {seq_len}) with N >= 1, got {tokens.shape}")
-        if tokens.dtype == np.bool_ or not np.issubdtype(tokens.dtype, np.integer):
+        if not np.issubdtype(tokens.dtype, np.integer):  # bool is not an integer dtype here
             raise InputError(f"inputs: expected integer token ids, got dtype {tokens.dtype}")
-        low, high = int(tokens.min()), int(tokens.max())
-        if low < 0 or high >= vocab:
-            row, col = np.argwhere((tokens < 0) | (tokens >= vocab))[0]
+        outside = (tokens < 0) | (tokens >= vocab)
+        if outside.any():
+            row, col = np.argwhere(outside)[0]
             raise InputError(f"inputs: row {row}, position {col}: token {int(tokens[row, col])} is outside "
                              f"[0, {vocab}) (the model's vocab_size)")
         return tokens

@@ -105,8 +105,8 @@ def _refuse_if_taken(run_dir: Path) -> None:
 def is_run_entry(name: str) -> bool:
     """A name a run of this project writes at the top of its directory (its files and folders, its
     lock, metrics set aside on resume, an atomic write's temporary file of any of these, NFS's
-    renamed open files): a directory holding only
-    these (a run that stopped before its first checkpoint, say) may be started again."""
+    renamed open files): a directory holding only these (a run that stopped before its first
+    checkpoint, say) may be started again."""
     if name.startswith(".") and ".tmp-" in name:  # an atomic write's temporary file of one of these
         name = name[1:name.index(".tmp-")]
     return (name in RUN_FILES or name in RUN_DIRS or name == ".lock" or name.startswith(".nfs")
