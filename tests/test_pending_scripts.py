@@ -258,25 +258,6 @@ def test_the_pending_readme_lists_every_script_and_only_scripts_that_are_here():
     assert called and called <= scripts  # and no listed call is one that has moved or gone
 
 
-def test_profile_blocks_profiles_both_variants_and_the_shallow_depth_and_runs_the_numerics_check(tmp_path, monkeypatch):
-    """profile_blocks.sh: the dataset it builds is the one the profiles read, both profile commands
-    compose and validate, and its pytest selection names a test that exists in tests/test_gpu.py."""
-    monkeypatch.chdir(tmp_path)
-    proc, calls = run_script(tmp_path, "profile_blocks.sh")
-    assert proc.returncode == 0, proc.stderr
-    [build] = entry_calls(calls, "scripts/build_data.py")
-    profiles = entry_calls(calls, "scripts/profile_step.py")
-    assert [p[:2] for p in profiles] == [["--config-name", "cfg_lsa"]] * 3
-    configs = [composed(p) for p in profiles]
-    assert [(c.arch.name, c.arch.mixer, c.arch.H_cycles, c.arch.L_cycles) for c in configs] == [
-        ("trm", "attention", 3, 6), ("trm", "mlp", 3, 6), ("trm", "attention", 1, 2)]
-    assert all(same_dataset(composed(build), c) for c in configs)
-    [pytest_call] = [call for call in calls if call[:2] == ["-m", "pytest"]]
-    selection = pytest_call[pytest_call.index("-k") + 1]
-    gpu_tests = re.findall(r"^def (test_\w+)\(", (REPO / "tests" / "test_gpu.py").read_text(), re.MULTILINE)
-    assert [t for t in gpu_tests if selection in t] == ["test_fast_path_loss_curve_matches_eager_over_200_steps"]
-
-
 def test_every_complete_command_in_the_pending_readme_composes_and_validates(tmp_path, monkeypatch):
     """The README's calls that carry no placeholder (N, a|b) are run as written, with the stand-in
     python3: each exits 0 and every pretrain.py / build_data.py command it passes validates."""

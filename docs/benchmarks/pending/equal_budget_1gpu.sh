@@ -6,7 +6,7 @@
 #   bash docs/benchmarks/pending/equal_budget_1gpu.sh mul trm|hrm|transformer
 # Each run is exactly `python3 pretrain.py --config-name cfg_sudoku_400s|cfg_arith_mul [arch
 # overrides] train.max_train_seconds=400` (attention baselines on Sudoku get RoPE back: cfg_sudoku's
-# MLP mixer needs no positions; they also run without cfg_sudoku_400s's depth curriculum,
+# MLP mixer needs no positions; on both tasks they run without the recipe's depth curriculum,
 # train.depth_curriculum=null: its phases are cut from TRM's H3/L6, the transformer does not
 # recurse and HRM's own depth, H2/L2, is below its H2/L4 phase, so validation refuses both);
 # SIGTERM after 520 s of training at the latest. The runs do not
@@ -17,7 +17,7 @@ set -uo pipefail
 task=${1:?sudoku|mul} model=${2:?trm|hrm|transformer}
 case $task in
   sudoku) cfg=cfg_sudoku_400s; build=(+data.build_args.workers=16); pos=(arch.pos_encodings=rope train.depth_curriculum=null) ;;
-  mul) cfg=cfg_arith_mul; build=(); pos=() ;;
+  mul) cfg=cfg_arith_mul; build=(); pos=(train.depth_curriculum=null) ;;
   *) echo "equal_budget_1gpu.sh: unknown task '$task' (sudoku|mul)" >&2; exit 2 ;;
 esac
 case $model in

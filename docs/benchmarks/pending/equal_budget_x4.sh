@@ -43,9 +43,9 @@ case $group in
     # Generation takes ~0.22 s of CPU per puzzle (2,000 puzzles): 32 workers (the output does not depend on it).
     BUILD=++data.build_args.workers=32 side_by_side cfg_sudoku_400s "sudoku400-trm|" "sudoku400-hrm|arch=hrm arch.pos_encodings=rope train.depth_curriculum=null" \
       "sudoku400-transformer|arch=transformer arch.pos_encodings=rope train.depth_curriculum=null" ;;
-  mul)
-    side_by_side cfg_arith_mul "mul400-trm|train.max_train_seconds=400" "mul400-hrm|arch=hrm train.max_train_seconds=400" \
-      "mul400-transformer|arch=transformer train.max_train_seconds=400" ;;
+  mul)  # the baselines without cfg_arith_mul's depth curriculum (as for Sudoku above)
+    side_by_side cfg_arith_mul "mul400-trm|" "mul400-hrm|arch=hrm train.depth_curriculum=null" \
+      "mul400-transformer|arch=transformer train.depth_curriculum=null" ;;
   scaling)
     timeout 590 python3 scripts/scaling.py --config-name cfg_lsa_400s --sizes 4,6,9,12 --gpus 0,1,2,3 \
       --runs-dir /tmp/runs --out "$OUT/scaling" logging.progress=false ;;
