@@ -30,7 +30,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
     exit_on_signals()
 
-from core.cli import plain_parser, run_cli  # noqa: E402
+from core.cli import path_arg, plain_parser, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from evaluators.render import check_new_output, save  # noqa: E402
 from training.bookkeeping.runs import (  # noqa: E402
@@ -150,7 +150,7 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = No
 def main(argv: Optional[list[str]] = None) -> None:
     parser = plain_parser("Plot training and evaluation curves of runs (overlaid) to a PNG file.")
     parser.add_argument("runs", nargs="+", metavar="RUN", help="a run directory, run name or wandb id (or a unique prefix)")
-    parser.add_argument("--out", required=True, type=Path, help="the PNG file to write")
+    parser.add_argument("--out", required=True, type=path_arg, help="the PNG file to write")
     parser.add_argument("--runs-dir", default="runs", help="where names are looked up (default: runs)")
     parser.add_argument("--metrics", help="comma-separated metric names (default: losses, accuracies, the task's headline)")
     parser.add_argument("--x", choices=tuple(X_AXES), default="step",

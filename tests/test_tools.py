@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, load_script, run_module
+from conftest import assert_one_line_error, load_script, run_in_process, run_module
 from training.engine.checkpoint import load_file, resolve_checkpoint
 
 
@@ -150,6 +150,24 @@ def test_plot_run_bad_input(runs_zoo, tmp_path):
                                      "--metrics", "eval/nope"), "--metrics eval/nope")
     with pytest.raises(InputError, match="--out"):
         load_script("plot_run").main(["alpha", "--runs-dir", runs, "--out", str(tmp_path / "a.jpg")])
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv", [
+    ("scripts/plot_run.py", "some-run", "--out", ""),  # was: "--out .: expected a .png file name"
+    ("scripts/plot_run.py", "some-run", "--out="),
+    ("scripts/export.py", "--checkpoint", "some-run", "--out", ""),  # was: "--out .: refused: it is the current directory"
+    ("scripts/ttc_sweep.py", "--checkpoint", "some-run", "--out", ""),  # was: "--out .: exists and is not an empty directory"
+    ("scripts/visualize_dataset.py", "--data", "some-data", "--out", ""),  # with a dataset: wrote its pictures here
+    ("scripts/scaling.py", "--report-only", "--out", ""),  # was: "scaling.json is missing" (read from .)
+    ("scripts/evaluate.py", "--checkpoint", "some-run", "--save-predictions", ""),
+])
+def test_an_empty_output_path_is_refused_by_name(argv, tmp_path, monkeypatch):
+    """`--out ''` (an unset shell variable) is not the current directory: one line naming the flag."""
+    monkeypatch.chdir(tmp_path)
+    flag = next(word.split("=")[0] for word in argv if word.startswith("--out") or word == "--save-predictions")
+    result = run_in_process(*argv)
+    assert_one_line_error(result, f"{flag}: is empty (it would mean the current directory)")
     assert not any(tmp_path.iterdir())
 
 
