@@ -141,6 +141,22 @@ def test_plot_run_draws_no_empty_panel(runs_zoo, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "c.png"]
 
 
+def test_plot_run_says_which_folders_it_created(runs_zoo, tmp_path, capsys):
+    """Missing folders above --out are created, as every tool's --out does (export, ttc_sweep,
+    visualize_dataset, scaling, evaluate --save-predictions): not silently, the `wrote` line says so."""
+    plot_run = load_script("plot_run")
+    runs = str(runs_zoo["runs_dir"])
+    plot_run.main(["alpha", "--runs-dir", runs, "--out", str(tmp_path / "new" / "deeper" / "a.png")])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"wrote {tmp_path}/new/deeper/a.png (created the folders {tmp_path}/new/deeper, "
+                     f"new from {tmp_path}/new)"), first
+    plot_run.main(["alpha", "--runs-dir", runs, "--out", str(tmp_path / "new" / "other" / "b.png")])
+    assert capsys.readouterr().out.splitlines()[0] == f"wrote {tmp_path}/new/other/b.png (created the folder {tmp_path}/new/other)"
+    plot_run.main(["alpha", "--runs-dir", runs, "--out", str(tmp_path / "new" / "c.png")])
+    assert capsys.readouterr().out.splitlines()[0] == f"wrote {tmp_path}/new/c.png"
+    assert (tmp_path / "new" / "deeper" / "a.png").is_file() and (tmp_path / "new" / "c.png").is_file()
+
+
 @pytest.mark.slow
 def test_plot_run_bad_input(runs_zoo, tmp_path):
     from core.errors import InputError
