@@ -149,6 +149,22 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = No
     return panels
 
 
+def metric_list(text: str) -> list[str]:
+    """--metrics as names, each stripped of spaces (`a, b`); an empty item (`,`, `a,`, '') or a
+    repeated one is refused as ttc_sweep.py refuses its lists, before any run is read."""
+    items = [part.strip() for part in text.split(",")]
+    shown = printable(repr(text))
+    if items == [""]:
+        raise InputError(f"--metrics {shown}: is empty; give metric names separated by commas, e.g. "
+                         "train/lm_loss,eval/exact_accuracy")
+    if not all(items):
+        raise InputError(f"--metrics {shown}: item {items.index('') + 1} of {len(items)} is empty (a stray comma?)")
+    repeated = next((item for n, item in enumerate(items) if item in items[:n]), None)
+    if repeated is not None:
+        raise InputError(f"--metrics {shown}: {printable(repeated)} is named twice")
+    return items
+
+
 def first_missing(folder: Path) -> Optional[Path]:
     """The outermost folder of `folder`'s path that does not exist yet (None: it exists)."""
     missing = None
@@ -184,7 +200,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         raise InputError(f"--out {args.out}: expected a .png file name")
     run_dirs = [find_run(key, args.runs_dir) for key in args.runs]
     created = first_missing(args.out.parent)
-    panels = plot_runs(run_dirs, args.out, args.metrics.split(",") if args.metrics else None, args.x, args.overwrite)
+    panels = plot_runs(run_dirs, args.out, None if args.metrics is None else metric_list(args.metrics), args.x,
+                       args.overwrite)
     print(f"wrote {printable(args.out)}{created_note(created, args.out.parent)}")
     print(json.dumps({"out": str(args.out), "runs": [str(d) for d in run_dirs], "panels": panels}))
 

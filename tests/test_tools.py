@@ -141,6 +141,26 @@ def test_plot_run_draws_no_empty_panel(runs_zoo, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "c.png"]
 
 
+@pytest.mark.parametrize("metrics, message", [
+    (",", "--metrics ',': item 1 of 2 is empty"),  # was: "--metrics : not logged by these runs"
+    ("train/lm_loss,", "--metrics 'train/lm_loss,': item 2 of 2 is empty"),
+    ("train/lm_loss,,eval/lm_loss", "item 2 of 3 is empty"),
+    ("", "--metrics '': is empty"),  # was: the default panels, as if --metrics were not given
+    ("train/lm_loss,train/lm_loss", "train/lm_loss is named twice"),  # was: the same panel twice
+])
+def test_plot_run_metrics_list_with_an_empty_item(runs_zoo, tmp_path, metrics, message):
+    result = run_in_process("scripts/plot_run.py", "alpha", "--runs-dir", str(runs_zoo["runs_dir"]), "--out",
+                            str(tmp_path / "a.png"), "--metrics", metrics)
+    assert_one_line_error(result, message)
+    assert not any(tmp_path.iterdir())
+
+
+def test_plot_run_metrics_may_have_spaces_after_commas(runs_zoo, tmp_path, capsys):
+    load_script("plot_run").main(["alpha", "--runs-dir", str(runs_zoo["runs_dir"]), "--out", str(tmp_path / "a.png"),
+                                  "--metrics", "train/lm_loss, eval/lm_loss"])
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["panels"] == ["train/lm_loss", "eval/lm_loss"]
+
+
 def test_plot_run_says_which_folders_it_created(runs_zoo, tmp_path, capsys):
     """Missing folders above --out are created, as every tool's --out does (export, ttc_sweep,
     visualize_dataset, scaling, evaluate --save-predictions): not silently, the `wrote` line says so."""
