@@ -11,7 +11,8 @@
 Known bad input (config, dataset, checkpoint) ends with one line on stderr and exit code 2,
 before anything runs: also with `--cfg job` and for every job of a `-m` sweep.
 A first SIGTERM/SIGINT during training writes a checkpoint and exits 0; a second exits at
-once; one before the first training step ends the run at once (exit 128 + signal).
+once; one before the first training step ends the run at once (exit 128 + signal). A closed
+stdout or stderr (`... | head`) counts as a first signal (SIGPIPE), its line on stderr.
 A plain run (no Hydra flag, no hydra.* override) goes through `run()`, which tests also call
 in-process; Hydra's own command line (`--cfg`, `-m`, ...) goes through `main()`.
 """
@@ -22,9 +23,11 @@ if __name__ == "__main__":  # first of all: a signal while the imports below run
     import faulthandler
 
     from core.early_signals import exit_on_signals
+    from core.streams import watch_standard_streams
 
     exit_on_signals()
     faulthandler.enable()  # a crash below Python (SIGSEGV, SIGABRT) prints where each thread was
+    watch_standard_streams()  # `| head`: output to a closed pipe is dropped quietly; training takes it as a stop
 
 import argparse
 import functools

@@ -9,10 +9,12 @@ import argparse
 import os
 import signal
 import sys
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
 
 import pydantic
 from argdantic import ArgParser
+from pydantic import BeforeValidator
 
 from core.errors import ReportedError, one_line, os_error_line
 from core.signals import Interrupted, interrupt_on_signals
@@ -41,6 +43,27 @@ def plain_parser(description: str, **kwargs: Any) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, **kwargs)
     parser.error = _one_line_parser_error
     return parser
+
+
+EMPTY_PATH = "is empty (it would mean the current directory); give a path"
+
+
+def _refuse_empty_path(value: Any) -> Any:
+    if value == "":
+        raise ValueError(EMPTY_PATH)
+    return value
+
+
+# A path option of an argdantic model whose '' (an unset shell variable: --out "$DIR") is refused:
+# Path("") is ".", the current directory, which nobody meant (and messages would show as ".").
+GivenPath = Annotated[Path, BeforeValidator(_refuse_empty_path)]
+
+
+def path_arg(text: str) -> Path:
+    """argparse's `type=` for a path option: the same refusal of ''."""
+    if text == "":
+        raise argparse.ArgumentTypeError(EMPTY_PATH)
+    return Path(text)
 
 
 def run_cli(main: Callable[[], None]) -> None:

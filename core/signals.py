@@ -17,8 +17,8 @@ class Interrupted(Exception):
     """SIGTERM or SIGINT arrived during work that has no checkpoint to write (a dataset build,
     start-up): raised at once, so `finally` blocks remove temporary files on the way out."""
 
-    def __init__(self, signum: int, detail: str = ""):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}{detail}")
+    def __init__(self, signum: int, detail: str = "", cause: str = ""):
+        super().__init__(f"interrupted by {cause or signal.Signals(signum).name}{detail}")
         self.signum = signum
 
 

@@ -23,7 +23,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
 from pydantic import BaseModel, Field  # noqa: E402
 
-from core.cli import CLI, run_cli  # noqa: E402
+from core.cli import CLI, GivenPath, run_cli  # noqa: E402
 from training.inference import CONFIG_FILE, WEIGHTS_FILE, export_model  # noqa: E402
 from training.bookkeeping.runs import locate_run  # noqa: E402
 from training.engine.threads import apply_threads  # noqa: E402
@@ -32,7 +32,7 @@ from training.engine.threads import apply_threads  # noqa: E402
 class ExportArgs(BaseModel):
     checkpoint: Path = Field(description="a checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
     runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
-    out: Path = Field(description="the directory to write (model.safetensors, config.json)")
+    out: GivenPath = Field(description="the directory to write (model.safetensors, config.json)")
     ema: bool = Field(True, description="export the EMA weights (what evaluation uses) when the checkpoint has them")
     overwrite: bool = Field(False, description="replace an export this project wrote at --out (nothing else)")
 

@@ -9,6 +9,8 @@ A run's name or wandb id (or a unique prefix of either) is what `train.resume=..
 `compare_runs.py` and `plot_run.py` accept. A damaged run (unreadable or malformed files) is one
 `skipped: ...` line on stderr naming it, and the others are listed (exit 0); exit code 2 only
 when every run found is damaged. Names and fields are printed with control characters escaped.
+A `checkpoints/latest` that names a checkpoint which is not there (or not whole) shows in its
+run's row: `step_0000040 (missing)`, `(incomplete)`; `checkpoint_state` in the JSON.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def table(runs: list[RunSummary], metric: Optional[str]) -> str:
             fmt_seconds(r.train_seconds),
             f"{shown.rsplit('/', 1)[-1]}={best['value']:.4g} @{best['step']}" if best else "-",
             r.wandb_id or "-",
-            r.checkpoint or "-",
+            "-" if r.checkpoint is None else r.checkpoint + ("" if r.checkpoint_state == "ok" else f" ({r.checkpoint_state})"),
         )))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

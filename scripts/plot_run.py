@@ -12,7 +12,9 @@ A default panel with no point against --x is left out (training metrics against 
 is logged with evaluations only); a panel named with --metrics that would be empty is an error.
 A damaged run is one `skipped: ...` line on stderr and the others are plotted (exit 2 when none
 can be read). An existing --out is replaced only with --overwrite, and never written through: the
-PNG is written beside it and renamed into place (a symbolic link there is refused).
+PNG is written beside it and renamed into place (a symbolic link there is refused). Missing
+folders above --out are created, as every tool's --out does (export, ttc_sweep, visualize_dataset,
+scaling), and the `wrote` line says which.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
     exit_on_signals()
 
-from core.cli import plain_parser, run_cli  # noqa: E402
+from core.cli import path_arg, plain_parser, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from evaluators.render import check_new_output, save  # noqa: E402
 from training.bookkeeping.runs import (  # noqa: E402
@@ -147,10 +149,46 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: Optional[list[str]] = No
     return panels
 
 
+def metric_list(text: str) -> list[str]:
+    """--metrics as names, each stripped of spaces (`a, b`); an empty item (`,`, `a,`, '') or a
+    repeated one is refused as ttc_sweep.py refuses its lists, before any run is read."""
+    items = [part.strip() for part in text.split(",")]
+    shown = printable(repr(text))
+    if items == [""]:
+        raise InputError(f"--metrics {shown}: is empty; give metric names separated by commas, e.g. "
+                         "train/lm_loss,eval/exact_accuracy")
+    if not all(items):
+        raise InputError(f"--metrics {shown}: item {items.index('') + 1} of {len(items)} is empty (a stray comma?)")
+    repeated = next((item for n, item in enumerate(items) if item in items[:n]), None)
+    if repeated is not None:
+        raise InputError(f"--metrics {shown}: {printable(repeated)} is named twice")
+    return items
+
+
+def first_missing(folder: Path) -> Optional[Path]:
+    """The outermost folder of `folder`'s path that does not exist yet (None: it exists)."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if os.path.lexists(path):
+            break
+        missing = path
+    return missing
+
+
+def created_note(created: Optional[Path], folder: Path) -> str:
+    """' (created the folder X)' for the `wrote` line; '' when nothing was created."""
+    if created is None:
+        return ""
+    if created == folder:
+        return f" (created the folder {printable(folder)})"
+    return f" (created the folders {printable(folder)}, new from {printable(created)})"
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = plain_parser("Plot training and evaluation curves of runs (overlaid) to a PNG file.")
     parser.add_argument("runs", nargs="+", metavar="RUN", help="a run directory, run name or wandb id (or a unique prefix)")
-    parser.add_argument("--out", required=True, type=Path, help="the PNG file to write")
+    parser.add_argument("--out", required=True, type=path_arg,
+                        help="the PNG file to write (missing folders above it are created)")
     parser.add_argument("--runs-dir", default="runs", help="where names are looked up (default: runs)")
     parser.add_argument("--metrics", help="comma-separated metric names (default: losses, accuracies, the task's headline)")
     parser.add_argument("--x", choices=tuple(X_AXES), default="step",
@@ -161,8 +199,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.out.suffix.lower() != ".png":
         raise InputError(f"--out {args.out}: expected a .png file name")
     run_dirs = [find_run(key, args.runs_dir) for key in args.runs]
-    panels = plot_runs(run_dirs, args.out, args.metrics.split(",") if args.metrics else None, args.x, args.overwrite)
-    print(f"wrote {printable(args.out)}")
+    created = first_missing(args.out.parent)
+    panels = plot_runs(run_dirs, args.out, None if args.metrics is None else metric_list(args.metrics), args.x,
+                       args.overwrite)
+    print(f"wrote {printable(args.out)}{created_note(created, args.out.parent)}")
     print(json.dumps({"out": str(args.out), "runs": [str(d) for d in run_dirs], "panels": panels}))
 
 

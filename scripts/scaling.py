@@ -49,7 +49,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
     exit_on_signals()
 
-from core.cli import plain_parser, run_cli  # noqa: E402
+from core.cli import path_arg, plain_parser, run_cli  # noqa: E402
 from core.errors import DatasetError, InputError  # noqa: E402
 from training.bookkeeping.runs import read_json, read_metrics  # noqa: E402
 
@@ -433,7 +433,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = plain_parser("Train one recipe at several instance sizes of its task (equal budget) and tabulate and "
                           "plot accuracy against size.")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pretrain.py overrides for every size")
-    parser.add_argument("--out", required=True, type=Path, help="folder for scaling.json/.md/.png and the run logs")
+    parser.add_argument("--out", required=True, type=path_arg, help="folder for scaling.json/.md/.png and the run logs")
     parser.add_argument("--config-name", help=f"the recipe (a config of a task with a size; default {DEFAULT_CONFIG}; "
                         "--report-only: the report's own)")
     parser.add_argument("--sizes", help=f"comma-separated sizes, values of the task's size argument (default "

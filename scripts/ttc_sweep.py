@@ -39,7 +39,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 import numpy as np  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from core.cli import CLI, run_cli  # noqa: E402
+from core.cli import CLI, GivenPath, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from dataset.loader import PuzzleDataset  # noqa: E402
 from evaluators import build_evaluators  # noqa: E402
@@ -60,7 +60,7 @@ OUTPUTS = ("ttc_sweep.json", "ttc_sweep.md", "ttc_sweep.png")
 
 class SweepArgs(BaseModel):
     checkpoint: Path = Field(description="checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
-    out: Path = Field(description="directory for ttc_sweep.{json,md,png} (new or empty)")
+    out: GivenPath = Field(description="directory for ttc_sweep.{json,md,png} (new or empty)")
     runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
     data: Optional[Path] = Field(None, description="dataset directory (default: the one the run trained on)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")

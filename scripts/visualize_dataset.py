@@ -25,7 +25,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
 from pydantic import BaseModel, Field  # noqa: E402
 
-from core.cli import CLI, run_cli  # noqa: E402
+from core.cli import CLI, GivenPath, run_cli  # noqa: E402
 from core.errors import DatasetError  # noqa: E402
 from dataset.common import load_split  # noqa: E402
 from dataset.loader import concat_sets  # noqa: E402
@@ -35,7 +35,7 @@ from training.inference import check_task_facts, task_facts  # noqa: E402
 
 class VisualizeArgs(BaseModel):
     data: Path = Field(description="dataset directory (train/, test/)")
-    out: Path = Field(description="directory for the pictures (created if missing)")
+    out: GivenPath = Field(description="directory for the pictures (created if missing)")
     count: int = Field(4, ge=1, le=1000, description="how many examples")
     start: int = Field(0, ge=0, description="index of the first example")
     split: Literal["train", "test", "val"] = "test"

@@ -2,7 +2,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO, run_in_process, run_module
+from conftest import REPO, assert_one_line_error, run_in_process, run_module
 from training.config import Config, ConfigError, validate_config
 
 CONFIG_DIR = str(REPO / "config")
@@ -70,6 +70,27 @@ def test_pretrain_rejects_bad_config_before_running(tmp_path):
     result = run_in_process("pretrain.py", "--config-name", "cfg_lsa_cpu", "train.lrr=1")  # a key absent from the YAML
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: config: train.lrr: no such config key (did you mean optim.lr?) (to add a new key, write +train.lrr=...)"]
+
+
+@pytest.mark.parametrize("word, culprit", [
+    ("=5", "override '=5': no key"),  # Hydra: "Config group override must be a string or a list. Got int"
+    ("=", "override '=': no key"),
+    ("+=1", "override '+=1': no key"),
+    ("@=1", "override '@=1': no key"),
+    ("~", "override '~': no key"),  # Hydra: "Could not delete ''"
+    ("+", "override '+': mismatched input"),  # Hydra's line did not name the word
+    (".=1", "override '.=1': unexpected character '.' at position 1"),  # Hydra: "LexerNoViableAltException: .=1: ^"
+    ("a b=1", "override 'a b=1': unexpected character ' ' at position 2"),
+    ("foo=", "foo: no such config key"),  # a top-level key without a dot: was a RecursionError traceback
+    ("foo=bar", "foo: no such config key (to add a new key, write +foo=...)"),
+])
+@pytest.mark.parametrize("check", [False, True])
+def test_a_malformed_override_word_is_named(word, culprit, check, tmp_path):
+    argv = ["pretrain.py", *(["--check"] if check else []), "--config-name", "cfg_lsa_cpu",
+            f"logging.runs_dir={tmp_path}", word]
+    result = run_in_process(*argv)
+    assert_one_line_error(result, culprit)
+    assert not any(tmp_path.iterdir())
 
 
 def test_inductor_options_are_set_before_compiling():

@@ -431,6 +431,13 @@ CASES = {
     "weights of another dtype": (case_warm_start(in_ckpt("model.pt", lambda p: edit_pt(p, lambda m: m.__setitem__(
         "lm_head.weight", m["lm_head.weight"].double())))), "lm_head.weight"),
     "truncated state.pt": (case_resume(in_ckpt("state.pt", truncate)), "state.pt"),
+    # random bytes are a corrupt file, not "pickled objects (possible code)": that is for a real pickle (above)
+    "random bytes as state.pt": (case_resume(in_ckpt("state.pt", lambda p: p.write_bytes(
+        np.random.default_rng(0).bytes(4096)))), "state.pt: cannot load (not a checkpoint file"),
+    "zeros as model.pt": (case_resume(in_ckpt("model.pt", lambda p: p.write_bytes(bytes(1024)))),
+                          "model.pt: cannot load (not a checkpoint file"),
+    "pickled code in state.pt, named": (case_resume(in_ckpt("state.pt", plant_exploit)),
+                                        "state.pt: cannot load (refused: it contains pickled objects"),
     "meta.json dataset not an object": (case_resume(in_ckpt("meta.json", lambda p: edit_json(p, lambda m: m.__setitem__(
         "dataset", 5)))), "meta.json"),
     "meta.json not JSON": (case_resume(in_ckpt("meta.json", lambda p: p.write_text("{nope"))), "meta.json"),

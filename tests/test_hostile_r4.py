@@ -365,7 +365,7 @@ CASES = {
                                       culprits=("--vote-policies 'Majority'",)),
     "sweep act-steps 01 and 1": sweep("--act-steps", "01,1", "--votes", "1", "--vote-policies", "majority",
                                       culprits=("--act-steps '01,1'", "repeated")),
-    "sweep out empty string": sweep(*TINY_SWEEP, out=lambda w, t: "", culprits=("--out .",)),
+    "sweep out empty string": sweep(*TINY_SWEEP, out=lambda w, t: "", culprits=("--out: is empty",)),
     "evaluate save-predictions into the run's checkpoints": tool(
         "evaluate", "--device", "cpu", "--save-predictions", lambda w, t: str(w["maze"] / "checkpoints"),
         culprits=("--save-predictions", "not an empty directory")),

@@ -226,6 +226,21 @@ def test_check_refuses_what_the_run_directory_cannot_be_as_the_run_does(tmp_path
     assert again.returncode == 0, again.stderr
 
 
+def test_check_refuses_a_dangling_link_above_the_run_directory_as_the_run_does(tmp_path):
+    """A dangling symbolic link as logging.runs_dir, or higher up: no directory can be made
+    through it. --check refused nothing (the run then failed with mkdir's 'No such file or
+    directory'); both now say it in the same line, and nothing is created."""
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    base = ["--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'data'}", *TINY, "logging.run_name=r"]
+    for runs_dir in (tmp_path / "link", tmp_path / "link" / "deeper"):
+        checked = run_in_process("pretrain.py", "--check", *base, f"logging.runs_dir={runs_dir}")
+        ran = run_in_process("pretrain.py", *base, "logging.progress=false", f"logging.runs_dir={runs_dir}")
+        assert_one_line_error(checked, f"logging.runs_dir: cannot create {runs_dir}/trm-lsa-cpu/r",
+                              f"{tmp_path / 'link'} is a dangling symbolic link")
+        assert checked.stderr == ran.stderr and ran.returncode == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"] and not (tmp_path / "nowhere").exists()
+
+
 def test_check_prints_the_run_dir_and_starts_nothing(tmp_path):
     result = run_in_process("pretrain.py", "--check", "--config-name", "cfg_lsa_cpu", "logging.run_name=c1",
                         f"logging.runs_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}")

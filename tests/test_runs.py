@@ -64,6 +64,26 @@ def copy_run(source, runs_dir, name, wandb_id=None):
     return target
 
 
+def test_list_runs_shows_a_latest_checkpoint_that_is_gone_in_its_row(runs_zoo, tmp_path, capsys):
+    """`checkpoints/latest` naming a checkpoint that was deleted (or is not whole): the run is
+    still listed, its checkpoint cell says so; the other runs are listed as before."""
+    runs = tmp_path / "runs"
+    gone = copy_run(runs_zoo["alpha"], runs, "gone")
+    half = copy_run(runs_zoo["alpha"], runs, "half")
+    copy_run(runs_zoo["alpha"], runs, "whole")
+    name = (gone / "checkpoints" / "latest").read_text().strip()
+    shutil.rmtree(gone / "checkpoints" / name)
+    (half / "checkpoints" / name / "optim.pt").unlink()
+    rows = {line.split()[2]: line for line in list_runs(capsys, "--runs-dir", str(runs)).splitlines()[1:]}
+    assert rows["trm-lsa-cpu/gone"].endswith(f"{name} (missing)"), rows
+    assert rows["trm-lsa-cpu/half"].endswith(f"{name} (incomplete)"), rows
+    assert rows["trm-lsa-cpu/whole"].endswith(name), rows
+    assert capsys.readouterr().err == ""
+    listed = {r["name"]: r for r in json.loads(list_runs(capsys, "--runs-dir", str(runs), "--json"))}
+    assert {k: (v["checkpoint"], v["checkpoint_state"]) for k, v in listed.items()} == {
+        "gone": (name, "missing"), "half": (name, "incomplete"), "whole": (name, "ok")}
+
+
 def test_find_run_by_name_id_and_prefix(runs_zoo, tmp_path):
     runs = tmp_path / "runs"
     gamma = copy_run(runs_zoo["alpha"], runs, "gamma", wandb_id="k3x9q2ab")

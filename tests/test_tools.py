@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, load_script, run_module
+from conftest import assert_one_line_error, load_script, run_in_process, run_module
 from training.engine.checkpoint import load_file, resolve_checkpoint
 
 
@@ -141,6 +141,42 @@ def test_plot_run_draws_no_empty_panel(runs_zoo, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "c.png"]
 
 
+@pytest.mark.parametrize("metrics, message", [
+    (",", "--metrics ',': item 1 of 2 is empty"),  # was: "--metrics : not logged by these runs"
+    ("train/lm_loss,", "--metrics 'train/lm_loss,': item 2 of 2 is empty"),
+    ("train/lm_loss,,eval/lm_loss", "item 2 of 3 is empty"),
+    ("", "--metrics '': is empty"),  # was: the default panels, as if --metrics were not given
+    ("train/lm_loss,train/lm_loss", "train/lm_loss is named twice"),  # was: the same panel twice
+])
+def test_plot_run_metrics_list_with_an_empty_item(runs_zoo, tmp_path, metrics, message):
+    result = run_in_process("scripts/plot_run.py", "alpha", "--runs-dir", str(runs_zoo["runs_dir"]), "--out",
+                            str(tmp_path / "a.png"), "--metrics", metrics)
+    assert_one_line_error(result, message)
+    assert not any(tmp_path.iterdir())
+
+
+def test_plot_run_metrics_may_have_spaces_after_commas(runs_zoo, tmp_path, capsys):
+    load_script("plot_run").main(["alpha", "--runs-dir", str(runs_zoo["runs_dir"]), "--out", str(tmp_path / "a.png"),
+                                  "--metrics", "train/lm_loss, eval/lm_loss"])
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["panels"] == ["train/lm_loss", "eval/lm_loss"]
+
+
+def test_plot_run_says_which_folders_it_created(runs_zoo, tmp_path, capsys):
+    """Missing folders above --out are created, as every tool's --out does (export, ttc_sweep,
+    visualize_dataset, scaling, evaluate --save-predictions): not silently, the `wrote` line says so."""
+    plot_run = load_script("plot_run")
+    runs = str(runs_zoo["runs_dir"])
+    plot_run.main(["alpha", "--runs-dir", runs, "--out", str(tmp_path / "new" / "deeper" / "a.png")])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"wrote {tmp_path}/new/deeper/a.png (created the folders {tmp_path}/new/deeper, "
+                     f"new from {tmp_path}/new)"), first
+    plot_run.main(["alpha", "--runs-dir", runs, "--out", str(tmp_path / "new" / "other" / "b.png")])
+    assert capsys.readouterr().out.splitlines()[0] == f"wrote {tmp_path}/new/other/b.png (created the folder {tmp_path}/new/other)"
+    plot_run.main(["alpha", "--runs-dir", runs, "--out", str(tmp_path / "new" / "c.png")])
+    assert capsys.readouterr().out.splitlines()[0] == f"wrote {tmp_path}/new/c.png"
+    assert (tmp_path / "new" / "deeper" / "a.png").is_file() and (tmp_path / "new" / "c.png").is_file()
+
+
 @pytest.mark.slow
 def test_plot_run_bad_input(runs_zoo, tmp_path):
     from core.errors import InputError
@@ -150,6 +186,24 @@ def test_plot_run_bad_input(runs_zoo, tmp_path):
                                      "--metrics", "eval/nope"), "--metrics eval/nope")
     with pytest.raises(InputError, match="--out"):
         load_script("plot_run").main(["alpha", "--runs-dir", runs, "--out", str(tmp_path / "a.jpg")])
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv", [
+    ("scripts/plot_run.py", "some-run", "--out", ""),  # was: "--out .: expected a .png file name"
+    ("scripts/plot_run.py", "some-run", "--out="),
+    ("scripts/export.py", "--checkpoint", "some-run", "--out", ""),  # was: "--out .: refused: it is the current directory"
+    ("scripts/ttc_sweep.py", "--checkpoint", "some-run", "--out", ""),  # was: "--out .: exists and is not an empty directory"
+    ("scripts/visualize_dataset.py", "--data", "some-data", "--out", ""),  # with a dataset: wrote its pictures here
+    ("scripts/scaling.py", "--report-only", "--out", ""),  # was: "scaling.json is missing" (read from .)
+    ("scripts/evaluate.py", "--checkpoint", "some-run", "--save-predictions", ""),
+])
+def test_an_empty_output_path_is_refused_by_name(argv, tmp_path, monkeypatch):
+    """`--out ''` (an unset shell variable) is not the current directory: one line naming the flag."""
+    monkeypatch.chdir(tmp_path)
+    flag = next(word.split("=")[0] for word in argv if word.startswith("--out") or word == "--save-predictions")
+    result = run_in_process(*argv)
+    assert_one_line_error(result, f"{flag}: is empty (it would mean the current directory)")
     assert not any(tmp_path.iterdir())
 
 

@@ -127,16 +127,44 @@ class ConfigSearch:
         return loaded
 
 
+OVERRIDE_SYNTAX = "KEY=VALUE, +KEY=VALUE to add a key, ~KEY to delete one"
+
+
 def parse_overrides(overrides: list[str], search: Optional[ConfigSearch] = None) -> list[Any]:
-    """Hydra's parsed overrides (sweep objects included); a syntax error is one line."""
+    """Hydra's parsed overrides (sweep objects included), one word at a time: a syntax error, or
+    a word without a key (`=5`, `+=1`, `~`, which Hydra takes for a config group named ''), is one
+    line naming the word."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    try:
-        return OverridesParser.create(config_loader=search.loader if search else None).parse_overrides(overrides)
-    except HydraException as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise ConfigError(f"config: {': '.join(lines[:2]) if lines else type(exc).__name__}") from exc
+    parser = OverridesParser.create(config_loader=search.loader if search else None)
+    parsed = []
+    for word in overrides:
+        try:
+            parsed += parser.parse_overrides([word])
+        except HydraException as exc:
+            raise ConfigError(f"config: override {word!r}: {syntax_problem(str(exc), word)}; an override is "
+                              f"{OVERRIDE_SYNTAX}") from exc
+        if not parsed[-1].key_or_group:
+            raise ConfigError(f"config: override {word!r}: no key; an override is {OVERRIDE_SYNTAX}")
+    return parsed
+
+
+def syntax_problem(message: str, word: str) -> str:
+    """Hydra's parse error as one clause: its reason, without the word it repeats, the caret
+    line (a character position instead) or the link to the grammar."""
+    lines = [line for line in message.splitlines() if line.strip() and not line.strip().startswith("See https://")]
+    if not lines:
+        return "cannot be parsed"
+    if lines[0].strip() == f"Error parsing override '{word}'" and len(lines) > 1:
+        lines = lines[1:]
+    first = lines[0].strip()
+    lexer = "LexerNoViableAltException: "
+    if lines[0].startswith(lexer) and len(lines) > 1 and lines[1].strip() == "^":
+        at = lines[1].index("^") - len(lexer)
+        if 0 <= at < len(word):
+            return f"unexpected character {word[at]!r} at position {at + 1}"
+    return first
 
 
 def key_paths(value: Any, prefix: str) -> Iterator[str]:
@@ -452,7 +480,8 @@ def composition_error(exc: Exception, config_name: str, overrides: list[str], se
         message = f"{message}; available: {', '.join(group_options(dirs, group))}"
     elif message.startswith("Could not override"):
         key = message.split("'")[1]
-        groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]  # arch=hrm: its keys
+        group_dirs = config_groups(dirs)  # arch=hrm: its keys (never the word that failed: `foo=1` is no group)
+        groups = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in group_dirs]
         try:
             composed = compose_config(config_name, groups, search)
         except ConfigError:

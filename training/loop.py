@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from core.errors import ReportedError
 from core.signals import Interrupted
+from core.streams import lost, watch_output
 from evaluators import build_evaluator
 from training.engine.checkpoint import load_meta
 from training.config import Config
@@ -295,7 +296,8 @@ def clear_traceback_frames(exc: BaseException) -> None:
 def train_in_world(cfg: Config, world: World) -> dict[str, Any]:
     quiet = open(os.devnull, "w") if not world.is_main else None
     try:
-        with StopSignal() as stop, redirect_stdout(quiet) if quiet else nullcontext():
+        # A closed stdout or stderr (`| head`) stops the run as a signal does (its output has no reader).
+        with StopSignal() as stop, watch_output(stop.output_closed), redirect_stdout(quiet) if quiet else nullcontext():
             plan = None
             try:
                 check_same_everywhere("the config", cfg.to_dict(), world)
@@ -324,7 +326,7 @@ def train_in_world(cfg: Config, world: World) -> dict[str, Any]:
                               f"train.resume=true logging.run_name={plan.run_dir.name}")
                 else:
                     detail = restart_hint(plan.run_dir)
-                raise Interrupted(stop.signum, detail) from exc
+                raise Interrupted(stop.signum, detail, cause=stop.interrupted_by) from exc
     finally:
         if quiet is not None:
             quiet.close()
@@ -375,6 +377,17 @@ def save_unevaluated(run: Run, last_eval_step: Optional[int], **meta: Any) -> No
     metrics (export.py copies them, pruning pins the newest checkpoint that has them), only the
     step of the evaluation before it."""
     run.checkpoints.save(run.state, {}, **({} if last_eval_step is None else {"last_eval_step": last_eval_step}), **meta)
+
+
+def stopped_by(stop: StopSignal) -> str:
+    """' (stdout closed)' when a closed stream stopped the run; a signal said so when it came."""
+    return f" ({stop.cause})" if stop.cause else ""
+
+
+def say_stopped(line: str) -> None:
+    """The stop's line on stdout, or on stderr when stdout has lost its reader (for a run that a
+    closed stdout stopped, the one line it prints about it; nothing, if both are closed)."""
+    tqdm.write(line, file=sys.stderr if lost("stdout") else sys.stdout)
 
 
 def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
@@ -474,8 +487,8 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
                 # An evaluation due at this step has not run: the checkpoint says so, and a resume runs it first.
                 save_unevaluated(run, last_eval_step, preempted=True, eval_pending=run.checkpoints.due(state.step, finished))
                 preempted = True
-                tqdm.write(f"stopped at step {state.step}: checkpoint written; continue with train.resume=true "
-                           f"logging.run_name={run.dir.name}", file=sys.stdout)
+                say_stopped(f"stopped at step {state.step}{stopped_by(stop)}: checkpoint written; continue with "
+                            f"train.resume=true logging.run_name={run.dir.name}")
                 break
 
             # ----- evaluate with the EMA weights, then checkpoint ------------------------------
@@ -485,9 +498,9 @@ def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
                 except EvaluationInterrupted:
                     save_unevaluated(run, last_eval_step, preempted=True, eval_pending=True)
                     preempted = True
-                    tqdm.write(f"stopped at step {state.step} during evaluation: checkpoint written (its evaluation "
-                               f"runs first when you continue with train.resume=true logging.run_name={run.dir.name})",
-                               file=sys.stdout)
+                    say_stopped(f"stopped at step {state.step} during evaluation{stopped_by(stop)}: checkpoint "
+                                f"written (its evaluation runs first when you continue with train.resume=true "
+                                f"logging.run_name={run.dir.name})")
                     break
                 window_start = time.perf_counter()
             elif run.checkpoints.save_due(state.step, save_time):  # the run's own cadence, between evaluations

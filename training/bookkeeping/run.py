@@ -392,8 +392,8 @@ def remove_made_dirs(made: tuple[Path, ...]) -> None:
 def check_real_dirs(run_dir: Path) -> None:
     """The project and run directories must be real directories (or not exist yet): a symbolic
     link there would send every write, and every pruning, into the folder it names. The nearest
-    level that exists must be a directory, or the run directory cannot be made (`--check` says so
-    before a run would)."""
+    level that exists must be a directory, and not a dangling symbolic link, or the run directory
+    cannot be made (`--check` says so before a run would, in the same line)."""
     for path in (run_dir.parent, run_dir):
         if path.is_symlink():
             raise ConfigError(f"{path}: is a symbolic link; a run writes only into a real directory inside "
@@ -404,6 +404,9 @@ def check_real_dirs(run_dir: Path) -> None:
                 raise ConfigError(f"{path}: is not a directory; a run writes only into a real directory inside "
                                   "logging.runs_dir")
             break
+        if path.is_symlink():  # no directory can be made through it (mkdir says only "No such file or directory")
+            raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({path} is a dangling symbolic link, to "
+                              f"{os.readlink(path)})")
 
 
 def make_run_dir(run_dir: Path) -> tuple[Path, ...]:

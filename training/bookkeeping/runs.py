@@ -121,6 +121,19 @@ def read_pointer_name(pointer: Path) -> Optional[str]:
     return name
 
 
+def checkpoint_state(checkpoints: Path, name: Optional[str]) -> Optional[str]:
+    """What the checkpoint `latest` names is: "ok", "missing" (no such directory: a resume would
+    be refused) or "incomplete" (not a whole save); None without a pointer."""
+    from training.engine.checkpoint import is_complete
+
+    if name is None:
+        return None
+    target = checkpoints / name
+    if not os.path.lexists(target):
+        return "missing"
+    return "ok" if is_complete(target) else "incomplete"
+
+
 def read_each(run_dirs: list[Path], read: Callable[[Path], T], what: str) -> list[T]:
     """`read(run_dir)` for each run. A damaged run (an InputError) is one line on stderr naming
     it, and the others go on: the listing never dies of one run. When every run given is
@@ -211,7 +224,8 @@ class RunSummary:
     step: int  # last step logged
     train_seconds: Optional[float]  # training time (evaluation excluded) at the last evaluation
     wall_seconds: Optional[float]  # the metrics' `time` at the last record, summed over resumes
-    checkpoint: Optional[str]  # the latest complete checkpoint's directory name
+    checkpoint: Optional[str]  # the directory name `checkpoints/latest` holds
+    checkpoint_state: Optional[str]  # checkpoint_state(): "ok", "missing", "incomplete"; None without `latest`
     wandb_id: Optional[str]
     headline: str
     last_eval: dict[str, float] = field(default_factory=dict)
@@ -246,6 +260,7 @@ def summarize(run_dir: Path | str) -> RunSummary:
     records = read_metrics(run_dir)
     run_file = read_json(run_dir / RUN_FILE) if os.path.lexists(run_dir / RUN_FILE) else {}
     evals = [r for r in records if any(is_score(k) for k in r)]
+    checkpoint = read_pointer_name(run_dir / "checkpoints" / "latest")
     seconds = [finite_number(r["train/seconds"]) for r in records if finite_number(r.get("train/seconds")) is not None]
     return RunSummary(
         project=run_dir.parent.name,
@@ -257,7 +272,8 @@ def summarize(run_dir: Path | str) -> RunSummary:
         step=max((int(r.get("step", 0)) for r in records), default=0),
         train_seconds=seconds[-1] if seconds else None,
         wall_seconds=finite_number(records[-1].get("time")) if records else None,
-        checkpoint=read_pointer_name(run_dir / "checkpoints" / "latest"),
+        checkpoint=checkpoint,
+        checkpoint_state=checkpoint_state(run_dir / "checkpoints", checkpoint),
         wandb_id=wandb_id_of(run_dir),
         headline=headline_metric(config),
         last_eval={k: v for k, v in evals[-1].items() if k.startswith("eval/") and finite_number(v) is not None}

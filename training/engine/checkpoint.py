@@ -351,8 +351,17 @@ def check_tensors(tensors: dict[str, Any], reference: dict[str, torch.Tensor], p
             check_field(bool(torch.isfinite(got).all()), path, f"{field}.{name}", "holds NaN or infinite values")
 
 
+# How a file torch.save wrote begins: a zip archive (the format since torch 1.6), or the legacy
+# format's pickled magic number (protocol 2).
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19")
+# The weights-only unpickler's refusals of a pickle that names a Python object (a class, a function).
+PICKLED_OBJECT = re.compile(r"GLOBAL |allowlisted|add_safe_globals")
+
+
 def load_file(path: Path) -> Any:
-    """torch.load with weights_only=True: tensors and plain containers only, never code."""
+    """torch.load with weights_only=True: tensors and plain containers only, never code. A file
+    that is not one torch.save writes (random bytes, a truncated or other file) is called corrupt;
+    only a real pickle that names objects is refused as possible code."""
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     try:
@@ -360,10 +369,25 @@ def load_file(path: Path) -> Any:
     except Interrupted:  # a signal while loading: not the file's fault
         raise
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... by cause
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            reason = "refused: it contains pickled objects other than tensors and plain data (possible code)"
-        raise CheckpointError(f"{path}: cannot load ({reason})") from exc
+        raise CheckpointError(f"{path}: cannot load ({load_problem(path, exc)})") from exc
+
+
+def load_problem(path: Path, exc: Exception) -> str:
+    """Why torch.load refused `path`, in a few words."""
+    text = str(exc).strip()
+    try:
+        with open(path, "rb") as f:
+            start = f.read(max(len(s) for s in TORCH_FILE_STARTS))
+    except OSError as read_error:
+        return f"cannot read it ({read_error.strerror or read_error})"
+    if not start.startswith(TORCH_FILE_STARTS):
+        return ("not a checkpoint file: it is neither the zip archive torch.save writes nor its legacy format; "
+                "corrupt, or another kind of file")
+    if PICKLED_OBJECT.search(text):
+        return "refused: it contains pickled objects other than tensors and plain data (possible code)"
+    detail = next((line.strip() for line in text.splitlines() if line.strip().startswith(("Unsupported", "Can only"))),
+                  text.splitlines()[0] if text else type(exc).__name__)
+    return f"corrupt: {detail}"
 
 
 def _load_json_object(path: Path) -> dict[str, Any]:

@@ -1,0 +1,119 @@
+"""Standard output or error whose reader went away (`pretrain.py ... | head`, a pager quit, a log
+follower stopped): Python ignores SIGPIPE, so the next print, progress bar or flush raises
+BrokenPipeError wherever it happens to be, and the interpreter's last flush complains once more.
+
+`watch_output(listener)` wraps sys.stdout and sys.stderr: the first write or flush that finds
+one's pipe closed points its file descriptor at /dev/null (what is written to it from then on,
+the interpreter's last flush included, goes nowhere, quietly) and tells the listener which stream
+it was; the listener decides what that means (a training run takes it as a stop,
+training/engine/preemption.py) and may raise. Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+STREAMS = ("stdout", "stderr")
+
+
+class WatchedStream:
+    """sys.stdout or sys.stderr, passed through until its pipe is found closed, then dropped."""
+
+    def __init__(self, stream: Any, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.lost = False
+        self.listeners: list[Callable[[str], None]] = []
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._lose()
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._lose()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, ...: the stream's own
+        if name == "stream":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+    def _lose(self) -> None:
+        self.lost = True
+        fd = _fileno(self.stream)
+        if fd is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, fd)
+            finally:
+                os.close(devnull)
+            self.stream.flush()  # what the failed write left in its buffer goes to /dev/null now, not at exit
+        for listener in list(self.listeners):
+            listener(self.name)
+
+
+def _fileno(stream: Any) -> Optional[int]:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's StringIO): nothing to point elsewhere
+        return None
+
+
+def lost(name: str) -> bool:
+    """Whether sys.<name> (stdout or stderr) is watched and its reader has gone."""
+    stream = getattr(sys, name)
+    return isinstance(stream, WatchedStream) and stream.lost
+
+
+def watch_standard_streams() -> None:
+    """Watch sys.stdout and sys.stderr for the rest of the process (an entry point's first lines):
+    a closed one is dropped quietly, also at the interpreter's last flush."""
+    _watch()
+
+
+def _watch() -> dict[str, Any]:
+    """Wrap whichever of sys.stdout and sys.stderr is not watched yet; returns those replaced."""
+    installed = {}
+    for name in STREAMS:
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, WatchedStream):  # None: started without it (`>&-`)
+            installed[name] = stream
+            setattr(sys, name, WatchedStream(stream, name))
+    return installed
+
+
+@contextmanager
+def watch_output(listener: Optional[Callable[[str], None]] = None) -> Iterator[None]:
+    """Inside the block, sys.stdout and sys.stderr are watched (already watched ones stay as they
+    are); `listener(name)` hears of a stream found closed inside the block, at once if it was
+    found closed before."""
+    installed = _watch()
+    watched = [getattr(sys, name) for name in STREAMS if isinstance(getattr(sys, name), WatchedStream)]
+    try:
+        if listener is not None:
+            for stream in watched:
+                stream.listeners.append(listener)
+            for stream in watched:
+                if stream.lost:
+                    listener(stream.name)
+        yield
+    finally:
+        for stream in watched:
+            if listener in stream.listeners:
+                stream.listeners.remove(listener)
+        for name, original in installed.items():
+            setattr(sys, name, original)
