@@ -514,18 +514,19 @@ def test_a_task_without_a_size_is_one_line(tmp_path):
 
 
 def test_arith_sweeps_max_digits(tmp_path):
-    """cfg_arith_mul at 3 and 5 digits: each size its own max_digits, data path (d1-4 -> d1-3),
-    run name and log; a size too small for the config's --num-train refused when planned (the
-    builder's argument check); its own size key refused as an override; nothing trained or written."""
+    """cfg_arith_mul's CPU preset (1..3 digits) at 4 and 5 digits: each size its own max_digits, data
+    path (d1-3-cpu -> d1-4-cpu), run name and log; a size too small for the config's --num-train
+    refused when planned (the builder's argument check); its own size key refused as an override;
+    nothing trained or written."""
     scaling = load_script("scaling")
     base, task, size = scaling.base_config("cfg_arith_mul", ["device=cpu"])
-    assert (task.name, task.size_arg, size) == ("arith", "max_digits", 4)
-    plans = [scaling.Plan("cfg_arith_mul", ["device=cpu"], base, task, size, k, "s", tmp_path / "runs") for k in (3, 5)]
-    with pytest.raises(InputError, match=r"max_digits=2 is not a valid arith size .*--num-train 100000: only 5050"):
+    assert (task.name, task.size_arg, size) == ("arith", "max_digits", 3)
+    plans = [scaling.Plan("cfg_arith_mul", ["device=cpu"], base, task, size, k, "s", tmp_path / "runs") for k in (4, 5)]
+    with pytest.raises(InputError, match=r"max_digits=2 is not a valid arith size .*--num-train 20000: only 5050"):
         scaling.Plan("cfg_arith_mul", ["device=cpu"], base, task, size, 2, "s", tmp_path / "runs")
-    for plan, k in zip(plans, (3, 5)):
+    for plan, k in zip(plans, (4, 5)):
         assert plan.cfg.data.build_args["max_digits"] == k and plan.cfg.data.build_args["min_digits"] == 1
-        assert plan.cfg.data.path.endswith(f"/arith-mul-b10-d1-{k}") and plan.name == f"s-max_digits{k}"
+        assert plan.cfg.data.path.endswith(f"/arith-mul-b10-d1-{k}-cpu") and plan.name == f"s-max_digits{k}"
         assert plan.log == f"max_digits{k}.log" and f"data.build_args.max_digits={k}" in plan.command
     assert task.scaling_columns()[0] == ("eval/arith/exact_accuracy", "exact")
     with pytest.raises(InputError, match="use --sizes"):
