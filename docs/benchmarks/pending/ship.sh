@@ -14,6 +14,11 @@
 # lsa_ship.sh is the LSA call of 2026-12-03, kept as it ran.)
 # Results in $OUT: machine.txt, build.log, ship.log, ship.metrics.jsonl; printed: the depth
 # switches, the stop line, the first step's seconds and every evaluation with the task's metrics.
+# ALSO_SPLITS="val" (with a dataset built with a val split, e.g. for multiplication
+# data.path=data/arith-mul-b10-d1-4-val2k +data.build_args.val_size=2000: train and test are the
+# shipped ones byte for byte) scores the run's last checkpoint on those splits too, after training
+# (scripts/evaluate.py --split S, EMA weights, the run's halting): the same model on val and test.
+# Each such evaluation: ~10-20 s for 2000 arithmetic problems; results eval_S.log.
 set -uo pipefail
 cfg=${1:?CONFIG, e.g. cfg_sudoku_400s}; shift
 case "$cfg" in
@@ -46,3 +51,11 @@ for r in records:
                          if k.startswith("eval/") and k.count("/") >= 2 and not k.endswith(("count", "difference")))
         print(f"step {r['step']}: {r['train/seconds']:.1f} s, exact {100 * r['eval/exact_accuracy']:.1f}%; {task}")
 PY
+for split in ${ALSO_SPLITS:-}; do
+  run_dir=$(find /tmp/runs -mindepth 2 -maxdepth 2 -type d -name ship | head -1)
+  [ -n "$run_dir" ] || { echo "no run directory to evaluate on $split"; break; }
+  (( 590 - $(elapsed) < 20 )) && { echo "evaluate --split $split: skipped, $(( 590 - $(elapsed) )) s left"; break; }
+  timeout -s TERM $(( 590 - $(elapsed) )) python3 scripts/evaluate.py --checkpoint "$run_dir" --split "$split" \
+    --no-progress > "$OUT/eval_$split.log" 2>&1
+  echo "evaluate --split $split: rc $? at $(elapsed) s"; tail -3 "$OUT/eval_$split.log" | cut -c1-600
+done
