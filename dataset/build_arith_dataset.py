@@ -63,7 +63,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from core.cli import CLI, run_cli
+from core.cli import CLI, GivenPath, run_cli
 from core.errors import DatasetError
 from dataset.common import (
     MAX_AUGMENTATIONS, MAX_INSTANCES, DatasetMetadata, ProgressBar, SplitArrays, build_indices, build_record,
@@ -83,7 +83,7 @@ VOCAB_FILE = "vocab.json"
 class ArithBuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt data.build_args key fails instead of being ignored
 
-    output_dir: Path = Field(description="where to write the dataset (train/, test/, identifiers.json, vocab.json)")
+    output_dir: GivenPath = Field(description="where to write the dataset (train/, test/, identifiers.json, vocab.json)")
     op: Literal["add", "mul"] = Field("add", description="the operation: add or mul")
     base: int = Field(10, ge=2, le=36, description="number base, 2..36 (digits 0-9 then a-z)")
     min_digits: int = Field(1, ge=1, le=MAX_DIGITS, description="fewest digits of an operand")

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
-from core.cli import CLI, run_cli
+from core.cli import CLI, GivenPath, run_cli
 from core.errors import DatasetError
 from dataset.common import (
     MAX_AUGMENTATIONS, MAX_INSTANCES, MAX_TABLE_ROWS, DatasetMetadata, ProgressBar, SplitArrays, build_indices,
@@ -45,7 +45,7 @@ MAX_REJECTED_IN_A_ROW = 20_000
 class LSABuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt data.build_args key must not vanish
 
-    output_dir: Path = Field(description="where to write the dataset (train/, test/, identifiers.json)")
+    output_dir: GivenPath = Field(description="where to write the dataset (train/, test/, identifiers.json)")
     n: int = Field(9, ge=2, le=64, description="matrix size n (n x n costs)")
     max_cost: int = Field(100, ge=1, le=MAX_TABLE_ROWS - 2, description="costs are drawn uniformly from 1..max_cost")
     num_train: int = Field(10000, ge=1, le=MAX_INSTANCES, description="original training instances (groups)")

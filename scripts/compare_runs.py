@@ -26,7 +26,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
 import torch  # noqa: E402
 
-from core.cli import plain_parser, run_cli  # noqa: E402
+from core.cli import path_arg, plain_parser, run_cli  # noqa: E402
 from core.dicts import flatten  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from training.inference import SHAPE_FIELDS, build_from_facts  # noqa: E402
@@ -132,7 +132,7 @@ def table(result: dict[str, Any]) -> str:
 def main(argv: Optional[list[str]] = None) -> None:
     parser = plain_parser("Compare runs: model, parameters, steps, time, best metrics, accuracy per parameter, config.")
     parser.add_argument("runs", nargs="+", metavar="RUN", help="a run directory, run name or wandb id (or a unique prefix)")
-    parser.add_argument("--runs-dir", default="runs", help="where names are looked up (default: runs)")
+    parser.add_argument("--runs-dir", type=path_arg, default="runs", help="where names are looked up (default: runs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     result = compare([find_run(key, args.runs_dir) for key in args.runs])

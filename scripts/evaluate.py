@@ -61,9 +61,9 @@ from training.engine.threads import apply_threads  # noqa: E402
 
 
 class EvaluateArgs(BaseModel):
-    checkpoint: Path = Field(description="checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
-    runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
-    data: Optional[Path] = Field(None, description="dataset directory (default: the one the run trained on)")
+    checkpoint: GivenPath = Field(description="checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
+    runs_dir: GivenPath = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
+    data: Optional[GivenPath] = Field(None, description="dataset directory (default: the one the run trained on)")
     split: Literal["test", "val"] = Field("test", description="the split to score: test, or val (a dataset built with "
                                           "--val-size)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")

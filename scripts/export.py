@@ -30,8 +30,8 @@ from training.engine.threads import apply_threads  # noqa: E402
 
 
 class ExportArgs(BaseModel):
-    checkpoint: Path = Field(description="a checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
-    runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
+    checkpoint: GivenPath = Field(description="a checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
+    runs_dir: GivenPath = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
     out: GivenPath = Field(description="the directory to write (model.safetensors, config.json)")
     ema: bool = Field(True, description="export the EMA weights (what evaluation uses) when the checkpoint has them")
     overwrite: bool = Field(False, description="replace an export this project wrote at --out (nothing else)")

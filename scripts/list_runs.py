@@ -27,7 +27,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
     exit_on_signals()
 
-from core.cli import plain_parser, run_cli  # noqa: E402
+from core.cli import path_arg, plain_parser, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from training.bookkeeping.runs import RunSummary, better, printable, read_each, run_dirs, summarize  # noqa: E402
 
@@ -89,7 +89,7 @@ def table(runs: list[RunSummary], metric: Optional[str]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = plain_parser("List training runs (name, task, steps, best headline metric, wandb id).")
-    parser.add_argument("--runs-dir", default="runs", help="the runs directory (logging.runs_dir; default: runs)")
+    parser.add_argument("--runs-dir", type=path_arg, default="runs", help="the runs directory (logging.runs_dir; default: runs)")
     parser.add_argument("--project", help="only this project (logging.project)")
     parser.add_argument("--sort", default="date", help="date (default), step, or a metric: its best value, best last")
     parser.add_argument("--json", action="store_true", help="print one JSON array instead of a table")

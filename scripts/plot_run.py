@@ -189,7 +189,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="a run directory, run name or wandb id (or a unique prefix)")
     parser.add_argument("--out", required=True, type=path_arg,
                         help="the PNG file to write (missing folders above it are created)")
-    parser.add_argument("--runs-dir", default="runs", help="where names are looked up (default: runs)")
+    parser.add_argument("--runs-dir", type=path_arg, default="runs", help="where names are looked up (default: runs)")
     parser.add_argument("--metrics", help="comma-separated metric names (default: losses, accuracies, the task's headline)")
     parser.add_argument("--x", choices=tuple(X_AXES), default="step",
                         help="the x axis (default: step); train_seconds: the training clock, logged with evaluations "

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+from core.cli import path_arg  # noqa: E402
 from training.config import validate_config  # noqa: E402
 from training.hydra_guard import compose_config  # noqa: E402
 from training.loop import train_step
@@ -75,7 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--trace", type=Path, default=None, help="also write a Chrome trace here")
+    parser.add_argument("--trace", type=path_arg, default=None, help="also write a Chrome trace here")
     args, overrides = parser.parse_known_args()
     raw = compose_config(args.config_name, overrides)
     raw["train"]["save_checkpoints"] = False

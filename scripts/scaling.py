@@ -438,7 +438,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                         "--report-only: the report's own)")
     parser.add_argument("--sizes", help=f"comma-separated sizes, values of the task's size argument (default "
                         f"{DEFAULT_SIZES}; --report-only: the report's own)")
-    parser.add_argument("--runs-dir", type=Path, help="where the runs go (default: runs; --report-only: where the report "
+    parser.add_argument("--runs-dir", type=path_arg, help="where the runs go (default: runs; --report-only: where the report "
                         "found them)")
     parser.add_argument("--prefix", default="scaling",
                         help="run names are <prefix>-<size_arg><size> (default: scaling)")

@@ -35,7 +35,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
 from pydantic import BaseModel, Field  # noqa: E402
 
-from core.cli import CLI, run_cli  # noqa: E402
+from core.cli import CLI, GivenPath, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from evaluators.tasks import all_tasks, get_task  # noqa: E402
 from training.inference import load_model  # noqa: E402
@@ -46,8 +46,8 @@ MAX_INPUT_BYTES = 16 << 20  # far more instances than one call should hold; neve
 
 
 class SolveArgs(BaseModel):
-    checkpoint: Path = Field(description="a run (directory, name or wandb id), checkpoint or exported directory")
-    runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
+    checkpoint: GivenPath = Field(description="a run (directory, name or wandb id), checkpoint or exported directory")
+    runs_dir: GivenPath = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
     input: str = Field(description="the instances: a file, or - for standard input; by the checkpoint's task: "
                        + "; ".join(f"{task.name}: {task.input_help}" for task in all_tasks()))
     device: str = Field("cpu", description="cpu, cuda, cuda:N")

@@ -59,10 +59,10 @@ OUTPUTS = ("ttc_sweep.json", "ttc_sweep.md", "ttc_sweep.png")
 
 
 class SweepArgs(BaseModel):
-    checkpoint: Path = Field(description="checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
+    checkpoint: GivenPath = Field(description="checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
     out: GivenPath = Field(description="directory for ttc_sweep.{json,md,png} (new or empty)")
-    runs_dir: Path = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
-    data: Optional[Path] = Field(None, description="dataset directory (default: the one the run trained on)")
+    runs_dir: GivenPath = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
+    data: Optional[GivenPath] = Field(None, description="dataset directory (default: the one the run trained on)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH_SIZE, description="default: the run's eval batch size")
     halting: Optional[str] = Field(None, description="max_steps or q_head (default: the run's train.eval_halting)")

@@ -34,7 +34,7 @@ from training.inference import check_task_facts, task_facts  # noqa: E402
 
 
 class VisualizeArgs(BaseModel):
-    data: Path = Field(description="dataset directory (train/, test/)")
+    data: GivenPath = Field(description="dataset directory (train/, test/)")
     out: GivenPath = Field(description="directory for the pictures (created if missing)")
     count: int = Field(4, ge=1, le=1000, description="how many examples")
     start: int = Field(0, ge=0, description="index of the first example")

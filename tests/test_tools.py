@@ -207,6 +207,32 @@ def test_an_empty_output_path_is_refused_by_name(argv, tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("argv, culprit", [
+    (("scripts/evaluate.py", "--checkpoint", ""), "--checkpoint: is empty"),  # was: ".: not a checkpoint"
+    (("scripts/evaluate.py", "--checkpoint", "r", "--runs-dir", ""), "--runs-dir: is empty"),
+    (("scripts/evaluate.py", "--checkpoint", "r", "--data", ""), "--data: is empty"),
+    (("scripts/export.py", "--checkpoint", "", "--out", "x"), "--checkpoint: is empty"),
+    (("scripts/solve.py", "--checkpoint", "", "--input", "x"), "--checkpoint: is empty"),
+    (("scripts/ttc_sweep.py", "--checkpoint", "r", "--out", "x", "--data", ""), "--data: is empty"),
+    (("scripts/visualize_dataset.py", "--data", "", "--out", "x"), "--data: is empty"),
+    (("scripts/list_runs.py", "--runs-dir", ""), "--runs-dir: is empty"),
+    (("scripts/compare_runs.py", "a", "b", "--runs-dir", ""), "--runs-dir: is empty"),
+    (("scripts/plot_run.py", "a", "--out", "p.png", "--runs-dir", ""), "--runs-dir: is empty"),
+    (("scripts/scaling.py", "--config-name", "cfg_lsa_cpu", "--sizes", "4", "--out", "o", "--runs-dir", ""),
+     "--runs-dir: is empty"),
+    (("-m", "dataset.build_lsa_dataset", "--output-dir", ""), "--output-dir: is empty"),  # was: "--output-dir .: refused"
+    (("-m", "dataset.build_sudoku_dataset", "--output-dir", "x", "--source-csv", ""), "--source-csv: is empty"),
+    (("scripts/plot_run.py", "", "--out", "p.png"), "'': an empty run"),  # was: the current directory taken as a run
+    (("scripts/compare_runs.py", "", "b"), "'': an empty run"),
+])
+def test_an_empty_input_path_is_refused_by_name(argv, culprit, tmp_path, monkeypatch):
+    """An empty path argument (an unset shell variable) is not the current directory: one line naming
+    the flag (or the empty run), nothing written."""
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(run_in_process(*argv), culprit)
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("task", ["lsa", "sudoku", "arith"])
 def test_visualize_dataset(runs_zoo, tmp_path, task):
     data = {"lsa": runs_zoo["alpha"].parents[2] / "lsa4", "sudoku": runs_zoo["runs_dir"].parent / "cfg_sudoku_cpu",

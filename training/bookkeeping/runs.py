@@ -294,6 +294,8 @@ def wandb_id_or_none(run_dir: Path) -> Optional[str]:
 def find_run(key: str, runs_dir: Path | str, project: Optional[str] = None) -> Path:
     """A run directory by path, by name, or by wandb id; a unique prefix of a name or id will do.
     With `project`, an exact name in that project wins over the same name elsewhere."""
+    if not str(key):  # Path('') is '.', the current directory: never what an empty argument meant
+        raise RunNotFound("'': an empty run (an unset shell variable?); give a run directory, run name or wandb id")
     if Path(key).is_dir():
         return Path(key)
     runs = run_dirs(runs_dir)
