@@ -81,7 +81,12 @@ def lost(name: str) -> bool:
 
 def watch_standard_streams() -> None:
     """Watch sys.stdout and sys.stderr for the rest of the process (an entry point's first lines):
-    a closed one is dropped quietly, also at the interpreter's last flush."""
+    a closed one is dropped quietly, also at the interpreter's last flush. Standard output is made
+    line-buffered first: into a pipe or file (`| tee run.log`, `> run.log` and `tail -f`) Python
+    would otherwise hold a training run's lines back in 8 KB blocks, minutes of them."""
+    stdout = sys.stdout
+    if stdout is not None and not isinstance(stdout, WatchedStream) and hasattr(stdout, "reconfigure"):
+        stdout.reconfigure(line_buffering=True)
     _watch()
 
 
