@@ -12,7 +12,8 @@ Known bad input (config, dataset, checkpoint) ends with one line on stderr and e
 before anything runs: also with `--cfg job` and for every job of a `-m` sweep.
 A first SIGTERM/SIGINT during training writes a checkpoint and exits 0; a second exits at
 once; one before the first training step ends the run at once (exit 128 + signal). A closed
-stdout or stderr (`... | head`) counts as a first signal (SIGPIPE), its line on stderr.
+stdout or stderr (`... | head`) counts as a first signal (SIGPIPE), its line on stderr (on
+stdout when stderr is the closed one; a sweep's line too).
 A plain run (no Hydra flag, no hydra.* override) goes through `run()`, which tests also call
 in-process; Hydra's own command line (`--cfg`, `-m`, ...) goes through `main()`.
 """
@@ -34,6 +35,7 @@ import functools
 import itertools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Optional
@@ -43,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.errors import ReportedError, one_line, os_error_line
 from core.signals import Interrupted, interrupt_on_signals
+from core.streams import closed_streams, reporting_stream
 from training.config import CONFIG_DIR, ConfigError, validate_config
 from training.hydra_guard import ConfigSearch, compose_config
 
@@ -130,8 +133,8 @@ def run(config_name: str, overrides: list[str]) -> int:
     except OSError as exc:  # the file system refused (a name too long, a read-only or full disk): one line
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 2
-    except Interrupted as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Interrupted as exc:  # a closed stderr stopped it: the line goes to stdout
+        print(f"error: {exc}", file=reporting_stream("stderr"))
         return 128 + exc.signum
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
         print(json.dumps(result))
@@ -300,7 +303,7 @@ def main(hydra_cfg: DictConfig) -> None:
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=reporting_stream("stderr"))
         sys.exit(128 + exc.signum)
     # A signal (pre-emption, Ctrl-C) stops a -m sweep, not only its current job: the jobs after it
     # are not started, and the process exits 0 as a stopped single run does.
@@ -309,8 +312,13 @@ def main(hydra_cfg: DictConfig) -> None:
         job = [o for o in hydra_state.overrides.task if not o.startswith("logging.run_name=")]
         again = " ".join(["python pretrain.py --config-name", hydra_state.job.config_name or "cfg_lsa", *job,
                           f"logging.run_name={raw['logging']['run_name']}", "train.resume=true"])
-        print(f"sweep stopped at job {hydra_state.job.num} by a signal: the jobs after it were not started"
-              + (f"; continue this job with: {again}" if result.get("preempted") else ""), flush=True)
+        closed = closed_streams() if result.get("signal") == signal.SIGPIPE else []
+        cause = f"a closed {closed[0]}" if closed else "a signal"
+        # On stdout, or on stderr when stdout has no reader (what stopped the sweep, often): it says
+        # which jobs did not run and how to continue this one.
+        print(f"sweep stopped at job {hydra_state.job.num} by {cause}: the jobs after it were not started"
+              + (f"; continue this job with: {again}" if result.get("preempted") else ""),
+              file=reporting_stream("stdout"), flush=True)
     print(json.dumps(result))
     if end_sweep:
         sys.exit(0)

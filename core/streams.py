@@ -79,6 +79,19 @@ def lost(name: str) -> bool:
     return isinstance(stream, WatchedStream) and stream.lost
 
 
+def closed_streams() -> list[str]:
+    """The watched standard streams ("stdout", "stderr") whose reader has gone."""
+    return [name for name in STREAMS if lost(name)]
+
+
+def reporting_stream(name: str) -> Any:
+    """Where a line meant for sys.<name> ("stdout" or "stderr") goes so that it is read: there,
+    or the other standard stream when <name> has lost its reader (a stop caused by the closed
+    one is reported on the one left; where both are gone, nowhere: the dropped stream)."""
+    other = STREAMS[1 - STREAMS.index(name)]
+    return getattr(sys, other) if lost(name) and not lost(other) else getattr(sys, name)
+
+
 def watch_standard_streams() -> None:
     """Watch sys.stdout and sys.stderr for the rest of the process (an entry point's first lines):
     a closed one is dropped quietly, also at the interpreter's last flush. Standard output is made

@@ -142,13 +142,13 @@ def test_closed_stdout_before_the_first_step_ends_the_run_at_once(tmp_path, data
     assert "logging.run_name=early starts it again" in lines[0]
 
 
-def _start(tmp_path, data_dir, *extra):
+def _start(tmp_path, data_dir, *extra, stderr=subprocess.PIPE):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
            "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data_dir}",
             f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=pipe", *TINY_CLI, "train.max_steps=100000",
             "train.log_every=5", "logging.progress_every=5", "train.eval_interval=100000", *extra]
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
 def test_stdout_into_a_pipe_is_line_buffered(monkeypatch):
@@ -215,3 +215,44 @@ def test_closed_stderr_under_the_progress_bar_stops_the_run_with_a_checkpoint(tm
     assert f"stopped at step {meta['step']} (stderr closed): checkpoint written" in lines[-2], out
     result = json.loads(lines[-1])
     assert result["preempted"] and result["signal"] == signal.SIGPIPE and result["step"] == meta["step"]
+
+
+@pytest.mark.slow
+def test_closed_stdout_stops_a_sweep_and_its_sweep_line_reaches_stderr(tmp_path, data_dir):
+    """`pretrain.py -m ... | head`: the running job checkpoints, the jobs after it are not started,
+    and the sweep's own line (which jobs were skipped, the whole command that continues this job)
+    goes to stderr, as the run's stop line does: stdout has no reader."""
+    proc = _start(tmp_path, data_dir, "-m", "train.seed=0,1")
+    try:
+        _read_until(proc.stdout, "step 5/")
+        proc.stdout.close()
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 0, err
+    finally:
+        proc.kill()
+        proc.wait()
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("sweep stopped at job 0 by a closed stdout: the jobs after it were not started; "
+                                "continue this job with: python pretrain.py --config-name cfg_lsa_cpu "), err
+    assert lines[-1].endswith("train.seed=0 logging.run_name=pipe-0 train.resume=true"), err
+    assert lines[-2].startswith("stopped at step ") and "(stdout closed)" in lines[-2], err
+    runs = sorted(p.name for p in (tmp_path / "runs" / PROJECT).iterdir() if not p.name.startswith("."))
+    assert runs == ["pipe-0"], runs
+
+
+@pytest.mark.slow
+def test_closed_stderr_before_the_first_step_says_so_on_stdout(tmp_path, data_dir):
+    """stderr has no reader from the start: the progress bar finds it closed before the first step
+    finished, the run ends at once (exit 128 + SIGPIPE), and its one line goes to stdout."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader of stderr is gone before the run starts
+    try:
+        proc = _start(tmp_path, data_dir, "logging.progress=true", stderr=write_end)
+    finally:
+        os.close(write_end)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGPIPE, out
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("error: interrupted by a closed stderr (broken pipe) before the first training step "
+                                "finished"), out
+    assert "logging.run_name=pipe starts it again" in lines[-1], out

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from core.errors import ReportedError
 from core.signals import Interrupted
-from core.streams import lost, watch_output
+from core.streams import reporting_stream, watch_output
 from evaluators import build_evaluator
 from training.engine.checkpoint import load_meta
 from training.config import Config
@@ -387,7 +387,7 @@ def stopped_by(stop: StopSignal) -> str:
 def say_stopped(line: str) -> None:
     """The stop's line on stdout, or on stderr when stdout has lost its reader (for a run that a
     closed stdout stopped, the one line it prints about it; nothing, if both are closed)."""
-    tqdm.write(line, file=sys.stderr if lost("stdout") else sys.stdout)
+    tqdm.write(line, file=reporting_stream("stdout"))
 
 
 def run_loop(run: Run, stop: StopSignal) -> dict[str, Any]:
