@@ -10,7 +10,8 @@ A run's name or wandb id (or a unique prefix of either) is what `train.resume=..
 `skipped: ...` line on stderr naming it, and the others are listed (exit 0); exit code 2 only
 when every run found is damaged. Names and fields are printed with control characters escaped.
 A `checkpoints/latest` that names a checkpoint which is not there (or not whole) shows in its
-run's row: `step_0000040 (missing)`, `(incomplete)`; `checkpoint_state` in the JSON.
+run's row: `step_0000040 (missing)`, `(incomplete)`, or `(unreadable)` where this user may not
+look inside it (another user's run); `checkpoint_state` in the JSON.
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 and metrics time that keeps counting across a resume."""
 
 import json
+import os
 import shutil
+import stat
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +86,67 @@ def test_list_runs_shows_a_latest_checkpoint_that_is_gone_in_its_row(runs_zoo, t
     listed = {r["name"]: r for r in json.loads(list_runs(capsys, "--runs-dir", str(runs), "--json"))}
     assert {k: (v["checkpoint"], v["checkpoint_state"]) for k, v in listed.items()} == {
         "gone": (name, "missing"), "half": (name, "incomplete"), "whole": (name, "ok")}
+
+
+def list_runs_as_another_user(capsys, runs, *args) -> str:
+    """list_runs.py's output (exit 0 asserted) where file permissions apply: as this user, or,
+    for root (who reads everything), in a child process that has become `nobody`."""
+    if os.geteuid() != 0:
+        return list_runs(capsys, "--runs-dir", str(runs), *args)
+    list_runs(capsys, "--runs-dir", str(runs), *args)  # imports whatever the listing needs, as root
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest from here on, only the listing and an exit code
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            os.dup2(write_end, 1)
+            os.dup2(write_end, 2)
+            import sys
+            sys.stdout = os.fdopen(1, "w")
+            sys.stderr = sys.stdout
+            load_script("list_runs").main(["--runs-dir", str(runs), *args])
+            sys.stdout.flush()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException as exc:  # noqa: BLE001 (reported to the parent)
+            os.write(write_end, f"{type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        out = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    return out
+
+
+def test_list_runs_lists_a_run_whose_checkpoint_it_cannot_read(runs_zoo, capsys):
+    """A shared runs directory: another user's run whose checkpoint folder this user cannot read
+    (private). Its row says so; the listing goes on (it used to stop at it: 'Permission denied')."""
+    shared = Path(tempfile.mkdtemp(prefix="shared-runs-"))
+    try:
+        runs = shared / "runs"
+        private = copy_run(runs_zoo["alpha"], runs, "private")
+        copy_run(runs_zoo["alpha"], runs, "open")
+        for path in (shared, *shared.rglob("*")):  # readable to everyone (a shared folder) ...
+            path.chmod(path.stat().st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+                       | (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
+        name = (private / "checkpoints" / "latest").read_text().strip()
+        (private / "checkpoints" / name).chmod(0o700 if os.geteuid() == 0 else 0)  # ... but this folder
+        rows = {line.split()[2]: line for line in list_runs_as_another_user(capsys, runs).splitlines()[1:]}
+        assert rows["trm-lsa-cpu/private"].endswith(f"{name} (unreadable)"), rows
+        assert rows["trm-lsa-cpu/open"].endswith(name), rows
+        listed = {r["name"]: r["checkpoint_state"] for r in json.loads(list_runs_as_another_user(capsys, runs, "--json"))}
+        assert listed == {"private": "unreadable", "open": "ok"}, listed
+    finally:
+        for path in (shared, *shared.rglob("*")):
+            if path.is_dir():
+                path.chmod(0o700)
+        shutil.rmtree(shared)
 
 
 def test_find_run_by_name_id_and_prefix(runs_zoo, tmp_path):

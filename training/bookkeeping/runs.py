@@ -123,7 +123,8 @@ def read_pointer_name(pointer: Path) -> Optional[str]:
 
 def checkpoint_state(checkpoints: Path, name: Optional[str]) -> Optional[str]:
     """What the checkpoint `latest` names is: "ok", "missing" (no such directory: a resume would
-    be refused) or "incomplete" (not a whole save); None without a pointer."""
+    be refused), "incomplete" (not a whole save) or "unreadable" (this user may not look inside:
+    another user's run in a shared runs directory); None without a pointer."""
     from training.engine.checkpoint import is_complete
 
     if name is None:
@@ -131,7 +132,10 @@ def checkpoint_state(checkpoints: Path, name: Optional[str]) -> Optional[str]:
     target = checkpoints / name
     if not os.path.lexists(target):
         return "missing"
-    return "ok" if is_complete(target) else "incomplete"
+    try:
+        return "ok" if is_complete(target) else "incomplete"
+    except OSError:  # a listing never dies of one run's checkpoint (Permission denied: not ours to read)
+        return "unreadable"
 
 
 def read_each(run_dirs: list[Path], read: Callable[[Path], T], what: str) -> list[T]:
@@ -225,7 +229,7 @@ class RunSummary:
     train_seconds: Optional[float]  # training time (evaluation excluded) at the last evaluation
     wall_seconds: Optional[float]  # the metrics' `time` at the last record, summed over resumes
     checkpoint: Optional[str]  # the directory name `checkpoints/latest` holds
-    checkpoint_state: Optional[str]  # checkpoint_state(): "ok", "missing", "incomplete"; None without `latest`
+    checkpoint_state: Optional[str]  # checkpoint_state(): "ok", "missing", "incomplete", "unreadable"; None without `latest`
     wandb_id: Optional[str]
     headline: str
     last_eval: dict[str, float] = field(default_factory=dict)
