@@ -169,3 +169,17 @@ def test_a_picture_is_written_through_the_shared_helpers(tmp_path, monkeypatch):
     render.save(fig, out, overwrite=True)
     assert out.read_bytes().startswith(b"\x89PNG") and calls == [out]
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_checkpoint_folder_is_as_private_as_the_umask_makes_it(tmp_path, umask):
+    """A checkpoint folder follows the umask as the run's other files do (the .pt files, config.json,
+    metrics.jsonl): mkdtemp made it 0700, so in a shared runs directory nobody else could evaluate,
+    export or list it (list_runs.py showed '(unreadable)')."""
+    previous = os.umask(umask)
+    try:
+        ckpt = save_checkpoint(tmp_path, 10, PAYLOAD, {}, {"metrics": {}}, keep=2)
+    finally:
+        os.umask(previous)
+    assert oct(ckpt.stat().st_mode & 0o777) == oct(0o777 & ~umask)
+    assert oct((ckpt / "model.pt").stat().st_mode & 0o777) == oct(0o666 & ~umask)

@@ -31,6 +31,7 @@ import torch
 
 from core.errors import InputError
 from core.signals import Interrupted
+from dataset.common import _umask
 from training.engine.distributed import World, barrier
 from training.files import fsync_dir as _fsync_dir
 from training.files import replace_file
@@ -80,6 +81,7 @@ def save_checkpoint(
         final = ckpt_root / f"step_{step:07d}-{n}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=ckpt_root))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the run's files are not private
         _write_file(tmp / TMP_MARKER, lambda f: None)
         for name, obj in payload.items():
             _write_file(tmp / f"{name}.pt", lambda f, obj=obj: _torch_save(obj, f))
