@@ -27,8 +27,8 @@ if __name__ == "__main__":  # first of all: a signal while the imports below run
     from core.streams import watch_standard_streams
 
     exit_on_signals()
-    faulthandler.enable()  # a crash below Python (SIGSEGV, SIGABRT) prints where each thread was
     watch_standard_streams()  # `| head`: output to a closed pipe is dropped quietly; training takes it as a stop
+    faulthandler.enable()  # a crash below Python (SIGSEGV, SIGABRT) prints where each thread was
 
 import argparse
 import functools

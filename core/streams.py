@@ -94,13 +94,33 @@ def reporting_stream(name: str) -> Any:
 
 def watch_standard_streams() -> None:
     """Watch sys.stdout and sys.stderr for the rest of the process (an entry point's first lines):
-    a closed one is dropped quietly, also at the interpreter's last flush. Standard output is made
-    line-buffered first: into a pipe or file (`| tee run.log`, `> run.log` and `tail -f`) Python
-    would otherwise hold a training run's lines back in 8 KB blocks, minutes of them."""
+    a closed one is dropped quietly, also at the interpreter's last flush. One the process was
+    started without (`>&-`, `2>&-`: Python sets it to None) writes to /dev/null instead. Standard
+    output is made line-buffered first: into a pipe or file (`| tee run.log`, `> run.log` and
+    `tail -f`) Python would otherwise hold a training run's lines back in 8 KB blocks, minutes of them."""
+    for number, name in enumerate(STREAMS, start=1):
+        if getattr(sys, name) is None:
+            setattr(sys, name, _devnull_on(number))
     stdout = sys.stdout
     if stdout is not None and not isinstance(stdout, WatchedStream) and hasattr(stdout, "reconfigure"):
         stdout.reconfigure(line_buffering=True)
     _watch()
+
+
+def _devnull_on(fd: int) -> Any:
+    """A text stream to /dev/null on descriptor `fd` (1 or 2) when that descriptor is closed: so
+    that faulthandler, progress bars and `print(file=sys.stderr)` have a stream, and the next
+    file the process opens (a run's lock, its metrics) is not given the number that C code,
+    child processes and crash reports write to as standard output or error."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        try:
+            os.fstat(fd)  # in use after all (not ours to replace): keep the new descriptor
+        except OSError:
+            os.dup2(null, fd)
+            os.close(null)
+            null = fd
+    return open(null, "w", encoding="utf-8", errors="backslashreplace")
 
 
 def _watch() -> dict[str, Any]:

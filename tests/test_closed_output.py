@@ -256,3 +256,25 @@ def test_closed_stderr_before_the_first_step_says_so_on_stdout(tmp_path, data_di
     assert lines[-1].startswith("error: interrupted by a closed stderr (broken pipe) before the first training step "
                                 "finished"), out
     assert "logging.run_name=pipe starts it again" in lines[-1], out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fd", [1, 2])
+def test_a_run_started_without_stdout_or_stderr_trains(tmp_path, data_dir, fd):
+    """`pretrain.py ... >&-` or `2>&-`: the stream was never there (Python sets it to None), which
+    is no reader leaving: the run trains to its end. Without stderr it exited 1 before anything,
+    silently (faulthandler.enable() refuses a None stderr, and so would the progress bar)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+           "WANDB_MODE": "disabled"}
+    args = [sys.executable, "pretrain.py", "--config-name", "cfg_lsa_cpu", f"data.path={data_dir}",
+            f"logging.runs_dir={tmp_path / 'runs'}", "logging.run_name=closed", *TINY_CLI, "train.max_steps=4",
+            "train.eval_interval=4", "logging.progress=true"]
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: os.close(fd))
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    meta = json.loads((resolve_checkpoint(tmp_path / "runs" / PROJECT / "closed") / "meta.json").read_text())
+    assert meta["step"] == 4 and not meta.get("preempted")
+    if fd == 2:
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 4
+    else:
+        assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
