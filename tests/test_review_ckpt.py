@@ -183,3 +183,63 @@ def test_a_checkpoint_folder_is_as_private_as_the_umask_makes_it(tmp_path, umask
         os.umask(previous)
     assert oct(ckpt.stat().st_mode & 0o777) == oct(0o777 & ~umask)
     assert oct((ckpt / "model.pt").stat().st_mode & 0o777) == oct(0o666 & ~umask)
+
+
+class PickledCall:
+    """Unpickling this calls os.system (what a planted checkpoint would do)."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+@pytest.mark.parametrize("damage, named", [
+    ((b"_rebuild_tensor_v2", b"_rebuold_tensor_v2"), "torch._utils._rebuold_tensor_v2"),
+    ((b"FloatStorage", b"FloatSto#age"), "torch.FloatSto#age"),
+    ((b"_rebuild_tensor_v2", b"_rebuild_ten\x1eor_v2"), r"torch._utils._rebuild_ten\x1eor_v2"),
+])
+def test_a_checkpoint_whose_pickle_is_damaged_in_a_name_is_corrupt_not_code(tmp_path, damage, named):
+    """A few bytes gone wrong in a real checkpoint land mostly in the names its pickle holds (the
+    functions that rebuild tensors): torch then refuses an unknown 'global', which is no reason to
+    call the file 'possible code'. A name that does not exist in a module already loaded is damage,
+    and the message names it, as it names a refused one."""
+    from training.engine.checkpoint import CheckpointError, load_file
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(3)}, path)
+    data = path.read_bytes()
+    assert data.count(damage[0]) >= 1
+    path.write_bytes(data.replace(damage[0], damage[1], 1))
+    with pytest.raises(CheckpointError) as caught:
+        load_file(path)
+    message = str(caught.value)
+    assert "possible code" not in message and "corrupt: it names " + named in message, message
+    assert len(message.splitlines()) == 1
+
+
+def test_a_checkpoint_that_pickles_a_call_is_refused_naming_it(tmp_path):
+    from training.engine.checkpoint import CheckpointError, load_file
+
+    path = tmp_path / "state.pt"
+    torch.save({"step": 3, "payload": PickledCall()}, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_file(path)
+    message = str(caught.value)
+    assert ("refused: it contains pickled objects other than tensors and plain data (possible code: "
+            f"{os.system.__module__}.system)") in message, message
+
+
+def test_a_damaged_checkpoint_says_what_torch_found_not_its_general_advice(tmp_path):
+    """Torch's weights-only refusals begin with the same general advice (re-run with
+    weights_only=False); the reason is after 'WeightsUnpickler error:'. A damaged pickle is named
+    by that reason, never by the advice."""
+    from training.engine.checkpoint import CheckpointError, load_file
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(3)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"storage", b"storagx", 1))  # one byte: the tensor's data is no storage now
+    with pytest.raises(CheckpointError) as caught:
+        load_file(path)
+    message = str(caught.value)
+    assert "corrupt: Only persistent_load of storage is allowed" in message, message
+    assert "weights_only" not in message and "\x1b" not in message and len(message.splitlines()) == 1

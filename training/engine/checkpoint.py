@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, Optional
 
 import torch
 
-from core.errors import InputError
+from core.errors import InputError, printable_line
 from core.signals import Interrupted
 from dataset.common import _umask
 from training.engine.distributed import World, barrier
@@ -356,8 +357,10 @@ def check_tensors(tensors: dict[str, Any], reference: dict[str, torch.Tensor], p
 # How a file torch.save wrote begins: a zip archive (the format since torch 1.6), or the legacy
 # format's pickled magic number (protocol 2).
 TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19")
-# The weights-only unpickler's refusals of a pickle that names a Python object (a class, a function).
-PICKLED_OBJECT = re.compile(r"GLOBAL |allowlisted|add_safe_globals")
+# The weights-only unpickler's refusals of a pickle that names a Python object (a class, a
+# function): "Unsupported global: GLOBAL <name> was not an allowed global by default", "Trying to
+# load unsupported GLOBAL <name> whose module <module> is blocked".
+PICKLED_OBJECT = re.compile(r"GLOBAL (?P<name>.*?) (?:was not an allowed global|whose module )", re.S)
 
 
 def load_file(path: Path) -> Any:
@@ -385,11 +388,47 @@ def load_problem(path: Path, exc: Exception) -> str:
     if not start.startswith(TORCH_FILE_STARTS):
         return ("not a checkpoint file: it is neither the zip archive torch.save writes nor its legacy format; "
                 "corrupt, or another kind of file")
-    if PICKLED_OBJECT.search(text):
-        return "refused: it contains pickled objects other than tensors and plain data (possible code)"
-    detail = next((line.strip() for line in text.splitlines() if line.strip().startswith(("Unsupported", "Can only"))),
-                  text.splitlines()[0] if text else type(exc).__name__)
-    return f"corrupt: {detail}"
+    pickled = PICKLED_OBJECT.search(text)
+    if pickled:
+        name = pickled.group("name")
+        shown = printable_line(name if len(name) <= 100 else name[:100] + "...")
+        if not exists_if_loaded(name):  # a damaged name (a byte gone wrong), not a real object
+            return f"corrupt: it names {shown}, which does not exist"
+        return f"refused: it contains pickled objects other than tensors and plain data (possible code: {shown})"
+    # torch's weights-only refusals open with general advice (re-run with weights_only=False: never
+    # for a damaged file); the reason is the first line after "WeightsUnpickler error:".
+    reason = [line.strip() for line in text.partition("WeightsUnpickler error:")[2].splitlines() if line.strip()]
+    detail = reason[0] if reason else text.splitlines()[0] if text else type(exc).__name__
+    return f"corrupt: {printable_line(detail)}"
+
+
+def exists_if_loaded(name: str) -> bool:
+    """Whether a pickle's global `name` ("module.attribute") may be a real object: False only when
+    it cannot be one (not a dotted Python name, or its module is loaded here and has no such
+    attribute: `torch._utils._rebuold_tensor_v2`). Nothing is imported or run to find out
+    (attributes are looked up statically): a module not loaded yet, one that makes attributes on
+    demand, or __main__ (another program's, in the pickle) may hold anything."""
+    import inspect
+
+    parts = name.split(".")
+    if len(parts) == 1:  # torch names a builtin without its module ("print")
+        parts = ["builtins", *parts]
+    if not all(part.isidentifier() for part in parts):
+        return False
+    if parts[0] == "__main__":
+        return True
+    missing = object()
+    for split in range(len(parts) - 1, 0, -1):  # the longest loaded module prefix: torch._utils, then torch
+        value: Any = sys.modules.get(".".join(parts[:split]))
+        if value is None:
+            continue
+        for part in parts[split:]:
+            found = inspect.getattr_static(value, part, missing)
+            if found is missing:
+                return isinstance(value, type(sys)) and "__getattr__" in vars(value)  # a module's lazy names
+            value = found
+        return True
+    return True
 
 
 def _load_json_object(path: Path) -> dict[str, Any]:
