@@ -57,6 +57,8 @@ def _refuse_empty_path(value: Any) -> Any:
 # A path option of an argdantic model whose '' (an unset shell variable: --out "$DIR") is refused:
 # Path("") is ".", the current directory, which nobody meant (and messages would show as ".").
 GivenPath = Annotated[Path, BeforeValidator(_refuse_empty_path)]
+# The same for an optional one (Annotated outside Optional, so that --help still says PATH).
+OptionalGivenPath = Annotated[Optional[Path], BeforeValidator(_refuse_empty_path)]
 
 
 def path_arg(text: str) -> Path:

@@ -46,7 +46,7 @@ from typing import Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.cli import CLI, GivenPath, run_cli
+from core.cli import CLI, GivenPath, OptionalGivenPath, run_cli
 from core.errors import DatasetError
 from dataset.common import (
     MAX_INSTANCES,
@@ -82,8 +82,8 @@ class MazeBuildConfig(BaseModel):
     loop_fraction: float = Field(0.03, ge=0.0, le=0.5, description="fraction of the walls between neighbouring cells "
                                  "opened after carving (loops; more gives shorter paths and more redraws)")
     seed: int = Field(0, ge=0, description="random seed; same arguments give byte-identical files")
-    source_csv: Optional[GivenPath] = Field(None, description="import training mazes from this Maze-Hard CSV")
-    source_test_csv: Optional[GivenPath] = Field(None, description="import test mazes from this CSV (needs --source-csv)")
+    source_csv: OptionalGivenPath = Field(None, description="import training mazes from this Maze-Hard CSV")
+    source_test_csv: OptionalGivenPath = Field(None, description="import test mazes from this CSV (needs --source-csv)")
     subsample_size: Optional[int] = Field(None, ge=1, le=MAX_INSTANCES, description="use a seeded random subset of "
                                           "this many --source-csv training mazes")
     skip_invalid: bool = Field(False, description="skip and count bad CSV rows instead of failing on the first")

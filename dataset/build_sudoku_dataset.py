@@ -63,7 +63,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from core.cli import CLI, GivenPath, run_cli
+from core.cli import CLI, GivenPath, OptionalGivenPath, run_cli
 from core.errors import DatasetError
 from core.signals import ignore_sigint
 from dataset.common import (
@@ -106,8 +106,8 @@ class SudokuBuildConfig(BaseModel):
                               "low targets are rare (22 givens: ~1 try in 50 at --min-rating 2), so more tries "
                               "spread the counts more evenly and cost more time")
     min_rating: int = Field(0, ge=0, le=MAX_INSTANCES, description="keep puzzles rated at least this (backtracks; imports: the CSV rating)")
-    source_csv: Optional[GivenPath] = Field(None, description="import training puzzles from this sudoku-extreme CSV")
-    source_test_csv: Optional[GivenPath] = Field(None, description="import test puzzles from this CSV (needs --source-csv)")
+    source_csv: OptionalGivenPath = Field(None, description="import training puzzles from this sudoku-extreme CSV")
+    source_test_csv: OptionalGivenPath = Field(None, description="import test puzzles from this CSV (needs --source-csv)")
     subsample_size: Optional[int] = Field(None, ge=1, le=MAX_INSTANCES, description="use a seeded random subset of this many "
                                           "--source-csv training puzzles")
     skip_invalid: bool = Field(False, description="skip and count bad CSV rows instead of failing on the first")

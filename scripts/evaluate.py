@@ -38,7 +38,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 import torch  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from core.cli import CLI, GivenPath, run_cli  # noqa: E402
+from core.cli import CLI, GivenPath, OptionalGivenPath, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from dataset.common import _umask  # noqa: E402
 from dataset.loader import DeviceArrays, PuzzleDataset  # noqa: E402
@@ -63,7 +63,7 @@ from training.engine.threads import apply_threads  # noqa: E402
 class EvaluateArgs(BaseModel):
     checkpoint: GivenPath = Field(description="checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
     runs_dir: GivenPath = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
-    data: Optional[GivenPath] = Field(None, description="dataset directory (default: the one the run trained on)")
+    data: OptionalGivenPath = Field(None, description="dataset directory (default: the one the run trained on)")
     split: Literal["test", "val"] = Field("test", description="the split to score: test, or val (a dataset built with "
                                           "--val-size)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
@@ -73,7 +73,7 @@ class EvaluateArgs(BaseModel):
     inductor: Optional[str] = Field(
         None, description="with --compile: Inductor tuning options, e.g. coordinate_descent_tuning=true,max_fusion_size=32 "
         "(a run's own train.inductor is never applied from its checkpoint: pass it here)")
-    save_predictions: Optional[GivenPath] = Field(None, description="directory for the evaluators' prediction files")
+    save_predictions: OptionalGivenPath = Field(None, description="directory for the evaluators' prediction files")
     halting: Optional[Literal["max_steps", "q_head"]] = Field(
         None, description="which answer counts (default: the run's train.eval_halting)")
     progress: bool = True

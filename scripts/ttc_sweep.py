@@ -39,7 +39,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 import numpy as np  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from core.cli import CLI, GivenPath, run_cli  # noqa: E402
+from core.cli import CLI, GivenPath, OptionalGivenPath, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from dataset.loader import PuzzleDataset  # noqa: E402
 from evaluators import build_evaluators  # noqa: E402
@@ -62,7 +62,7 @@ class SweepArgs(BaseModel):
     checkpoint: GivenPath = Field(description="checkpoint directory, or a run (directory, name or wandb id: its latest checkpoint)")
     out: GivenPath = Field(description="directory for ttc_sweep.{json,md,png} (new or empty)")
     runs_dir: GivenPath = Field(Path("runs"), description="where a run name or wandb id given as --checkpoint is looked up")
-    data: Optional[GivenPath] = Field(None, description="dataset directory (default: the one the run trained on)")
+    data: OptionalGivenPath = Field(None, description="dataset directory (default: the one the run trained on)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH_SIZE, description="default: the run's eval batch size")
     halting: Optional[str] = Field(None, description="max_steps or q_head (default: the run's train.eval_halting)")

@@ -233,6 +233,14 @@ def test_an_empty_input_path_is_refused_by_name(argv, culprit, tmp_path, monkeyp
     assert not any(tmp_path.iterdir())
 
 
+def test_optional_path_options_still_say_path_in_help():
+    """The empty-path refusal on an optional path option keeps its --help metavar PATH (not TEXT)."""
+    help_text = " ".join(run_in_process("scripts/evaluate.py", "--help").stdout.split())
+    assert "[--data PATH]" in help_text and "[--save-predictions PATH]" in help_text
+    help_text = " ".join(run_in_process("-m", "dataset.build_sudoku_dataset", "--help").stdout.split())
+    assert "[--source-csv PATH]" in help_text and "[--source-test-csv PATH]" in help_text
+
+
 @pytest.mark.parametrize("task", ["lsa", "sudoku", "arith"])
 def test_visualize_dataset(runs_zoo, tmp_path, task):
     data = {"lsa": runs_zoo["alpha"].parents[2] / "lsa4", "sudoku": runs_zoo["runs_dir"].parent / "cfg_sudoku_cpu",
