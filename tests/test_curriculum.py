@@ -99,6 +99,16 @@ def test_pretrain_refuses_a_bad_schedule_in_one_line(tmp_path):
     assert_one_line_error(result, "train.depth_curriculum.phases[0].H_cycles=5", "arch.H_cycles=1")
 
 
+@pytest.mark.parametrize("arch", ["hrm", "transformer"])
+def test_a_baseline_on_a_recipe_with_a_curriculum_is_told_how_to_switch_it_off(arch, tmp_path):
+    """cfg_arith_mul (and the _400s recipes) carry TRM's curriculum: `arch=hrm` (H2/L2, below its
+    H2/L4 phase) or `arch=transformer` (no cycles) is refused in one line that says what runs it."""
+    result = run_in_process("pretrain.py", "--config-name", "cfg_arith_mul", f"arch={arch}", "--check")
+    assert_one_line_error(result, "train.depth_curriculum.phases[", "train.depth_curriculum=null trains without")
+    assert run_in_process("pretrain.py", "--config-name", "cfg_arith_mul", f"arch={arch}", "--check",
+                          "train.depth_curriculum=null", f"logging.runs_dir={tmp_path / 'runs'}").returncode == 0
+
+
 def test_schedule_phases_and_depths(tmp_path):
     cfg = tiny_config(tmp_path, *DEPTH, TWO_PHASES)
     schedule = DepthSchedule(cfg.train.depth_curriculum, cfg.arch, None)

@@ -353,13 +353,16 @@ class Config(Strict):
                 if value is None:
                     continue
                 where = f"train.depth_curriculum.phases[{i}].{name}={value}"
+                # The recipes (cfg_*_400s, cfg_arith_mul) carry TRM's curriculum: another arch on them needs it off.
+                off = "; train.depth_curriculum=null trains without the curriculum"
                 if name not in fields:
                     raise ValueError(f"{where}: arch {self.arch.name} has no {name} (it does not recurse; a depth "
-                                     f"curriculum needs arch=trm or hrm)" if not fields else
-                                     f"{where}: arch {self.arch.name} has no {name} (its cycle counts: {', '.join(fields)})")
+                                     f"curriculum needs arch=trm or hrm){off}" if not fields else
+                                     f"{where}: arch {self.arch.name} has no {name} (its cycle counts: "
+                                     f"{', '.join(fields)}){off}")
                 if value > getattr(self.arch, name):
                     raise ValueError(f"{where} is more than arch.{name}={getattr(self.arch, name)} (a phase runs at "
-                                     "most the full depth, which applies after the last phase)")
+                                     f"most the full depth, which applies after the last phase){off}")
         return self
 
     @pydantic.field_validator("evaluators")
