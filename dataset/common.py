@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,9 +258,24 @@ def build_lock(data_path: Path):
         os.close(fd)  # closing drops the lock
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+    """The process's umask. os.umask can only read it by setting it, and a file another thread
+    creates in between (a data loader, wandb, the progress bar's monitor) gets the stand-in mask:
+    so it is read from /proc/self/status where Linux gives it (4.7 on); elsewhere the stand-in is
+    0o077, on the safe side (a file made in that instant is private, never world-writable)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
     return mask
 
 

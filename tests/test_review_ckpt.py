@@ -171,6 +171,23 @@ def test_a_picture_is_written_through_the_shared_helpers(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_the_umask_is_read_without_being_changed(monkeypatch, umask):
+    """Reading the umask must not set it, even for an instant (another thread's new file would get
+    the stand-in): on Linux it comes from /proc/self/status; os.umask is not called."""
+    from dataset.common import _umask
+
+    previous = os.umask(umask)
+    try:
+        if not Path("/proc/self/status").exists():
+            pytest.skip("no /proc: the stand-in path (0o077 under a lock) is used")
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail(f"os.umask({oct(mask)}) called"))
+        assert _umask() == umask
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_a_checkpoint_folder_is_as_private_as_the_umask_makes_it(tmp_path, umask):
     """A checkpoint folder follows the umask as the run's other files do (the .pt files, config.json,
