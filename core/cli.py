@@ -18,6 +18,7 @@ from pydantic import BeforeValidator
 
 from core.errors import ReportedError, one_line, os_error_line
 from core.signals import Interrupted, interrupt_on_signals
+from core.streams import line_buffer_stdout
 
 
 class CLI(ArgParser):
@@ -70,7 +71,9 @@ def path_arg(text: str) -> Path:
 
 def run_cli(main: Callable[[], None]) -> None:
     """Run a command-line entry point: bad input -> one line on stderr and exit 2, no traceback;
-    SIGTERM/SIGINT -> one line and exit 128 + signal, with temporary files removed."""
+    SIGTERM/SIGINT -> one line and exit 128 + signal, with temporary files removed. Standard output
+    is line-buffered, so that `| tee` and `tail -f` see each line as it is printed."""
+    line_buffer_stdout()
     try:
         with interrupt_on_signals():
             main()

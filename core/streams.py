@@ -101,10 +101,16 @@ def watch_standard_streams() -> None:
     for number, name in enumerate(STREAMS, start=1):
         if getattr(sys, name) is None:
             setattr(sys, name, _devnull_on(number))
+    line_buffer_stdout()
+    _watch()
+
+
+def line_buffer_stdout() -> None:
+    """Make a real standard output line-buffered (into a pipe or file Python buffers it in 8 KB
+    blocks): every entry point's first step (pretrain.py here, the scripts through core.cli.run_cli)."""
     stdout = sys.stdout
     if stdout is not None and not isinstance(stdout, WatchedStream) and hasattr(stdout, "reconfigure"):
         stdout.reconfigure(line_buffering=True)
-    _watch()
 
 
 def _devnull_on(fd: int) -> Any:

@@ -170,6 +170,29 @@ def test_stdout_into_a_pipe_is_line_buffered(monkeypatch):
         stream.close()
 
 
+def test_a_script_s_stdout_into_a_pipe_is_line_buffered(monkeypatch):
+    """The scripts (evaluate, ttc_sweep, scaling, ...) run through core.cli.run_cli, which makes a
+    piped stdout line-buffered too: a line printed inside main() is in the pipe before main returns."""
+    from core.cli import run_cli
+
+    read_end, write_end = os.pipe()
+    stream = io.TextIOWrapper(os.fdopen(write_end, "wb"), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", stream)
+    seen = []
+
+    def main():
+        print("scored 10 of 10")
+        os.set_blocking(read_end, False)
+        seen.append(os.read(read_end, 100))
+
+    try:
+        run_cli(main)
+        assert seen == [b"scored 10 of 10\n"]
+    finally:
+        os.close(read_end)
+        stream.close()
+
+
 def _read_until(stream, start: str) -> None:
     for line in stream:
         if line.startswith(start):
