@@ -241,6 +241,25 @@ def test_check_refuses_a_dangling_link_above_the_run_directory_as_the_run_does(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link"] and not (tmp_path / "nowhere").exists()
 
 
+def test_check_names_a_link_loop_above_the_run_directory_a_loop_not_a_dangling_link(tmp_path):
+    """A symbolic link loop (one naming itself, or two naming each other) as logging.runs_dir, or
+    higher up, was called 'a dangling symbolic link': it is not one (its target is a link that
+    exists), so --check and the run both say it is a loop, in the same line; nothing is created."""
+    (tmp_path / "self").symlink_to("self")
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    base = ["--config-name", "cfg_lsa_cpu", f"data.path={tmp_path / 'data'}", *TINY, "logging.run_name=r"]
+    for link, target in (("self", "self"), ("a", "b")):
+        for runs_dir in (tmp_path / link, tmp_path / link / "deeper"):
+            checked = run_in_process("pretrain.py", "--check", *base, f"logging.runs_dir={runs_dir}")
+            ran = run_in_process("pretrain.py", *base, "logging.progress=false", f"logging.runs_dir={runs_dir}")
+            assert_one_line_error(checked, f"logging.runs_dir: cannot create {runs_dir}/trm-lsa-cpu/r",
+                                  f"{tmp_path / link} is a symbolic link loop, to {target})")
+            assert "dangling" not in checked.stderr
+            assert checked.stderr == ran.stderr and ran.returncode == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "self"]
+
+
 def test_check_prints_the_run_dir_and_starts_nothing(tmp_path):
     result = run_in_process("pretrain.py", "--check", "--config-name", "cfg_lsa_cpu", "logging.run_name=c1",
                         f"logging.runs_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}")

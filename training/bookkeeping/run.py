@@ -26,6 +26,7 @@ directories it made, and only those.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
@@ -392,8 +393,8 @@ def remove_made_dirs(made: tuple[Path, ...]) -> None:
 def check_real_dirs(run_dir: Path) -> None:
     """The project and run directories must be real directories (or not exist yet): a symbolic
     link there would send every write, and every pruning, into the folder it names. The nearest
-    level that exists must be a directory, and not a dangling symbolic link, or the run directory
-    cannot be made (`--check` says so before a run would, in the same line)."""
+    level that exists must be a directory, and not a dangling symbolic link (or a loop of them),
+    or the run directory cannot be made (`--check` says so before a run would, in the same line)."""
     for path in (run_dir.parent, run_dir):
         if path.is_symlink():
             raise ConfigError(f"{path}: is a symbolic link; a run writes only into a real directory inside "
@@ -405,8 +406,19 @@ def check_real_dirs(run_dir: Path) -> None:
                                   "logging.runs_dir")
             break
         if path.is_symlink():  # no directory can be made through it (mkdir says only "No such file or directory")
-            raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({path} is a dangling symbolic link, to "
+            raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({path} is {broken_link_kind(path)}, to "
                               f"{os.readlink(path)})")
+
+
+def broken_link_kind(link: Path) -> str:
+    """What a symbolic link that leads to nothing is: one that never ends (ELOOP: it names itself,
+    directly or through others) or one whose target does not exist."""
+    try:
+        os.stat(link)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+    return "a dangling symbolic link"
 
 
 def make_run_dir(run_dir: Path) -> tuple[Path, ...]:
