@@ -260,3 +260,24 @@ def test_a_damaged_checkpoint_says_what_torch_found_not_its_general_advice(tmp_p
     message = str(caught.value)
     assert "corrupt: Only persistent_load of storage is allowed" in message, message
     assert "weights_only" not in message and "\x1b" not in message and len(message.splitlines()) == 1
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_legacy_torch_file_of_pickle_protocol_4_or_5_is_named_so_not_another_kind_of_file(tmp_path, protocol):
+    """torch.save's legacy format (_use_new_zipfile_serialization=False) with pickle_protocol 4 or
+    5 opens with a pickle frame before the magic number: it was called 'neither the zip archive
+    torch.save writes nor its legacy format'. Torch's weights-only loader cannot read it (it
+    refuses the frame), so the message says what the file is and how to make it loadable."""
+    from training.engine.checkpoint import CheckpointError, load_file
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    with pytest.raises(CheckpointError) as caught:
+        load_file(path)
+    message = str(caught.value)
+    assert message == (f"{path}: cannot load (a legacy-format torch file (pickle protocol {protocol}), which this "
+                       "loader cannot read weights-only; re-save it with a current torch (torch.save's default "
+                       "format and protocol))"), message
+    resaved = tmp_path / "resaved.pt"  # what the message asks for: loaded where trusted, saved by default
+    torch.save(torch.load(path, weights_only=False), resaved)
+    assert torch.equal(load_file(resaved)["w"], torch.ones(3))

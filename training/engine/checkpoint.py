@@ -355,8 +355,10 @@ def check_tensors(tensors: dict[str, Any], reference: dict[str, torch.Tensor], p
 
 
 # How a file torch.save wrote begins: a zip archive (the format since torch 1.6), or the legacy
-# format's pickled magic number (protocol 2).
-TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19")
+# format's pickled magic number: pickle protocol 2 by default, 3 to 5 when asked (4 and 5 open
+# with a frame, an 8-byte length, which torch's weights-only unpickler cannot read).
+TORCH_FILE_START = re.compile(rb"PK\x03\x04|\x80(?P<protocol>[\x02-\x05])(?:\x95.{8})?\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19",
+                              re.S)
 # The weights-only unpickler's refusals of a pickle that names a Python object (a class, a
 # function): "Unsupported global: GLOBAL <name> was not an allowed global by default", "Trying to
 # load unsupported GLOBAL <name> whose module <module> is blocked".
@@ -382,12 +384,17 @@ def load_problem(path: Path, exc: Exception) -> str:
     text = str(exc).strip()
     try:
         with open(path, "rb") as f:
-            start = f.read(max(len(s) for s in TORCH_FILE_STARTS))
+            start = f.read(32)
     except OSError as read_error:
         return f"cannot read it ({read_error.strerror or read_error})"
-    if not start.startswith(TORCH_FILE_STARTS):
+    started = TORCH_FILE_START.match(start)
+    if not started:
         return ("not a checkpoint file: it is neither the zip archive torch.save writes nor its legacy format; "
                 "corrupt, or another kind of file")
+    protocol = started.group("protocol")
+    if protocol and protocol[0] >= 4 and "Unsupported operand" in text:  # its first opcode, the frame, is refused
+        return (f"a legacy-format torch file (pickle protocol {protocol[0]}), which this loader cannot read "
+                "weights-only; re-save it with a current torch (torch.save's default format and protocol)")
     pickled = PICKLED_OBJECT.search(text)
     if pickled:
         name = pickled.group("name")
