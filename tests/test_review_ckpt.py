@@ -281,3 +281,27 @@ def test_a_legacy_torch_file_of_pickle_protocol_4_or_5_is_named_so_not_another_k
     resaved = tmp_path / "resaved.pt"  # what the message asks for: loaded where trusted, saved by default
     torch.save(torch.load(path, weights_only=False), resaved)
     assert torch.equal(load_file(resaved)["w"], torch.ones(3))
+
+
+def save_torchscript(path):
+    """A scripted module saved by torch.jit.save (both deprecated in recent torch, and warning so)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 3)), path)
+
+
+def test_a_torchscript_archive_where_a_checkpoint_file_belongs_is_named_so_not_corrupt(tmp_path):
+    """torch.jit.save writes a zip archive too; torch.load refuses it weights-only, and the
+    refusal was reported as 'corrupt'. It is a TorchScript archive (a whole scripted module, not
+    the tensors a training checkpoint holds), and the message says so."""
+    from training.engine.checkpoint import CheckpointError, load_file
+
+    path = tmp_path / "model.pt"
+    save_torchscript(path)
+    with pytest.raises(CheckpointError) as caught:
+        load_file(path)
+    message = str(caught.value)
+    assert message == (f"{path}: cannot load (a TorchScript archive (what torch.jit.save writes), not a training "
+                       "checkpoint file)"), message

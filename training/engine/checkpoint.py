@@ -391,6 +391,8 @@ def load_problem(path: Path, exc: Exception) -> str:
     if not started:
         return ("not a checkpoint file: it is neither the zip archive torch.save writes nor its legacy format; "
                 "corrupt, or another kind of file")
+    if start.startswith(b"PK") and is_torchscript_archive(path):
+        return "a TorchScript archive (what torch.jit.save writes), not a training checkpoint file"
     protocol = started.group("protocol")
     if protocol and protocol[0] >= 4 and "Unsupported operand" in text:  # its first opcode, the frame, is refused
         return (f"a legacy-format torch file (pickle protocol {protocol[0]}), which this loader cannot read "
@@ -407,6 +409,19 @@ def load_problem(path: Path, exc: Exception) -> str:
     reason = [line.strip() for line in text.partition("WeightsUnpickler error:")[2].splitlines() if line.strip()]
     detail = reason[0] if reason else text.splitlines()[0] if text else type(exc).__name__
     return f"corrupt: {printable_line(detail)}"
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """Whether a zip archive is one torch.jit.save wrote: it holds constants.pkl in its top folder
+    (torch.load's own test), which torch.save's archives never do. A zip that cannot be read is not."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False  # damaged or unreadable: torch.load's own error describes it
+    return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names)
 
 
 def exists_if_loaded(name: str) -> bool:
