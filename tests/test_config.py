@@ -81,6 +81,10 @@ def test_pretrain_rejects_bad_config_before_running(tmp_path):
     ("+", "override '+': mismatched input"),  # Hydra's line did not name the word
     (".=1", "override '.=1': unexpected character '.' at position 1"),  # Hydra: "LexerNoViableAltException: .=1: ^"
     ("a b=1", "override 'a b=1': unexpected character ' ' at position 2"),
+    # a line break in the word: Hydra's message repeats the word, and was cut at the break
+    # ("override 'train.lr=1\n2': LexerNoViableAltException: train.lr=1")
+    ("train.lr=1\n2", "override 'train.lr=1\\n2': unexpected character '\\n' at position 11; an override is"),
+    ("a=1\r2", "override 'a=1\\r2': unexpected character '\\r' at position 4; an override is"),
     ("foo=", "foo: no such config key"),  # a top-level key without a dot: was a RecursionError traceback
     ("foo=bar", "foo: no such config key (to add a new key, write +foo=...)"),
 ])

@@ -152,19 +152,21 @@ def parse_overrides(overrides: list[str], search: Optional[ConfigSearch] = None)
 
 def syntax_problem(message: str, word: str) -> str:
     """Hydra's parse error as one clause: its reason, without the word it repeats, the caret
-    line (a character position instead) or the link to the grammar."""
+    line (a character position instead) or the link to the grammar. The word is taken off before
+    the message is split into lines: it may hold a line break of its own (a newline, `\r`)."""
+    lexer = "LexerNoViableAltException: "
+    header = f"Error parsing override '{word}'"
+    if message.startswith(lexer + word + "\n"):
+        caret = message[len(lexer + word) + 1:].partition("\n")[0]
+        at = caret.find("^") - len(lexer)
+        if caret.strip() == "^" and 0 <= at < len(word):
+            return f"unexpected character {word[at]!r} at position {at + 1}"
+    elif message.startswith(header + "\n"):
+        message = message[len(header) + 1:]
     lines = [line for line in message.splitlines() if line.strip() and not line.strip().startswith("See https://")]
     if not lines:
         return "cannot be parsed"
-    if lines[0].strip() == f"Error parsing override '{word}'" and len(lines) > 1:
-        lines = lines[1:]
-    first = lines[0].strip()
-    lexer = "LexerNoViableAltException: "
-    if lines[0].startswith(lexer) and len(lines) > 1 and lines[1].strip() == "^":
-        at = lines[1].index("^") - len(lexer)
-        if 0 <= at < len(word):
-            return f"unexpected character {word[at]!r} at position {at + 1}"
-    return first
+    return lines[0].strip()
 
 
 def key_paths(value: Any, prefix: str) -> Iterator[str]:
