@@ -305,3 +305,20 @@ def test_a_torchscript_archive_where_a_checkpoint_file_belongs_is_named_so_not_c
     message = str(caught.value)
     assert message == (f"{path}: cannot load (a TorchScript archive (what torch.jit.save writes), not a training "
                        "checkpoint file)"), message
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_zip_torch_file_of_pickle_protocol_4_or_5_is_named_so_not_corrupt(tmp_path, protocol):
+    """torch.save's own zip format with pickle_protocol 4 or 5: its data.pkl opens with a frame,
+    which torch's weights-only loader refuses ('Unsupported operand 149'), and the file was called
+    'corrupt'. The message names the protocol as it does for the legacy format."""
+    from training.engine.checkpoint import CheckpointError, load_file
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(3)}, path, pickle_protocol=protocol)
+    with pytest.raises(CheckpointError) as caught:
+        load_file(path)
+    message = str(caught.value)
+    assert message == (f"{path}: cannot load (a torch file (pickle protocol {protocol}), which this loader cannot "
+                       "read weights-only; re-save it with a current torch (torch.save's default format and "
+                       "protocol))"), message

@@ -393,10 +393,11 @@ def load_problem(path: Path, exc: Exception) -> str:
                 "corrupt, or another kind of file")
     if start.startswith(b"PK") and is_torchscript_archive(path):
         return "a TorchScript archive (what torch.jit.save writes), not a training checkpoint file"
-    protocol = started.group("protocol")
-    if protocol and protocol[0] >= 4 and "Unsupported operand" in text:  # its first opcode, the frame, is refused
-        return (f"a legacy-format torch file (pickle protocol {protocol[0]}), which this loader cannot read "
-                "weights-only; re-save it with a current torch (torch.save's default format and protocol)")
+    legacy = started.group("protocol")
+    protocol = legacy[0] if legacy else zip_pickle_protocol(path)
+    if protocol is not None and protocol >= 4 and "Unsupported operand" in text:  # its first opcode, the frame
+        return (f"a {'legacy-format ' if legacy else ''}torch file (pickle protocol {protocol}), which this loader "
+                "cannot read weights-only; re-save it with a current torch (torch.save's default format and protocol)")
     pickled = PICKLED_OBJECT.search(text)
     if pickled:
         name = pickled.group("name")
@@ -422,6 +423,23 @@ def is_torchscript_archive(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError):
         return False  # damaged or unreadable: torch.load's own error describes it
     return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names)
+
+
+def zip_pickle_protocol(path: Path) -> Optional[int]:
+    """The pickle protocol of the data.pkl a torch.save zip archive holds in its top folder (2
+    unless torch.save was given pickle_protocol); None when there is none to read."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")), None)
+            if name is None:
+                return None
+            with archive.open(name) as f:
+                start = f.read(2)
+    except (zipfile.BadZipFile, OSError, EOFError):  # unreadable: torch.load's own error describes it
+        return None
+    return start[1] if len(start) == 2 and start[0] == 0x80 else None
 
 
 def exists_if_loaded(name: str) -> bool:
