@@ -322,3 +322,25 @@ def test_a_zip_torch_file_of_pickle_protocol_4_or_5_is_named_so_not_corrupt(tmp_
     assert message == (f"{path}: cannot load (a torch file (pickle protocol {protocol}), which this loader cannot "
                        "read weights-only; re-save it with a current torch (torch.save's default format and "
                        "protocol))"), message
+
+
+@pytest.mark.parametrize("save", [
+    lambda p: torch.save({"w": torch.ones(3)}, p, _use_new_zipfile_serialization=False, pickle_protocol=4),
+    lambda p: torch.save({"w": torch.ones(3)}, p, pickle_protocol=5),
+    save_torchscript,
+], ids=["legacy protocol 4", "zip protocol 5", "TorchScript"])
+def test_a_refused_file_gets_no_torch_warning_before_its_one_line(tmp_path, save):
+    """torch.load warned first ('Detected pickle protocol 4 ... please file an issue', ''torch.load'
+    received a zip file that looks like a TorchScript archive'), so a command printed three lines
+    of stderr before its one-line error: the refusal names the same thing, torch's warning is gone."""
+    import warnings
+
+    from training.engine.checkpoint import CheckpointError, load_file
+
+    path = tmp_path / "model.pt"
+    save(path)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="cannot load"):
+            load_file(path)
+    assert [str(w.message) for w in warned] == []

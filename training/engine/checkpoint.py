@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -364,15 +365,23 @@ TORCH_FILE_START = re.compile(rb"PK\x03\x04|\x80(?P<protocol>[\x02-\x05])(?:\x95
 # load unsupported GLOBAL <name> whose module <module> is blocked".
 PICKLED_OBJECT = re.compile(r"GLOBAL (?P<name>.*?) (?:was not an allowed global|whose module )", re.S)
 
+# torch.load's warnings, printed before the one-line refusal that names the same thing: a pickle
+# protocol other than 2 (the refusal names 4 and 5; 3 loads), a TorchScript archive.
+TORCH_LOAD_WARNINGS = ("Detected pickle protocol ", "'torch.load' received a zip file that looks like a TorchScript archive")
+
 
 def load_file(path: Path) -> Any:
     """torch.load with weights_only=True: tensors and plain containers only, never code. A file
     that is not one torch.save writes (random bytes, a truncated or other file) is called corrupt;
-    only a real pickle that names objects is refused as possible code."""
+    only a real pickle that names objects is refused as possible code. A torch file this cannot
+    read (pickle protocol 4 or 5, a TorchScript archive) is named for what it is."""
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # what they say, the refusal below says in its one line
+            for said in TORCH_LOAD_WARNINGS:
+                warnings.filterwarnings("ignore", message=re.escape(said), category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Interrupted:  # a signal while loading: not the file's fault
         raise
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... by cause
