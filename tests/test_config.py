@@ -85,6 +85,10 @@ def test_pretrain_rejects_bad_config_before_running(tmp_path):
     # ("override 'train.lr=1\n2': LexerNoViableAltException: train.lr=1")
     ("train.lr=1\n2", "override 'train.lr=1\\n2': unexpected character '\\n' at position 11; an override is"),
     ("a=1\r2", "override 'a=1\\r2': unexpected character '\\r' at position 4; an override is"),
+    # ... or in a quoted value: a config group's choice ("Could not find 'device/cpu"), a sweep
+    ('device="cpu\n"', "override 'device=\"cpu\\n\"': 'cpu\\n' is not an option of the config group device; "
+                       "choose one of cpu, gpu"),
+    ('optim.lr=1,"x\ny"', "config: Ambiguous value for argument 'optim.lr=1,\"x\\ny\"'"),
     ("foo=", "foo: no such config key"),  # a top-level key without a dot: was a RecursionError traceback
     ("foo=bar", "foo: no such config key (to add a new key, write +foo=...)"),
 ])

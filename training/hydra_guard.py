@@ -429,15 +429,16 @@ def project_part(cfg: Any) -> dict[str, Any]:
 
 def check_group_choices(parsed: list[Any], search: ConfigSearch) -> None:
     """A config group's override picks one of its options by name: a path (`device=lsa/cpu`,
-    `device=../arch/trm_mlp`) would load a file that is not an option of the group, so it is refused."""
+    `device=../arch/trm_mlp`) would load a file that is not an option of the group, so it is refused,
+    as is a name with a line break or another unprintable character (Hydra's error cut its line there)."""
     groups = config_groups(search.dirs)
     for override in parsed:
         group = override.key_or_group.lstrip("+~")
         if override.package or group not in groups:
             continue
         for value in override_values(override):
-            if isinstance(value, str) and ("/" in value or "\\" in value or ".." in value):
-                raise ConfigError(f"override {override.input_line}: {value!r} is not an option of the config group "
+            if isinstance(value, str) and ("/" in value or "\\" in value or ".." in value or not value.isprintable()):
+                raise ConfigError(f"override {override.input_line!r}: {value!r} is not an option of the config group "
                                   f"{group}; choose one of {', '.join(group_options(search.dirs, group))}")
 
 
@@ -472,7 +473,11 @@ def compose_config(config_name: str, overrides: list[str], search: Optional[Conf
 def composition_error(exc: Exception, config_name: str, overrides: list[str], search: Optional[ConfigSearch]) -> ConfigError:
     """Hydra's (several-line) composition error as one line naming the config, key or group."""
     dirs = search.dirs if search is not None else [CONFIG_DIR]
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = str(exc)
+    for word in overrides:  # Hydra quotes a word whole ('optim.lr=1,"x<newline>y"'): a line break in it cut the line
+        if not word.isprintable():
+            text = text.replace(f"'{word}'", repr(word))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     message = lines[0] if lines else type(exc).__name__
     if "Cannot find primary config" in message:
         names = sorted({p.stem for d in dirs for p in d.glob("cfg_*.yaml")})
