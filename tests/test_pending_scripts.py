@@ -260,7 +260,7 @@ def test_the_pending_readme_lists_every_script_and_only_scripts_that_are_here():
 
 def test_every_complete_command_in_the_pending_readme_composes_and_validates(tmp_path, monkeypatch):
     """The README's calls that carry no placeholder (N, a|b) are run as written, with the stand-in
-    python3: each exits 0 and every pretrain.py / build_data.py command it passes validates."""
+    python3: each exits 0 and every pretrain.py / build_data.py / scaling.py command it passes validates."""
     import shlex
 
     commands = [c for c in re.findall(r"`((?:[A-Z]+=\S+ )*bash docs/benchmarks/pending/[^`]+)`",
@@ -279,6 +279,9 @@ def test_every_complete_command_in_the_pending_readme_composes_and_validates(tmp
             monkeypatch.delenv(name)
         assert proc.returncode == 0, (command, proc.stderr)
         runs = entry_calls(calls, "pretrain.py") + entry_calls(calls, "scripts/build_data.py")
-        assert runs or entry_calls(calls, "scripts/profile_step.py"), command
+        sweeps = entry_calls(calls, "scripts/scaling.py")
+        assert runs or sweeps or entry_calls(calls, "scripts/profile_step.py"), command
         for args in runs:
             composed(args)
+        for args in sweeps:  # scaling.py plans (composes and validates) every size itself
+            assert scaling_plans(args, tmp_path)[1], command

@@ -28,6 +28,10 @@
 # so every n trains 400 s with its curriculum phases at 120 s and 240 s and the LR at its floor at
 # the end, however many steps each n's step time allows.
 #
+# Measured on the H200, 2026-12-03 (docs/benchmarks/2026-12-03-lsa-scaling): whole calls of 449 s (n = 4),
+# 446 s (n = 6), 460 s (n = 12), install ~7 s, build 12 s at n = 12 and 22 s at n = 16; peak memory
+# 6.7 / 10.9 / 32.6 GiB at n = 4 / 6 / 12 and 55.2 GiB at n = 16 (a 150-s probe). The estimates below
+# were written before those calls.
 # Call time (not measured on the GPU host; the parts that were measured say where):
 #   - pip install of .whl: not measured (its wheels are cp312, this machine's Python 3.11).
 #   - dataset build (single-threaded: LSA's builder has no workers, so the host's 16 cores do
