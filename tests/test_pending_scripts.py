@@ -27,14 +27,16 @@ with open(os.environ["RECORDED"], "a") as f:
 """
 
 
-def run_script(tmp_path, name, *args):
+def run_script(tmp_path, name, *args, found=""):
     """Run docs/benchmarks/pending/<name> with python3 (and nvidia-smi, find) replaced; returns
-    the completed process and the python3 argument lists it recorded, in order."""
+    the completed process and the python3 argument lists it recorded, in order. `found`: what the
+    stand-in find prints (nothing: no real runs here); each of its calls adds a line to find.calls."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "python3").write_text(RECORDER)
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'name, driver_version'\n")
-    (bin_dir / "find").write_text("#!/bin/sh\nexit 0\n")  # the scripts' `find /tmp/runs ...`: no real runs here
+    (bin_dir / "find").write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path / 'find.calls'}\n"  # the scripts' `find /tmp/runs ...`
+                                  + (f"echo {found}\n" if found else ""))
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     recorded = tmp_path / "recorded.jsonl"
@@ -194,6 +196,23 @@ def test_ship_runs_the_shipped_recipe_on_test(tmp_path, monkeypatch, config):
     shipped = composed(["--config-name", config, "train.seed=1"]).model_dump()
     assert {k: v for k, v in run.model_dump().items() if k != "logging"} == {k: v for k, v in shipped.items()
                                                                             if k != "logging"}
+
+
+def test_ship_also_splits_evaluates_the_run_once_per_split(tmp_path, monkeypatch):
+    """ALSO_SPLITS="val test": evaluate.py scores the run's checkpoint on each split, the run
+    directory looked up once; with no run directory found, none is evaluated and the call says so."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ALSO_SPLITS", "val test")
+    proc, calls = run_script(tmp_path, "ship.sh", "cfg_arith_mul", found="/tmp/runs/trm-arith/ship")
+    assert proc.returncode == 0, proc.stderr
+    evaluations = entry_calls(calls, "scripts/evaluate.py")
+    assert [e[e.index("--split") + 1] for e in evaluations] == ["val", "test"]
+    assert all(e[e.index("--checkpoint") + 1] == "/tmp/runs/trm-arith/ship" for e in evaluations)
+    assert sum("-name ship" in line and "-type d" in line for line in (tmp_path / "find.calls").read_text().splitlines()) == 1
+    (tmp_path / "find.calls").unlink()
+    proc, calls = run_script(tmp_path, "ship.sh", "cfg_arith_mul")
+    assert proc.returncode == 0 and entry_calls(calls, "scripts/evaluate.py") == []
+    assert "no run directory to evaluate on val" in proc.stdout
 
 
 @pytest.mark.parametrize("size", [4, 6, 9, 12, 16])

@@ -51,8 +51,8 @@ for r in records:
                          if k.startswith("eval/") and k.count("/") >= 2 and not k.endswith(("count", "difference")))
         print(f"step {r['step']}: {r['train/seconds']:.1f} s, exact {100 * r['eval/exact_accuracy']:.1f}%; {task}")
 PY
+[ -n "${ALSO_SPLITS:-}" ] && run_dir=$(find /tmp/runs -mindepth 2 -maxdepth 2 -type d -name ship | head -1)
 for split in ${ALSO_SPLITS:-}; do
-  run_dir=$(find /tmp/runs -mindepth 2 -maxdepth 2 -type d -name ship | head -1)
   [ -n "$run_dir" ] || { echo "no run directory to evaluate on $split"; break; }
   (( 590 - $(elapsed) < 20 )) && { echo "evaluate --split $split: skipped, $(( 590 - $(elapsed) )) s left"; break; }
   timeout -s TERM $(( 590 - $(elapsed) )) python3 scripts/evaluate.py --checkpoint "$run_dir" --split "$split" \
