@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 import pytest
 
@@ -151,23 +151,31 @@ def _start(tmp_path, data_dir, *extra, stderr=subprocess.PIPE):
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
+@contextmanager
+def piped_stdout(monkeypatch):
+    """sys.stdout as Python opens a piped one (block-buffered), inside the test itself (pytest's
+    capture sets sys.stdout again after fixtures); yields what is in the pipe so far."""
+    read_end, write_end = os.pipe()
+    stream = io.TextIOWrapper(os.fdopen(write_end, "wb"), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", stream)
+    os.set_blocking(read_end, False)
+    try:
+        yield lambda: os.read(read_end, 100)
+    finally:
+        os.close(read_end)
+        stream.close()
+
+
 def test_stdout_into_a_pipe_is_line_buffered(monkeypatch):
     """An entry point's watch_standard_streams() makes a piped stdout line-buffered: a training run's
     progress lines reach `| tee run.log` as they are printed (measured before: a step line printed at
     48 s reached the pipe only when the run ended), not in 8 KB blocks."""
     from core.streams import watch_standard_streams
 
-    read_end, write_end = os.pipe()
-    stream = io.TextIOWrapper(os.fdopen(write_end, "wb"), encoding="utf-8")  # as Python opens a piped stdout
-    monkeypatch.setattr(sys, "stdout", stream)
-    try:
+    with piped_stdout(monkeypatch) as in_pipe:
         watch_standard_streams()
         print("step 5/100")
-        os.set_blocking(read_end, False)
-        assert os.read(read_end, 100) == b"step 5/100\n"
-    finally:
-        os.close(read_end)
-        stream.close()
+        assert in_pipe() == b"step 5/100\n"
 
 
 def test_a_script_s_stdout_into_a_pipe_is_line_buffered(monkeypatch):
@@ -175,22 +183,14 @@ def test_a_script_s_stdout_into_a_pipe_is_line_buffered(monkeypatch):
     piped stdout line-buffered too: a line printed inside main() is in the pipe before main returns."""
     from core.cli import run_cli
 
-    read_end, write_end = os.pipe()
-    stream = io.TextIOWrapper(os.fdopen(write_end, "wb"), encoding="utf-8")
-    monkeypatch.setattr(sys, "stdout", stream)
     seen = []
+    with piped_stdout(monkeypatch) as in_pipe:
+        def main():
+            print("scored 10 of 10")
+            seen.append(in_pipe())
 
-    def main():
-        print("scored 10 of 10")
-        os.set_blocking(read_end, False)
-        seen.append(os.read(read_end, 100))
-
-    try:
         run_cli(main)
-        assert seen == [b"scored 10 of 10\n"]
-    finally:
-        os.close(read_end)
-        stream.close()
+    assert seen == [b"scored 10 of 10\n"]
 
 
 def _read_until(stream, start: str) -> None:
