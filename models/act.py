@@ -270,11 +270,11 @@ class ACTModel(nn.Module):
             return self.depth_override[field]
         return getattr(self.cfg, field)
 
-    def make_blocks(self, count: int) -> nn.ModuleList:
+    def make_blocks(self, count: int, prenorm: bool = False) -> nn.ModuleList:
         cfg = self.cfg
         return nn.ModuleList(
             Block(cfg.hidden_size, cfg.num_heads, cfg.expansion, cfg.mixer, self.total_len, cfg.rms_norm_eps,
-                  cfg.seq_mlp_align)
+                  cfg.seq_mlp_align, prenorm)
             for _ in range(count)
         )
 

@@ -145,14 +145,17 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    """Post-norm block: a sequence mixer (attention, or an MLP across positions) then a
-    channel SwiGLU, each added to the residual stream and RMS-normalised."""
+    """A sequence mixer (attention, or an MLP across positions) then a channel SwiGLU, each added
+    to the residual stream. Post-norm (TRM's and HRM's block): the sum is RMS-normalised,
+    x = norm(x + f(x)). Pre-norm (`prenorm`, for a deep one-pass stack): f reads the normalised
+    stream and the sum is left as it is, x = x + f(norm(x)); the stack's owner normalises its output."""
 
     def __init__(self, hidden_size: int, num_heads: int, expansion: float, mixer: str, seq_len: int, eps: float,
-                 seq_align: int = 1):
+                 seq_align: int = 1, prenorm: bool = False):
         super().__init__()
         self.mixer = mixer
         self.eps = eps
+        self.prenorm = prenorm
         if mixer == "attention":
             self.attn = Attention(hidden_size, num_heads)
         elif mixer == "mlp":
@@ -162,6 +165,12 @@ class Block(nn.Module):
         self.mlp = SwiGLU(hidden_size, expansion)
 
     def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        if self.prenorm:
+            if self.mixer == "attention":
+                x = x + self.attn(rms_norm(x, self.eps), rotary)
+            else:
+                x = x + self.seq_mlp(rms_norm(x, self.eps).transpose(1, 2)).transpose(1, 2)
+            return x + self.mlp(rms_norm(x, self.eps))
         if self.mixer == "attention":
             x = rms_norm(x + self.attn(x, rotary), self.eps)
         else:  # mix along the sequence: (B, L, D) -> (B, D, L) -> MLP over L -> back

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pydantic
 
 from models.act import MAX_HALT_STEPS, MAX_LAYERS, ACTModel, ModelConfig
+from models.layers import rms_norm
 
 
 class TransformerConfig(ModelConfig):
@@ -33,6 +34,9 @@ class TransformerConfig(ModelConfig):
     name: Literal["transformer"] = "transformer"
     num_layers: int = pydantic.Field(23, ge=1, le=MAX_LAYERS, description="blocks, applied once (23: TRM's training FLOPs per step)")
     halt_max_steps: int = pydantic.Field(1, ge=1, le=MAX_HALT_STEPS, description="1: one pass per example (no state is carried)")
+    norm: Literal["post", "pre"] = pydantic.Field(
+        "post", description="post: TRM's post-norm block, x = norm(x + f(x)); pre: x = x + f(norm(x)), the output "
+        "normalised once (a deep post-norm stack starts with every position's output alike: docs/USAGE.md)")
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -61,7 +65,8 @@ class Transformer(ACTModel):
     STATES: dict[str, str] = {}
 
     def build_core(self) -> None:
-        self.blocks = self.make_blocks(self.cfg.num_layers)
+        self.blocks = self.make_blocks(self.cfg.num_layers, prenorm=self.cfg.norm == "pre")
 
     def core(self, states, x):
-        return (), self.run_blocks(self.blocks, x, self.rotary_tables())  # (B, P+L, D)
+        hidden = self.run_blocks(self.blocks, x, self.rotary_tables())  # (B, P+L, D)
+        return (), rms_norm(hidden, self.cfg.rms_norm_eps) if self.cfg.norm == "pre" else hidden

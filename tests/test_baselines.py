@@ -23,6 +23,8 @@ VARIANTS = [
     ("transformer", dict(mixer="mlp")),
     ("transformer", dict(pos_encodings="none", puzzle_emb_ndim=48)),
     ("transformer", dict(halt_max_steps=3, loss="softmax")),
+    ("transformer", dict(norm="pre")),
+    ("transformer", dict(norm="pre", mixer="mlp")),
 ]
 
 
@@ -163,6 +165,50 @@ def test_transformer_is_one_stateless_pass():
 def test_transformer_refuses_recursion_fields_naming_them():
     with pytest.raises(ValueError, match=r"arch\.H_cycles, arch\.L_cycles: the transformer does not recurse"):
         validate_arch({**SMALL["transformer"], "H_cycles": 2, "L_cycles": 2})
+
+
+@pytest.mark.parametrize("mixer", ["attention", "mlp"])
+def test_a_pre_norm_block_adds_each_part_of_the_normalised_stream(mixer):
+    """norm="pre": x + f(norm(x)) for the mixer, then the SwiGLU the same way; no norm after the sums."""
+    from models.layers import Block, rms_norm
+
+    torch.manual_seed(0)
+    block = Block(16, 4, 2.0, mixer, 6, 1e-5, prenorm=True)
+    x = 3 * torch.randn(2, 6, 16)
+    if mixer == "attention":
+        mixed = x + block.attn(rms_norm(x, 1e-5), None)
+    else:
+        mixed = x + block.seq_mlp(rms_norm(x, 1e-5).transpose(1, 2)).transpose(1, 2)
+    expected = mixed + block.mlp(rms_norm(mixed, 1e-5))
+    torch.testing.assert_close(block(x, None), expected)
+    assert expected.pow(2).mean(-1).sqrt().mean() > 2  # the stream keeps its scale: not normalised
+
+
+def top_position_similarity(norm):
+    """At init, the mean cosine between the positions of one example at the top of a 23-layer
+    transformer (hidden 64, RoPE), before the heads."""
+    model = make("transformer", num_layers=23, hidden_size=64, norm=norm, pos_encodings="rope")
+    b = batch(size=4)
+    with torch.no_grad():
+        _, hidden = model.core((), model.embed(b["inputs"], b["puzzle_identifiers"]))
+    unit = torch.nn.functional.normalize(hidden[:, model.prefix_len:], dim=-1)
+    return (unit @ unit.transpose(1, 2)).mean().item()
+
+
+def test_a_deep_post_norm_stack_starts_with_its_positions_alike_and_a_pre_norm_one_does_not():
+    """Why arch.norm exists: 23 post-norm blocks at init map every position to nearly the same vector
+    (each sum's normalisation shrinks what a position carries of its own), so the heads cannot tell the
+    cells apart until training undoes it (the Sudoku row of the equal-budget table never did); with
+    pre-norm the input's per-position part stays in the residual stream."""
+    post, pre = top_position_similarity("post"), top_position_similarity("pre")
+    assert post > 0.99 and pre < 0.9, (post, pre)
+
+
+def test_norm_is_the_transformers_alone():
+    with pytest.raises(ValueError, match="norm is a field of arch transformer"):
+        validate_arch({**SMALL["hrm"], "norm": "pre"})
+    with pytest.raises(ValueError, match="norm"):
+        validate_arch({**SMALL["transformer"], "norm": "sandwich"})
 
 
 def test_step_flops_count_block_applications_alike():

@@ -18,6 +18,8 @@ ARCH = {
     "transformer": ["arch=transformer", "~arch.H_cycles", "~arch.L_cycles", "arch.halt_max_steps=1",
                     "arch.num_layers=2"],
 }
+# The tiny runs also train the pre-norm transformer (arch.norm=pre) end to end.
+RUNS = {**ARCH, "transformer-pre": [*ARCH["transformer"], "arch.norm=pre"]}
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +27,12 @@ def data_dir(tmp_path_factory):
     return build_lsa(tmp_path_factory.mktemp("data") / "lsa4", num_train=300, num_test=100, num_aug=4)
 
 
-@pytest.fixture(scope="module", params=sorted(ARCH))
+@pytest.fixture(scope="module", params=sorted(RUNS))
 def tiny_run(request, tmp_path_factory, data_dir):
-    arch = request.param
-    tmp = tmp_path_factory.mktemp(f"e2e-{arch}")
-    result = train(tiny_config(tmp, *ARCH[arch], "train.max_steps=150", "train.eval_interval=75",
+    tmp = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    result = train(tiny_config(tmp, *RUNS[request.param], "train.max_steps=150", "train.eval_interval=75",
                                "train.log_every=20", "train.eval_at_start=true", "logging.run_name=tiny", data=data_dir))
-    return arch, tmp / "runs" / PROJECT / "tiny", result
+    return request.param.split("-")[0], tmp / "runs" / PROJECT / "tiny", result
 
 
 def test_tiny_run_learns(tiny_run):

@@ -112,6 +112,15 @@ def test_equal_budget_1gpu_commands_compose_and_validate(tmp_path, monkeypatch, 
         assert run.train.depth_curriculum is None and run.arch.pos_encodings == "rope"
 
 
+def test_equal_budget_1gpu_passes_overrides_after_the_model_and_names_the_run_by_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    proc, calls = run_script(tmp_path, "equal_budget_1gpu.sh", "sudoku", "transformer", "arch.norm=pre")
+    assert proc.returncode == 0, proc.stderr
+    [run] = [composed(args) for args in entry_calls(calls, "pretrain.py")]
+    assert run.arch.name == "transformer" and run.arch.norm == "pre" and run.arch.pos_encodings == "rope"
+    assert run.logging.run_name == "sudoku-transformer-arch.norm_pre" and run.train.max_train_seconds == 400
+
+
 def test_equal_budget_1gpu_refuses_an_unknown_task_or_model(tmp_path):
     for args, culprit in ((["maze", "trm"], "unknown task 'maze'"), (["mul", "gpt"], "unknown model 'gpt'")):
         proc, calls = run_script(tmp_path, "equal_budget_1gpu.sh", *args)
