@@ -35,6 +35,7 @@ from typing import Callable, Iterator, Optional
 
 from core.early_signals import STOP_SIGNALS
 from core.errors import DatasetError, InputError
+from core.paths import refuse_broken_link
 from dataset.common import LEGACY_TASKS, MARKER, MARKER_FIELD, SPLITS, SPLIT_FILE, TOP_LEVEL_FILES, VAL_SPLIT, _umask
 
 EXPORT_FORMAT = "tinyrecursion-export"
@@ -194,6 +195,7 @@ def check_target(target: Path | str, kind: OutputKind, overwrite: bool, recover:
     that this project wrote, in a safe place. First finishes an interrupted swap (`recover`)."""
     target = Path(target)
     where = f"{kind.flag} {target}"
+    refuse_broken_link(target, kind.flag, kind.error)  # realpath would follow it, and mkdir make its target
     if recover and not os.path.islink(target):
         try:
             recover_parked(target, kind)

@@ -34,6 +34,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
 from core.cli import path_arg, plain_parser, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
+from core.paths import refuse_broken_link  # noqa: E402
 from evaluators.render import check_new_output, save  # noqa: E402
 from training.bookkeeping.runs import (  # noqa: E402
     config_section, finite_number, find_run, headline_metric, printable, read_each, read_json, read_metrics,
@@ -198,6 +199,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.out.suffix.lower() != ".png":
         raise InputError(f"--out {args.out}: expected a .png file name")
+    refuse_broken_link(args.out, "--out")
     run_dirs = [find_run(key, args.runs_dir) for key in args.runs]
     created = first_missing(args.out.parent)
     panels = plot_runs(run_dirs, args.out, None if args.metrics is None else metric_list(args.metrics), args.x,

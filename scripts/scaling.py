@@ -51,6 +51,7 @@ if __name__ == "__main__":  # before the heavy imports: a signal now is one line
 
 from core.cli import path_arg, plain_parser, run_cli  # noqa: E402
 from core.errors import DatasetError, InputError  # noqa: E402
+from core.paths import refuse_broken_link  # noqa: E402
 from training.bookkeeping.runs import read_json, read_metrics  # noqa: E402
 
 DEFAULT_SIZES = "4,6,9,12"
@@ -349,6 +350,7 @@ def check_out(out: Path, logs: list[str], report_only: bool) -> None:
     or logs (they exist nowhere else); --report-only rewrites the report files there."""
     if str(out) in ("", "."):
         raise InputError(f"--out {str(out)!r}: give a folder of its own for the report")
+    refuse_broken_link(out, "--out")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
     from dataset.replace_guard import is_run_dir

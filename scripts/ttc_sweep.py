@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 from core.cli import CLI, GivenPath, OptionalGivenPath, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
+from core.paths import refuse_broken_link  # noqa: E402
 from dataset.loader import PuzzleDataset  # noqa: E402
 from evaluators import build_evaluators  # noqa: E402
 from evaluators.tasks import get_task  # noqa: E402
@@ -101,6 +102,7 @@ def parse_list(text: str, flag: str, check) -> list:
 
 
 def check_out(out: Path) -> None:
+    refuse_broken_link(out, "--out")
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise InputError(f"--out {out}: exists and is not an empty directory; give a new one (nothing is overwritten)")
 

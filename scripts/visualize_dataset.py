@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 from core.cli import CLI, GivenPath, run_cli  # noqa: E402
 from core.errors import DatasetError  # noqa: E402
+from core.paths import refuse_broken_link  # noqa: E402
 from dataset.common import load_split  # noqa: E402
 from dataset.loader import concat_sets  # noqa: E402
 from evaluators.render import check_new_output, render_example, save  # noqa: E402
@@ -43,6 +44,7 @@ class VisualizeArgs(BaseModel):
 
 
 def visualize(args: VisualizeArgs) -> list[Path]:
+    refuse_broken_link(args.out, "--out")
     meta, sets = load_split(args.data, args.split)
     arrays = concat_sets(sets)
     if args.start >= arrays.num_examples:

@@ -207,6 +207,29 @@ def test_an_empty_output_path_is_refused_by_name(argv, tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("link", ["dangling", "loop"])
+@pytest.mark.parametrize("argv", [
+    ("scripts/export.py", "--checkpoint", "RUN", "--out", "OUT"),  # was: wrote the export into the link's target
+    ("-m", "dataset.build_lsa_dataset", "--output-dir", "OUT", "--no-progress", "--n", "3", "--num-train", "10",
+     "--num-test", "4", "--num-aug", "1"),  # was: wrote the dataset into the link's target
+    ("scripts/ttc_sweep.py", "--checkpoint", "some-run", "--out", "OUT"),  # was: on to the run, mkdir's "File exists" last
+    ("scripts/plot_run.py", "some-run", "--out", "OUT/a.png"),
+    ("scripts/visualize_dataset.py", "--data", "some-data", "--out", "OUT"),
+    ("scripts/scaling.py", "--config-name", "cfg_lsa_cpu", "--sizes", "4", "--out", "OUT"),
+])
+def test_an_output_path_through_a_broken_link_is_refused_by_name(argv, link, tmp_path, monkeypatch, request):
+    """An output path at or below a dangling symbolic link (or a loop of them) cannot be created:
+    one line naming the flag and the link, before anything is written (never the link's target)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to("nowhere" if link == "dangling" else "link")
+    run = str(request.getfixturevalue("runs_zoo")["alpha"]) if "RUN" in argv else None
+    argv = [run if word == "RUN" else word.replace("OUT", "link/new") for word in argv]
+    flag = argv[argv.index(next(w for w in argv if w.startswith("link/"))) - 1]
+    kind = "a dangling symbolic link, to nowhere" if link == "dangling" else "a symbolic link loop, to link"
+    assert_one_line_error(run_in_process(*argv), f"{flag} link/new", f"(link is {kind})")
+    assert [p.name for p in tmp_path.iterdir()] == ["link"]
+
+
 @pytest.mark.parametrize("argv, culprit", [
     (("scripts/evaluate.py", "--checkpoint", ""), "--checkpoint: is empty"),  # was: ".: not a checkpoint"
     (("scripts/evaluate.py", "--checkpoint", "r", "--runs-dir", ""), "--runs-dir: is empty"),

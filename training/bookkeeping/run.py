@@ -26,7 +26,6 @@ directories it made, and only those.
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import json
 import os
@@ -41,6 +40,7 @@ import torch
 
 from core.dicts import flatten
 from core.errors import DatasetError, InputError, os_error_line
+from core.paths import broken_link_kind
 from dataset.common import open_lock_file
 from evaluators import build_evaluators
 from training.engine.checkpoint import (
@@ -408,17 +408,6 @@ def check_real_dirs(run_dir: Path) -> None:
         if path.is_symlink():  # no directory can be made through it (mkdir says only "No such file or directory")
             raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({path} is {broken_link_kind(path)}, to "
                               f"{os.readlink(path)})")
-
-
-def broken_link_kind(link: Path) -> str:
-    """What a symbolic link that leads to nothing is: one that never ends (ELOOP: it names itself,
-    directly or through others) or one whose target does not exist."""
-    try:
-        os.stat(link)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "a symbolic link loop"
-    return "a dangling symbolic link"
 
 
 def make_run_dir(run_dir: Path) -> tuple[Path, ...]:
