@@ -307,6 +307,41 @@ def test_a_torchscript_archive_where_a_checkpoint_file_belongs_is_named_so_not_c
                        "checkpoint file)"), message
 
 
+ONLY_DIRECTORIES = ("not a checkpoint directory; a checkpoint is a directory (model.pt, config.json, meta.json: "
+                    "what training saves), and so is a run")
+
+
+@pytest.mark.parametrize("make, kind", [
+    (save_torchscript, "a TorchScript archive (what torch.jit.save writes)"),
+    (lambda p: torch.save({"w": torch.ones(3)}, p), "a torch file (what torch.save writes)"),
+    (lambda p: p.write_text("notes"), "a file"),
+], ids=["TorchScript", "torch.save", "text"])
+def test_evaluate_given_a_file_says_it_is_a_file_not_a_directory(tmp_path, make, kind):
+    """--checkpoint a file (a .jit archive, a lone torch file) said 'not a checkpoint (no model.pt)
+    and no checkpoints/latest inside', as if it were a directory: it is a file, named for what it is."""
+    from conftest import assert_one_line_error, run_in_process
+
+    path = tmp_path / "model.jit"
+    make(path)
+    result = run_in_process("scripts/evaluate.py", "--checkpoint", str(path))
+    assert_one_line_error(result, f"{path}: is {kind}, {ONLY_DIRECTORIES}")
+
+
+def test_a_file_of_a_checkpoint_directory_points_to_that_directory(tmp_path):
+    """model.pt (or any file) of a checkpoint directory given as the checkpoint: pass the directory
+    that holds it, which resolves; a pointer file (`latest`) is still followed."""
+    from training.engine.checkpoint import CheckpointError
+
+    ckpt = save_checkpoint(tmp_path, 4000, PAYLOAD, {"arch": {}}, {"metrics": {}}, keep=2)
+    for name in ("model.pt", "config.json"):
+        with pytest.raises(CheckpointError) as caught:
+            resolve_checkpoint(ckpt / name)
+        assert str(caught.value) == (f"{ckpt / name}: is a file, not a checkpoint directory; pass the checkpoint "
+                                     f"directory that holds it ({ckpt})")
+    assert resolve_checkpoint(ckpt) == ckpt
+    assert resolve_checkpoint(tmp_path / "checkpoints" / "latest") == ckpt
+
+
 @pytest.mark.parametrize("protocol", [4, 5])
 def test_a_zip_torch_file_of_pickle_protocol_4_or_5_is_named_so_not_corrupt(tmp_path, protocol):
     """torch.save's own zip format with pickle_protocol 4 or 5: its data.pkl opens with a frame,

@@ -303,6 +303,8 @@ def resolve_checkpoint(path: Path | str) -> Path:
             return follow_pointer(root / "latest")
     if (path / "model.pt").is_file() or (path / "meta.json").is_file():
         return path
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path}: {file_given(path)}")
     run_dir = path.parent if path.name == "checkpoints" else path
     found = list_checkpoints(run_dir)
     if found:  # a save killed before it wrote the first `latest`: the newest complete one
@@ -314,6 +316,33 @@ def resolve_checkpoint(path: Path | str) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
     raise CheckpointError(f"{path}: not a checkpoint (no model.pt) and no checkpoints/latest inside")
+
+
+def file_given(path: Path) -> str:
+    """Why `path`, which exists and is no directory, is not a checkpoint: a checkpoint (and a run)
+    is a directory. A file of a checkpoint directory (its model.pt, say) points to that directory."""
+    holder = path.parent
+    if (holder / "model.pt").is_file() and (holder / "config.json").is_file():
+        return f"is a file, not a checkpoint directory; pass the checkpoint directory that holds it ({holder})"
+    kind = "a file"
+    if not path.is_file():
+        kind = "a special file (a pipe or device)"  # not opened: a read could block
+    else:
+        try:
+            with open(path, "rb") as f:
+                start = f.read(32)
+        except OSError as exc:
+            raise CheckpointError(f"{path}: is a file, not a checkpoint directory, and cannot be read "
+                                  f"({exc.strerror or exc})") from exc
+        if start.startswith(b"PK"):
+            if is_torchscript_archive(path):
+                kind = "a TorchScript archive (what torch.jit.save writes)"
+            elif zip_pickle_protocol(path) is not None:
+                kind = "a torch file (what torch.save writes)"
+        elif TORCH_FILE_START.match(start):  # torch.save's legacy format
+            kind = "a torch file (what torch.save writes)"
+    return (f"is {kind}, not a checkpoint directory; a checkpoint is a directory (model.pt, config.json, "
+            "meta.json: what training saves), and so is a run")
 
 
 def is_complete(ckpt: Path) -> bool:
