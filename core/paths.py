@@ -35,11 +35,15 @@ def broken_link_on(path: Path) -> Optional[Path]:
     return None
 
 
+def broken_link_text(link: Path) -> str:
+    """'<link> is a dangling symbolic link, to <target>' (or a symbolic link loop)."""
+    return f"{link} is {broken_link_kind(link)}, to {os.readlink(link)}"
+
+
 def refuse_broken_link(path: Path | str, flag: str, error: type[InputError] = InputError) -> None:
     """Raise `error` (one line naming `flag`, `path` and the link) when `path` would have to be
     created at or through a symbolic link that leads nowhere."""
     path = Path(path)
     link = broken_link_on(path)
     if link is not None:
-        raise error(f"{flag} {path}: cannot create it ({link} is {broken_link_kind(link)}, to {os.readlink(link)}); "
-                    "nothing was written")
+        raise error(f"{flag} {path}: cannot create it ({broken_link_text(link)}); nothing was written")

@@ -260,6 +260,27 @@ def test_check_names_a_link_loop_above_the_run_directory_a_loop_not_a_dangling_l
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "self"]
 
 
+@pytest.mark.parametrize("builder", ["lsa", "null"])
+def test_check_names_a_broken_link_at_data_path_as_the_run_does(tmp_path, builder):
+    """data.path at or below a symbolic link loop or a dangling link: with a builder, --check said
+    the dataset 'will be built first' (only the build then refused it); without one, 'no dataset
+    there', naming no link. --check and the run now say the same line naming the link; nothing
+    is built or created."""
+    (tmp_path / "self").symlink_to("self")
+    (tmp_path / "dangling").symlink_to("nowhere")
+    runs = tmp_path / "runs"
+    base = ["--config-name", "cfg_lsa_cpu", *TINY, f"data.builder={builder}", f"logging.runs_dir={runs}",
+            "logging.run_name=r"]
+    for link, kind in (("self", "a symbolic link loop, to self"), ("dangling", "a dangling symbolic link, to nowhere")):
+        for data in (tmp_path / link, tmp_path / link / "deeper"):
+            checked = run_in_process("pretrain.py", "--check", *base, f"data.path={data}")
+            ran = run_in_process("pretrain.py", *base, "logging.progress=false", f"data.path={data}")
+            assert_one_line_error(checked, f"data.path={data}: no dataset there, and none can be built there "
+                                           f"({tmp_path / link} is {kind})")
+            assert checked.stderr == ran.stderr and ran.returncode == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "self"]
+
+
 def test_check_prints_the_run_dir_and_starts_nothing(tmp_path):
     result = run_in_process("pretrain.py", "--check", "--config-name", "cfg_lsa_cpu", "logging.run_name=c1",
                         f"logging.runs_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}")

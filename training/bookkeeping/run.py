@@ -630,7 +630,7 @@ def preflight(cfg: Any) -> Path:
     from dataset import builder_config
     from dataset.common import dataset_exists
     from dataset.loader import PuzzleDataset
-    from training.engine.setup import check_batch_costs, check_val_request, resolve_device
+    from training.engine.setup import check_batch_costs, check_data_reachable, check_val_request, resolve_device
 
     if cfg.train.device != "auto":
         resolve_device(cfg.train.device)
@@ -640,9 +640,11 @@ def preflight(cfg: Any) -> Path:
         data = PuzzleDataset.load(path)
         check_batch_costs(cfg, data.meta, World())
         check_config_against_data(cfg, data, World())
-    elif cfg.data.builder is None:
-        raise DatasetError(f"data.path={cfg.data.path}: no dataset there (and data.builder is not set to build one)")
-    else:  # what the build would refuse; the checks that need the data run once it is built
+    else:
+        check_data_reachable(path)
+        if cfg.data.builder is None:
+            raise DatasetError(f"data.path={cfg.data.path}: no dataset there (and data.builder is not set to build one)")
+        # what the build would refuse; the checks that need the data run once it is built
         builder_config(cfg.data.builder, cfg.data.build_args, path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; "

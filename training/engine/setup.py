@@ -15,6 +15,7 @@ from torch.torch_version import TorchVersion
 
 from dataset import build_dataset, builder_config
 from core.errors import DatasetError
+from core.paths import broken_link_on, broken_link_text
 from dataset.common import (
     MARKER, MARKER_FIELD, VAL_SIZE_ARG, VAL_SPLIT, build_lock, build_record, dataset_exists, read_metadata,
     recorded_build_args,
@@ -107,6 +108,15 @@ def check_val_request(cfg: Config) -> None:
                            f"(data.build_args.{VAL_SIZE_ARG} is 0); set data.build_args.{VAL_SIZE_ARG}=N")
 
 
+def check_data_reachable(path: Path) -> None:
+    """A missing dataset at or below a symbolic link that leads nowhere (dangling, or a loop)
+    can neither be read nor built: one line naming the link, not "no dataset there" (nor a build
+    that would follow the link)."""
+    link = broken_link_on(path)
+    if link is not None:
+        raise DatasetError(f"data.path={path}: no dataset there, and none can be built there ({broken_link_text(link)})")
+
+
 def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
     """Load the dataset, building it first when the config names a builder and it is missing.
     Runs that need the same missing dataset wait for one builder (a lock beside it). Data
@@ -116,6 +126,7 @@ def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
     check_val_request(cfg)
     built = False
     if not dataset_exists(path):
+        check_data_reachable(path)
         if cfg.data.builder is None:
             raise DatasetError(f"data.path={path}: no dataset there (and data.builder is not set to build one)")
         builder_config(cfg.data.builder, cfg.data.build_args, path)  # bad arguments fail before anything is written
