@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 from core.cli import CLI, GivenPath, OptionalGivenPath, run_cli  # noqa: E402
 from core.errors import InputError  # noqa: E402
+from core.paths import refuse_broken_link  # noqa: E402
 from dataset.common import _umask  # noqa: E402
 from dataset.loader import DeviceArrays, PuzzleDataset  # noqa: E402
 from evaluators import build_evaluators  # noqa: E402
@@ -109,6 +110,8 @@ def evaluate_checkpoint(args: EvaluateArgs) -> dict[str, float]:
     if options and not args.compile:
         raise ConfigError("--inductor: only applies with --compile")
     out = args.save_predictions
+    if out is not None:
+        refuse_broken_link(out, "--save-predictions")
     if out is not None and (out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir())))):
         raise ConfigError(f"--save-predictions {out}: exists and is not an empty directory; give a new one (nothing "
                           "is overwritten)")

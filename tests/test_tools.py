@@ -216,6 +216,7 @@ def test_an_empty_output_path_is_refused_by_name(argv, tmp_path, monkeypatch):
     ("scripts/plot_run.py", "some-run", "--out", "OUT/a.png"),
     ("scripts/visualize_dataset.py", "--data", "some-data", "--out", "OUT"),
     ("scripts/scaling.py", "--config-name", "cfg_lsa_cpu", "--sizes", "4", "--out", "OUT"),
+    ("scripts/evaluate.py", "--checkpoint", "some-run", "--save-predictions", "OUT"),  # was: mkdir's error after scoring
 ])
 def test_an_output_path_through_a_broken_link_is_refused_by_name(argv, link, tmp_path, monkeypatch, request):
     """An output path at or below a dangling symbolic link (or a loop of them) cannot be created:
