@@ -211,6 +211,38 @@ def test_norm_is_the_transformers_alone():
         validate_arch({**SMALL["transformer"], "norm": "sandwich"})
 
 
+def test_a_transformer_checkpoint_saved_before_arch_norm_resumes_and_loads_as_post_norm(tmp_path):
+    """A checkpoint whose config.json has no arch.norm (saved before the option) ran post-norm: it
+    resumes (not "arch.norm='post' differs from the checkpoint's None") and loads as the same model."""
+    import json
+
+    from conftest import CPU_PROJECT, build_lsa, tiny_config
+    from training.bookkeeping.run import check_resume_config
+    from training.config import ConfigError
+    from training.inference import load_checkpoint_model
+    from training.loop import train
+
+    data = build_lsa(tmp_path / "lsa4", num_train=20, num_test=10, num_aug=1)
+    arch = ["arch=transformer", "~arch.H_cycles", "~arch.L_cycles", "arch.halt_max_steps=1", "arch.num_layers=2"]
+    common = [*arch, "train.eval_interval=2", "logging.run_name=old", "train.global_batch_size=16"]
+    train(tiny_config(tmp_path, *common, "train.max_steps=2", data=data))
+    ckpt = tmp_path / "runs" / CPU_PROJECT / "old" / "checkpoints" / "step_0000002"
+    before = load_checkpoint_model(ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["arch"].pop("norm") == "post"
+    (ckpt / "config.json").write_text(json.dumps(config))
+    after = load_checkpoint_model(ckpt)
+    assert after.model.cfg.norm == "post"
+    for name, tensor in before.model.state_dict().items():
+        assert torch.equal(tensor, after.model.state_dict()[name]), name
+    resumed = tiny_config(tmp_path, *common, "train.max_steps=3", f"train.resume={ckpt}", data=data)
+    assert check_resume_config(resumed, ckpt) == ["train.max_steps: 2 -> 3"]
+    with pytest.raises(ConfigError, match="arch.norm='pre' differs from the checkpoint's 'post'"):
+        check_resume_config(tiny_config(tmp_path, *common, "arch.norm=pre", f"train.resume={ckpt}", data=data), ckpt)
+    train(resumed)
+    assert (ckpt.parent / "step_0000003" / "model.pt").is_file()
+
+
 def test_step_flops_count_block_applications_alike():
     """The FLOP count is shared: a transformer of 6 layers and a TRM whose step applies its 2
     layers 3 times (all with gradients) cost the same; HRM's Q-continue target adds one forward."""

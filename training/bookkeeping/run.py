@@ -47,7 +47,7 @@ from training.engine.checkpoint import (
     MODEL_DATA_FIELDS, CheckpointError, CheckpointManager, check_data_compatible, list_checkpoints, load_checkpoint_files,
     load_config, load_meta, load_weights, resolve_checkpoint, set_aside_after,
 )
-from training.config import PATH_COMPONENT, Config, ConfigError, did_you_mean
+from training.config import PATH_COMPONENT, Config, ConfigError, did_you_mean, validate_config
 from training.engine.distributed import World, on_rank_zero
 from training.files import replace_file
 from training.engine.ema import EMA
@@ -223,7 +223,12 @@ def plan_run(cfg: Config) -> RunPlan:
 
 def check_resume_config(cfg: Config, ckpt: Path) -> list[str]:
     """Refuse a resume whose model differs from the checkpoint's; list other changed settings."""
-    saved = flatten(load_config(ckpt))
+    raw = load_config(ckpt)
+    saved = flatten(raw)
+    try:  # a setting added since the checkpoint was saved (arch.norm) is not in its config.json: it ran as the default
+        saved = {**flatten(validate_config(raw).to_dict()), **saved}
+    except ConfigError:  # a config this code no longer reads: compared as it was written
+        pass
     current = flatten(cfg.to_dict())
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     fixed = [k for k in changed if k.split(".")[0] in FIXED_SECTIONS]
