@@ -379,3 +379,42 @@ def test_a_refused_file_gets_no_torch_warning_before_its_one_line(tmp_path, save
         with pytest.raises(CheckpointError, match="cannot load"):
             load_file(path)
     assert [str(w.message) for w in warned] == []
+
+
+def test_loads_in_threads_leave_the_warning_filters_as_they_were(tmp_path, monkeypatch):
+    """load_file silences torch.load's warnings with warnings.catch_warnings, which swaps the
+    process's one filter list: thread A enters, B enters (saving A's filters), A leaves, B leaves
+    restoring A's filters, and torch's warnings stayed ignored in the whole process for good."""
+    import threading
+    import warnings
+
+    from training.engine import checkpoint
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(1)}, path)
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    def load(f, **kwargs):  # A waits (a while) for B to be inside too; B returns after A has left
+        if threading.current_thread().name == "A":
+            a_in.set()
+            b_in.wait(2)
+        else:
+            b_in.set()
+            a_done.wait(2)
+        return {}
+
+    monkeypatch.setattr(torch, "load", load)
+    before = list(warnings.filters)
+
+    def first():
+        checkpoint.load_file(path)
+        a_done.set()
+
+    a = threading.Thread(target=first, name="A")
+    a.start()
+    a_in.wait(2)
+    b = threading.Thread(target=checkpoint.load_file, args=(path,), name="B")
+    b.start()
+    a.join()
+    b.join()
+    assert warnings.filters == before

@@ -24,6 +24,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -397,6 +398,10 @@ PICKLED_OBJECT = re.compile(r"GLOBAL (?P<name>.*?) (?:was not an allowed global|
 # torch.load's warnings, printed before the one-line refusal that names the same thing: a pickle
 # protocol other than 2 (the refusal names 4 and 5; 3 loads), a TorchScript archive.
 TORCH_LOAD_WARNINGS = ("Detected pickle protocol ", "'torch.load' received a zip file that looks like a TorchScript archive")
+# warnings.catch_warnings swaps the process's one filter list in and out: two loads in threads
+# whose windows overlap would leave the first one's filters in place for good (the second restores
+# the list it saw), so the loads that filter take turns.
+_LOAD_WARNINGS_LOCK = threading.Lock()
 
 
 def load_file(path: Path) -> Any:
@@ -407,7 +412,7 @@ def load_file(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     try:
-        with warnings.catch_warnings():  # what they say, the refusal below says in its one line
+        with _LOAD_WARNINGS_LOCK, warnings.catch_warnings():  # what they say, the refusal below says in its one line
             for said in TORCH_LOAD_WARNINGS:
                 warnings.filterwarnings("ignore", message=re.escape(said), category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
