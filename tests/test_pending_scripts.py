@@ -121,6 +121,18 @@ def test_equal_budget_1gpu_passes_overrides_after_the_model_and_names_the_run_by
     assert run.logging.run_name == "sudoku-transformer-arch.norm_pre" and run.train.max_train_seconds == 400
 
 
+def test_equal_budget_1gpu_builds_with_the_calls_data_overrides_and_refuses_logging_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    extra = ["data.path=data/sudoku-val", "+data.build_args.val_size=100", "data.eval_split=val"]
+    proc, calls = run_script(tmp_path, "equal_budget_1gpu.sh", "sudoku", "hrm", *extra)
+    assert proc.returncode == 0, proc.stderr
+    [build], [run] = entry_calls(calls, "scripts/build_data.py"), entry_calls(calls, "pretrain.py")
+    build, run = composed(build), composed(run)
+    assert same_dataset(build, run) and build.data.path.endswith("data/sudoku-val") and run.data.eval_split == "val"
+    proc, calls = run_script(tmp_path, "equal_budget_1gpu.sh", "mul", "hrm", "logging.run_name=mine")
+    assert proc.returncode == 2 and "logging.run_name=mine" in proc.stderr and calls == []
+
+
 def test_equal_budget_1gpu_refuses_an_unknown_task_or_model(tmp_path):
     for args, culprit in ((["maze", "trm"], "unknown task 'maze'"), (["mul", "gpt"], "unknown model 'gpt'")):
         proc, calls = run_script(tmp_path, "equal_budget_1gpu.sh", *args)

@@ -5,7 +5,8 @@
 #   bash docs/benchmarks/pending/equal_budget_1gpu.sh sudoku trm|hrm|transformer
 #   bash docs/benchmarks/pending/equal_budget_1gpu.sh mul trm|hrm|transformer
 #   bash docs/benchmarks/pending/equal_budget_1gpu.sh sudoku transformer arch.norm=pre   # overrides after the model
-# (overrides after the model go to pretrain.py, last, and name the run: sudoku-transformer-arch.norm_pre)
+# (overrides after the model go to pretrain.py, last, and name the run: sudoku-transformer-arch.norm_pre;
+# data.* ones go to the build too; logging.* ones are refused: the script names the run and its files)
 # Each run is exactly `python3 pretrain.py --config-name cfg_sudoku_400s|cfg_arith_mul [arch
 # overrides] train.max_train_seconds=400` (attention baselines on Sudoku get RoPE back: cfg_sudoku's
 # MLP mixer needs no positions; on both tasks they run without the recipe's depth curriculum,
@@ -19,6 +20,13 @@ set -uo pipefail
 task=${1:?sudoku|mul} model=${2:?trm|hrm|transformer}
 shift 2
 extra=("$@")
+for word in "${extra[@]}"; do
+  case $word in
+    logging.*|+logging.*|++logging.*) echo "equal_budget_1gpu.sh: '$word': the script sets logging (the run is named by the overrides)" >&2; exit 2 ;;
+  esac
+done
+data_extra=()  # data.* overrides reach the build too, so the run reads the dataset the call built
+for word in "${extra[@]}"; do [[ $word == data.* || $word == +data.* ]] && data_extra+=("$word"); done
 case $task in
   sudoku) cfg=cfg_sudoku_400s; build=(+data.build_args.workers=16); pos=(arch.pos_encodings=rope train.depth_curriculum=null) ;;
   mul) cfg=cfg_arith_mul; build=(); pos=(train.depth_curriculum=null) ;;
@@ -38,7 +46,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/machine.txt" 2>&1
 python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" >> "$OUT/machine.txt" 2>&1
 common=(logging.runs_dir=/tmp/runs logging.progress=false logging.wandb_mode=disabled logging.run_name=$name)
-python3 scripts/build_data.py --config-name $cfg "${build[@]}" "${common[@]}" > "$OUT/build.log" 2>&1 \
+python3 scripts/build_data.py --config-name $cfg "${build[@]}" "${common[@]}" "${data_extra[@]}" > "$OUT/build.log" 2>&1 \
   || { tail -3 "$OUT/build.log"; exit 1; }
 timeout -s TERM 520 python3 pretrain.py --config-name $cfg "${arch[@]}" train.max_train_seconds=400 "${common[@]}" "${extra[@]}" \
   > "$OUT/$name.log" 2>&1
