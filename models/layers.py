@@ -148,7 +148,9 @@ class Block(nn.Module):
     """A sequence mixer (attention, or an MLP across positions) then a channel SwiGLU, each added
     to the residual stream. Post-norm (TRM's and HRM's block): the sum is RMS-normalised,
     x = norm(x + f(x)). Pre-norm (`prenorm`, for a deep one-pass stack): f reads the normalised
-    stream and the sum is left as it is, x = x + f(norm(x)); the stack's owner normalises its output."""
+    stream and the sum is left as it is, x = x + f(norm(x)); the stack's owner normalises its output.
+    The norm is always over the channels: with the MLP mixer post-norm normalises the transposed
+    sum (over positions, TRM's way), pre-norm the stream before it is transposed."""
 
     def __init__(self, hidden_size: int, num_heads: int, expansion: float, mixer: str, seq_len: int, eps: float,
                  seq_align: int = 1, prenorm: bool = False):
