@@ -46,6 +46,16 @@ def command(nproc, data, runs, *extra):
             *COMMON, *extra]
 
 
+def why(result):
+    """A failed launch's stderr for the assertion: where a rank died (faulthandler's "Fatal Python
+    error" with every thread's stack, which a rank that aborts prints first) and the end (torchrun's
+    summary); CI once saw a rank abort and only the summary survived the cut."""
+    text = result.stderr
+    fatal = text.find("Fatal Python error")
+    head = text[fatal:fatal + 6000] + "\n...\n" if fatal >= 0 else ""
+    return head + text[-3000:]
+
+
 def launch(nproc, data, runs, *extra, timeout=300):
     """nproc=None: one process, pretrain.py's command line run in this one (no process group:
     what `python pretrain.py` does, without a new interpreter); else torchrun with nproc processes."""
@@ -61,7 +71,7 @@ def straight(data, tmp_path_factory):
     compared with; only read."""
     runs = tmp_path_factory.mktemp("straight") / "runs"
     result = launch(None, data, runs, "logging.run_name=straight", "train.max_steps=20", "train.eval_interval=10")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why(result)
     return runs / PROJECT / "straight"
 
 
@@ -71,7 +81,7 @@ def two(data, tmp_path_factory):
     copy it first."""
     runs = tmp_path_factory.mktemp("two") / "runs"
     result = launch(2, data, runs, "logging.run_name=two", "train.max_steps=10", "train.eval_interval=5")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why(result)
     return runs
 
 
@@ -121,11 +131,11 @@ def test_resume_with_another_number_of_ranks(data, straight, two, tmp_path, firs
     else:
         name = "r"
         part1 = launch(first, data, runs, f"logging.run_name={name}", "train.max_steps=10", "train.eval_interval=10")
-        assert part1.returncode == 0, part1.stderr[-3000:]
+        assert part1.returncode == 0, why(part1)
         assert json.loads((resolve_checkpoint(runs / PROJECT / name) / "meta.json").read_text())["step"] == 10
     part2 = launch(second, data, runs, f"logging.run_name={name}", "train.max_steps=20", "train.eval_interval=10",
                    "train.resume=true")
-    assert part2.returncode == 0, part2.stderr[-3000:]
+    assert part2.returncode == 0, why(part2)
     assert "random streams" in part2.stdout  # the log says the RNG streams could not continue as they were
     assert_close_curves(losses(runs / PROJECT / name), losses(straight))
 
@@ -134,10 +144,10 @@ def test_bad_setups_end_with_one_line_on_every_rank(data, tmp_path):
     runs = tmp_path / "runs"
     odd = launch(2, data, runs, "logging.run_name=odd", "train.global_batch_size=33", "train.max_steps=2")
     assert odd.returncode != 0
-    assert odd.stderr.count("error: train.global_batch_size=33 is not divisible by the 2 ranks") == 2, odd.stderr[-3000:]
+    assert odd.stderr.count("error: train.global_batch_size=33 is not divisible by the 2 ranks") == 2, why(odd)
     differ = launch(2, data, runs, "logging.run_name=differ", "train.seed=${oc.env:LOCAL_RANK}", "train.max_steps=2")
     assert differ.returncode != 0
-    assert differ.stderr.count("error: the config differs between rank 0 and rank 1 (train.seed)") == 2, differ.stderr[-3000:]
+    assert differ.stderr.count("error: the config differs between rank 0 and rank 1 (train.seed)") == 2, why(differ)
     assert not (runs / PROJECT).exists()  # neither left a run directory
 
 
@@ -193,7 +203,7 @@ def test_sigterm_to_torchrun_checkpoints_once_and_resumes(data, tmp_path):
     assert meta["preempted"] is True and meta["world_size"] == 2
     resumed = launch(None, data, runs, "logging.run_name=pre", "train.resume=true",
                      f"train.max_steps={meta['step'] + 3}", "train.eval_interval=100000")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, why(resumed)
     assert max(losses(runs / PROJECT / "pre")) == meta["step"] + 3
 
 
