@@ -25,6 +25,7 @@ import pydantic
 from tqdm import tqdm
 
 from core.errors import DatasetError, InputError, one_line
+from core.paths import broken_link_on, broken_link_text
 
 ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 SPLITS = ("train", "test")  # the splits every dataset has
@@ -389,7 +390,9 @@ def validate_set(split_dir: Path, set_name: str, meta: DatasetMetadata) -> Split
 def load_split(data_path: Path | str, split: str) -> tuple[DatasetMetadata, dict[str, SplitArrays]]:
     data_path = Path(data_path)
     if not data_path.is_dir():
-        raise DatasetError(f"{data_path}: dataset directory not found")
+        link = broken_link_on(data_path)  # a link that leads nowhere: name it, not just "not found"
+        raise DatasetError(f"{data_path}: dataset directory not found"
+                           + (f" ({broken_link_text(link)})" if link is not None else ""))
     split_dir = data_path / split
     meta = read_metadata(split_dir / "dataset.json")
     sets = {name: validate_set(split_dir, name, meta) for name in meta.sets}

@@ -180,3 +180,20 @@ def test_augmented_copies_of_tied_instances_are_labelled_canonically(tmp_path):
     costs, assigned = _costs_and_assignment(sets["all"], 3)
     for c, a in zip(costs, assigned):
         assert np.array_equal(np.argmax(a, axis=1), label_columns(c)[0])
+
+
+def test_a_dataset_path_through_a_broken_link_names_the_link(tmp_path):
+    """--data / data.path at a dangling link or a link loop: "not found" and which link leads nowhere;
+    a plain missing folder says only "not found"."""
+    from core.errors import DatasetError
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for path, said in ((tmp_path / "dangling", "is a dangling symbolic link, to"),
+                       (tmp_path / "loop" / "lsa", "loop is a symbolic link loop, to"),
+                       (tmp_path / "missing", None)):
+        with pytest.raises(DatasetError) as caught:
+            load_split(path, "test")
+        message = str(caught.value)
+        assert message.startswith(f"{path}: dataset directory not found") and "\n" not in message
+        assert (said in message) if said else message.endswith("not found"), message
