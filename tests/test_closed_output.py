@@ -200,19 +200,27 @@ def _read_until(stream, start: str) -> None:
     raise AssertionError(f"no line starting {start!r}")
 
 
+def _close_after_step_5(proc, closed: str) -> str:
+    """Close the run's stdout or stderr (`closed`) once it has printed step 5; returns the other
+    stream's text, after the run exited 0."""
+    kept = proc.stderr if closed == "stdout" else proc.stdout
+    try:
+        _read_until(proc.stdout, "step 5/")
+        getattr(proc, closed).close()
+        text = kept.read()
+        assert proc.wait(timeout=120) == 0, text
+    finally:
+        proc.kill()
+        proc.wait()
+    return text
+
+
 @pytest.mark.slow
 def test_pipe_into_head_stops_the_run_with_a_checkpoint(tmp_path, data_dir):
     """`pretrain.py ... | head`: head leaves after a progress line; the run checkpoints and exits 0
     with one line on stderr: no 'Broken pipe', no traceback, no BrokenPipeError at shutdown."""
     proc = _start(tmp_path, data_dir)
-    try:
-        _read_until(proc.stdout, "step 5/")
-        proc.stdout.close()
-        err = proc.stderr.read()
-        assert proc.wait(timeout=120) == 0, err
-    finally:
-        proc.kill()
-        proc.wait()
+    err = _close_after_step_5(proc, "stdout")
     meta = json.loads((resolve_checkpoint(tmp_path / "runs" / PROJECT / "pipe") / "meta.json").read_text())
     assert meta["preempted"]
     lines = err.strip().splitlines()
@@ -225,14 +233,7 @@ def test_pipe_into_head_stops_the_run_with_a_checkpoint(tmp_path, data_dir):
 def test_closed_stderr_under_the_progress_bar_stops_the_run_with_a_checkpoint(tmp_path, data_dir):
     """The progress bar (stderr) finds its reader gone: the same stop, its line on stdout."""
     proc = _start(tmp_path, data_dir, "logging.progress=true")
-    try:
-        _read_until(proc.stdout, "step 5/")
-        proc.stderr.close()
-        out = proc.stdout.read()
-        assert proc.wait(timeout=120) == 0, out
-    finally:
-        proc.kill()
-        proc.wait()
+    out = _close_after_step_5(proc, "stderr")
     meta = json.loads((resolve_checkpoint(tmp_path / "runs" / PROJECT / "pipe") / "meta.json").read_text())
     lines = out.strip().splitlines()
     assert f"stopped at step {meta['step']} (stderr closed): checkpoint written" in lines[-2], out
@@ -246,14 +247,7 @@ def test_closed_stdout_stops_a_sweep_and_its_sweep_line_reaches_stderr(tmp_path,
     and the sweep's own line (which jobs were skipped, the whole command that continues this job)
     goes to stderr, as the run's stop line does: stdout has no reader."""
     proc = _start(tmp_path, data_dir, "-m", "train.seed=0,1")
-    try:
-        _read_until(proc.stdout, "step 5/")
-        proc.stdout.close()
-        err = proc.stderr.read()
-        assert proc.wait(timeout=120) == 0, err
-    finally:
-        proc.kill()
-        proc.wait()
+    err = _close_after_step_5(proc, "stdout")
     lines = err.strip().splitlines()
     assert lines[-1].startswith("sweep stopped at job 0 by a closed stdout: the jobs after it were not started; "
                                 "continue this job with: python pretrain.py --config-name cfg_lsa_cpu "), err

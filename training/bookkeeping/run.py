@@ -40,7 +40,7 @@ import torch
 
 from core.dicts import flatten
 from core.errors import DatasetError, InputError, os_error_line
-from core.paths import broken_link_kind
+from core.paths import broken_link_text
 from dataset.common import open_lock_file
 from evaluators import build_evaluators
 from training.engine.checkpoint import (
@@ -411,8 +411,7 @@ def check_real_dirs(run_dir: Path) -> None:
                                   "logging.runs_dir")
             break
         if path.is_symlink():  # no directory can be made through it (mkdir says only "No such file or directory")
-            raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({path} is {broken_link_kind(path)}, to "
-                              f"{os.readlink(path)})")
+            raise ConfigError(f"logging.runs_dir: cannot create {run_dir} ({broken_link_text(path)})")
 
 
 def make_run_dir(run_dir: Path) -> tuple[Path, ...]:
@@ -632,10 +631,9 @@ def preflight(cfg: Any) -> Path:
     start), the batch and model cost bounds, the evaluators' dry run, best_metric, the batch
     against the data, and the same planning `train` does. No model is built and nothing is
     written. Returns the run directory the run will write."""
-    from dataset import builder_config
     from dataset.common import dataset_exists
     from dataset.loader import PuzzleDataset
-    from training.engine.setup import check_batch_costs, check_data_reachable, check_val_request, resolve_device
+    from training.engine.setup import check_batch_costs, check_missing_data, check_val_request, resolve_device
 
     if cfg.train.device != "auto":
         resolve_device(cfg.train.device)
@@ -646,11 +644,7 @@ def preflight(cfg: Any) -> Path:
         check_batch_costs(cfg, data.meta, World())
         check_config_against_data(cfg, data, World())
     else:
-        check_data_reachable(path)
-        if cfg.data.builder is None:
-            raise DatasetError(f"data.path={cfg.data.path}: no dataset there (and data.builder is not set to build one)")
-        # what the build would refuse; the checks that need the data run once it is built
-        builder_config(cfg.data.builder, cfg.data.build_args, path)
+        check_missing_data(cfg, path)  # what the build would refuse; the checks that need the data run once it is built
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise DatasetError(f"data.path={path}: directory is not empty but holds no complete dataset; "
                                "remove it to rebuild")

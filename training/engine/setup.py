@@ -108,13 +108,17 @@ def check_val_request(cfg: Config) -> None:
                            f"(data.build_args.{VAL_SIZE_ARG} is 0); set data.build_args.{VAL_SIZE_ARG}=N")
 
 
-def check_data_reachable(path: Path) -> None:
-    """A missing dataset at or below a symbolic link that leads nowhere (dangling, or a loop)
-    can neither be read nor built: one line naming the link, not "no dataset there" (nor a build
-    that would follow the link)."""
+def check_missing_data(cfg: Config, path: Path) -> None:
+    """A dataset missing at data.path must be buildable there (`--check` and the run alike): the
+    config names a builder and its arguments validate, and no symbolic link that leads nowhere
+    (dangling, or a loop) stands at or above the path (one line naming the link, not "no dataset
+    there", nor a build that would follow it)."""
     link = broken_link_on(path)
     if link is not None:
         raise DatasetError(f"data.path={path}: no dataset there, and none can be built there ({broken_link_text(link)})")
+    if cfg.data.builder is None:
+        raise DatasetError(f"data.path={path}: no dataset there (and data.builder is not set to build one)")
+    builder_config(cfg.data.builder, cfg.data.build_args, path)  # bad arguments fail before anything is written
 
 
 def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
@@ -126,10 +130,7 @@ def prepare_data(cfg: Config, progress: bool) -> PuzzleDataset:
     check_val_request(cfg)
     built = False
     if not dataset_exists(path):
-        check_data_reachable(path)
-        if cfg.data.builder is None:
-            raise DatasetError(f"data.path={path}: no dataset there (and data.builder is not set to build one)")
-        builder_config(cfg.data.builder, cfg.data.build_args, path)  # bad arguments fail before anything is written
+        check_missing_data(cfg, path)
         with build_lock(path):
             if not dataset_exists(path):  # another run may have built it while this one waited
                 if path.exists() and any(path.iterdir()):
